@@ -1,0 +1,1 @@
+"""HTTP API: auth, validation, OpenAPI.  No business logic: it calls service/."""

@@ -1,0 +1,110 @@
+"""The FastAPI application: routes map 1:1 to service functions.
+
+Every route needs `Authorization: Bearer <token>`.  FerryError subclasses
+become JSON errors `{"error": code, "message": ..., "details": {...}}` with
+their HTTP status, defined once in ferry.errors.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ferry import __version__
+from ferry.api.schemas import HostCreate, MigrationCreate, VmCreate
+from ferry.domain.models import Host, Migration, Sample, Vm
+from ferry.errors import FerryError
+from ferry.service import hosts, migrations, vms
+from ferry.service.controller import Controller
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if start_background:
+            ctx.start()
+        yield
+        ctx.shutdown()
+
+    app = FastAPI(title="Ferry", version=__version__, lifespan=lifespan)
+
+    def auth(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+        if cred is None or not hmac.compare_digest(cred.credentials.encode(),
+                                                   ctx.settings.token.encode()):
+            raise HTTPException(401, "missing or wrong API token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(FerryError)
+    async def ferry_error(_req: Request, exc: FerryError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content={
+            "error": exc.code, "message": exc.message, "details": exc.details})
+
+    dep = [Depends(auth)]
+
+    @app.get("/health", dependencies=dep)
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/hosts", dependencies=dep)
+    def list_hosts() -> list[Host]:
+        return hosts.list_hosts(ctx)
+
+    @app.post("/hosts", dependencies=dep, status_code=201)
+    def add_host(body: HostCreate) -> Host:
+        return hosts.add_host(ctx, body.name, body.uri, body.virt_type)
+
+    @app.get("/hosts/{name}", dependencies=dep)
+    def get_host(name: str) -> Host:
+        return hosts.get_host(ctx, name)
+
+    @app.post("/hosts/{name}/refresh", dependencies=dep)
+    def refresh_host(name: str) -> Host:
+        return hosts.refresh_host(ctx, name)
+
+    @app.get("/vms", dependencies=dep)
+    def list_vms() -> list[Vm]:
+        return vms.list_vms(ctx)
+
+    @app.post("/vms", dependencies=dep, status_code=201)
+    def create_vm(body: VmCreate) -> Vm:
+        return vms.create_vm(ctx, body.name, body.host, body.memory_mib, body.vcpus,
+                             body.workload_dirty_mib_s, body.workload_wss_mib, body.wait)
+
+    @app.get("/vms/{name}", dependencies=dep)
+    def get_vm(name: str) -> Vm:
+        return vms.get_vm(ctx, name)
+
+    @app.delete("/vms/{name}", dependencies=dep, status_code=204)
+    def delete_vm(name: str) -> None:
+        vms.delete_vm(ctx, name)
+
+    @app.get("/migrations", dependencies=dep)
+    def list_migrations(vm: str | None = None, limit: int = 100) -> list[Migration]:
+        return migrations.list_migrations(ctx, vm, min(max(limit, 1), 1000))
+
+    @app.post("/migrations", dependencies=dep, status_code=201)
+    def start_migration(body: MigrationCreate) -> Migration:
+        return migrations.start_migration(ctx, body.vm, body.to, body.bandwidth_mib_s,
+                                          body.max_downtime_ms)
+
+    @app.get("/migrations/{mid}", dependencies=dep)
+    def get_migration(mid: int) -> Migration:
+        return migrations.get_migration(ctx, mid)
+
+    @app.get("/migrations/{mid}/samples", dependencies=dep)
+    def get_samples(mid: int, after_ms: int = -1) -> list[Sample]:
+        return migrations.get_samples(ctx, mid, after_ms)
+
+    @app.post("/migrations/{mid}/cancel", dependencies=dep)
+    def cancel_migration(mid: int) -> Migration:
+        return migrations.cancel_migration(ctx, mid)
+
+    return app

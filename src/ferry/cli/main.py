@@ -1,0 +1,299 @@
+"""`ferry`: the command line.  Every command but `serve` and `lab` talks to the
+controller's HTTP API; `--json` prints machine-readable output.
+
+Exit codes: 0 ok, 1 other error, 2 invalid input, 3 conflict, 4 not found,
+5 migration refused or failed, 6 unavailable, 7 auth, 8 no controller.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ferry.cli.client import ApiError, Client, local_config_path
+from ferry.cli.render import console, err_console, kv, migration_summary, print_json, table
+from ferry.cli.watch import follow
+
+app = typer.Typer(help="Ferry: safe, predictable live migration of KVM virtual machines.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+lab_app = typer.Typer(help="A real libvirt cluster on this machine.", no_args_is_help=True)
+host_app = typer.Typer(help="Hypervisor hosts.", no_args_is_help=True)
+vm_app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+mig_app = typer.Typer(help="Migrations: history, details, cancel.", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+app.add_typer(host_app, name="host")
+app.add_typer(vm_app, name="vm")
+app.add_typer(mig_app, name="migration")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(fn: F) -> F:
+    """Turn API and lab errors into a message (or JSON) and the right exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ferry.lab.run import LabError
+
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            if as_json:
+                print_json(exc.as_dict())
+            else:
+                err_console.print(f"[red]error:[/red] {exc.message}")
+                for k, v in exc.details.items():
+                    if k != "errors":
+                        err_console.print(f"  {k}: {v}")
+            raise typer.Exit(exc.exit_code) from None
+        except LabError as exc:
+            if as_json:
+                print_json({"error": "lab", "message": str(exc)})
+            else:
+                err_console.print(f"[red]lab error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    return wrapper  # type: ignore[return-value]
+
+
+# -- controller ---------------------------------------------------------------
+@app.command()
+def serve(config: Annotated[Path, typer.Option(help="Controller settings (JSON).")]) -> None:
+    """Run the Ferry controller (HTTP API + migration workers)."""
+    import uvicorn
+
+    from ferry.api.app import create_app
+    from ferry.service.controller import Controller
+    from ferry.service.settings import Settings
+
+    settings = Settings.load(config)
+    ctx = Controller(settings)
+    uvicorn.run(create_app(ctx), host=settings.listen_host, port=settings.listen_port,
+                log_level="warning")
+
+
+# -- lab ------------------------------------------------------------------------
+@lab_app.command("up")
+@handles_errors
+def lab_up(hosts: Annotated[int, typer.Option(help="How many hosts.")] = 2,
+           as_json: JsonOpt = False) -> None:
+    """Start N libvirt hosts, the console logger and the controller; register hosts."""
+    from ferry.lab import cluster
+
+    say = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]lab:[/dim] {m}"))
+    state = cluster.up(hosts, client_config=local_config_path(), say=say)
+    if as_json:
+        print_json({"hosts": state["hosts"], "controller": state["controller"]})
+    else:
+        console.print(f"[green]lab up:[/green] hosts {', '.join(state['hosts'])}; "
+                      f"controller {state['controller']} ({state['virt_type']})")
+
+
+@lab_app.command("down")
+@handles_errors
+def lab_down(as_json: JsonOpt = False) -> None:
+    """Remove everything the lab made (guests, daemons, namespaces, bridge, controller)."""
+    from ferry.lab import cluster
+
+    res = cluster.down(say=(lambda _m: None) if as_json else console.print)
+    if as_json:
+        print_json(res)
+
+
+@lab_app.command("status")
+@handles_errors
+def lab_status(as_json: JsonOpt = False) -> None:
+    """Show the lab's hosts, daemons and controller."""
+    from ferry.lab import cluster
+
+    st = cluster.status()
+    if as_json:
+        print_json(st)
+        return
+    if not st["up"]:
+        console.print("lab is down")
+        return
+    table("lab hosts", ["host", "address", "libvirtd"],
+          [[h["name"], h["address"], "running" if h["libvirtd_running"] else "STOPPED"]
+           for h in st["hosts"]])
+    console.print(f"controller {st['controller']} "
+                  f"({'running' if st['controller_running'] else 'STOPPED'}); "
+                  f"guests under {st['virt_type']}: {st['accelerator_reason']}")
+
+
+@lab_app.command("check")
+@handles_errors
+def lab_check(vm: str, as_json: JsonOpt = False) -> None:
+    """What the guest's heartbeats say: boots, last sequence, largest gap, memory errors."""
+    from ferry.domain.names import check_name
+    from ferry.errors import InvalidRequest
+    from ferry.lab.check import check_vm
+    from ferry.lab.layout import lab_dir
+
+    try:
+        check_name("vm", vm)
+    except InvalidRequest as exc:
+        raise ApiError(400, "invalid", exc.message, {}) from None
+    res = check_vm(lab_dir(), vm).as_dict()
+    if res["heartbeats"] == 0:
+        raise ApiError(404, "not_found", f"no heartbeats from {vm} in the lab", {})
+    if as_json:
+        print_json(res)
+    else:
+        kv(f"guest check: {vm}", res, ["hosts", "boots", "last_seq", "heartbeats",
+                                       "max_gap_ms", "memory_errors", "seq_resets"])
+
+
+# -- hosts ----------------------------------------------------------------------
+HOST_COLS = ["name", "state", "uri", "virt_type", "cpu_model", "memory_free_mib"]
+
+
+@host_app.command("list")
+@handles_errors
+def host_list(as_json: JsonOpt = False) -> None:
+    hosts = Client().get("/hosts")
+    if as_json:
+        print_json(hosts)
+    else:
+        table("hosts", HOST_COLS, [[h[c] for c in HOST_COLS] for h in hosts])
+
+
+@host_app.command("show")
+@handles_errors
+def host_show(name: str, as_json: JsonOpt = False) -> None:
+    h = Client().get(f"/hosts/{name}")
+    print_json(h) if as_json else kv(f"host {name}", h, [*HOST_COLS, "cpu_vendor", "cpus",
+                                                        "memory_total_mib", "error",
+                                                        "updated_at"])
+
+
+@host_app.command("add")
+@handles_errors
+def host_add(name: str, uri: str,
+             virt_type: Annotated[str, typer.Option(help="auto, kvm or qemu (TCG)")] = "auto",
+             as_json: JsonOpt = False) -> None:
+    """Register a host by its libvirt URI (qemu+tls://HOST/system in production)."""
+    h = Client().post("/hosts", json={"name": name, "uri": uri, "virt_type": virt_type})
+    print_json(h) if as_json else console.print(f"host {h['name']} added ({h['state']})")
+
+
+@host_app.command("refresh")
+@handles_errors
+def host_refresh(name: str, as_json: JsonOpt = False) -> None:
+    """Re-read the host and reconcile VM whereabouts with libvirt."""
+    h = Client().post(f"/hosts/{name}/refresh")
+    print_json(h) if as_json else kv(f"host {name}", h, HOST_COLS)
+
+
+# -- vms ------------------------------------------------------------------------
+VM_COLS = ["name", "host", "state", "memory_mib", "vcpus", "cpu_model"]
+
+
+@vm_app.command("create")
+@handles_errors
+def vm_create(name: str,
+              host: Annotated[str, typer.Option(help="Host to start it on.")],
+              memory: Annotated[int, typer.Option(help="Memory in MiB.")] = 256,
+              vcpus: Annotated[int, typer.Option()] = 1,
+              workload_dirty: Annotated[int, typer.Option(
+                  help="Guest workload dirty rate, MiB/s.")] = 0,
+              workload_wss: Annotated[int | None, typer.Option(
+                  help="Guest workload working set, MiB.")] = None,
+              as_json: JsonOpt = False) -> None:
+    """Define and start a VM from the guest image; returns once its heartbeat is seen."""
+    body = {"name": name, "host": host, "memory_mib": memory, "vcpus": vcpus,
+            "workload_dirty_mib_s": workload_dirty, "workload_wss_mib": workload_wss}
+    if not as_json:
+        console.print(f"creating {name} on {host} and waiting for its heartbeat ...")
+    v = Client().post("/vms", json=body)
+    print_json(v) if as_json else console.print(f"VM {v['name']} {v['state']} on {v['host']}")
+
+
+@vm_app.command("list")
+@handles_errors
+def vm_list(as_json: JsonOpt = False) -> None:
+    vms = Client().get("/vms")
+    print_json(vms) if as_json else table("vms", VM_COLS, [[v[c] for c in VM_COLS] for v in vms])
+
+
+@vm_app.command("show")
+@handles_errors
+def vm_show(name: str, as_json: JsonOpt = False) -> None:
+    v = Client().get(f"/vms/{name}")
+    print_json(v) if as_json else kv(f"vm {name}", v, [*VM_COLS, "disks", "managed",
+                                                      "workload_dirty_mib_s",
+                                                      "workload_wss_mib", "updated_at"])
+
+
+@vm_app.command("delete")
+@handles_errors
+def vm_delete(name: str, as_json: JsonOpt = False) -> None:
+    """Power off and remove the VM and the boot disk Ferry created for it."""
+    Client().delete(f"/vms/{name}")
+    print_json({"deleted": name}) if as_json else console.print(f"VM {name} deleted")
+
+
+# -- migrations -------------------------------------------------------------------
+@app.command()
+@handles_errors
+def migrate(vm: str, to: Annotated[str, typer.Option("--to", help="Destination host.")],
+            wait: Annotated[bool, typer.Option(help="Follow until it finishes.")] = False,
+            bandwidth: Annotated[int | None, typer.Option(help="Limit, MiB/s.")] = None,
+            max_downtime: Annotated[int | None, typer.Option(help="Downtime limit, ms.")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Live-migrate VM to another host (prechecks first; nothing moves if they fail)."""
+    client = Client()
+    m = client.post("/migrations", json={"vm": vm, "to": to, "bandwidth_mib_s": bandwidth,
+                                         "max_downtime_ms": max_downtime})
+    if not wait:
+        print_json(m) if as_json else console.print(
+            f"migration {m['id']} {m['state']}: {vm} {m['source']} → {to}")
+        return
+    final = follow(client, m["id"], show=not as_json)
+    if as_json:
+        print_json(final)
+    else:
+        migration_summary(final)
+    if final["state"] != "completed":
+        raise typer.Exit(5)
+
+
+MIG_COLS = ["id", "vm", "source", "destination", "state", "total_ms", "downtime_ms", "rounds"]
+
+
+@mig_app.command("list")
+@handles_errors
+def migration_list(vm: Annotated[str | None, typer.Option(help="Only this VM.")] = None,
+                   as_json: JsonOpt = False) -> None:
+    ms = Client().get("/migrations", params={"vm": vm} if vm else {})
+    print_json(ms) if as_json else table("migrations", MIG_COLS,
+                                         [[m[c] for c in MIG_COLS] for m in ms])
+
+
+@mig_app.command("show")
+@handles_errors
+def migration_show(mid: int, as_json: JsonOpt = False) -> None:
+    client = Client()
+    m = client.get(f"/migrations/{mid}")
+    if as_json:
+        m["samples"] = client.get(f"/migrations/{mid}/samples")
+        print_json(m)
+        return
+    migration_summary(m)
+    table("events", ["at", "kind", "message"],
+          [[e["at"], e["kind"], e["message"]] for e in m["events"]])
+
+
+@mig_app.command("cancel")
+@handles_errors
+def migration_cancel(mid: int, as_json: JsonOpt = False) -> None:
+    m = Client().post(f"/migrations/{mid}/cancel")
+    print_json(m) if as_json else console.print(f"cancel requested for migration {mid}")
+
+
+if __name__ == "__main__":
+    app()

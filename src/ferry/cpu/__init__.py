@@ -1,0 +1,1 @@
+"""CPU models: the cluster baseline and guest-vs-destination compatibility."""

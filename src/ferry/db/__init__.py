@@ -1,0 +1,1 @@
+"""Controller state: SQLAlchemy models, engine set-up and Alembic migrations."""

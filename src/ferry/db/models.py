@@ -1,0 +1,96 @@
+"""SQLAlchemy tables.  Schema changes go through Alembic (db/alembic/versions)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class HostRow(Base):
+    __tablename__ = "hosts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    uri: Mapped[str] = mapped_column(String(512))
+    state: Mapped[str] = mapped_column(String(16))
+    virt_type: Mapped[str] = mapped_column(String(16))
+    cpu_model: Mapped[str] = mapped_column(String(64), default="")
+    cpu_vendor: Mapped[str] = mapped_column(String(64), default="")
+    cpu_xml: Mapped[str] = mapped_column(Text, default="")
+    cpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_total_mib: Mapped[int] = mapped_column(Integer, default=0)
+    memory_free_mib: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class VmRow(Base):
+    __tablename__ = "vms"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    host: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    cpu_model: Mapped[str] = mapped_column(String(64), default="")
+    cpu_xml: Mapped[str] = mapped_column(Text, default="")
+    disks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    workload_dirty_mib_s: Mapped[int] = mapped_column(Integer, default=0)
+    workload_wss_mib: Mapped[int] = mapped_column(Integer, default=0)
+    managed: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MigrationRow(Base):
+    __tablename__ = "migrations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    vm: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    destination: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    bandwidth_mib_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    total_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    transferred_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    rounds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    wall_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+class SampleRow(Base):
+    __tablename__ = "samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    migration_id: Mapped[int] = mapped_column(ForeignKey("migrations.id", ondelete="CASCADE"),
+                                              index=True)
+    t_ms: Mapped[int] = mapped_column(Integer)
+    iteration: Mapped[int] = mapped_column(Integer)
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_processed_bytes: Mapped[int] = mapped_column(BigInteger)
+    memory_remaining_bytes: Mapped[int] = mapped_column(BigInteger)
+    dirty_rate_bytes_s: Mapped[int] = mapped_column(BigInteger)
+    bandwidth_bytes_s: Mapped[int] = mapped_column(BigInteger)
+    expected_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    throttle_pct: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    migration_id: Mapped[int] = mapped_column(ForeignKey("migrations.id", ondelete="CASCADE"),
+                                              index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)

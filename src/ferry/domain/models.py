@@ -1,0 +1,109 @@
+"""Host, VM, Migration, Sample, Event: what the controller knows and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class HostState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
+class VmState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    MIGRATING = "migrating"
+    MISSING = "missing"  # defined in Ferry, found on no host
+    SPLIT = "split"  # active on more than one host: needs an operator
+
+
+class MigrationState(StrEnum):
+    QUEUED = "queued"
+    PRECHECKING = "prechecking"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (MigrationState.COMPLETED, MigrationState.FAILED,
+                        MigrationState.CANCELLED)
+
+
+@dataclass
+class Host:
+    name: str
+    uri: str
+    state: HostState
+    virt_type: str
+    cpu_model: str = ""
+    cpu_vendor: str = ""
+    cpus: int = 0
+    memory_total_mib: int = 0
+    memory_free_mib: int = 0
+    error: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass
+class Vm:
+    name: str
+    host: str | None
+    state: VmState
+    memory_mib: int
+    vcpus: int
+    cpu_model: str = ""
+    cpu_xml: str = ""
+    disks: list[str] = field(default_factory=list)
+    workload_dirty_mib_s: int = 0
+    workload_wss_mib: int = 0
+    managed: bool = True  # created by Ferry (False: found on a host)
+    updated_at: datetime | None = None
+
+
+@dataclass
+class Sample:
+    """One progress reading of a running migration."""
+
+    t_ms: int
+    iteration: int
+    memory_total_bytes: int
+    memory_processed_bytes: int
+    memory_remaining_bytes: int
+    dirty_rate_bytes_s: int
+    bandwidth_bytes_s: int
+    expected_downtime_ms: int | None = None
+    throttle_pct: int = 0
+
+
+@dataclass
+class Event:
+    at: datetime
+    kind: str
+    message: str
+
+
+@dataclass
+class Migration:
+    id: int
+    vm: str
+    source: str
+    destination: str
+    state: MigrationState
+    bandwidth_mib_s: int | None = None
+    max_downtime_ms: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    total_ms: int | None = None
+    downtime_ms: int | None = None
+    transferred_bytes: int | None = None
+    rounds: int | None = None
+    wall_ms: int | None = None  # request to final verdict, as Ferry saw it
+    error: str = ""
+    events: list[Event] = field(default_factory=list)

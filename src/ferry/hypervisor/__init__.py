@@ -1,0 +1,1 @@
+"""Talking to hypervisor hosts.  Only this package imports libvirt."""

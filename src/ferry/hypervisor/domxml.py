@@ -1,0 +1,74 @@
+"""Domain XML for Ferry's guests, built from plain data (pure, no libvirt).
+
+Guests boot a kernel + initramfs directly (no bootloader), with their disk
+in cache='none' mode: libvirt only allows a live migration of a disk that is
+not on a cluster file system when the host page cache is bypassed, and it is
+what keeps shared storage coherent across the switch.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    source: str  # a file path as the hosts see it
+    target: str = "vda"
+    fmt: str = "raw"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    memory_mib: int
+    vcpus: int
+    kernel: str
+    initrd: str
+    cmdline: str
+    cpu_xml: str | None  # a <cpu> element; None leaves libvirt's default
+    virt_type: str = "qemu"
+    disks: list[DiskSpec] = field(default_factory=list)
+    console_dir: str = "/var/lib/libvirt/ferry-console"
+
+
+def console_socket(console_dir: str, name: str) -> str:
+    """The guest's heartbeat serial port (ttyS1) as a unix socket on its host."""
+    return f"{console_dir}/{name}.sock"
+
+
+def build(spec: DomainSpec) -> str:
+    dom = ET.Element("domain", type=spec.virt_type)
+    ET.SubElement(dom, "name").text = spec.name
+    ET.SubElement(dom, "memory", unit="MiB").text = str(spec.memory_mib)
+    ET.SubElement(dom, "vcpu").text = str(spec.vcpus)
+    os_el = ET.SubElement(dom, "os")
+    ET.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
+    ET.SubElement(os_el, "kernel").text = spec.kernel
+    ET.SubElement(os_el, "initrd").text = spec.initrd
+    ET.SubElement(os_el, "cmdline").text = spec.cmdline
+    if spec.cpu_xml:
+        dom.append(ET.fromstring(spec.cpu_xml))
+    ET.SubElement(dom, "on_poweroff").text = "destroy"
+    ET.SubElement(dom, "on_reboot").text = "restart"
+    ET.SubElement(dom, "on_crash").text = "destroy"
+    dev = ET.SubElement(dom, "devices")
+    for disk in spec.disks:
+        d = ET.SubElement(dev, "disk", type="file", device="disk")
+        ET.SubElement(d, "driver", name="qemu", type=disk.fmt, cache="none")
+        ET.SubElement(d, "source", file=disk.source)
+        ET.SubElement(d, "target", dev=disk.target, bus="virtio")
+    s0 = ET.SubElement(dev, "serial", type="file")
+    ET.SubElement(s0, "source", path=f"{spec.console_dir}/{spec.name}.console.log",
+                  append="on")
+    ET.SubElement(s0, "target", port="0")
+    s1 = ET.SubElement(dev, "serial", type="unix")
+    ET.SubElement(s1, "source", mode="bind", path=console_socket(spec.console_dir, spec.name))
+    ET.SubElement(s1, "target", port="1")
+    ET.SubElement(dev, "memballoon", model="none")
+    return ET.tostring(dom, encoding="unicode")
+
+
+def guest_cmdline(wss_mib: int, dirty_mib_s: int) -> str:
+    return f"console=ttyS0 quiet panic=-1 ferry.wss={wss_mib} ferry.dirty={dirty_mib_s}"

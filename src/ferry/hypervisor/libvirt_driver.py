@@ -1,0 +1,364 @@
+"""The libvirt driver: one `LibvirtHost` per hypervisor host, reached by URI.
+
+Everything libvirt-specific stays here: connections, flags, job-stat keys,
+error codes.  Callers get the plain records of `types.py` and the errors of
+`errors.py`.  Connections are opened lazily, reopened when dead, and kept
+alive with libvirt's keepalive (which needs the event loop started below), so
+a host that vanishes mid-migration fails the job instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import libvirt
+
+from ferry.hypervisor.errors import (
+    DomainNotFound,
+    HostUnreachable,
+    HypervisorError,
+    MigrationJobError,
+)
+from ferry.hypervisor.types import (
+    CpuVerdict,
+    DomainInfo,
+    DomainState,
+    HostInfo,
+    JobStats,
+    MigrationOptions,
+)
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
+}
+_MISSING_FEATURES = re.compile(r"does not provide required features?: ([\w.,\s-]+)")
+
+
+def _start_event_loop() -> None:
+    """libvirt's keepalive only works with a running event loop; start one, once."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _mib(kib: int) -> int:
+    return int(kib) // 1024
+
+
+class LibvirtHost:
+    """A connection to one host's libvirtd.  Safe to share between threads."""
+
+    def __init__(self, uri: str, *, keepalive_interval_s: int = 5, keepalive_count: int = 3):
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+        self._keepalive = (keepalive_interval_s, keepalive_count)
+
+    # -- connection -------------------------------------------------------
+    def conn(self) -> libvirt.virConnect:
+        _start_event_loop()
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._close_locked()
+            try:
+                c = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise HostUnreachable(f"{self.uri}: {exc.get_error_message()}") from exc
+            try:
+                c.setKeepAlive(*self._keepalive)
+            except libvirt.libvirtError:
+                pass
+            self._conn = c
+            return c
+
+    def _close_locked(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except libvirt.libvirtError:
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: libvirt.libvirtError) -> HypervisorError:
+        code = exc.get_error_code()
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            return DomainNotFound(exc.get_error_message())
+        if code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC,
+                    libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN):
+            self.close()
+            return HostUnreachable(f"{self.uri}: {exc.get_error_message()}")
+        return HypervisorError(exc.get_error_message())
+
+    def _dom(self, name: str) -> libvirt.virDomain:
+        return self._call(self.conn().lookupByName, name)
+
+    # -- host -------------------------------------------------------------
+    def info(self) -> HostInfo:
+        c = self.conn()
+        caps = ET.fromstring(self._call(c.getCapabilities))
+        cpu = caps.find("./host/cpu")
+        model = cpu.findtext("model", "") if cpu is not None else ""
+        vendor = cpu.findtext("vendor", "") if cpu is not None else ""
+        arch = cpu.findtext("arch", "x86_64") if cpu is not None else "x86_64"
+        node = self._call(c.getInfo)
+        virt = "kvm" if caps.find("./guest/arch/domain[@type='kvm']") is not None else "qemu"
+        return HostInfo(
+            hostname=self._call(c.getHostname),
+            arch=arch,
+            cpu_model=model,
+            cpu_vendor=vendor,
+            cpus=int(node[2]),
+            memory_total_mib=int(node[1]),
+            memory_free_mib=int(self._call(c.getFreeMemory)) // (1024 * 1024),
+            virt_type=virt,
+        )
+
+    def host_cpu_xml(self) -> str:
+        """The host CPU as `virsh capabilities` shows it (a <cpu> element)."""
+        caps = ET.fromstring(self._call(self.conn().getCapabilities))
+        cpu = caps.find("./host/cpu")
+        if cpu is None:
+            raise HypervisorError(f"{self.uri}: capabilities have no host CPU")
+        return ET.tostring(cpu, encoding="unicode")
+
+    def host_model_cpu_xml(self, virt_type: str) -> str:
+        """What this host's hypervisor offers as host-model for `virt_type`, as a
+        custom <cpu> usable for baseline/compare."""
+        xml = self._call(self.conn().getDomainCapabilities, None, None, None, virt_type, 0)
+        root = ET.fromstring(xml)
+        mode = root.find("./cpu/mode[@name='host-model']")
+        if mode is None or mode.get("supported") != "yes":
+            raise HypervisorError(f"{self.uri}: no host-model CPU for {virt_type}")
+        cpu = ET.Element("cpu", mode="custom", match="exact")
+        for child in mode:
+            if child.tag == "model":
+                ET.SubElement(cpu, "model", fallback="forbid").text = child.text
+            elif child.tag in ("vendor", "feature"):
+                cpu.append(child)
+        return ET.tostring(cpu, encoding="unicode")
+
+    def baseline_cpu(self, cpu_xmls: list[str], virt_type: str, *,
+                     expand: bool = False) -> str:
+        """libvirt's baselineHypervisorCPU over the given <cpu> definitions."""
+        flags = libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE
+        if expand:
+            flags |= libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
+        return str(self._call(self.conn().baselineHypervisorCPU, None, None, None, virt_type,
+                              cpu_xmls, flags))
+
+    def compare_cpu(self, cpu_xml: str, virt_type: str) -> CpuVerdict:
+        """Can this host's hypervisor run a guest with exactly this CPU?"""
+        try:
+            res = self.conn().compareHypervisorCPU(
+                None, None, None, virt_type, cpu_xml,
+                libvirt.VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_CPU_INCOMPATIBLE:
+                msg = exc.get_error_message()
+                m = _MISSING_FEATURES.search(msg)
+                missing = [f.strip() for f in m.group(1).split(",") if f.strip()] if m else []
+                return CpuVerdict(False, missing, msg)
+            raise self._translate(exc) from exc
+        ok = res in (libvirt.VIR_CPU_COMPARE_IDENTICAL, libvirt.VIR_CPU_COMPARE_SUPERSET)
+        return CpuVerdict(ok, [], "compatible" if ok else f"incompatible (result {res})")
+
+    # -- domains ----------------------------------------------------------
+    def _domain_info(self, dom: libvirt.virDomain) -> DomainInfo:
+        state, _reason = self._call(dom.state)
+        xml = ET.fromstring(self._call(dom.XMLDesc, 0))
+        cpu = xml.find("cpu")
+        disks = [s.get("file") or s.get("name") or "" for s in xml.findall("./devices/disk/source")]
+        try:
+            job = dom.jobInfo()[0]
+        except libvirt.libvirtError:
+            job = libvirt.VIR_DOMAIN_JOB_NONE
+        return DomainInfo(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            state=_STATES.get(state, DomainState.OTHER),
+            persistent=bool(dom.isPersistent()),
+            memory_mib=_mib(int(xml.findtext("memory", "0"))),
+            vcpus=int(xml.findtext("vcpu", "1")),
+            cpu_xml=ET.tostring(cpu, encoding="unicode") if cpu is not None else "",
+            disks=disks,
+            migrating=job not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED,
+                                  libvirt.VIR_DOMAIN_JOB_FAILED,
+                                  libvirt.VIR_DOMAIN_JOB_CANCELLED),
+        )
+
+    def list_domains(self) -> list[DomainInfo]:
+        out = []
+        for dom in self._call(self.conn().listAllDomains, 0):
+            try:
+                out.append(self._domain_info(dom))
+            except DomainNotFound:
+                continue  # vanished while we looked (e.g. migrated away)
+        return out
+
+    def domain(self, name: str) -> DomainInfo:
+        return self._domain_info(self._dom(name))
+
+    def find_domain(self, name: str) -> DomainInfo | None:
+        try:
+            return self.domain(name)
+        except DomainNotFound:
+            return None
+
+    def define_and_start(self, xml: str) -> DomainInfo:
+        dom = self._call(self.conn().defineXML, xml)
+        try:
+            self._call(dom.create)
+        except HypervisorError:
+            self._call(dom.undefine)
+            raise
+        return self._domain_info(dom)
+
+    def destroy(self, name: str) -> None:
+        """Stop the domain now (power off); a domain already off is fine."""
+        dom = self._dom(name)
+        if dom.isActive():
+            self._call(dom.destroy)
+
+    def resume(self, name: str) -> None:
+        self._call(self._dom(name).resume)
+
+    def undefine(self, name: str) -> None:
+        dom = self._dom(name)
+        if dom.isPersistent():
+            self._call(dom.undefine)
+
+    # -- storage ----------------------------------------------------------
+    def ensure_dir_pool(self, pool: str, path: str) -> None:
+        """A libvirt 'dir' pool at `path`, defined, started and autostarted."""
+        c = self.conn()
+        try:
+            p = c.storagePoolLookupByName(pool)
+        except libvirt.libvirtError:
+            xml = (f"<pool type='dir'><name>{pool}</name><target><path>{path}</path>"
+                   "</target></pool>")
+            p = self._call(c.storagePoolDefineXML, xml, 0)
+            self._call(p.setAutostart, 1)
+        if not p.isActive():
+            self._call(p.create, 0)
+
+    def create_volume(self, pool: str, name: str, capacity_bytes: int) -> str:
+        """Create a raw volume; return its path as the hosts see it."""
+        p = self._call(self.conn().storagePoolLookupByName, pool)
+        self._call(p.refresh, 0)
+        xml = (f"<volume><name>{name}</name><capacity unit='bytes'>{capacity_bytes}</capacity>"
+               "<target><format type='raw'/></target></volume>")
+        vol = self._call(p.createXML, xml, 0)
+        return str(vol.path())
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        p = self._call(self.conn().storagePoolLookupByName, pool)
+        self._call(p.refresh, 0)
+        try:
+            vol = p.storageVolLookupByName(name)
+        except libvirt.libvirtError:
+            return
+        self._call(vol.delete, 0)
+
+    # -- migration --------------------------------------------------------
+    def migrate(self, name: str, opts: MigrationOptions) -> None:
+        """Peer-to-peer live migration; blocks until the job ends.
+
+        Raises MigrationJobError (cancelled=True after abort_job) on failure."""
+        dom = self._dom(name)
+        flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+        if opts.persist_dest:
+            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST
+        if opts.undefine_source:
+            flags |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        if opts.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if opts.postcopy:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        params: dict[str, Any] = {}
+        if opts.bandwidth_mib_s:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(opts.bandwidth_mib_s)
+        if opts.max_downtime_ms is not None:
+            # Must be set before the job starts; libvirt has no migrate param for it.
+            self._call(dom.migrateSetMaxDowntime, int(opts.max_downtime_ms), 0)
+        try:
+            dom.migrateToURI3(opts.dest_uri, params, flags)
+        except libvirt.libvirtError as exc:
+            msg = exc.get_error_message()
+            cancelled = exc.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED or (
+                "canceled" in msg or "cancelled" in msg)
+            raise MigrationJobError(msg, cancelled=cancelled) from exc
+
+    def job_stats(self, name: str) -> JobStats:
+        return _job_stats(self._call(self._dom(name).jobStats, 0))
+
+    def completed_job_stats(self, name: str) -> JobStats | None:
+        try:
+            raw = self._dom(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError:
+            return None
+        if not raw or raw.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
+            return None
+        return _job_stats(raw)
+
+    def abort_job(self, name: str) -> None:
+        self._call(self._dom(name).abortJob)
+
+    def set_max_downtime(self, name: str, downtime_ms: int) -> None:
+        self._call(self._dom(name).migrateSetMaxDowntime, int(downtime_ms), 0)
+
+
+def _job_stats(raw: dict[str, Any]) -> JobStats:
+    t = raw.get("type", libvirt.VIR_DOMAIN_JOB_NONE)
+    active = t in (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+    return JobStats(
+        active=active,
+        elapsed_ms=int(raw.get("time_elapsed", 0)),
+        memory_total_bytes=int(raw.get("memory_total", 0)),
+        memory_processed_bytes=int(raw.get("memory_processed", 0)),
+        memory_remaining_bytes=int(raw.get("memory_remaining", 0)),
+        data_total_bytes=int(raw.get("data_total", 0)),
+        data_processed_bytes=int(raw.get("data_processed", 0)),
+        data_remaining_bytes=int(raw.get("data_remaining", 0)),
+        dirty_rate_pages_s=int(raw.get("memory_dirty_rate", 0)),
+        page_size=int(raw.get("memory_page_size", 4096)),
+        iteration=int(raw.get("memory_iteration", 0)),
+        bandwidth_bytes_s=int(raw.get("memory_bps", 0)),
+        downtime_ms=int(raw["downtime"]) if "downtime" in raw else None,
+        setup_ms=int(raw["setup_time"]) if "setup_time" in raw else None,
+        throttle_pct=int(raw.get("auto_converge_throttle", 0)),
+        postcopy_requests=int(raw.get("memory_postcopy_requests", 0)),
+    )

@@ -1,0 +1,87 @@
+"""Plain records a driver returns: what a host and its domains look like now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class DomainState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    hostname: str
+    arch: str
+    cpu_model: str
+    cpu_vendor: str
+    cpus: int
+    memory_total_mib: int
+    memory_free_mib: int
+    virt_type: str  # "kvm" or "qemu" (TCG): what guests on this host run under
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    state: DomainState
+    persistent: bool
+    memory_mib: int
+    vcpus: int
+    cpu_xml: str  # the <cpu> element the guest actually sees (live definition)
+    disks: list[str] = field(default_factory=list)
+    migrating: bool = False  # an incoming or outgoing migration job is active
+
+    @property
+    def active(self) -> bool:
+        return self.state in (DomainState.RUNNING, DomainState.PAUSED)
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """One reading of a migration job (libvirt job stats, units normalised)."""
+
+    active: bool
+    elapsed_ms: int = 0
+    memory_total_bytes: int = 0
+    memory_processed_bytes: int = 0
+    memory_remaining_bytes: int = 0
+    data_total_bytes: int = 0
+    data_processed_bytes: int = 0
+    data_remaining_bytes: int = 0
+    dirty_rate_pages_s: int = 0
+    page_size: int = 4096
+    iteration: int = 0
+    bandwidth_bytes_s: int = 0
+    downtime_ms: int | None = None  # expected while running, actual when completed
+    setup_ms: int | None = None
+    throttle_pct: int = 0
+    postcopy_requests: int = 0
+
+
+@dataclass(frozen=True)
+class CpuVerdict:
+    """Whether a CPU definition runs on a host, and what the host lacks."""
+
+    compatible: bool
+    missing_features: list[str]
+    message: str
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    """What the engine asks of one migration job."""
+
+    dest_uri: str
+    bandwidth_mib_s: int | None = None
+    max_downtime_ms: int | None = None
+    persist_dest: bool = True
+    undefine_source: bool = True
+    auto_converge: bool = False
+    postcopy: bool = False

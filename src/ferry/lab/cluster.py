@@ -1,0 +1,261 @@
+"""`ferry lab up / down / status`: the whole local cluster as one unit.
+
+`up` builds the guest image, probes the accelerator, creates the bridge and
+one namespace + libvirtd per host, starts the console logger and the Ferry
+controller on loopback with a fresh token, registers the hosts, and writes
+the client config.  `down` removes all of it, by recorded PIDs and by the
+names in layout.py, and works after a crash (every step tolerates absence).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ferry.lab import hostd, netns
+from ferry.lab.accel import probe
+from ferry.lab.image import build_image
+from ferry.lab.layout import MAX_HOSTS, LabHost, cache_dir, lab_dir, lab_host
+from ferry.lab.procs import cmdline, pid_alive, read_pid, stop_pid
+from ferry.lab.run import LabError
+
+CONTROLLER_PORT = 8470
+Say = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _free_port(start: int) -> int:
+    for port in range(start, start + 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise LabError("no free loopback port for the controller")
+
+
+def state_path() -> Path:
+    return lab_dir() / "state.json"
+
+
+def read_state() -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(state_path().read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _spawn(args: list[str], log: Path, pidfile: Path) -> int:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet) -> dict[str, Any]:
+    """Bring the lab up (idempotent: an existing healthy lab is returned as is)."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, mounts, libvirtd)")
+    if not 1 <= n_hosts <= MAX_HOSTS:
+        raise LabError(f"--hosts must be 1..{MAX_HOSTS}")
+    current = read_state()
+    if current and status().get("healthy"):
+        if len(current["hosts"]) != n_hosts:
+            raise LabError(f"a lab with {len(current['hosts'])} hosts is up; "
+                           "run `ferry lab down` first")
+        return current
+    if current:
+        say("a previous lab is unhealthy: removing it first")
+        down(say)
+    lab = lab_dir()
+    lab.mkdir(parents=True, exist_ok=True)
+    shared = lab / "shared"
+    (shared / "images").mkdir(parents=True, exist_ok=True)
+
+    say("building the guest image (cached after the first run)")
+    image = build_image(cache_dir())
+    kernel, initrd = shared / "images" / "vmlinuz", shared / "images" / "initrd.gz"
+    shutil.copyfile(image.kernel, kernel)
+    shutil.copyfile(image.initrd, initrd)
+    virt_type, accel_reason = probe(image, cache_dir())
+    say(f"accelerator: {'KVM' if virt_type == 'kvm' else 'TCG'} — {accel_reason}")
+
+    hosts = [lab_host(i) for i in range(1, n_hosts + 1)]
+    netns.create_bridge()
+    for h in hosts:
+        netns.create_host_netns(h)
+        hostd.prepare(h, lab, shared)
+        hostd.start(h, lab)
+    for h in hosts:
+        say(f"waiting for libvirtd on {h.name} ({h.address})")
+        hostd.wait_ready(h, lab)
+
+    console_pid = read_pid(lab / "console.pid")
+    if not (console_pid and pid_alive(console_pid, "ferry.lab.console")):
+        _spawn([sys.executable, "-m", "ferry.lab.console", str(lab)], lab / "console.log",
+               lab / "console.pid")
+
+    ctl = lab / "controller"
+    ctl.mkdir(exist_ok=True)
+    port = _free_port(CONTROLLER_PORT)
+    token = secrets.token_urlsafe(32)
+    settings = {
+        "db_url": f"sqlite:///{ctl / 'ferry.db'}",
+        "listen_host": "127.0.0.1",
+        "listen_port": port,
+        "token": token,
+        "shared_pool": {"name": "shared", "path": str(shared)},
+        "guest_image": {"kernel": str(kernel), "initrd": str(initrd)},
+        "console_dir": "/var/lib/libvirt/ferry-console",
+        "heartbeat_glob": str(lab / "hosts" / "*" / "var-lib-libvirt" / "ferry-console"),
+    }
+    conf = ctl / "settings.json"
+    conf.write_text(json.dumps(settings, indent=2))
+    conf.chmod(0o600)
+    url = f"http://127.0.0.1:{port}"
+    say(f"starting the Ferry controller on {url}")
+    start_controller(lab)
+    client = {"url": url, "token": token}
+    _wait_health(url, token, lab)
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=120) as http:
+        for h in hosts:
+            say(f"registering {h.name}")
+            r = http.post("/hosts", json={"name": h.name, "uri": h.uri, "virt_type": virt_type})
+            if r.status_code not in (201, 409):
+                raise LabError(f"registering {h.name} failed: {r.text}")
+    configs = [lab / "client.json"]
+    if client_config is not None:
+        configs.append(client_config)
+    for path in configs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(client, indent=2))
+        path.chmod(0o600)
+    state = {"hosts": [h.name for h in hosts], "controller": url, "virt_type": virt_type,
+             "accelerator_reason": accel_reason, "client_configs": [str(p) for p in configs]}
+    state_path().write_text(json.dumps(state, indent=2))
+    return state
+
+
+def start_controller(lab: Path) -> int:
+    """(Re)start the controller process of the lab; returns its PID."""
+    ctl = lab / "controller"
+    return _spawn([sys.executable, "-m", "ferry.cli.main", "serve", "--config",
+                   str(ctl / "settings.json")], ctl / "controller.log", ctl / "controller.pid")
+
+
+def stop_controller(lab: Path, sig: int = signal.SIGTERM) -> None:
+    pid = read_pid(lab / "controller" / "controller.pid")
+    if pid:
+        stop_pid(pid, "ferry.cli.main serve", sig=sig)
+
+
+def _wait_health(url: str, token: str, lab: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = read_pid(lab / "controller" / "controller.pid")
+        if not pid or not pid_alive(pid):
+            log = (lab / "controller" / "controller.log").read_text(errors="replace")[-3000:]
+            raise LabError(f"the controller exited:\n{log}")
+        try:
+            r = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {token}"},
+                          timeout=2)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise LabError(f"the controller did not answer on {url} within {timeout:.0f}s")
+
+
+def _lab_hosts(lab: Path) -> list[LabHost]:
+    found = []
+    for d in sorted((lab / "hosts").glob("node*")) if (lab / "hosts").exists() else []:
+        if d.name[4:].isdigit():
+            found.append(lab_host(int(d.name[4:])))
+    return found
+
+
+def _kill_guests(h: LabHost, lab: Path) -> int:
+    """Stop QEMU processes this host's libvirtd started (their PID files)."""
+    killed = 0
+    qdir = h.private_dir(lab, "/run/libvirt") / "qemu"
+    for pidfile in qdir.glob("*.pid") if qdir.exists() else []:
+        pid = read_pid(pidfile)
+        if pid and pid_alive(pid, "qemu-system"):
+            stop_pid(pid, "qemu-system", sig=signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def down(say: Say = _quiet) -> dict[str, Any]:
+    """Remove everything the lab made; safe to run twice or after a crash."""
+    lab = lab_dir()
+    state = read_state() or {}
+    hosts = _lab_hosts(lab)
+    stop_controller(lab)
+    for h in hosts:
+        n = _kill_guests(h, lab)
+        if n:
+            say(f"{h.name}: stopped {n} guest(s)")
+        hostd.stop(h, lab)
+    pid = read_pid(lab / "console.pid")
+    if pid:
+        stop_pid(pid, "ferry.lab.console")
+    netns.delete_all()
+    for path in state.get("client_configs", []):
+        Path(path).unlink(missing_ok=True)
+    if lab.exists():
+        shutil.rmtree(lab, ignore_errors=True)
+    say("lab removed")
+    return {"removed": True, "hosts": [h.name for h in hosts]}
+
+
+def status() -> dict[str, Any]:
+    lab = lab_dir()
+    state = read_state()
+    if state is None:
+        return {"up": False, "healthy": False, "hosts": []}
+    hosts = []
+    healthy = True
+    for name in state["hosts"]:
+        h = lab_host(int(name[4:]))
+        pid = read_pid(h.root(lab) / "libvirtd.pid")
+        alive = bool(pid and pid_alive(pid, "libvirtd"))
+        healthy &= alive
+        hosts.append({"name": name, "address": h.address, "uri": h.uri,
+                      "libvirtd_pid": pid, "libvirtd_running": alive})
+    cpid = read_pid(lab / "controller" / "controller.pid")
+    c_alive = bool(cpid and pid_alive(cpid, "ferry.cli.main serve"))
+    lpid = read_pid(lab / "console.pid")
+    l_alive = bool(lpid and pid_alive(lpid, "ferry.lab.console"))
+    return {"up": True, "healthy": healthy and c_alive and l_alive, "hosts": hosts,
+            "controller": state["controller"], "controller_running": c_alive,
+            "console_logger_running": l_alive, "virt_type": state.get("virt_type"),
+            "accelerator_reason": state.get("accelerator_reason")}
+
+
+def qemu_pid(host: str, vm: str) -> int | None:
+    """PID of the QEMU that `host`'s libvirtd runs for `vm` (its libvirt PID file)."""
+    h = lab_host(int(host[4:]))
+    pid = read_pid(h.private_dir(lab_dir(), "/run/libvirt") / "qemu" / f"{vm}.pid")
+    if pid and pid_alive(pid, "qemu-system") and f"guest={vm}" in cmdline(pid):
+        return pid
+    return None

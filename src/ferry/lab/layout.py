@@ -1,0 +1,82 @@
+"""Where the lab keeps its files, and the names and addresses it assigns.
+
+Everything the lab creates is named from here so `lab down` can find and
+remove exactly that, even after a crash.  Addresses come from 198.18.0.0/24
+(the benchmarking range) on a bridge the lab creates itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+BRIDGE = "ferrybr0"
+BRIDGE_ADDR = "198.18.0.1"
+PREFIX = 24
+NETNS_PREFIX = "ferry-"
+VETH_PREFIX = "fveth"
+LIBVIRT_PORT = 16509
+MAX_HOSTS = 8
+HOST_NAME = re.compile(r"^node[1-9]$")
+# Per-host copies of libvirt's state: bind-mounted over these paths inside the
+# host's mount namespace so each libvirtd believes it owns the machine.
+PRIVATE_DIRS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt")
+CACHE_DIR = "/var/cache/libvirt"
+CONSOLE_DIR = "/var/lib/libvirt/ferry-console"
+
+
+def base_dir() -> Path:
+    """Root of all Ferry machine state (override with FERRY_STATE_DIR)."""
+    return Path(os.environ.get("FERRY_STATE_DIR", "/var/lib/ferry"))
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One lab host: its name, namespace, address and private directories."""
+
+    name: str
+    index: int
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.name}"
+
+    @property
+    def veth(self) -> str:
+        return f"{VETH_PREFIX}{self.index}"
+
+    @property
+    def address(self) -> str:
+        return f"198.18.0.{10 + self.index}"
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+tcp://{self.address}/system"
+
+    @property
+    def host_uuid(self) -> str:
+        return f"f3770000-0000-4000-8000-{self.index:012d}"
+
+    def root(self, lab: Path) -> Path:
+        return lab / "hosts" / self.name
+
+    def private_dir(self, lab: Path, path: str) -> Path:
+        """The directory that backs `path` inside this host's mount namespace."""
+        return self.root(lab) / path.strip("/").replace("/", "-")
+
+    def console_dir(self, lab: Path) -> Path:
+        return self.private_dir(lab, "/var/lib/libvirt") / "ferry-console"
+
+
+def lab_host(index: int) -> LabHost:
+    return LabHost(name=f"node{index}", index=index)
+
+
+def lab_dir() -> Path:
+    return base_dir() / "lab"
+
+
+def cache_dir() -> Path:
+    return base_dir() / "cache"

@@ -1,0 +1,27 @@
+"""Running host commands for the lab: argument lists only, never a shell."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+
+class LabError(Exception):
+    """A lab step failed; the message says which command and why."""
+
+
+def run(args: Sequence[str], *, check: bool = True, timeout: float = 120,
+        input_text: str | None = None, cwd: str | None = None,
+        ) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing output; raise LabError with stderr on failure."""
+    try:
+        proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
+                              input=input_text, check=False, cwd=cwd)
+    except FileNotFoundError as exc:
+        raise LabError(f"command not found: {args[0]} (run `make install`)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"timed out after {timeout:.0f}s: {' '.join(args)}") from exc
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        raise LabError(f"{' '.join(args)} failed ({proc.returncode}): {detail}")
+    return proc

@@ -1,0 +1,1 @@
+"""The migration engine: prechecks, the monitored libvirt job, outcome and cleanup."""

@@ -1,0 +1,164 @@
+"""Running one migration job: start it, sample it, stop it, settle it.
+
+The libvirt call blocks, so it runs in its own thread while this loop samples
+progress, honours cancel and timeout by aborting the job, and finally asks
+both hosts where the guest really is (`outcome.resolve`) and cleans up.  The
+loop never touches the database: it reports through a `Recorder`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ferry.domain.models import Sample
+from ferry.hypervisor.errors import DomainNotFound, HypervisorError, MigrationJobError
+from ferry.hypervisor.libvirt_driver import LibvirtHost
+from ferry.hypervisor.types import JobStats, MigrationOptions
+from ferry.migration.outcome import Resolution, Verdict, resolve
+
+SAMPLE_INTERVAL_S = 0.25
+
+
+class Recorder(Protocol):
+    def sample(self, sample: Sample) -> None: ...
+    def event(self, kind: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobResult:
+    resolution: Resolution
+    stats: JobStats | None  # libvirt's completed-job statistics, when available
+    error: str = ""
+    cancelled: bool = False
+    timed_out: bool = False
+
+
+def to_sample(stats: JobStats) -> Sample:
+    return Sample(
+        t_ms=stats.elapsed_ms,
+        iteration=stats.iteration,
+        memory_total_bytes=stats.memory_total_bytes,
+        memory_processed_bytes=stats.memory_processed_bytes,
+        memory_remaining_bytes=stats.memory_remaining_bytes,
+        dirty_rate_bytes_s=stats.dirty_rate_pages_s * stats.page_size,
+        bandwidth_bytes_s=stats.bandwidth_bytes_s,
+        expected_downtime_ms=stats.downtime_ms,
+        throttle_pct=stats.throttle_pct,
+    )
+
+
+class _Watch:
+    """Sample a job until `running()` says it ended; abort on cancel or timeout."""
+
+    def __init__(self, vm: str, source: LibvirtHost, recorder: Recorder,
+                 cancel: threading.Event, timeout_s: float) -> None:
+        self.vm, self.source, self.recorder = vm, source, recorder
+        self.cancel, self.timeout_s = cancel, timeout_s
+        self.aborted_for: str | None = None
+
+    def loop(self, running: Callable[[], bool]) -> None:
+        started = time.monotonic()
+        while running():
+            if self.aborted_for is None:
+                if self.cancel.is_set():
+                    self._abort("cancel", "cancel requested: aborting the job")
+                elif time.monotonic() - started > self.timeout_s:
+                    self._abort("timeout", f"no completion after {self.timeout_s:.0f}s: "
+                                           "aborting the job")
+            try:
+                stats = self.source.job_stats(self.vm)
+                if stats.active:
+                    self.recorder.sample(to_sample(stats))
+            except (DomainNotFound, HypervisorError):
+                pass  # the source domain goes away at the very end of a success
+            time.sleep(SAMPLE_INTERVAL_S)
+
+    def _abort(self, kind: str, message: str) -> None:
+        self.aborted_for = kind
+        self.recorder.event(kind, message)
+        try:
+            self.source.abort_job(self.vm)
+        except HypervisorError as exc:
+            self.recorder.event("abort_failed", str(exc))
+
+
+def run_job(vm: str, source: LibvirtHost, destination: LibvirtHost, opts: MigrationOptions,
+            recorder: Recorder, cancel: threading.Event, timeout_s: float) -> JobResult:
+    """Run the libvirt migration job to its end and settle where the guest is."""
+    failure: list[MigrationJobError | HypervisorError] = []
+
+    def job() -> None:
+        try:
+            source.migrate(vm, opts)
+        except (MigrationJobError, HypervisorError) as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=job, name=f"migrate-{vm}", daemon=True)
+    recorder.event("started", f"libvirt p2p live migration to {opts.dest_uri}")
+    thread.start()
+    watch = _Watch(vm, source, recorder, cancel, timeout_s)
+    watch.loop(thread.is_alive)
+    thread.join()
+    error = str(failure[0]) if failure else ""
+    if error:
+        recorder.event("job_failed", error)
+    return settle(vm, source, destination, recorder, error=error,
+                  aborted_for=watch.aborted_for)
+
+
+def watch_existing(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder,
+                   cancel: threading.Event, timeout_s: float) -> JobResult:
+    """Follow a job started by an earlier controller process until it ends."""
+    def running() -> bool:
+        try:
+            dom = source.find_domain(vm)
+        except HypervisorError:
+            return False
+        return dom is not None and dom.migrating
+
+    recorder.event("reattached", "found the migration job still running; following it")
+    watch = _Watch(vm, source, recorder, cancel, timeout_s)
+    watch.loop(running)
+    return settle(vm, source, destination, recorder, error="", aborted_for=watch.aborted_for)
+
+
+def settle(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder, *,
+           error: str, aborted_for: str | None) -> JobResult:
+    """Ask both hosts where the guest is, clean up the other side, report."""
+    src = source.find_domain(vm)
+    dst = destination.find_domain(vm)
+    res = resolve(src, dst)
+    recorder.event("resolved", f"{res.verdict}: {res.reason}")
+    if res.clean_destination:
+        _cleanup(destination, vm, recorder, "destination")
+    if res.resume_source:
+        try:
+            source.resume(vm)
+            recorder.event("resumed", "resumed the paused guest on the source")
+        except HypervisorError as exc:
+            recorder.event("resume_failed", str(exc))
+    if res.clean_source:
+        _cleanup(source, vm, recorder, "source")
+    stats = None
+    if res.verdict == Verdict.COMPLETED:
+        stats = destination.completed_job_stats(vm) or source.completed_job_stats(vm)
+    return JobResult(res, stats, error=error, cancelled=aborted_for == "cancel",
+                     timed_out=aborted_for == "timeout")
+
+
+def _cleanup(host: LibvirtHost, vm: str, recorder: Recorder, side: str) -> None:
+    try:
+        dom = host.find_domain(vm)
+        if dom is None:
+            return
+        if dom.active:
+            host.destroy(vm)
+        if dom.persistent:
+            host.undefine(vm)
+        recorder.event("cleaned", f"removed the leftover domain on the {side}")
+    except HypervisorError as exc:
+        recorder.event("cleanup_failed", f"{side}: {exc}")

@@ -1,0 +1,74 @@
+"""Prechecks: everything that must hold before any byte is transferred.
+
+Each check raises MigrationRefused with a reason code and details, so the API
+can answer precisely and the CLI can print what to fix.  The CPU check
+compares the guest's own CPU definition (what the guest sees) with the
+destination's hypervisor — never the source host with the destination host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ferry.errors import MigrationRefused
+from ferry.hypervisor.errors import HypervisorError
+from ferry.hypervisor.libvirt_driver import LibvirtHost
+from ferry.hypervisor.types import DomainInfo, HostInfo
+
+# QEMU's own overhead beyond guest RAM, measured here at ~60 MB per guest.
+QEMU_OVERHEAD_MIB = 64
+
+
+@dataclass(frozen=True)
+class PrecheckResult:
+    domain: DomainInfo
+    destination: HostInfo
+    checks: list[str]
+
+
+def run_prechecks(vm: str, source: LibvirtHost, destination: LibvirtHost, *,
+                  dest_virt_type: str, disk_is_shared: Callable[[str], bool]) -> PrecheckResult:
+    checks: list[str] = []
+    dom = source.find_domain(vm)
+    if dom is None or not dom.active:
+        raise MigrationRefused("vm_not_running", f"VM {vm} is not running on the source host")
+    if dom.migrating:
+        raise MigrationRefused("vm_busy", f"VM {vm} already has a job on its host")
+    checks.append("vm runs on the source")
+
+    try:
+        dest = destination.info()
+    except HypervisorError as exc:
+        raise MigrationRefused("destination_unreachable",
+                               f"destination host unreachable: {exc}") from exc
+    if destination.find_domain(vm) is not None:
+        raise MigrationRefused("name_taken",
+                               f"a domain named {vm} already exists on the destination")
+    checks.append("destination up, name free")
+
+    need = dom.memory_mib + QEMU_OVERHEAD_MIB
+    if dest.memory_free_mib < need:
+        raise MigrationRefused(
+            "insufficient_memory",
+            f"destination has {dest.memory_free_mib} MiB free, VM needs {need} MiB",
+            {"free_mib": dest.memory_free_mib, "needed_mib": need})
+    checks.append(f"memory: {dest.memory_free_mib} MiB free >= {need} MiB")
+
+    if dom.cpu_xml:
+        verdict = destination.compare_cpu(dom.cpu_xml, dest_virt_type)
+        if not verdict.compatible:
+            feats = ", ".join(verdict.missing_features) or "see message"
+            raise MigrationRefused(
+                "cpu_incompatible",
+                f"the guest's CPU cannot run on the destination (missing: {feats})",
+                {"missing_features": verdict.missing_features, "libvirt": verdict.message})
+        checks.append("guest CPU accepted by the destination")
+
+    unshared = [d for d in dom.disks if d and not disk_is_shared(d)]
+    if unshared:
+        raise MigrationRefused("storage_not_shared",
+                               "disks not on storage the destination reaches: "
+                               + ", ".join(unshared), {"disks": unshared})
+    checks.append(f"{len(dom.disks)} disk(s) on shared storage")
+    return PrecheckResult(dom, dest, checks)

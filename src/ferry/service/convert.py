@@ -1,0 +1,51 @@
+"""Database rows to domain records (one place, so every use case agrees)."""
+
+from __future__ import annotations
+
+from ferry.db.models import EventRow, HostRow, MigrationRow, SampleRow, VmRow
+from ferry.domain.models import (
+    Event,
+    Host,
+    HostState,
+    Migration,
+    MigrationState,
+    Sample,
+    Vm,
+    VmState,
+)
+
+
+def host(row: HostRow) -> Host:
+    return Host(name=row.name, uri=row.uri, state=HostState(row.state), virt_type=row.virt_type,
+                cpu_model=row.cpu_model, cpu_vendor=row.cpu_vendor, cpus=row.cpus,
+                memory_total_mib=row.memory_total_mib, memory_free_mib=row.memory_free_mib,
+                error=row.error, updated_at=row.updated_at)
+
+
+def vm(row: VmRow) -> Vm:
+    return Vm(name=row.name, host=row.host, state=VmState(row.state), memory_mib=row.memory_mib,
+              vcpus=row.vcpus, cpu_model=row.cpu_model, cpu_xml=row.cpu_xml,
+              disks=list(row.disks or []), workload_dirty_mib_s=row.workload_dirty_mib_s,
+              workload_wss_mib=row.workload_wss_mib, managed=row.managed,
+              updated_at=row.updated_at)
+
+
+def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migration:
+    return Migration(
+        id=row.id, vm=row.vm, source=row.source, destination=row.destination,
+        state=MigrationState(row.state), bandwidth_mib_s=row.bandwidth_mib_s,
+        max_downtime_ms=row.max_downtime_ms, created_at=row.created_at,
+        started_at=row.started_at, finished_at=row.finished_at, total_ms=row.total_ms,
+        downtime_ms=row.downtime_ms, transferred_bytes=row.transferred_bytes, rounds=row.rounds,
+        wall_ms=row.wall_ms, error=row.error,
+        events=[Event(at=e.at, kind=e.kind, message=e.message) for e in events or []])
+
+
+def sample(row: SampleRow) -> Sample:
+    return Sample(t_ms=row.t_ms, iteration=row.iteration,
+                  memory_total_bytes=row.memory_total_bytes,
+                  memory_processed_bytes=row.memory_processed_bytes,
+                  memory_remaining_bytes=row.memory_remaining_bytes,
+                  dirty_rate_bytes_s=row.dirty_rate_bytes_s,
+                  bandwidth_bytes_s=row.bandwidth_bytes_s,
+                  expected_downtime_ms=row.expected_downtime_ms, throttle_pct=row.throttle_pct)

@@ -1,0 +1,259 @@
+"""Migrations: validate, precheck, run in a worker, record, cancel, recover.
+
+One migration per VM at a time (409 otherwise).  Prechecks run inside the
+request so a refusal comes back at once with its reason; the transfer runs
+in a worker thread that records samples and events as it goes.  After a
+controller restart, `recover` asks both hosts about every unfinished
+migration: it follows a job still running, or records the true outcome.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from ferry.db.models import EventRow, HostRow, MigrationRow, SampleRow, VmRow
+from ferry.domain.models import HostState, Migration, MigrationState, Sample, VmState
+from ferry.domain.names import check_name
+from ferry.errors import Conflict, FerryError, InvalidRequest, MigrationRefused, NotFound
+from ferry.hypervisor.errors import HypervisorError
+from ferry.hypervisor.libvirt_driver import LibvirtHost
+from ferry.hypervisor.types import MigrationOptions
+from ferry.migration.engine import JobResult, run_job, settle, watch_existing
+from ferry.migration.outcome import Verdict
+from ferry.migration.prechecks import run_prechecks
+from ferry.service import convert
+from ferry.service.controller import Controller
+from ferry.service.hosts import reconcile
+
+_UNFINISHED = [MigrationState.QUEUED.value, MigrationState.PRECHECKING.value,
+               MigrationState.RUNNING.value]
+
+
+class DbRecorder:
+    """Stores a job's samples and events as they happen (short transactions)."""
+
+    def __init__(self, ctx: Controller, migration_id: int) -> None:
+        self.ctx, self.id = ctx, migration_id
+
+    def sample(self, sample: Sample) -> None:
+        with self.ctx.session() as s:
+            s.add(SampleRow(migration_id=self.id, **sample.__dict__))
+
+    def event(self, kind: str, message: str) -> None:
+        with self.ctx.session() as s:
+            s.add(EventRow(migration_id=self.id, kind=kind, message=message))
+
+
+def list_migrations(ctx: Controller, vm: str | None = None, limit: int = 100) -> list[Migration]:
+    with ctx.session() as s:
+        q = select(MigrationRow).order_by(MigrationRow.id.desc()).limit(limit)
+        if vm:
+            q = q.where(MigrationRow.vm == vm)
+        return [convert.migration(r) for r in s.scalars(q)]
+
+
+def get_migration(ctx: Controller, mid: int) -> Migration:
+    with ctx.session() as s:
+        row = s.get(MigrationRow, mid)
+        if row is None:
+            raise NotFound(f"no migration {mid}")
+        events = list(s.scalars(select(EventRow).where(EventRow.migration_id == mid)
+                                .order_by(EventRow.id)))
+        return convert.migration(row, events)
+
+
+def get_samples(ctx: Controller, mid: int, after_ms: int = -1) -> list[Sample]:
+    get_migration(ctx, mid)
+    with ctx.session() as s:
+        q = (select(SampleRow).where(SampleRow.migration_id == mid, SampleRow.t_ms > after_ms)
+             .order_by(SampleRow.id))
+        return [convert.sample(r) for r in s.scalars(q)]
+
+
+def _is_shared(pool_path: str | None, disk: str) -> bool:
+    if not pool_path:
+        return False
+    root = os.path.normpath(pool_path)
+    return os.path.normpath(disk).startswith(root + os.sep)
+
+
+def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | None = None,
+                    max_downtime_ms: int | None = None) -> Migration:
+    """Validate, precheck and queue a migration; raise on refusal."""
+    check_name("vm", vm)
+    check_name("host", to)
+    if bandwidth_mib_s is not None and not 1 <= bandwidth_mib_s <= 100_000:
+        raise InvalidRequest("bandwidth must be between 1 and 100000 MiB/s")
+    if max_downtime_ms is not None and not 1 <= max_downtime_ms <= 60_000:
+        raise InvalidRequest("max downtime must be between 1 and 60000 ms")
+    reconcile(ctx)  # where the VM really is, right now
+    with ctx.migration_lock, ctx.session() as s:
+        vrow = s.scalar(select(VmRow).where(VmRow.name == vm))
+        if vrow is None:
+            raise NotFound(f"no VM named {vm!r}")
+        dest = s.scalar(select(HostRow).where(HostRow.name == to))
+        if dest is None:
+            raise NotFound(f"no host named {to!r}")
+        busy = s.scalar(select(MigrationRow).where(MigrationRow.vm == vm,
+                                                   MigrationRow.state.in_(_UNFINISHED)))
+        if busy is not None:
+            raise Conflict(f"VM {vm} is already migrating (migration {busy.id})",
+                           {"migration": busy.id})
+        if vrow.host == to:
+            raise InvalidRequest(f"VM {vm} already runs on {to}: source and destination are "
+                                 "the same host")
+        if vrow.host is None or vrow.state != VmState.RUNNING:
+            raise Conflict(f"VM {vm} is not running (state {vrow.state})")
+        src = s.scalar(select(HostRow).where(HostRow.name == vrow.host))
+        assert src is not None
+        row = MigrationRow(vm=vm, source=src.name, destination=to,
+                           state=MigrationState.PRECHECKING, bandwidth_mib_s=bandwidth_mib_s,
+                           max_downtime_ms=max_downtime_ms)
+        s.add(row)
+        s.flush()
+        mid, src_name, src_uri, dst_uri = row.id, src.name, src.uri, dest.uri
+        dest_up, dest_virt = dest.state == HostState.UP, dest.virt_type
+        memory_mib = vrow.memory_mib
+        vrow.state = VmState.MIGRATING
+    rec = DbRecorder(ctx, mid)
+    rec.event("queued", f"{vm}: {src_name} -> {to}")
+    try:
+        if not dest_up:
+            raise MigrationRefused("destination_down", f"destination host {to} is down")
+        pool = ctx.settings.shared_pool
+        result = run_prechecks(vm, ctx.host(src_uri), ctx.host(dst_uri), dest_virt_type=dest_virt,
+                               disk_is_shared=lambda d: _is_shared(pool.path if pool else None, d))
+    except FerryError as exc:
+        _finish(ctx, mid, MigrationState.FAILED, error=exc.message)
+        rec.event("refused", exc.message)
+        _restore_vm_state(ctx, vm)
+        raise
+    for line in result.checks:
+        rec.event("precheck", line)
+    cancel = ctx.cancel_events[mid] = threading.Event()
+    timeout = (ctx.settings.migration_timeout_base_s
+               + ctx.settings.migration_timeout_per_gib_s * math.ceil(memory_mib / 1024))
+    opts = MigrationOptions(dest_uri=dst_uri, bandwidth_mib_s=bandwidth_mib_s,
+                            max_downtime_ms=max_downtime_ms)
+    with ctx.session() as s:
+        row = s.get(MigrationRow, mid)
+        assert row is not None
+        row.state, row.started_at = MigrationState.RUNNING, datetime.now(UTC)
+    ctx.workers.submit(_run, ctx, mid, vm, src_uri, dst_uri, opts, cancel, timeout)
+    return get_migration(ctx, mid)
+
+
+def _run(ctx: Controller, mid: int, vm: str, src_uri: str, dst_uri: str,
+         opts: MigrationOptions, cancel: threading.Event, timeout_s: float) -> None:
+    rec = DbRecorder(ctx, mid)
+    try:
+        result = run_job(vm, ctx.host(src_uri), ctx.host(dst_uri), opts, rec, cancel, timeout_s)
+        _record_result(ctx, mid, result)
+    except Exception as exc:  # never leave a migration "running" because of a bug
+        rec.event("error", f"{type(exc).__name__}: {exc}")
+        _finish(ctx, mid, MigrationState.FAILED, error=f"internal error: {exc}")
+    finally:
+        ctx.cancel_events.pop(mid, None)
+        _restore_vm_state(ctx, vm)
+
+
+def _record_result(ctx: Controller, mid: int, result: JobResult) -> None:
+    verdict = result.resolution.verdict
+    if verdict == Verdict.COMPLETED:
+        st = result.stats
+        _finish(ctx, mid, MigrationState.COMPLETED,
+                total_ms=st.elapsed_ms if st else None,
+                downtime_ms=st.downtime_ms if st else None,
+                transferred_bytes=st.data_processed_bytes if st else None,
+                rounds=st.iteration if st else None)
+    elif result.cancelled and verdict == Verdict.FAILED:
+        _finish(ctx, mid, MigrationState.CANCELLED, error="cancelled; the VM runs on the source")
+    else:
+        why = "timed out; " if result.timed_out else ""
+        _finish(ctx, mid, MigrationState.FAILED,
+                error=f"{why}{result.error or result.resolution.reason} "
+                      f"({result.resolution.verdict}: {result.resolution.reason})")
+
+
+def _finish(ctx: Controller, mid: int, state: MigrationState, **figures: object) -> None:
+    with ctx.session() as s:
+        row = s.get(MigrationRow, mid)
+        assert row is not None
+        row.state = state
+        row.finished_at = datetime.now(UTC)
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        row.wall_ms = int((row.finished_at - created).total_seconds() * 1000)
+        for k, v in figures.items():
+            setattr(row, k, v)
+
+
+def _restore_vm_state(ctx: Controller, vm: str) -> None:
+    """Leave MIGRATING and let reconcile set where the VM really is."""
+    with ctx.session() as s:
+        row = s.scalar(select(VmRow).where(VmRow.name == vm))
+        if row is not None and row.state == VmState.MIGRATING:
+            row.state = VmState.RUNNING
+    reconcile(ctx)
+
+
+def cancel_migration(ctx: Controller, mid: int) -> Migration:
+    m = get_migration(ctx, mid)
+    if m.state.finished:
+        raise Conflict(f"migration {mid} already {m.state}")
+    ev = ctx.cancel_events.get(mid)
+    if ev is None:
+        raise Conflict(f"migration {mid} is not running in this controller")
+    ev.set()
+    DbRecorder(ctx, mid).event("cancel_requested", "cancel requested through the API")
+    return get_migration(ctx, mid)
+
+
+def recover(ctx: Controller) -> None:
+    """Settle migrations left unfinished by an earlier controller process."""
+    with ctx.session() as s:
+        rows = list(s.scalars(select(MigrationRow).where(MigrationRow.state.in_(_UNFINISHED))))
+        hosts = {h.name: h.uri for h in s.scalars(select(HostRow))}
+        todo = [(r.id, r.vm, hosts.get(r.source), hosts.get(r.destination)) for r in rows]
+    for mid, vm, src_uri, dst_uri in todo:
+        rec = DbRecorder(ctx, mid)
+        rec.event("recovering", "controller restarted; asking both hosts")
+        if not src_uri or not dst_uri:
+            _finish(ctx, mid, MigrationState.FAILED, error="host no longer registered")
+            continue
+        src, dst = ctx.host(src_uri), ctx.host(dst_uri)
+        try:
+            dom = src.find_domain(vm)
+        except HypervisorError as exc:
+            rec.event("recover_failed", str(exc))
+            _finish(ctx, mid, MigrationState.FAILED,
+                    error=f"controller restarted and the source is unreachable: {exc}")
+            continue
+        if dom is not None and dom.migrating:
+            cancel = ctx.cancel_events[mid] = threading.Event()
+            ctx.workers.submit(_follow, ctx, mid, vm, src, dst, cancel)
+            continue
+        try:
+            result = settle(vm, src, dst, rec, error="controller restarted during the job",
+                            aborted_for=None)
+            _record_result(ctx, mid, result)
+        except HypervisorError as exc:
+            _finish(ctx, mid, MigrationState.FAILED, error=f"could not settle: {exc}")
+        _restore_vm_state(ctx, vm)
+
+
+def _follow(ctx: Controller, mid: int, vm: str, src: LibvirtHost, dst: LibvirtHost,
+            cancel: threading.Event) -> None:
+    rec = DbRecorder(ctx, mid)
+    try:
+        result = watch_existing(vm, src, dst, rec, cancel, ctx.settings.migration_timeout_base_s)
+        _record_result(ctx, mid, result)
+    except Exception as exc:
+        _finish(ctx, mid, MigrationState.FAILED, error=f"internal error: {exc}")
+    finally:
+        ctx.cancel_events.pop(mid, None)
+        _restore_vm_state(ctx, vm)

@@ -1,0 +1,41 @@
+"""Controller settings, read from a JSON file (the lab writes one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class SharedPool(BaseModel):
+    """A directory every host mounts at the same path (NFS/CephFS; one dir in the lab)."""
+
+    name: str = "shared"
+    path: str
+
+
+class GuestImage(BaseModel):
+    """Kernel + initramfs that `vm create` boots, at paths every host reads."""
+
+    kernel: str
+    initrd: str
+
+
+class Settings(BaseModel):
+    db_url: str = "sqlite:///ferry.db"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8470
+    token: str = Field(min_length=16)
+    shared_pool: SharedPool | None = None
+    guest_image: GuestImage | None = None
+    console_dir: str = "/var/lib/libvirt/ferry-console"
+    # Where heartbeat logs of guests show up (lab: the console logger's files).
+    heartbeat_glob: str | None = None
+    reconcile_interval_s: float = 15.0
+    migration_timeout_base_s: float = 120.0
+    migration_timeout_per_gib_s: float = 120.0
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        return cls.model_validate(json.loads(path.read_text()))

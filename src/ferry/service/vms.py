@@ -1,0 +1,163 @@
+"""VMs: create (from the guest image, disk on the shared pool), list, show, delete."""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from sqlalchemy import select
+
+from ferry.cpu.baseline import cluster_baseline
+from ferry.db.models import HostRow, VmRow
+from ferry.domain.models import HostState, Vm, VmState
+from ferry.domain.names import check_name
+from ferry.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from ferry.hypervisor import domxml
+from ferry.hypervisor.errors import HypervisorError
+from ferry.service import convert
+from ferry.service.controller import Controller
+
+BOOT_DISK_BYTES = 8 * 1024 * 1024
+HEARTBEAT_TIMEOUT_S = 90
+GUEST_RESERVED_MIB = 48  # kernel + initramfs of the lab guest
+
+
+def list_vms(ctx: Controller) -> list[Vm]:
+    with ctx.session() as s:
+        return [convert.vm(r) for r in s.scalars(select(VmRow).order_by(VmRow.name))]
+
+
+def get_vm(ctx: Controller, name: str) -> Vm:
+    with ctx.session() as s:
+        row = s.scalar(select(VmRow).where(VmRow.name == name))
+        if row is None:
+            raise NotFound(f"no VM named {name!r}")
+        return convert.vm(row)
+
+
+def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int = 1,
+              workload_dirty_mib_s: int = 0, workload_wss_mib: int | None = None,
+              wait: bool = True) -> Vm:
+    check_name("vm", name)
+    if not 64 <= memory_mib <= 65536:
+        raise InvalidRequest("memory must be between 64 and 65536 MiB")
+    if not 1 <= vcpus <= 16:
+        raise InvalidRequest("vcpus must be between 1 and 16")
+    wss = workload_wss_mib if workload_wss_mib is not None else min(64, memory_mib // 4)
+    if not 1 <= wss <= memory_mib - GUEST_RESERVED_MIB:
+        raise InvalidRequest(f"workload working set must be 1..{memory_mib - GUEST_RESERVED_MIB}"
+                             f" MiB for a {memory_mib} MiB VM")
+    if not 0 <= workload_dirty_mib_s <= 4096:
+        raise InvalidRequest("workload dirty rate must be between 0 and 4096 MiB/s")
+    image, pool = ctx.settings.guest_image, ctx.settings.shared_pool
+    if image is None or pool is None:
+        raise InvalidRequest("this controller has no guest image or shared pool configured")
+    with ctx.session() as s:
+        hrow = s.scalar(select(HostRow).where(HostRow.name == host))
+        if hrow is None:
+            raise NotFound(f"no host named {host!r}")
+        if hrow.state != HostState.UP:
+            raise Unavailable(f"host {host} is down: {hrow.error}")
+        if s.scalar(select(VmRow).where(VmRow.name == name)) is not None:
+            raise Conflict(f"VM {name!r} already exists")
+        uri, virt_type = hrow.uri, hrow.virt_type
+        cpus = [r.cpu_xml for r in s.scalars(select(HostRow).where(HostRow.state == HostState.UP))]
+        s.add(VmRow(name=name, host=host, state=VmState.SHUTOFF, memory_mib=memory_mib,
+                    vcpus=vcpus, workload_dirty_mib_s=workload_dirty_mib_s,
+                    workload_wss_mib=wss, managed=True))
+    conn = ctx.host(uri)
+    disk_name = f"{name}.disk"
+    created_disk = False
+    try:
+        cpu_xml = cluster_baseline(conn, cpus, virt_type)
+        if os.path.exists(os.path.join(pool.path, disk_name)):
+            raise Conflict(f"volume {disk_name} already exists in pool {pool.name}")
+        disk = conn.create_volume(pool.name, disk_name, BOOT_DISK_BYTES)
+        created_disk = True
+        spec = domxml.DomainSpec(
+            name=name, memory_mib=memory_mib, vcpus=vcpus, kernel=image.kernel,
+            initrd=image.initrd, cmdline=domxml.guest_cmdline(wss, workload_dirty_mib_s),
+            cpu_xml=cpu_xml, virt_type=virt_type, disks=[domxml.DiskSpec(disk)],
+            console_dir=ctx.settings.console_dir)
+        started = time.time()
+        dom = conn.define_and_start(domxml.build(spec))
+    except (HypervisorError, Conflict) as exc:
+        if created_disk:
+            try:
+                conn.delete_volume(pool.name, disk_name)
+            except HypervisorError:
+                pass
+        with ctx.session() as s:
+            row = s.scalar(select(VmRow).where(VmRow.name == name))
+            if row is not None:
+                s.delete(row)
+        if isinstance(exc, Conflict):
+            raise
+        raise Unavailable(f"could not start VM {name} on {host}: {exc}") from exc
+    with ctx.session() as s:
+        row = s.scalar(select(VmRow).where(VmRow.name == name))
+        assert row is not None
+        row.state, row.cpu_xml, row.disks = VmState.RUNNING, dom.cpu_xml, dom.disks
+        row.cpu_model = _cpu_model(dom.cpu_xml)
+    if wait and ctx.settings.heartbeat_glob:
+        _wait_heartbeat(ctx.settings.heartbeat_glob, name, started)
+    return get_vm(ctx, name)
+
+
+def _cpu_model(cpu_xml: str) -> str:
+    if not cpu_xml:
+        return ""
+    return ET.fromstring(cpu_xml).findtext("model", "") or ""
+
+
+def _wait_heartbeat(pattern: str, name: str, since: float) -> None:
+    """Return once the guest's workload has booted and sent a heartbeat."""
+    deadline = time.monotonic() + HEARTBEAT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for path in glob.glob(os.path.join(pattern, f"{name}.hb")):
+            p = Path(path)
+            if p.stat().st_mtime >= since and " HB " in _tail(p):
+                return
+        time.sleep(0.2)
+    raise Unavailable(f"VM {name} started but sent no heartbeat within {HEARTBEAT_TIMEOUT_S}s")
+
+
+def _tail(p: Path, size: int = 4096) -> str:
+    with p.open("rb") as f:
+        f.seek(max(0, p.stat().st_size - size))
+        return f.read().decode(errors="replace")
+
+
+def delete_vm(ctx: Controller, name: str) -> None:
+    """Power off and undefine the VM and delete the boot disk Ferry created for it."""
+    vm = get_vm(ctx, name)
+    if vm.state == VmState.MIGRATING:
+        raise Conflict(f"VM {name} is migrating; cancel the migration first")
+    from ferry.service.hosts import reconcile
+
+    reconcile(ctx)
+    vm = get_vm(ctx, name)
+    with ctx.session() as s:
+        hosts = {r.name: r.uri for r in s.scalars(select(HostRow))}
+    pool = ctx.settings.shared_pool
+    for host_name, uri in hosts.items():
+        conn = ctx.host(uri)
+        try:
+            if conn.find_domain(name) is not None:
+                conn.destroy(name)
+                conn.undefine(name)
+        except HypervisorError as exc:
+            if host_name == vm.host:
+                raise Unavailable(f"could not remove VM {name} from {host_name}: {exc}") from exc
+    if vm.managed and pool is not None and vm.host in hosts:
+        try:
+            ctx.host(hosts[vm.host]).delete_volume(pool.name, f"{name}.disk")
+        except HypervisorError as exc:
+            raise Unavailable(f"VM {name} removed but its disk was not: {exc}") from exc
+    with ctx.session() as s:
+        row = s.scalar(select(VmRow).where(VmRow.name == name))
+        if row is not None:
+            s.delete(row)
