@@ -56,13 +56,7 @@ def run_prechecks(vm: str, source: LibvirtHost, destination: LibvirtHost, *,
     checks.append(f"memory: {dest.memory_free_mib} MiB free >= {need} MiB")
 
     if dom.cpu_xml:
-        verdict = destination.compare_cpu(dom.cpu_xml, dest_virt_type)
-        if not verdict.compatible:
-            feats = ", ".join(verdict.missing_features) or "see message"
-            raise MigrationRefused(
-                "cpu_incompatible",
-                f"the guest's CPU cannot run on the destination (missing: {feats})",
-                {"missing_features": verdict.missing_features, "libvirt": verdict.message})
+        check_cpu(dom.cpu_xml, destination, dest_virt_type)
         checks.append("guest CPU accepted by the destination")
 
     unshared = [d for d in dom.disks if d and not disk_is_shared(d)]
@@ -72,3 +66,15 @@ def run_prechecks(vm: str, source: LibvirtHost, destination: LibvirtHost, *,
                                + ", ".join(unshared), {"disks": unshared})
     checks.append(f"{len(dom.disks)} disk(s) on shared storage")
     return PrecheckResult(dom, dest, checks)
+
+
+def check_cpu(guest_cpu_xml: str, destination: LibvirtHost, dest_virt_type: str) -> None:
+    """Refuse unless the destination's hypervisor can give the guest exactly the CPU
+    it has now (its live <cpu> definition); the refusal names the missing features."""
+    verdict = destination.compare_cpu(guest_cpu_xml, dest_virt_type)
+    if not verdict.compatible:
+        feats = ", ".join(verdict.missing_features) or "see message"
+        raise MigrationRefused(
+            "cpu_incompatible",
+            f"the guest's CPU cannot run on the destination (missing: {feats})",
+            {"missing_features": verdict.missing_features, "libvirt": verdict.message})

@@ -1,0 +1,132 @@
+"""The real lab for end-to-end tests: brought up once per session, always torn down.
+
+Tests drive Ferry as a user would (the `ferry` command, the HTTP API) and
+check the truth with libvirt on the lab hosts directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import libvirt
+import pytest
+
+FERRY = str(Path(sys.executable).parent / "ferry")
+STATE = Path(os.environ.get("FERRY_STATE_DIR", "/var/lib/ferry"))
+CLIENT_CONFIG = STATE / "lab" / "client.json"
+URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
+
+libvirt.registerErrorHandler(lambda _c, _e: None, None)
+
+
+def ferry(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, FERRY_CONFIG=str(CLIENT_CONFIG), COLUMNS="200")
+    proc = subprocess.run([FERRY, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ferry {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def ferry_json(*args: str, check: bool = True) -> Any:
+    return json.loads(ferry(*args, "--json", check=check).stdout)
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+
+    def api(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=180,
+                            headers={"Authorization": f"Bearer {token or self.token}"})
+
+    def domains(self, host: str) -> dict[str, libvirt.virDomain]:
+        conn = libvirt.open(URIS[host])
+        try:
+            return {d.name(): d for d in conn.listAllDomains()}
+        finally:
+            pass
+
+    def where(self, vm: str) -> dict[str, str]:
+        """{host: 'running'|'paused'|'shutoff'|...} for every host that has the domain."""
+        out = {}
+        for host in URIS:
+            d = self.domains(host).get(vm)
+            if d is not None:
+                state = d.state()[0]
+                out[host] = {libvirt.VIR_DOMAIN_RUNNING: "running",
+                             libvirt.VIR_DOMAIN_PAUSED: "paused",
+                             libvirt.VIR_DOMAIN_SHUTOFF: "shutoff"}.get(state, str(state))
+        return out
+
+    def persistent_on(self, vm: str, host: str) -> bool:
+        d = self.domains(host).get(vm)
+        return bool(d is not None and d.isPersistent())
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (run `make test` as root)")
+    try:
+        info = ferry_json("lab", "up", "--hosts", "2")
+        assert info["hosts"] == ["node1", "node2"]
+        cfg = json.loads(CLIENT_CONFIG.read_text())
+        yield Lab(url=cfg["url"], token=cfg["token"])
+    finally:
+        ferry("lab", "down", check=False)
+
+
+@pytest.fixture
+def make_vm(lab: Lab) -> Iterator[Callable[..., str]]:
+    """Create VMs through `ferry vm create`; delete them after the test, whatever happened."""
+    made: list[str] = []
+
+    def create(host: str = "node1", memory: int = 256, dirty: int = 0, wss: int = 32) -> str:
+        name = f"t{uuid.uuid4().hex[:8]}"
+        made.append(name)
+        ferry("vm", "create", name, "--host", host, "--memory", str(memory),
+              "--workload-dirty", str(dirty), "--workload-wss", str(wss))
+        return name
+
+    yield create
+    for name in made:
+        ferry("vm", "delete", name, check=False)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_finished(lab: Lab, mid: int, timeout: float = 180) -> dict[str, Any]:
+    with lab.api() as api:
+        def done() -> dict[str, Any] | None:
+            m = api.get(f"/migrations/{mid}").json()
+            return m if m["state"] in ("completed", "failed", "cancelled") else None
+        return dict(wait_for(done, timeout, f"migration {mid} to finish"))
+
+
+def wait_samples(lab: Lab, mid: int) -> None:
+    """Wait until the job is really transferring (samples with memory in flight)."""
+    with lab.api() as api:
+        wait_for(lambda: any(s["memory_total_bytes"] > 0 and s["iteration"] >= 1
+                             for s in api.get(f"/migrations/{mid}/samples").json()),
+                 60, "migration samples")

@@ -1,0 +1,56 @@
+"""Every branch of the where-is-the-guest table in migration/outcome.py."""
+
+from ferry.hypervisor.types import DomainInfo, DomainState
+from ferry.migration.outcome import Verdict, resolve
+
+
+def dom(state: DomainState, *, migrating: bool = False, persistent: bool = True) -> DomainInfo:
+    return DomainInfo(name="v", uuid="u", state=state, persistent=persistent, memory_mib=256,
+                      vcpus=1, cpu_xml="", migrating=migrating)
+
+
+def test_job_still_running_is_in_progress() -> None:
+    r = resolve(dom(DomainState.RUNNING, migrating=True), dom(DomainState.PAUSED))
+    assert r.verdict == Verdict.IN_PROGRESS
+    assert not r.clean_destination
+
+
+def test_running_on_destination_only_is_completed() -> None:
+    r = resolve(None, dom(DomainState.RUNNING))
+    assert r.verdict == Verdict.COMPLETED
+    assert not r.clean_source
+
+
+def test_completed_with_inactive_source_leftover_cleans_source() -> None:
+    r = resolve(dom(DomainState.SHUTOFF), dom(DomainState.RUNNING))
+    assert r.verdict == Verdict.COMPLETED
+    assert r.clean_source and not r.clean_destination
+
+
+def test_source_running_no_destination_is_failed_without_cleanup() -> None:
+    r = resolve(dom(DomainState.RUNNING), None)
+    assert r.verdict == Verdict.FAILED
+    assert not r.clean_destination and not r.resume_source
+
+
+def test_source_running_paused_destination_leftover_is_cleaned() -> None:
+    r = resolve(dom(DomainState.RUNNING), dom(DomainState.PAUSED))
+    assert r.verdict == Verdict.FAILED
+    assert r.clean_destination
+
+
+def test_paused_source_is_resumed() -> None:
+    r = resolve(dom(DomainState.PAUSED), dom(DomainState.SHUTOFF))
+    assert r.verdict == Verdict.FAILED
+    assert r.resume_source and r.clean_destination
+
+
+def test_active_on_both_hosts_is_split_and_touches_nothing() -> None:
+    r = resolve(dom(DomainState.RUNNING), dom(DomainState.RUNNING))
+    assert r.verdict == Verdict.SPLIT
+    assert not (r.clean_destination or r.clean_source or r.resume_source)
+
+
+def test_nowhere_is_lost() -> None:
+    assert resolve(None, None).verdict == Verdict.LOST
+    assert resolve(dom(DomainState.SHUTOFF), None).verdict == Verdict.LOST
