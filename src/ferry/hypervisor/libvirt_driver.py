@@ -9,6 +9,7 @@ a host that vanishes mid-migration fails the job instead of hanging it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import xml.etree.ElementTree as ET
@@ -88,19 +89,15 @@ class LibvirtHost:
                 c = libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
                 raise HostUnreachable(f"{self.uri}: {exc.get_error_message()}") from exc
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 c.setKeepAlive(*self._keepalive)
-            except libvirt.libvirtError:
-                pass
             self._conn = c
             return c
 
     def _close_locked(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 self._conn.close()
-            except libvirt.libvirtError:
-                pass
             self._conn = None
 
     def close(self) -> None:

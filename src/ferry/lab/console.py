@@ -11,7 +11,6 @@ went through: the guest's own clock stops while it is paused.
 
 from __future__ import annotations
 
-import os
 import selectors
 import signal
 import socket

@@ -6,6 +6,7 @@ matches what we started (PIDs are reused).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -52,15 +53,11 @@ def stop_pid(pid: int, marker: str, sig: int = signal.SIGTERM, timeout: float = 
             _reap(pid)
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     _reap(pid)
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -94,10 +94,10 @@ def reconcile(ctx: Controller) -> None:
             updates[name] = {"state": HostState.DOWN, "error": str(exc)}
     now = datetime.now(UTC)
     with ctx.session() as s:
-        for row in s.scalars(select(HostRow)):
-            for k, v in updates.get(row.name, {}).items():
-                setattr(row, k, v)
-            row.updated_at = now
+        for hrow in s.scalars(select(HostRow)):
+            for k, v in updates.get(hrow.name, {}).items():
+                setattr(hrow, k, v)
+            hrow.updated_at = now
         busy = set(s.scalars(select(MigrationRow.vm).where(
             MigrationRow.state.in_([m.value for m in _ACTIVE_MIGRATION]))))
         rows = {r.name: r for r in s.scalars(select(VmRow))}

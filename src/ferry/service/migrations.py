@@ -141,9 +141,9 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
     opts = MigrationOptions(dest_uri=dst_uri, bandwidth_mib_s=bandwidth_mib_s,
                             max_downtime_ms=max_downtime_ms)
     with ctx.session() as s:
-        row = s.get(MigrationRow, mid)
-        assert row is not None
-        row.state, row.started_at = MigrationState.RUNNING, datetime.now(UTC)
+        mrow = s.get(MigrationRow, mid)
+        assert mrow is not None
+        mrow.state, mrow.started_at = MigrationState.RUNNING, datetime.now(UTC)
     ctx.workers.submit(_run, ctx, mid, vm, src_uri, dst_uri, opts, cancel, timeout)
     return get_migration(ctx, mid)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
@@ -86,10 +87,8 @@ def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int
         dom = conn.define_and_start(domxml.build(spec))
     except (HypervisorError, Conflict) as exc:
         if created_disk:
-            try:
+            with contextlib.suppress(HypervisorError):
                 conn.delete_volume(pool.name, disk_name)
-            except HypervisorError:
-                pass
         with ctx.session() as s:
             row = s.scalar(select(VmRow).where(VmRow.name == name))
             if row is not None:
