@@ -39,16 +39,44 @@ def test_source_running_paused_destination_leftover_is_cleaned() -> None:
     assert r.clean_destination
 
 
-def test_paused_source_is_resumed() -> None:
-    r = resolve(dom(DomainState.PAUSED), dom(DomainState.SHUTOFF))
+def test_paused_source_without_destination_is_resumed() -> None:
+    r = resolve(dom(DomainState.PAUSED), None)
+    assert r.verdict == Verdict.FAILED
+    assert r.resume_source and not r.clean_destination
+
+
+def test_handover_is_transitional_not_split() -> None:
+    """Destination resumed, source paused awaiting libvirt's confirm phase."""
+    r = resolve(dom(DomainState.PAUSED), dom(DomainState.RUNNING))
+    assert r.verdict == Verdict.IN_PROGRESS
+    assert not (r.clean_destination or r.clean_source or r.resume_source)
+
+
+def test_paused_source_with_leftover_destination_waits_then_cleans() -> None:
+    assert resolve(dom(DomainState.PAUSED), dom(DomainState.SHUTOFF)).verdict == \
+        Verdict.IN_PROGRESS
+    r = resolve(dom(DomainState.PAUSED), dom(DomainState.SHUTOFF), deadline_passed=True)
     assert r.verdict == Verdict.FAILED
     assert r.resume_source and r.clean_destination
 
 
-def test_active_on_both_hosts_is_split_and_touches_nothing() -> None:
-    r = resolve(dom(DomainState.RUNNING), dom(DomainState.RUNNING))
+def test_destination_not_yet_resumed_is_transitional() -> None:
+    assert resolve(None, dom(DomainState.PAUSED)).verdict == Verdict.IN_PROGRESS
+    r = resolve(None, dom(DomainState.PAUSED), deadline_passed=True)
+    assert r.verdict == Verdict.LOST and not r.clean_destination
+
+
+def test_both_paused_after_deadline_is_split_and_touches_nothing() -> None:
+    r = resolve(dom(DomainState.PAUSED), dom(DomainState.PAUSED), deadline_passed=True)
     assert r.verdict == Verdict.SPLIT
     assert not (r.clean_destination or r.clean_source or r.resume_source)
+
+
+def test_running_on_both_hosts_is_split_and_touches_nothing() -> None:
+    for late in (False, True):
+        r = resolve(dom(DomainState.RUNNING), dom(DomainState.RUNNING), deadline_passed=late)
+        assert r.verdict == Verdict.SPLIT
+        assert not (r.clean_destination or r.clean_source or r.resume_source)
 
 
 def test_nowhere_is_lost() -> None:

@@ -11,7 +11,7 @@ from ferry.cli.client import Client
 from ferry.cli.render import console
 
 FINISHED = ("completed", "failed", "cancelled")
-POLL_S = 0.25
+POLL_S = 0.1
 
 
 def follow(client: Client, mid: int, show: bool) -> dict[str, Any]:

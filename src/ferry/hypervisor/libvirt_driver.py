@@ -195,13 +195,23 @@ class LibvirtHost:
 
     # -- domains ----------------------------------------------------------
     def _domain_info(self, dom: libvirt.virDomain) -> DomainInfo:
-        state, _reason = self._call(dom.state)
-        xml = ET.fromstring(self._call(dom.XMLDesc, 0))
+        """Read a domain; it may vanish mid-read (migrated away): DomainNotFound."""
+        try:
+            return self._read_domain(dom)
+        except libvirt.libvirtError as exc:
+            raise self._translate(exc) from exc
+
+    def _read_domain(self, dom: libvirt.virDomain) -> DomainInfo:
+        state, _reason = dom.state()
+        xml = ET.fromstring(dom.XMLDesc(0))
         cpu = xml.find("cpu")
         disks = [s.get("file") or s.get("name") or "" for s in xml.findall("./devices/disk/source")]
         try:
             job = dom.jobInfo()[0]
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            # e.g. an incoming domain: "statistics are available only on the source"
             job = libvirt.VIR_DOMAIN_JOB_NONE
         return DomainInfo(
             name=dom.name(),
@@ -247,7 +257,7 @@ class LibvirtHost:
     def destroy(self, name: str) -> None:
         """Stop the domain now (power off); a domain already off is fine."""
         dom = self._dom(name)
-        if dom.isActive():
+        if self._call(dom.isActive):
             self._call(dom.destroy)
 
     def resume(self, name: str) -> None:
@@ -255,7 +265,7 @@ class LibvirtHost:
 
     def undefine(self, name: str) -> None:
         dom = self._dom(name)
-        if dom.isPersistent():
+        if self._call(dom.isPersistent):
             self._call(dom.undefine)
 
     # -- storage ----------------------------------------------------------
@@ -269,7 +279,7 @@ class LibvirtHost:
                    "</target></pool>")
             p = self._call(c.storagePoolDefineXML, xml, 0)
             self._call(p.setAutostart, 1)
-        if not p.isActive():
+        if not self._call(p.isActive):
             self._call(p.create, 0)
 
     def create_volume(self, pool: str, name: str, capacity_bytes: int) -> str:

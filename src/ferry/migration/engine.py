@@ -21,6 +21,8 @@ from ferry.hypervisor.types import JobStats, MigrationOptions
 from ferry.migration.outcome import Resolution, Verdict, resolve
 
 SAMPLE_INTERVAL_S = 0.25
+SETTLE_GAP_S = 0.3  # two agreeing readings this far apart make a verdict
+SETTLE_WAIT_S = 120.0  # after this, the last reading decides
 
 
 class Recorder(Protocol):
@@ -60,7 +62,9 @@ class _Watch:
         self.cancel, self.timeout_s = cancel, timeout_s
         self.aborted_for: str | None = None
 
-    def loop(self, running: Callable[[], bool]) -> None:
+    def loop(self, running: Callable[[], bool],
+             pause: Callable[[float], object] = time.sleep) -> None:
+        """Sample until `running()` is false; `pause` may return early when it ends."""
         started = time.monotonic()
         while running():
             if self.aborted_for is None:
@@ -75,7 +79,7 @@ class _Watch:
                     self.recorder.sample(to_sample(stats))
             except (DomainNotFound, HypervisorError):
                 pass  # the source domain goes away at the very end of a success
-            time.sleep(SAMPLE_INTERVAL_S)
+            pause(SAMPLE_INTERVAL_S)
 
     def _abort(self, kind: str, message: str) -> None:
         self.aborted_for = kind
@@ -101,7 +105,7 @@ def run_job(vm: str, source: LibvirtHost, destination: LibvirtHost, opts: Migrat
     recorder.event("started", f"libvirt p2p live migration to {opts.dest_uri}")
     thread.start()
     watch = _Watch(vm, source, recorder, cancel, timeout_s)
-    watch.loop(thread.is_alive)
+    watch.loop(thread.is_alive, pause=thread.join)  # join wakes us when the job ends
     thread.join()
     error = str(failure[0]) if failure else ""
     if error:
@@ -114,24 +118,32 @@ def watch_existing(vm: str, source: LibvirtHost, destination: LibvirtHost, recor
                    cancel: threading.Event, timeout_s: float) -> JobResult:
     """Follow a job started by an earlier controller process until it ends."""
     def running() -> bool:
-        try:
-            dom = source.find_domain(vm)
-        except HypervisorError:
-            return False
+        dom = source.find_domain(vm)
         return dom is not None and dom.migrating
 
-    recorder.event("reattached", "found the migration job still running; following it")
+    if running():
+        recorder.event("reattached", "found the migration job still running; following it")
     watch = _Watch(vm, source, recorder, cancel, timeout_s)
     watch.loop(running)
     return settle(vm, source, destination, recorder, error="", aborted_for=watch.aborted_for)
 
 
 def settle(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder, *,
-           error: str, aborted_for: str | None) -> JobResult:
-    """Ask both hosts where the guest is, clean up the other side, report."""
-    src = source.find_domain(vm)
-    dst = destination.find_domain(vm)
-    res = resolve(src, dst)
+           error: str, aborted_for: str | None, wait_s: float = SETTLE_WAIT_S) -> JobResult:
+    """Ask both hosts where the guest is until the answer is stable, then clean up.
+
+    A verdict is acted on only when two readings SETTLE_GAP_S apart agree and
+    neither is transitional; after `wait_s` the last reading decides (with the
+    ambiguous cases left to an operator, see outcome.py)."""
+    deadline = time.monotonic() + wait_s
+    previous: Resolution | None = None
+    while True:
+        late = time.monotonic() >= deadline
+        res = resolve(source.find_domain(vm), destination.find_domain(vm), deadline_passed=late)
+        if res.verdict != Verdict.IN_PROGRESS and (res == previous or late):
+            break
+        previous = res if res.verdict != Verdict.IN_PROGRESS else None
+        time.sleep(SETTLE_GAP_S)
     recorder.event("resolved", f"{res.verdict}: {res.reason}")
     if res.clean_destination:
         _cleanup(destination, vm, recorder, "destination")

@@ -23,7 +23,7 @@ from ferry.errors import Conflict, FerryError, InvalidRequest, MigrationRefused,
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.hypervisor.types import MigrationOptions
-from ferry.migration.engine import JobResult, run_job, settle, watch_existing
+from ferry.migration.engine import JobResult, run_job, watch_existing
 from ferry.migration.outcome import Verdict
 from ferry.migration.prechecks import run_prechecks
 from ferry.service import convert
@@ -225,33 +225,21 @@ def recover(ctx: Controller) -> None:
         if not src_uri or not dst_uri:
             _finish(ctx, mid, MigrationState.FAILED, error="host no longer registered")
             continue
-        src, dst = ctx.host(src_uri), ctx.host(dst_uri)
-        try:
-            dom = src.find_domain(vm)
-        except HypervisorError as exc:
-            rec.event("recover_failed", str(exc))
-            _finish(ctx, mid, MigrationState.FAILED,
-                    error=f"controller restarted and the source is unreachable: {exc}")
-            continue
-        if dom is not None and dom.migrating:
-            cancel = ctx.cancel_events[mid] = threading.Event()
-            ctx.workers.submit(_follow, ctx, mid, vm, src, dst, cancel)
-            continue
-        try:
-            result = settle(vm, src, dst, rec, error="controller restarted during the job",
-                            aborted_for=None)
-            _record_result(ctx, mid, result)
-        except HypervisorError as exc:
-            _finish(ctx, mid, MigrationState.FAILED, error=f"could not settle: {exc}")
-        _restore_vm_state(ctx, vm)
+        cancel = ctx.cancel_events[mid] = threading.Event()
+        ctx.workers.submit(_follow, ctx, mid, vm, ctx.host(src_uri), ctx.host(dst_uri), cancel)
 
 
 def _follow(ctx: Controller, mid: int, vm: str, src: LibvirtHost, dst: LibvirtHost,
             cancel: threading.Event) -> None:
+    """Follow a job an earlier controller started (if still running), then settle."""
     rec = DbRecorder(ctx, mid)
     try:
         result = watch_existing(vm, src, dst, rec, cancel, ctx.settings.migration_timeout_base_s)
         _record_result(ctx, mid, result)
+    except HypervisorError as exc:
+        rec.event("recover_failed", str(exc))
+        _finish(ctx, mid, MigrationState.FAILED,
+                error=f"controller restarted and a host is unreachable: {exc}")
     except Exception as exc:
         _finish(ctx, mid, MigrationState.FAILED, error=f"internal error: {exc}")
     finally:

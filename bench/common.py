@@ -1,0 +1,42 @@
+"""Shared helpers for benchmarks: run the ferry CLI, medians, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+FERRY = str(Path(sys.executable).parent / "ferry")
+RESULTS = ROOT / "bench" / "results"
+
+
+def ferry(*args: str, check: bool = True) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run `ferry ARGS`; return the process and its wall time in ms."""
+    env = dict(os.environ, FERRY_CONFIG=str(Path("/var/lib/ferry/lab/client.json")))
+    t0 = time.perf_counter()
+    proc = subprocess.run([FERRY, *args], capture_output=True, text=True, env=env, check=False)
+    wall = (time.perf_counter() - t0) * 1000
+    if check and proc.returncode != 0:
+        raise SystemExit(f"ferry {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc, wall
+
+
+def ferry_json(*args: str) -> Any:
+    return json.loads(ferry(*args, "--json")[0].stdout)
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def write(name: str, data: dict[str, Any], table_md: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table_md)
+    print(table_md)

@@ -1,0 +1,117 @@
+"""Ferry vs plain `virsh migrate --live --p2p` on the same guest, same lab.
+
+Alternates the two tools on one busy guest (256 MiB, 16 MiB/s dirtied over
+64 MiB), both with libvirt/QEMU defaults (no downtime or bandwidth changes),
+and reports median total time and downtime (libvirt's completed-job figures)
+and each tool's wall time.  Ferry's control overhead is its wall time minus
+libvirt's total time; virsh's own overhead is shown the same way, since part
+of it is libvirt's (connection set-up, destination QEMU start, confirm phase).
+
+Usage: .venv/bin/python bench/overhead.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from common import ferry, ferry_json, median, write
+from ferry.hypervisor.libvirt_driver import LibvirtHost
+
+URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
+VM = "bench1"
+
+
+def virsh_migrate(src: str, dst: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    subprocess.run(["virsh", "-c", URIS[src], "migrate", "--live", "--p2p", "--persistent",
+                    "--undefinesource", VM, URIS[dst]], check=True, capture_output=True)
+    wall = (time.perf_counter() - t0) * 1000
+    host = LibvirtHost(URIS[dst])
+    try:
+        st = host.completed_job_stats(VM)
+    finally:
+        host.close()
+    assert st is not None, "no completed-job statistics on the destination"
+    return {"tool": "virsh", "src": src, "dst": dst, "wall_ms": wall, "total_ms": st.elapsed_ms,
+            "downtime_ms": st.downtime_ms, "transferred_bytes": st.data_processed_bytes,
+            "rounds": st.iteration}
+
+
+def ferry_migrate(dst: str) -> dict[str, Any]:
+    proc, wall = ferry("migrate", VM, "--to", dst, "--wait", "--json")
+    m = json.loads(proc.stdout)
+    assert m["state"] == "completed", m
+    return {"tool": "ferry", "src": m["source"], "dst": dst, "wall_ms": wall,
+            "total_ms": m["total_ms"], "downtime_ms": m["downtime_ms"],
+            "transferred_bytes": m["transferred_bytes"], "rounds": m["rounds"],
+            "server_wall_ms": m["wall_ms"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=6, help="migrations per tool")
+    args = ap.parse_args()
+    ferry("lab", "up")
+    ferry("vm", "delete", VM, check=False)
+    ferry("vm", "create", VM, "--host", "node1", "--memory", "256", "--workload-wss", "64",
+          "--workload-dirty", "16")
+    runs: list[dict[str, Any]] = []
+    where = "node1"
+    for i in range(args.runs * 2):
+        other = "node2" if where == "node1" else "node1"
+        # alternate which tool goes first in each pair so neither always follows the other
+        use_virsh = (i % 4) in (0, 3)
+        r = virsh_migrate(where, other) if use_virsh else ferry_migrate(other)
+        runs.append(r)
+        print(f"{r['tool']:5s} {r['src']}->{r['dst']} wall {r['wall_ms']:.0f} ms "
+              f"total {r['total_ms']} ms downtime {r['downtime_ms']} ms")
+        where = other
+        time.sleep(1)
+    check = ferry_json("lab", "check", VM)
+    ferry("vm", "delete", VM)
+
+    def stats(tool: str) -> dict[str, float]:
+        rs = [r for r in runs if r["tool"] == tool]
+        return {
+            "runs": len(rs),
+            "total_ms": median([r["total_ms"] for r in rs]),
+            "downtime_ms": median([r["downtime_ms"] for r in rs]),
+            "wall_ms": median([r["wall_ms"] for r in rs]),
+            "overhead_ms": median([r["wall_ms"] - r["total_ms"] for r in rs]),
+            "transferred_mib": median([r["transferred_bytes"] / 1048576 for r in rs]),
+        }
+
+    v, f = stats("virsh"), stats("ferry")
+    data = {"when": datetime.now(UTC).isoformat(), "machine": platform.node(),
+            "guest": {"memory_mib": 256, "wss_mib": 64, "dirty_mib_s": 16},
+            "virsh": v, "ferry": f, "guest_check": check, "runs": runs,
+            "ferry_minus_virsh_wall_ms": f["wall_ms"] - v["wall_ms"]}
+    md = ["# Ferry vs `virsh migrate --live --p2p` (libvirt defaults), same guest, same lab",
+          "",
+          f"Guest 256 MiB, workload dirtying 16 MiB/s over 64 MiB, TCG; {v['runs']} runs each,"
+          " alternating; medians.",
+          "",
+          "| tool | total ms (libvirt) | downtime ms | MiB sent | wall ms | wall - total ms |",
+          "|---|---|---|---|---|---|"]
+    for name, s in (("virsh migrate", v), ("ferry migrate --wait", f)):
+        md.append(f"| {name} | {s['total_ms']:.0f} | {s['downtime_ms']:.0f} | "
+                  f"{s['transferred_mib']:.0f} | {s['wall_ms']:.0f} | {s['overhead_ms']:.0f} |")
+    md += ["",
+           f"Ratios ferry/virsh: total {f['total_ms'] / v['total_ms']:.2f}, downtime "
+           f"{f['downtime_ms'] / max(v['downtime_ms'], 1):.2f}, "
+           f"wall {f['wall_ms'] / v['wall_ms']:.2f}."
+           f" Ferry's wall time exceeds virsh's by {f['wall_ms'] - v['wall_ms']:.0f} ms.",
+           "",
+           f"Guest check after all runs: boots {check['boots']}, memory errors "
+           f"{check['memory_errors']}, max heartbeat gap {check['max_gap_ms']} ms.", ""]
+    write("overhead", data, "\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
