@@ -112,7 +112,7 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
         src = s.scalar(select(HostRow).where(HostRow.name == vrow.host))
         assert src is not None
         row = MigrationRow(vm=vm, source=src.name, destination=to,
-                           state=MigrationState.PRECHECKING, bandwidth_mib_s=bandwidth_mib_s,
+                           state=MigrationState.QUEUED, bandwidth_mib_s=bandwidth_mib_s,
                            max_downtime_ms=max_downtime_ms)
         s.add(row)
         s.flush()
@@ -122,6 +122,7 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
         vrow.state = VmState.MIGRATING
     rec = DbRecorder(ctx, mid)
     rec.event("queued", f"{vm}: {src_name} -> {to}")
+    _set_state(ctx, mid, MigrationState.PRECHECKING)
     try:
         if not dest_up:
             raise MigrationRefused("destination_down", f"destination host {to} is down")
@@ -140,10 +141,7 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
                + ctx.settings.migration_timeout_per_gib_s * math.ceil(memory_mib / 1024))
     opts = MigrationOptions(dest_uri=dst_uri, bandwidth_mib_s=bandwidth_mib_s,
                             max_downtime_ms=max_downtime_ms)
-    with ctx.session() as s:
-        mrow = s.get(MigrationRow, mid)
-        assert mrow is not None
-        mrow.state, mrow.started_at = MigrationState.RUNNING, datetime.now(UTC)
+    _set_state(ctx, mid, MigrationState.RUNNING, started_at=datetime.now(UTC))
     ctx.workers.submit(_run, ctx, mid, vm, src_uri, dst_uri, opts, cancel, timeout)
     return get_migration(ctx, mid)
 
@@ -180,16 +178,23 @@ def _record_result(ctx: Controller, mid: int, result: JobResult) -> None:
                       f"({result.resolution.verdict}: {result.resolution.reason})")
 
 
-def _finish(ctx: Controller, mid: int, state: MigrationState, **figures: object) -> None:
+def _set_state(ctx: Controller, mid: int, state: MigrationState, **fields: object) -> None:
     with ctx.session() as s:
         row = s.get(MigrationRow, mid)
         assert row is not None
         row.state = state
-        row.finished_at = datetime.now(UTC)
-        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-        row.wall_ms = int((row.finished_at - created).total_seconds() * 1000)
-        for k, v in figures.items():
+        for k, v in fields.items():
             setattr(row, k, v)
+
+
+def _finish(ctx: Controller, mid: int, state: MigrationState, **figures: object) -> None:
+    with ctx.session() as s:
+        row = s.get(MigrationRow, mid)
+        assert row is not None
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    _set_state(ctx, mid, state, finished_at=now,
+               wall_ms=int((now - created).total_seconds() * 1000), **figures)
 
 
 def _restore_vm_state(ctx: Controller, vm: str) -> None:
