@@ -111,7 +111,7 @@ def run_job(vm: str, source: LibvirtHost, destination: LibvirtHost, opts: Migrat
     if error:
         recorder.event("job_failed", error)
     return settle(vm, source, destination, recorder, error=error,
-                  aborted_for=watch.aborted_for)
+                  aborted_for=watch.aborted_for, job_returned=True)
 
 
 def watch_existing(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder,
@@ -129,18 +129,21 @@ def watch_existing(vm: str, source: LibvirtHost, destination: LibvirtHost, recor
 
 
 def settle(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder, *,
-           error: str, aborted_for: str | None, wait_s: float = SETTLE_WAIT_S) -> JobResult:
+           error: str, aborted_for: str | None, job_returned: bool = False,
+           wait_s: float = SETTLE_WAIT_S) -> JobResult:
     """Ask both hosts where the guest is until the answer is stable, then clean up.
 
-    A verdict is acted on only when two readings SETTLE_GAP_S apart agree and
-    neither is transitional; after `wait_s` the last reading decides (with the
-    ambiguous cases left to an operator, see outcome.py)."""
+    When our own libvirt migrate call has returned (`job_returned`), libvirt's
+    protocol is over and one non-transitional reading decides.  Otherwise (a
+    job followed after a restart) a verdict is acted on only when two readings
+    SETTLE_GAP_S apart agree.  After `wait_s` the last reading decides, with
+    the ambiguous cases left to an operator (see outcome.py)."""
     deadline = time.monotonic() + wait_s
     previous: Resolution | None = None
     while True:
         late = time.monotonic() >= deadline
         res = resolve(source.find_domain(vm), destination.find_domain(vm), deadline_passed=late)
-        if res.verdict != Verdict.IN_PROGRESS and (res == previous or late):
+        if res.verdict != Verdict.IN_PROGRESS and (job_returned or res == previous or late):
             break
         previous = res if res.verdict != Verdict.IN_PROGRESS else None
         time.sleep(SETTLE_GAP_S)
