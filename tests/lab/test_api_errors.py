@@ -12,7 +12,13 @@ def test_requires_token(lab: Lab) -> None:
     with lab.api(token="wrong-token-wrong-token") as api:
         assert api.get("/hosts").status_code == 401
     import httpx
-    assert httpx.get(f"{lab.url}/vms").status_code == 401
+    for path in ("/vms", "/health", "/openapi.json", "/migrations/1"):
+        assert httpx.get(f"{lab.url}{path}").status_code == 401, path
+    for path in ("/docs", "/redoc"):
+        assert httpx.get(f"{lab.url}{path}").status_code == 404, path
+    with lab.api() as api:
+        schema = api.get("/openapi.json").json()
+    assert "/migrations" in schema["paths"] and "/hosts/{name}/refresh" in schema["paths"]
 
 
 def test_unknown_vm_and_host_are_404(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]

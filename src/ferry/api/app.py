@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -34,7 +34,9 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
         yield
         ctx.shutdown()
 
-    app = FastAPI(title="Ferry", version=__version__, lifespan=lifespan)
+    # No unauthenticated schema or doc pages: /openapi.json is served below, with the token.
+    app = FastAPI(title="Ferry", version=__version__, lifespan=lifespan, openapi_url=None,
+                  docs_url=None, redoc_url=None)
 
     def auth(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if cred is None or not hmac.compare_digest(cred.credentials.encode(),
@@ -48,6 +50,10 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
             "error": exc.code, "message": exc.message, "details": exc.details})
 
     dep = [Depends(auth)]
+
+    @app.get("/openapi.json", dependencies=dep, include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
 
     @app.get("/health", dependencies=dep)
     def health() -> dict[str, str]:

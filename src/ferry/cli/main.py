@@ -15,7 +15,15 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ferry.cli.client import ApiError, Client, local_config_path
-from ferry.cli.render import console, err_console, kv, migration_summary, print_json, table
+from ferry.cli.render import (
+    console,
+    err_console,
+    kv,
+    mib,
+    migration_summary,
+    print_json,
+    table,
+)
 from ferry.cli.watch import follow
 
 app = typer.Typer(help="Ferry: safe, predictable live migration of KVM virtual machines.",
@@ -265,13 +273,17 @@ def migrate(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
 MIG_COLS = ["id", "vm", "source", "destination", "state", "total_ms", "downtime_ms", "rounds"]
 
 
+def _mig_row(m: dict[str, Any]) -> list[Any]:
+    return [*(m[c] for c in MIG_COLS), mib(m.get("transferred_bytes"))]
+
+
 @mig_app.command("list")
 @handles_errors
 def migration_list(vm: Annotated[str | None, typer.Option(help="Only this VM.")] = None,
                    as_json: JsonOpt = False) -> None:
     ms = Client().get("/migrations", params={"vm": vm} if vm else {})
-    print_json(ms) if as_json else table("migrations", MIG_COLS,
-                                         [[m[c] for c in MIG_COLS] for m in ms])
+    print_json(ms) if as_json else table("migrations", [*MIG_COLS, "sent"],
+                                         [_mig_row(m) for m in ms])
 
 
 @mig_app.command("show")

@@ -31,7 +31,8 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def kv(title: str, data: dict[str, Any], keys: list[str]) -> None:
-    t = Table(title=title, show_header=False)
+    console.print(f"[bold]{title}[/bold]")
+    t = Table(show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
     for k in keys:
