@@ -122,6 +122,7 @@ class TestThe2015Bug:
 
 def test_summary_of_guest_cpu() -> None:
     s = summarize("<cpu mode='custom'><model>Westmere</model><vendor>Intel</vendor>"
-                  "<feature policy='require' name='vmx'/><feature policy='disable' name='x'/></cpu>")
+                  "<feature policy='require' name='vmx'/>"
+                  "<feature policy='disable' name='x'/></cpu>")
     assert s.as_dict() == {"model": "Westmere", "vendor": "Intel", "features": ["vmx"],
                            "disabled": ["x"]}
