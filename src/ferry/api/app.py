@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ferry import __version__
-from ferry.api.schemas import HostCreate, MigrationCreate, VmCreate
+from ferry.api.schemas import CpuPolicySet, HostCreate, MigrationCreate, VmCreate
 from ferry.domain.models import Host, Migration, Sample, Vm
 from ferry.errors import FerryError
-from ferry.service import hosts, migrations, vms
+from ferry.service import cpu, hosts, migrations, vms
 from ferry.service.controller import Controller
 
 _bearer = HTTPBearer(auto_error=False)
@@ -112,5 +112,26 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
     @app.post("/migrations/{mid}/cancel", dependencies=dep)
     def cancel_migration(mid: int) -> Migration:
         return migrations.cancel_migration(ctx, mid)
+
+    @app.get("/cpu/baseline", dependencies=dep)
+    def cpu_baseline(hosts: str | None = None) -> dict[str, Any]:
+        names = [h for h in hosts.split(",") if h] if hosts else None
+        return cpu.baseline(ctx, names)
+
+    @app.get("/cpu/policy", dependencies=dep)
+    def cpu_policy_get() -> dict[str, str]:
+        return {"policy": str(cpu.get_policy(ctx))}
+
+    @app.put("/cpu/policy", dependencies=dep)
+    def cpu_policy_set(body: CpuPolicySet) -> dict[str, str]:
+        return {"policy": str(cpu.set_policy(ctx, body.policy))}
+
+    @app.get("/cpu/report", dependencies=dep)
+    def cpu_report() -> list[dict[str, Any]]:
+        return cpu.report(ctx)
+
+    @app.get("/cpu/check", dependencies=dep)
+    def cpu_check(vm: str, to: str) -> dict[str, Any]:
+        return cpu.check(ctx, vm, to)
 
     return app

@@ -26,3 +26,7 @@ class MigrationCreate(BaseModel):
     to: str
     bandwidth_mib_s: int | None = None
     max_downtime_ms: int | None = None
+
+
+class CpuPolicySet(BaseModel):
+    policy: str

@@ -30,7 +30,7 @@ class ApiError(Exception):
         return EXIT_CODES.get(self.code, 1)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, "details": self.details,
+        return {"error": self.message, "code": self.code, "details": self.details,
                 "status": self.status}
 
 
@@ -92,6 +92,9 @@ class Client:
 
     def post(self, path: str, **kw: Any) -> Any:
         return self.request("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Any:
+        return self.request("PUT", path, **kw)
 
     def delete(self, path: str, **kw: Any) -> Any:
         return self.request("DELETE", path, **kw)

@@ -7,17 +7,16 @@ Exit codes: 0 ok, 1 other error, 2 invalid input, 3 conflict, 4 not found,
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from ferry.cli.client import ApiError, Client, local_config_path
+from ferry.cli.common import JsonOpt, handles_errors
+from ferry.cli.cpu_cmds import cpu_app
 from ferry.cli.render import (
     console,
-    err_console,
     kv,
     mib,
     migration_summary,
@@ -36,37 +35,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(host_app, name="host")
 app.add_typer(vm_app, name="vm")
 app.add_typer(mig_app, name="migration")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handles_errors(fn: F) -> F:
-    """Turn API and lab errors into a message (or JSON) and the right exit code."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ferry.lab.run import LabError
-
-        as_json = bool(kwargs.get("as_json"))
-        try:
-            return fn(*args, **kwargs)
-        except ApiError as exc:
-            if as_json:
-                print_json(exc.as_dict())
-            else:
-                err_console.print(f"[red]error:[/red] {exc.message}")
-                for k, v in exc.details.items():
-                    if k != "errors":
-                        err_console.print(f"  {k}: {v}")
-            raise typer.Exit(exc.exit_code) from None
-        except LabError as exc:
-            if as_json:
-                print_json({"error": "lab", "message": str(exc)})
-            else:
-                err_console.print(f"[red]lab error:[/red] {exc}")
-            raise typer.Exit(1) from None
-    return wrapper  # type: ignore[return-value]
-
+app.add_typer(cpu_app, name="cpu")
 
 # -- controller ---------------------------------------------------------------
 @app.command()

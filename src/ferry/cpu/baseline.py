@@ -13,12 +13,6 @@ from ferry.cpu.model import CpuSummary, feature_names, summarize
 from ferry.cpu.xmlinput import CpuInputError, extract_cpus
 from ferry.hypervisor import offline
 from ferry.hypervisor.errors import HypervisorError
-from ferry.hypervisor.libvirt_driver import LibvirtHost
-
-
-def cluster_baseline(on: LibvirtHost, host_cpu_xmls: list[str], virt_type: str) -> str:
-    """Return a <cpu> element (custom mode) that every given host can run."""
-    return on.baseline_cpu([x for x in host_cpu_xmls if x], virt_type)
 
 
 def holds_back(features: dict[str, set[str]]) -> dict[str, list[str]]:

@@ -25,7 +25,9 @@ class HostRow(Base):
     virt_type: Mapped[str] = mapped_column(String(16))
     cpu_model: Mapped[str] = mapped_column(String(64), default="")
     cpu_vendor: Mapped[str] = mapped_column(String(64), default="")
-    cpu_xml: Mapped[str] = mapped_column(Text, default="")
+    cpu_xml: Mapped[str] = mapped_column(Text, default="")  # host-model for virt_type
+    host_cpu_xml: Mapped[str] = mapped_column(Text, default="")  # as `virsh capabilities`
+    cpu_models: Mapped[list[str]] = mapped_column(JSON, default=list)  # usable named models
     cpus: Mapped[int] = mapped_column(Integer, default=0)
     memory_total_mib: Mapped[int] = mapped_column(Integer, default=0)
     memory_free_mib: Mapped[int] = mapped_column(Integer, default=0)
@@ -44,10 +46,20 @@ class VmRow(Base):
     cpu_model: Mapped[str] = mapped_column(String(64), default="")
     cpu_xml: Mapped[str] = mapped_column(Text, default="")
     disks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # up hosts that cannot run this VM's CPU, with what each lacks
+    cpu_blocked: Mapped[dict[str, list[str]]] = mapped_column(JSON, default=dict)
     workload_dirty_mib_s: Mapped[int] = mapped_column(Integer, default=0)
     workload_wss_mib: Mapped[int] = mapped_column(Integer, default=0)
     managed: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SettingRow(Base):
+    """Cluster-wide settings changed at run time (e.g. the CPU policy)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class MigrationRow(Base):

@@ -44,6 +44,7 @@ class Host:
     cpu_model: str = ""
     cpu_vendor: str = ""
     cpus: int = 0
+    cpu_models: list[str] = field(default_factory=list)
     memory_total_mib: int = 0
     memory_free_mib: int = 0
     error: str = ""
@@ -60,6 +61,8 @@ class Vm:
     cpu_model: str = ""
     cpu_xml: str = ""
     disks: list[str] = field(default_factory=list)
+    cpu_blocked: dict[str, list[str]] = field(default_factory=dict)
+    mobility: str = "full"
     workload_dirty_mib_s: int = 0
     workload_wss_mib: int = 0
     managed: bool = True  # created by Ferry (False: found on a host)

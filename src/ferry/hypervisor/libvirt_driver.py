@@ -168,6 +168,13 @@ class LibvirtHost:
                 cpu.append(child)
         return ET.tostring(cpu, encoding="unicode")
 
+    def usable_models(self, virt_type: str) -> list[str]:
+        """Named CPU models this host's hypervisor can run for `virt_type`."""
+        xml = self._call(self.conn().getDomainCapabilities, None, None, None, virt_type, 0)
+        root = ET.fromstring(xml)
+        return [m.text or "" for m in root.findall("./cpu/mode[@name='custom']/model")
+                if m.get("usable") == "yes"]
+
     def baseline_cpu(self, cpu_xmls: list[str], virt_type: str, *,
                      expand: bool = False) -> str:
         """libvirt's baselineHypervisorCPU over the given <cpu> definitions."""

@@ -7,6 +7,7 @@ migrations) are functions that take it; they hold no state of their own.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy.orm import Session
 
 from ferry.db.engine import make_engine, session_factory, upgrade
+from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.libvirt_driver import LibvirtHost
+from ferry.hypervisor.types import CpuVerdict
 from ferry.service.settings import Settings
 
 log = logging.getLogger("ferry.controller")
@@ -34,6 +37,7 @@ class Controller:
         self.migration_lock = threading.Lock()  # check-then-insert of one migration per VM
         self.stopping = threading.Event()
         self._reconciler: threading.Thread | None = None
+        self._cpu_cache: dict[tuple[str, str, str], CpuVerdict] = {}
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -55,6 +59,31 @@ class Controller:
             if h is None:
                 h = self._conns[uri] = LibvirtHost(uri)
             return h
+
+    def cpu_verdict(self, host_name: str, cpu_xml: str, virt_type: str) -> CpuVerdict | None:
+        """compareHypervisorCPU of `cpu_xml` on a host, cached per (host, CPU):
+        the answer only changes when the host's hypervisor does (refresh clears it)."""
+        key = (host_name, hashlib.sha256(cpu_xml.encode()).hexdigest(), virt_type)
+        if key in self._cpu_cache:
+            return self._cpu_cache[key]
+        from sqlalchemy import select
+
+        from ferry.db.models import HostRow
+
+        with self.session() as s:
+            uri = s.scalar(select(HostRow.uri).where(HostRow.name == host_name))
+        if uri is None:
+            return None
+        try:
+            verdict = self.host(uri).compare_cpu(cpu_xml, virt_type)
+        except HypervisorError:
+            return None
+        self._cpu_cache[key] = verdict
+        return verdict
+
+    def forget_cpu_verdicts(self, host_name: str | None = None) -> None:
+        for key in [k for k in self._cpu_cache if host_name in (None, k[0])]:
+            del self._cpu_cache[key]
 
     def start(self) -> None:
         """Recover unfinished migrations, then reconcile periodically."""

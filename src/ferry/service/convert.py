@@ -14,10 +14,13 @@ from ferry.domain.models import (
     VmState,
 )
 
+RESTART_NEEDED = "restart needed for full mobility"
+
 
 def host(row: HostRow) -> Host:
     return Host(name=row.name, uri=row.uri, state=HostState(row.state), virt_type=row.virt_type,
                 cpu_model=row.cpu_model, cpu_vendor=row.cpu_vendor, cpus=row.cpus,
+                cpu_models=list(row.cpu_models or []),
                 memory_total_mib=row.memory_total_mib, memory_free_mib=row.memory_free_mib,
                 error=row.error, updated_at=row.updated_at)
 
@@ -25,7 +28,9 @@ def host(row: HostRow) -> Host:
 def vm(row: VmRow) -> Vm:
     return Vm(name=row.name, host=row.host, state=VmState(row.state), memory_mib=row.memory_mib,
               vcpus=row.vcpus, cpu_model=row.cpu_model, cpu_xml=row.cpu_xml,
-              disks=list(row.disks or []), workload_dirty_mib_s=row.workload_dirty_mib_s,
+              disks=list(row.disks or []), cpu_blocked=dict(row.cpu_blocked or {}),
+              mobility=RESTART_NEEDED if row.cpu_blocked else "full",
+              workload_dirty_mib_s=row.workload_dirty_mib_s,
               workload_wss_mib=row.workload_wss_mib, managed=row.managed,
               updated_at=row.updated_at)
 

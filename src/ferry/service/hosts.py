@@ -9,6 +9,7 @@ is.  VMs with a migration in flight are left to the migration worker.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -17,6 +18,7 @@ from ferry.domain.models import Host, HostState, MigrationState, VmState
 from ferry.domain.names import check_name, check_uri
 from ferry.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from ferry.hypervisor.errors import HypervisorError
+from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.hypervisor.types import DomainInfo, DomainState
 from ferry.service import convert
 from ferry.service.controller import Controller
@@ -50,28 +52,43 @@ def add_host(ctx: Controller, name: str, uri: str, virt_type: str = "auto") -> H
             raise Conflict(f"a host with URI {uri} already exists")
     conn = ctx.host(uri)
     try:
-        info = conn.info()
-        vt = info.virt_type if virt_type == "auto" else virt_type
-        cpu_xml = conn.host_model_cpu_xml(vt)
+        vt = conn.info().virt_type if virt_type == "auto" else virt_type
+        inventory = _inventory(conn, vt)
         pool = ctx.settings.shared_pool
         if pool is not None:
             conn.ensure_dir_pool(pool.name, pool.path)
     except HypervisorError as exc:
         raise Unavailable(f"cannot reach host {name} at {uri}: {exc}") from exc
     with ctx.session() as s:
-        row = HostRow(name=name, uri=uri, state=HostState.UP, virt_type=vt,
-                      cpu_model=info.cpu_model, cpu_vendor=info.cpu_vendor, cpu_xml=cpu_xml,
-                      cpus=info.cpus, memory_total_mib=info.memory_total_mib,
-                      memory_free_mib=info.memory_free_mib)
+        row = HostRow(name=name, uri=uri, state=HostState.UP, virt_type=vt, **inventory)
         s.add(row)
-        s.flush()
-        host = convert.host(row)
     reconcile(ctx)
-    return host
+    return get_host(ctx, name)
+
+
+def _inventory(conn: LibvirtHost, virt_type: str) -> dict[str, Any]:
+    """What Ferry stores about a host's hardware: CPU (host and host-model for the
+    accelerator in use), usable CPU models, memory."""
+    info = conn.info()
+    return {"cpu_model": info.cpu_model, "cpu_vendor": info.cpu_vendor,
+            "host_cpu_xml": conn.host_cpu_xml(), "cpu_xml": conn.host_model_cpu_xml(virt_type),
+            "cpu_models": conn.usable_models(virt_type), "cpus": info.cpus,
+            "memory_total_mib": info.memory_total_mib, "memory_free_mib": info.memory_free_mib}
 
 
 def refresh_host(ctx: Controller, name: str) -> Host:
-    get_host(ctx, name)
+    """Re-read the host's CPU inventory and reconcile every VM's whereabouts."""
+    host = get_host(ctx, name)
+    try:
+        inventory = _inventory(ctx.host(host.uri), host.virt_type)
+    except HypervisorError as exc:
+        raise Unavailable(f"cannot reach host {name}: {exc}") from exc
+    with ctx.session() as s:
+        row = s.scalar(select(HostRow).where(HostRow.name == name))
+        assert row is not None
+        for k, v in inventory.items():
+            setattr(row, k, v)
+    ctx.forget_cpu_verdicts(name)
     reconcile(ctx)
     return get_host(ctx, name)
 
@@ -80,6 +97,7 @@ def reconcile(ctx: Controller) -> None:
     """Refresh every host's state and every VM's whereabouts from libvirt."""
     with ctx.session() as s:
         hosts = [(r.name, r.uri) for r in s.scalars(select(HostRow))]
+        virt = {r.name: r.virt_type for r in s.scalars(select(HostRow))}
     seen: dict[str, list[DomainInfo]] = {}
     updates: dict[str, dict[str, object]] = {}
     for name, uri in hosts:
@@ -125,7 +143,23 @@ def reconcile(ctx: Controller) -> None:
                 row.host, row.state = places[0][0], VmState.SHUTOFF
             elif row.host in seen:  # its host answered and does not have it
                 row.state = VmState.MISSING
+            row.cpu_blocked = _blocked(ctx, row.cpu_xml, row.host, seen, virt)
             row.updated_at = now
+
+
+def _blocked(ctx: Controller, cpu_xml: str, own: str | None, up: dict[str, list[DomainInfo]],
+             virt: dict[str, str]) -> dict[str, list[str]]:
+    """Up hosts (other than its own) whose hypervisor cannot run this guest CPU."""
+    if not cpu_xml:
+        return {}
+    blocked = {}
+    for host_name in up:
+        if host_name == own:
+            continue
+        verdict = ctx.cpu_verdict(host_name, cpu_xml, virt[host_name])
+        if verdict is not None and not verdict.compatible:
+            blocked[host_name] = verdict.missing_features or [verdict.message]
+    return blocked
 
 
 def _vm_state(d: DomainInfo) -> VmState:

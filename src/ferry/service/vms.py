@@ -11,7 +11,6 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from ferry.cpu.baseline import cluster_baseline
 from ferry.db.models import HostRow, VmRow
 from ferry.domain.models import HostState, Vm, VmState
 from ferry.domain.names import check_name
@@ -20,6 +19,7 @@ from ferry.hypervisor import domxml
 from ferry.hypervisor.errors import HypervisorError
 from ferry.service import convert
 from ferry.service.controller import Controller
+from ferry.service.cpu import guest_cpu_for_new_vm
 
 BOOT_DISK_BYTES = 8 * 1024 * 1024
 HEARTBEAT_TIMEOUT_S = 90
@@ -65,7 +65,6 @@ def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int
         if s.scalar(select(VmRow).where(VmRow.name == name)) is not None:
             raise Conflict(f"VM {name!r} already exists")
         uri, virt_type = hrow.uri, hrow.virt_type
-        cpus = [r.cpu_xml for r in s.scalars(select(HostRow).where(HostRow.state == HostState.UP))]
         s.add(VmRow(name=name, host=host, state=VmState.SHUTOFF, memory_mib=memory_mib,
                     vcpus=vcpus, workload_dirty_mib_s=workload_dirty_mib_s,
                     workload_wss_mib=wss, managed=True))
@@ -73,7 +72,7 @@ def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int
     disk_name = f"{name}.disk"
     created_disk = False
     try:
-        cpu_xml = cluster_baseline(conn, cpus, virt_type)
+        cpu_xml = guest_cpu_for_new_vm(ctx)
         if os.path.exists(os.path.join(pool.path, disk_name)):
             raise Conflict(f"volume {disk_name} already exists in pool {pool.name}")
         disk = conn.create_volume(pool.name, disk_name, BOOT_DISK_BYTES)
@@ -85,7 +84,7 @@ def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int
             console_dir=ctx.settings.console_dir)
         started = time.time()
         dom = conn.define_and_start(domxml.build(spec))
-    except (HypervisorError, Conflict) as exc:
+    except (HypervisorError, Conflict, InvalidRequest) as exc:
         if created_disk:
             with contextlib.suppress(HypervisorError):
                 conn.delete_volume(pool.name, disk_name)
@@ -93,7 +92,7 @@ def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int
             row = s.scalar(select(VmRow).where(VmRow.name == name))
             if row is not None:
                 s.delete(row)
-        if isinstance(exc, Conflict):
+        if isinstance(exc, Conflict | InvalidRequest):
             raise
         raise Unavailable(f"could not start VM {name} on {host}: {exc}") from exc
     with ctx.session() as s:
