@@ -167,7 +167,7 @@ def host_refresh(name: str, as_json: JsonOpt = False) -> None:
 
 
 # -- vms ------------------------------------------------------------------------
-VM_COLS = ["name", "host", "state", "memory_mib", "vcpus", "cpu_model"]
+VM_COLS = ["name", "host", "state", "memory_mib", "vcpus", "cpu_model", "mobility"]
 
 
 @vm_app.command("create")
@@ -201,7 +201,7 @@ def vm_list(as_json: JsonOpt = False) -> None:
 @handles_errors
 def vm_show(name: str, as_json: JsonOpt = False) -> None:
     v = Client().get(f"/vms/{name}")
-    print_json(v) if as_json else kv(f"vm {name}", v, [*VM_COLS, "disks", "managed",
+    print_json(v) if as_json else kv(f"vm {name}", v, [*VM_COLS, "cpu_blocked", "disks", "managed",
                                                       "workload_dirty_mib_s",
                                                       "workload_wss_mib", "updated_at"])
 

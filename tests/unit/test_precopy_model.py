@@ -1,0 +1,106 @@
+"""The pre-copy model against cases computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ferry.predict.dirty import MIB, DirtyCurve, fit
+from ferry.predict.precopy import Guest, Link, Schedule, simulate
+
+
+def guest(mem: float = 256, nonzero: float | None = None, rate: float = 0.0,
+          wss: float = math.inf) -> Guest:
+    nz = mem if nonzero is None else nonzero
+    return Guest(mem * MIB, nz * MIB, DirtyCurve(rate * MIB, wss * MIB))
+
+
+def test_zero_dirty_rate_one_round_time_is_memory_over_bandwidth() -> None:
+    p = simulate(guest(256), Link(32 * MIB, 32 * MIB), Schedule(0.3, setup_s=0.0))
+    # one round: the exact check fits as soon as the estimate does
+    assert p.converges and p.rounds == 1
+    assert p.total_s == pytest.approx(256 / 32, rel=1e-3)  # 8 s: every byte once
+    assert p.downtime_s == pytest.approx(0.3, abs=0.006)  # the last 300 ms worth, paused
+    assert p.transferred_bytes == pytest.approx(256 * MIB)
+
+
+def test_zero_pages_cost_nothing() -> None:
+    p = simulate(guest(256, nonzero=64), Link(32 * MIB, 32 * MIB), Schedule(0.05, setup_s=0))
+    # QEMU believes 256 MiB pending; it switches when 1.6 MiB (32 MiB/s x 50 ms) remain,
+    # i.e. when (1 - 1.6/256) of the round is done; 64 MiB non-zero take 2 s
+    assert p.total_s == pytest.approx(2.0 * (1 - 1.6 / 256) + (64 * 1.6 / 256) / 32, rel=3e-3)
+    assert p.downtime_s == pytest.approx((64 * 1.6 / 256) / 32, abs=0.006)
+
+
+def test_dirty_rate_above_bandwidth_never_converges_without_throttling() -> None:
+    p = simulate(guest(256, rate=64), Link(32 * MIB, 32 * MIB), Schedule(0.3))
+    assert not p.converges
+    assert "no progress" in p.note or "still copying" in p.note
+
+
+def test_pages_dirtied_since_the_sync_force_another_round() -> None:
+    # 8 MiB at 100 MiB/s, 50 ms limit (5 MiB): the estimate fits 30 ms in, but the
+    # exact count adds 10 MiB/s x 30 ms = 0.3 MiB, so QEMU syncs and goes on
+    g = Guest(8 * MIB, 8 * MIB, DirtyCurve(10 * MIB))
+    p = simulate(g, Link(100 * MIB, 100 * MIB), Schedule(0.05, setup_s=0))
+    assert p.converges and p.rounds == 2
+    assert p.downtime_s <= 0.05 + 1e-9  # the exact check keeps the pause under the limit
+    assert p.total_s == pytest.approx(0.08, abs=0.01)
+
+
+def test_final_copy_runs_at_link_speed_not_the_cap() -> None:
+    capped = simulate(guest(256), Link(32 * MIB, 320 * MIB), Schedule(0.3, setup_s=0))
+    assert capped.downtime_s == pytest.approx(0.03, abs=0.002)  # 9.6 MiB at 320 MiB/s
+
+
+def test_larger_downtime_limit_converges_where_small_does_not() -> None:
+    # 48 MiB/s over a 64 MiB working set on a 32 MiB/s link: pre-copy alone cannot
+    # catch up; a limit whose threshold covers the working set (3 s x 32 MiB/s) can
+    g = guest(256, nonzero=100, rate=48, wss=64)
+    link = Link(32 * MIB, 32 * MIB)
+    assert not simulate(g, link, Schedule(0.05)).converges
+    big = simulate(g, link, Schedule(3.0))
+    assert big.converges and 0.05 < big.downtime_s <= 3.0
+
+
+def test_dirtier_just_below_the_link_converges_slowly() -> None:
+    g = guest(256, nonzero=100, rate=30, wss=64)
+    fast = simulate(g, Link(32 * MIB, 32 * MIB), Schedule(0.05))
+    assert fast.converges and fast.rounds > 10 and fast.total_s > 100 / 32 * 2
+
+
+def test_stepped_downtime_eventually_converges() -> None:
+    g = guest(256, nonzero=100, rate=48, wss=64)
+    steps = tuple((10.0 * i, 0.05 + 0.4 * i) for i in range(1, 9))
+    p = simulate(g, Link(32 * MIB, 32 * MIB), Schedule(0.05, downtime_steps=steps))
+    assert p.converges and p.total_s > 10
+
+
+def test_autoconverge_helps_cpu_bound_dirtying_only() -> None:
+    g = guest(256, nonzero=100, rate=40, wss=128)
+    link = Link(32 * MIB, 32 * MIB)
+    assert simulate(g, link, Schedule(0.3, throttle=True, throttle_effect=1.0)).converges
+    assert not simulate(g, link, Schedule(0.3, throttle=True, throttle_effect=0.0,
+                                          max_time_s=60)).converges
+
+
+def test_postcopy_always_finishes_with_a_short_pause() -> None:
+    p = simulate(guest(256, rate=64), Link(32 * MIB, 32 * MIB),
+                 Schedule(0.3, postcopy_after_round=1))
+    assert p.converges and p.downtime_s < 0.1
+    # round 1 syncs when its estimate fits (9.6 MiB left, 7.7 s in); then the 9.6 MiB
+    # plus what was dirtied (64 MiB/s x 7.7 s, less pages still pending) follow while
+    # the guest runs on the destination
+    rest = 9.6 + 64 * 7.7 * (1 - 9.6 / 256)
+    assert p.total_s == pytest.approx(0.1 + 7.7 + 0.05 + rest / 32, rel=0.01)
+
+
+def test_fit_recovers_a_linear_dirtier() -> None:
+    c = fit([(0.25, 2 * MIB), (0.5, 4 * MIB), (1, 8 * MIB), (2, 16 * MIB)], 1024 * MIB)
+    assert c.rate_bytes_s == pytest.approx(8 * MIB, rel=0.02)
+    assert c.wss_bytes > 200 * MIB  # no saturation seen
+
+
+def test_fit_of_idle_guest_is_zero() -> None:
+    assert fit([(0.25, 0), (1, 0)], 256 * MIB).bytes_in(10) == 0
