@@ -1,11 +1,11 @@
 """How many bytes a guest dirties within a window of t seconds (pure).
 
 One dirty rate mispredicts: a guest rewrites its writable working set W over
-and over, so what it dirties in t seconds grows like r·t at first and
+and over, so what it dirties in t seconds grows like r*t at first and
 saturates at W.  For writes spread uniformly over W the expected number of
 distinct dirty bytes is
 
-    D(t) = W · (1 − exp(−r·t / W))
+    D(t) = W * (1 - exp(-r*t / W))
 
 which is what `fit` estimates from measured windows (e.g. 0.25, 0.5, 1, 2 s).
 
@@ -28,7 +28,7 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class DirtyCurve:
-    """D(t) = W·(1 − e^(−r·t/W)); W = inf means no saturation (D = r·t)."""
+    """D(t) = W*(1 - e^(-r*t/W)); W = inf means no saturation (D = r*t)."""
 
     rate_bytes_s: float
     wss_bytes: float = math.inf

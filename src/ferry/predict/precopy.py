@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from ferry.predict.dirty import DirtyCurve
 
 
-
 @dataclass(frozen=True)
 class Guest:
     memory_bytes: float
