@@ -20,7 +20,7 @@ from ferry import __version__
 from ferry.api.schemas import CpuPolicySet, HostCreate, MigrationCreate, VmCreate
 from ferry.domain.models import Host, Migration, Sample, Vm
 from ferry.errors import FerryError
-from ferry.service import cpu, hosts, migrations, vms
+from ferry.service import cpu, hosts, migrations, predict, vms
 from ferry.service.controller import Controller
 
 _bearer = HTTPBearer(auto_error=False)
@@ -99,7 +99,8 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
     @app.post("/migrations", dependencies=dep, status_code=201)
     def start_migration(body: MigrationCreate) -> Migration:
         return migrations.start_migration(ctx, body.vm, body.to, body.bandwidth_mib_s,
-                                          body.max_downtime_ms)
+                                          body.max_downtime_ms, body.policy,
+                                          body.timeout_per_gib_s, body.on_timeout)
 
     @app.get("/migrations/{mid}", dependencies=dep)
     def get_migration(mid: int) -> Migration:
@@ -112,6 +113,11 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
     @app.post("/migrations/{mid}/cancel", dependencies=dep)
     def cancel_migration(mid: int) -> Migration:
         return migrations.cancel_migration(ctx, mid)
+
+    @app.get("/predict", dependencies=dep)
+    def predict_migration(vm: str, to: str, bandwidth_mib_s: int | None = None,
+                          max_downtime_ms: int | None = None) -> dict[str, Any]:
+        return predict.predict(ctx, vm, to, bandwidth_mib_s, max_downtime_ms)
 
     @app.get("/cpu/baseline", dependencies=dep)
     def cpu_baseline(hosts: str | None = None) -> dict[str, Any]:

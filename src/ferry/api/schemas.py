@@ -26,6 +26,9 @@ class MigrationCreate(BaseModel):
     to: str
     bandwidth_mib_s: int | None = None
     max_downtime_ms: int | None = None
+    policy: str = "auto"
+    timeout_per_gib_s: float | None = None
+    on_timeout: str = "abort"
 
 
 class CpuPolicySet(BaseModel):

@@ -221,11 +221,17 @@ def migrate(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
             wait: Annotated[bool, typer.Option(help="Follow until it finishes.")] = False,
             bandwidth: Annotated[int | None, typer.Option(help="Limit, MiB/s.")] = None,
             max_downtime: Annotated[int | None, typer.Option(help="Downtime limit, ms.")] = None,
+            policy: Annotated[str, typer.Option(
+                help="auto, precopy, autoconverge, postcopy or stepped.")] = "auto",
+            timeout_per_gib: Annotated[float | None, typer.Option(
+                help="Give up (or force) after this many s per GiB of guest RAM.")] = None,
+            on_timeout: Annotated[str, typer.Option(help="abort or force.")] = "abort",
             as_json: JsonOpt = False) -> None:
     """Live-migrate VM to another host (prechecks first; nothing moves if they fail)."""
     client = Client()
-    m = client.post("/migrations", json={"vm": vm, "to": to, "bandwidth_mib_s": bandwidth,
-                                         "max_downtime_ms": max_downtime})
+    m = client.post("/migrations", json={
+        "vm": vm, "to": to, "bandwidth_mib_s": bandwidth, "max_downtime_ms": max_downtime,
+        "policy": policy, "timeout_per_gib_s": timeout_per_gib, "on_timeout": on_timeout})
     if not wait:
         print_json(m) if as_json else console.print(
             f"migration {m['id']} {m['state']}: {vm} {m['source']} → {to}")
@@ -239,7 +245,8 @@ def migrate(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
         raise typer.Exit(5)
 
 
-MIG_COLS = ["id", "vm", "source", "destination", "state", "total_ms", "downtime_ms", "rounds"]
+MIG_COLS = ["id", "vm", "source", "destination", "policy", "state", "total_ms", "downtime_ms",
+            "rounds"]
 
 
 def _mig_row(m: dict[str, Any]) -> list[Any]:
@@ -267,6 +274,37 @@ def migration_show(mid: int, as_json: JsonOpt = False) -> None:
     migration_summary(m)
     table("events", ["at", "kind", "message"],
           [[e["at"], e["kind"], e["message"]] for e in m["events"]])
+
+
+@app.command()
+@handles_errors
+def predict(vm: str, to: Annotated[str, typer.Option("--to", help="Destination host.")],
+            bandwidth: Annotated[int | None, typer.Option(help="Limit, MiB/s.")] = None,
+            max_downtime: Annotated[int | None, typer.Option(help="Downtime limit, ms.")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Measure the guest's dirtying now and predict every policy (no migration)."""
+    params: dict[str, Any] = {"vm": vm, "to": to}
+    if bandwidth:
+        params["bandwidth_mib_s"] = bandwidth
+    if max_downtime:
+        params["max_downtime_ms"] = max_downtime
+    if not as_json:
+        console.print(f"measuring {vm}'s dirty pages (about 4 s) ...")
+    res = Client(timeout=120).get("/predict", params=params)
+    if as_json:
+        print_json(res)
+        return
+    inp = res["inputs"]
+    console.print(f"{vm}: {inp['memory_mib']} MiB, dirtying {inp['dirty_rate_mib_s']} MiB/s over"
+                  f" ~{inp['working_set_mib']} MiB, {inp['zero_share'] * 100:.0f}% zero pages; "
+                  f"link {inp['link_mib_s']} MiB/s ({inp['link']})", soft_wrap=True)
+    table(f"predicted {res['source']} → {res['destination']}",
+          ["policy", "converges", "total_ms", "downtime_ms", "sent", "rounds", "note"],
+          [[("* " if n == res["recommended"] else "") + n, st["converges"],
+            st["total_ms"] if st["converges"] else "-",
+            st["downtime_ms"] if st["converges"] else "-", mib(st["transferred_bytes"]),
+            st["rounds"], st["note"]] for n, st in res["strategies"].items()])
+    console.print(f"recommended: [bold]{res['recommended']}[/bold]")
 
 
 @mig_app.command("cancel")

@@ -80,6 +80,10 @@ class MigrationRow(Base):
     rounds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     wall_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+    policy: Mapped[str] = mapped_column(String(16), default="precopy")
+    predicted_converges: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    predicted_total_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    predicted_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SampleRow(Base):

@@ -109,4 +109,8 @@ class Migration:
     rounds: int | None = None
     wall_ms: int | None = None  # request to final verdict, as Ferry saw it
     error: str = ""
+    policy: str = "precopy"
+    predicted_converges: bool | None = None
+    predicted_total_ms: int | None = None
+    predicted_downtime_ms: int | None = None
     events: list[Event] = field(default_factory=list)

@@ -19,6 +19,7 @@ from ferry.hypervisor.errors import DomainNotFound, HypervisorError, MigrationJo
 from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.hypervisor.types import JobStats, MigrationOptions
 from ferry.migration.outcome import Resolution, Verdict, resolve
+from ferry.migration.policies import Action, ActionKind, Adapter
 
 SAMPLE_INTERVAL_S = 0.25
 SETTLE_GAP_S = 0.3  # two agreeing readings this far apart make a verdict
@@ -54,12 +55,15 @@ def to_sample(stats: JobStats) -> Sample:
 
 
 class _Watch:
-    """Sample a job until `running()` says it ended; abort on cancel or timeout."""
+    """Sample a job until `running()` says it ended; abort on cancel or a hard
+    timeout; apply what the policy's adapter decides on each sample."""
 
     def __init__(self, vm: str, source: LibvirtHost, recorder: Recorder,
-                 cancel: threading.Event, timeout_s: float) -> None:
+                 cancel: threading.Event, timeout_s: float,
+                 adapter: Adapter | None = None) -> None:
         self.vm, self.source, self.recorder = vm, source, recorder
         self.cancel, self.timeout_s = cancel, timeout_s
+        self.adapter = adapter
         self.aborted_for: str | None = None
 
     def loop(self, running: Callable[[], bool],
@@ -75,11 +79,28 @@ class _Watch:
                                            "aborting the job")
             try:
                 stats = self.source.job_stats(self.vm)
-                if stats.active:
-                    self.recorder.sample(to_sample(stats))
             except (DomainNotFound, HypervisorError):
-                pass  # the source domain goes away at the very end of a success
+                stats = None  # the source domain goes away at the very end of a success
+            if stats is not None and stats.active:
+                sample = to_sample(stats)
+                self.recorder.sample(sample)
+                if self.adapter is not None and self.aborted_for is None:
+                    for action in self.adapter.decide(sample, time.monotonic() - started):
+                        self._apply(action)
             pause(SAMPLE_INTERVAL_S)
+
+    def _apply(self, action: Action) -> None:
+        if action.kind == ActionKind.ABORT:
+            self._abort("timeout", action.reason)
+            return
+        self.recorder.event(action.kind.value, action.reason)
+        try:
+            if action.kind == ActionKind.SET_DOWNTIME and action.downtime_ms is not None:
+                self.source.set_max_downtime(self.vm, action.downtime_ms)
+            elif action.kind == ActionKind.START_POSTCOPY:
+                self.source.start_postcopy(self.vm)
+        except HypervisorError as exc:
+            self.recorder.event(f"{action.kind.value}_failed", str(exc))
 
     def _abort(self, kind: str, message: str) -> None:
         self.aborted_for = kind
@@ -91,7 +112,8 @@ class _Watch:
 
 
 def run_job(vm: str, source: LibvirtHost, destination: LibvirtHost, opts: MigrationOptions,
-            recorder: Recorder, cancel: threading.Event, timeout_s: float) -> JobResult:
+            recorder: Recorder, cancel: threading.Event, timeout_s: float,
+            adapter: Adapter | None = None) -> JobResult:
     """Run the libvirt migration job to its end and settle where the guest is."""
     failure: list[MigrationJobError | HypervisorError] = []
 
@@ -104,7 +126,7 @@ def run_job(vm: str, source: LibvirtHost, destination: LibvirtHost, opts: Migrat
     thread = threading.Thread(target=job, name=f"migrate-{vm}", daemon=True)
     recorder.event("started", f"libvirt p2p live migration to {opts.dest_uri}")
     thread.start()
-    watch = _Watch(vm, source, recorder, cancel, timeout_s)
+    watch = _Watch(vm, source, recorder, cancel, timeout_s, adapter)
     watch.loop(thread.is_alive, pause=thread.join)  # join wakes us when the job ends
     thread.join()
     error = str(failure[0]) if failure else ""

@@ -42,7 +42,9 @@ def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migrat
         max_downtime_ms=row.max_downtime_ms, created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, total_ms=row.total_ms,
         downtime_ms=row.downtime_ms, transferred_bytes=row.transferred_bytes, rounds=row.rounds,
-        wall_ms=row.wall_ms, error=row.error,
+        wall_ms=row.wall_ms, error=row.error, policy=row.policy,
+        predicted_converges=row.predicted_converges, predicted_total_ms=row.predicted_total_ms,
+        predicted_downtime_ms=row.predicted_downtime_ms,
         events=[Event(at=e.at, kind=e.kind, message=e.message) for e in events or []])
 
 

@@ -9,7 +9,6 @@ migration: it follows a job still running, or records the true outcome.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from datetime import UTC, datetime
@@ -25,10 +24,20 @@ from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.engine import JobResult, run_job, watch_existing
 from ferry.migration.outcome import Verdict
+from ferry.migration.policies import Adapter, Config
 from ferry.migration.prechecks import run_prechecks
+from ferry.predict.precopy import simulate
+from ferry.predict.strategy import (
+    QEMU_DEFAULT_DOWNTIME_S,
+    Policy,
+    plan_auto,
+    schedule_for,
+    stepped_downtimes,
+)
 from ferry.service import convert
 from ferry.service.controller import Controller
 from ferry.service.hosts import reconcile
+from ferry.service.predict import QUICK_WINDOWS_MS, build_inputs, measure
 
 _UNFINISHED = [MigrationState.QUEUED.value, MigrationState.PRECHECKING.value,
                MigrationState.RUNNING.value]
@@ -83,10 +92,21 @@ def _is_shared(pool_path: str | None, disk: str) -> bool:
 
 
 def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | None = None,
-                    max_downtime_ms: int | None = None) -> Migration:
-    """Validate, precheck and queue a migration; raise on refusal."""
+                    max_downtime_ms: int | None = None, policy: str = "auto",
+                    timeout_per_gib_s: float | None = None,
+                    on_timeout: str = "abort") -> Migration:
+    """Validate, precheck, predict and start a migration; raise on refusal."""
     check_name("vm", vm)
     check_name("host", to)
+    try:
+        pol = Policy(policy)
+    except ValueError:
+        raise InvalidRequest(
+            f"policy must be one of {', '.join(p.value for p in Policy)}") from None
+    if on_timeout not in ("abort", "force"):
+        raise InvalidRequest("on_timeout must be abort or force")
+    if timeout_per_gib_s is not None and not 1 <= timeout_per_gib_s <= 86_400:
+        raise InvalidRequest("timeout per GiB must be between 1 and 86400 s")
     if bandwidth_mib_s is not None and not 1 <= bandwidth_mib_s <= 100_000:
         raise InvalidRequest("bandwidth must be between 1 and 100000 MiB/s")
     if max_downtime_ms is not None and not 1 <= max_downtime_ms <= 60_000:
@@ -113,7 +133,7 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
         assert src is not None
         row = MigrationRow(vm=vm, source=src.name, destination=to,
                            state=MigrationState.QUEUED, bandwidth_mib_s=bandwidth_mib_s,
-                           max_downtime_ms=max_downtime_ms)
+                           max_downtime_ms=max_downtime_ms, policy=pol.value)
         s.add(row)
         s.flush()
         mid, src_name, src_uri, dst_uri = row.id, src.name, src.uri, dest.uri
@@ -136,21 +156,70 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
         raise
     for line in result.checks:
         rec.event("precheck", line)
+    per_gib = timeout_per_gib_s or ctx.settings.migration_timeout_per_gib_s
+    timeout = ctx.settings.migration_timeout_base_s + per_gib * (memory_mib / 1024)
+    try:
+        opts, adapter = _plan(ctx, mid, rec, vm, src_name, to, src_uri, dst_uri, memory_mib,
+                              bandwidth_mib_s, max_downtime_ms, pol, timeout, on_timeout)
+    except FerryError as exc:
+        _finish(ctx, mid, MigrationState.FAILED, error=exc.message)
+        _restore_vm_state(ctx, vm)
+        raise
     cancel = ctx.cancel_events[mid] = threading.Event()
-    timeout = (ctx.settings.migration_timeout_base_s
-               + ctx.settings.migration_timeout_per_gib_s * math.ceil(memory_mib / 1024))
-    opts = MigrationOptions(dest_uri=dst_uri, bandwidth_mib_s=bandwidth_mib_s,
-                            max_downtime_ms=max_downtime_ms)
     _set_state(ctx, mid, MigrationState.RUNNING, started_at=datetime.now(UTC))
-    ctx.workers.submit(_run, ctx, mid, vm, src_uri, dst_uri, opts, cancel, timeout)
+    # the adapter's timeout acts first (abort or force); the engine's is a backstop
+    ctx.workers.submit(_run, ctx, mid, vm, src_uri, dst_uri, opts, cancel, timeout * 1.5 + 30,
+                       adapter)
     return get_migration(ctx, mid)
 
 
+def _plan(ctx: Controller, mid: int, rec: DbRecorder, vm: str, src: str, dst: str,
+          src_uri: str, dst_uri: str, memory_mib: int, bandwidth_mib_s: int | None,
+          max_downtime_ms: int | None, pol: Policy, timeout: float, on_timeout: str,
+          ) -> tuple[MigrationOptions, Adapter]:
+    """Measure the guest, predict, and turn the policy into libvirt options + an adapter."""
+    m = measure(ctx, vm, ctx.host(src_uri), memory_mib, QUICK_WINDOWS_MS)
+    inp, link_how = build_inputs(ctx, m, memory_mib, src, dst, bandwidth_mib_s,
+                                 max_downtime_ms, timeout)
+    rec.event("measured", f"dirty {m.curve.rate_bytes_s / 2**20:.1f} MiB/s over "
+                          f"{m.curve.wss_bytes / 2**20:.0f} MiB; {m.nonzero_bytes / 2**20:.0f} MiB"
+                          f" non-zero ({m.nonzero_source}); link {link_how}")
+    pred = simulate(inp.guest, inp.link, schedule_for(pol, inp))
+    with ctx.session() as s:
+        row = s.get(MigrationRow, mid)
+        assert row is not None
+        row.predicted_converges = pred.converges
+        row.predicted_total_ms = round(pred.total_s * 1000) if pred.converges else None
+        row.predicted_downtime_ms = round(pred.downtime_s * 1000) if pred.converges else None
+    rec.event("predicted", f"{pol.value}: " + (
+        f"completes in ~{pred.total_s:.1f} s with a ~{pred.downtime_s * 1000:.0f} ms pause"
+        if pred.converges else f"does not converge ({pred.note})"))
+    limit_ms = max_downtime_ms or round(QEMU_DEFAULT_DOWNTIME_S * 1000)
+    plan = plan_auto(inp) if pol == Policy.AUTO else None
+    steps: tuple[tuple[float, float], ...] = ()
+    start_ms = max_downtime_ms
+    if plan is not None:
+        rec.event("plan", plan.reason)
+        start_ms = round(plan.start_downtime_s * 1000)
+    elif pol == Policy.STEPPED:
+        steps = tuple(stepped_downtimes(memory_mib / 1024, limit_ms / 1000))
+        start_ms = round(steps[0][1] * 1000)
+    opts = MigrationOptions(dest_uri=dst_uri, bandwidth_mib_s=bandwidth_mib_s,
+                            max_downtime_ms=start_ms,
+                            auto_converge=pol == Policy.AUTOCONVERGE,
+                            postcopy=pol in (Policy.AUTO, Policy.POSTCOPY))
+    cfg = Config(policy=pol, max_downtime_ms=limit_ms, timeout_s=timeout,
+                 on_timeout=on_timeout, plan=plan, steps=steps)
+    return opts, Adapter(cfg)
+
+
 def _run(ctx: Controller, mid: int, vm: str, src_uri: str, dst_uri: str,
-         opts: MigrationOptions, cancel: threading.Event, timeout_s: float) -> None:
+         opts: MigrationOptions, cancel: threading.Event, timeout_s: float,
+         adapter: Adapter | None = None) -> None:
     rec = DbRecorder(ctx, mid)
     try:
-        result = run_job(vm, ctx.host(src_uri), ctx.host(dst_uri), opts, rec, cancel, timeout_s)
+        result = run_job(vm, ctx.host(src_uri), ctx.host(dst_uri), opts, rec, cancel,
+                         timeout_s, adapter)
         _record_result(ctx, mid, result)
     except Exception as exc:  # never leave a migration "running" because of a bug
         rec.event("error", f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,125 @@
+"""How a running migration adapts: pure decisions over progress samples.
+
+The engine feeds every sample to `Adapter.decide`, which returns actions with
+a reason each (recorded as migration events).  Stall detection looks at what
+was pending when each round began (libvirt's iteration counter):
+
+| round starts with | 120 MiB | 100 MiB | 95 MiB | 93 MiB | → stalled: the last  |
+|                   |         |         |        |        | 3 differ by < 10 %   |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ferry.domain.models import Sample
+from ferry.predict.strategy import AutoPlan, Policy
+
+STALL_ROUNDS = 3
+STALL_SHRINK = 0.9
+
+
+class ActionKind(StrEnum):
+    SET_DOWNTIME = "set_downtime"
+    START_POSTCOPY = "start_postcopy"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    reason: str
+    downtime_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    policy: Policy
+    max_downtime_ms: int
+    timeout_s: float
+    on_timeout: str = "abort"  # or "force": switch to post-copy
+    plan: AutoPlan | None = None  # auto only
+    steps: tuple[tuple[float, float], ...] = ()  # stepped only: (from s, limit s)
+
+
+@dataclass
+class Adapter:
+    """Per-migration memory of what was seen and done."""
+
+    cfg: Config
+    round_starts: dict[int, int] = field(default_factory=dict)  # iteration -> pending bytes
+    raised: bool = False
+    raised_at_round: int = 0
+    postcopy: bool = False
+    timed_out: bool = False
+    step: int = 0
+
+    def decide(self, s: Sample, elapsed_s: float) -> list[Action]:
+        if s.iteration >= 1 and s.iteration not in self.round_starts:
+            self.round_starts[s.iteration] = s.memory_remaining_bytes
+        acts: list[Action] = []
+        if elapsed_s > self.cfg.timeout_s and not self.timed_out:
+            self.timed_out = True
+            if self.cfg.on_timeout == "force" and self._may_postcopy() and not self.postcopy:
+                self.postcopy = True
+                return [Action(ActionKind.START_POSTCOPY, f"timeout after {elapsed_s:.0f} s: "
+                               "forcing completion with post-copy")]
+            return [Action(ActionKind.ABORT, f"timeout after {elapsed_s:.0f} s: aborting; "
+                           "the VM stays on the source")]
+        p = self.cfg.policy
+        if p == Policy.POSTCOPY and s.iteration >= 2 and not self.postcopy:
+            self.postcopy = True
+            acts.append(Action(ActionKind.START_POSTCOPY, "round 1 done: switching to post-copy"))
+        elif p == Policy.STEPPED:
+            while self.step + 1 < len(self.cfg.steps) and elapsed_s >= self.cfg.steps[self.step
+                                                                                    + 1][0]:
+                self.step += 1
+                ms = round(self.cfg.steps[self.step][1] * 1000)
+                acts.append(Action(ActionKind.SET_DOWNTIME, f"step {self.step} at "
+                                   f"{elapsed_s:.0f} s: downtime limit {ms} ms", ms))
+        elif p == Policy.AUTO:
+            acts += self._auto(s)
+        return acts
+
+    def _may_postcopy(self) -> bool:
+        return self.cfg.policy in (Policy.AUTO, Policy.POSTCOPY)
+
+    def _auto(self, s: Sample) -> list[Action]:
+        plan = self.cfg.plan
+        assert plan is not None
+        if plan.postcopy_after_round is not None and not self.postcopy and \
+                s.iteration > plan.postcopy_after_round:
+            self.postcopy = True
+            return [Action(ActionKind.START_POSTCOPY, f"{plan.reason}: round "
+                           f"{plan.postcopy_after_round} done, switching to post-copy")]
+        if not stalled(self.round_starts, since_round=self.raised_at_round):
+            return []
+        pending = self.round_starts[max(self.round_starts)] / 2**20
+        if not self.raised and round(plan.raise_to_s * 1000) > round(plan.start_downtime_s
+                                                                     * 1000):
+            self.raised, self.raised_at_round = True, max(self.round_starts)
+            ms = round(plan.raise_to_s * 1000)
+            return [Action(ActionKind.SET_DOWNTIME, f"progress stalled at {pending:.0f} MiB "
+                           f"pending per round: downtime limit {plan.start_downtime_s * 1000:.0f}"
+                           f" -> {ms} ms", ms)]
+        if not self.postcopy:
+            self.postcopy = True
+            return [Action(ActionKind.START_POSTCOPY, f"still stalled at {pending:.0f} MiB per "
+                           "round with the full downtime limit: switching to post-copy")]
+        return []
+
+
+def stalled(round_starts: dict[int, int], since_round: int = 0) -> bool:
+    """The last STALL_ROUNDS round starts (after `since_round`) shrank < 10 % overall.
+
+    >>> stalled({1: 120, 2: 100, 3: 95, 4: 93})
+    True
+    >>> stalled({1: 120, 2: 100, 3: 80, 4: 60})
+    False
+    """
+    rounds = sorted(r for r in round_starts if r > max(since_round, 1))
+    if len(rounds) < STALL_ROUNDS:
+        return False
+    last = [round_starts[r] for r in rounds[-STALL_ROUNDS:]]
+    return last[-1] >= STALL_SHRINK * last[0]

@@ -1,0 +1,130 @@
+"""Migration policies as schedules, their predictions, and the recommendation (pure).
+
+| policy        | what it does                                                      |
+|---------------|-------------------------------------------------------------------|
+| precopy       | libvirt/QEMU defaults: 300 ms downtime limit (or --max-downtime)  |
+| stepped       | OpenStack Nova's way: the limit rises in steps over time          |
+| autoconverge  | QEMU throttles the vCPUs while dirtying outpaces the transfer      |
+| postcopy      | one pre-copy round, then the guest runs on the destination         |
+| auto          | Ferry: a small limit first; more only if progress stalls; post-copy|
+|               | after round 1 when the model says pre-copy cannot finish           |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from ferry.predict.precopy import Guest, Link, Prediction, Schedule, simulate
+
+QEMU_DEFAULT_DOWNTIME_S = 0.3
+AUTO_START_DOWNTIME_S = 0.05
+
+
+class Policy(StrEnum):
+    AUTO = "auto"
+    PRECOPY = "precopy"
+    AUTOCONVERGE = "autoconverge"
+    POSTCOPY = "postcopy"
+    STEPPED = "stepped"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    guest: Guest
+    link: Link
+    max_downtime_s: float | None  # the operator's limit; None = QEMU's default
+    cpu_bound: float = 0.0  # how much throttling vCPUs slows the dirtying (0..1)
+    timeout_s: float = 120.0
+    setup_s: float = 0.1
+
+    @property
+    def limit_s(self) -> float:
+        return self.max_downtime_s if self.max_downtime_s is not None else \
+            QEMU_DEFAULT_DOWNTIME_S
+
+
+def stepped_downtimes(memory_gib: float, max_downtime_s: float, steps: int = 10,
+                      delay_per_gib_s: float = 75.0) -> Iterator[tuple[float, float]]:
+    """Nova's `downtime_steps`: (from time s, limit s), configuration passed in.
+
+    Worked example (1 GiB guest, 500 ms, 10 steps, 75 s per GiB):
+
+    | from  | limit  |
+    |-------|--------|
+    | 0 s   | 50 ms  |
+    | 75 s  | 95 ms  |
+    | 150 s | 140 ms |
+    | ...   | ...    |
+    | 750 s | 500 ms |
+
+    >>> [(t, round(d * 1000)) for t, d in stepped_downtimes(1, 0.5)][:3]
+    [(0.0, 50), (75.0, 95), (150.0, 140)]
+    """
+    delay = delay_per_gib_s * memory_gib
+    base = max_downtime_s / steps
+    offset = (max_downtime_s - base) / steps
+    for i in range(steps + 1):
+        yield delay * i, base + offset * i
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    start_downtime_s: float
+    raise_to_s: float
+    postcopy_after_round: int | None
+    reason: str
+
+
+def plan_auto(inp: Inputs) -> AutoPlan:
+    """What `auto` does, decided from the model."""
+    limit = inp.limit_s
+    start = min(AUTO_START_DOWNTIME_S, limit)
+    base = Schedule(start, setup_s=inp.setup_s, max_time_s=inp.timeout_s)
+    if simulate(inp.guest, inp.link, base).converges:
+        return AutoPlan(start, limit, None, f"converges with a {start * 1000:.0f} ms limit")
+    if simulate(inp.guest, inp.link, replace(base, downtime_s=limit)).converges:
+        return AutoPlan(start, limit, None, f"needs up to {limit * 1000:.0f} ms: start at "
+                        f"{start * 1000:.0f} ms, raise when progress stalls")
+    return AutoPlan(start, limit, 1, "pre-copy cannot finish within the limit: post-copy "
+                                     "after the first round")
+
+
+def schedule_for(policy: Policy, inp: Inputs) -> Schedule:
+    base = Schedule(inp.limit_s, setup_s=inp.setup_s, max_time_s=inp.timeout_s)
+    if policy == Policy.PRECOPY:
+        return base
+    if policy == Policy.AUTOCONVERGE:
+        return replace(base, throttle=True, throttle_effect=inp.cpu_bound)
+    if policy == Policy.POSTCOPY:
+        return replace(base, postcopy_after_round=1)
+    if policy == Policy.STEPPED:
+        steps = tuple(stepped_downtimes(inp.guest.memory_bytes / 2**30, inp.limit_s))
+        return replace(base, downtime_s=steps[0][1], downtime_steps=steps[1:])
+    plan = plan_auto(inp)
+    if plan.postcopy_after_round is not None:
+        return replace(base, downtime_s=plan.start_downtime_s,
+                       postcopy_after_round=plan.postcopy_after_round)
+    stall_at = simulate(inp.guest, inp.link, replace(base, downtime_s=plan.start_downtime_s))
+    if stall_at.converges:
+        return replace(base, downtime_s=plan.start_downtime_s)
+    return replace(base, downtime_s=plan.start_downtime_s,
+                   downtime_steps=((stall_at.total_s, plan.raise_to_s),))
+
+
+def predict_all(inp: Inputs) -> dict[Policy, Prediction]:
+    return {p: simulate(inp.guest, inp.link, schedule_for(p, inp)) for p in Policy}
+
+
+def recommend(preds: dict[Policy, Prediction], limit_s: float) -> Policy:
+    """Shortest pause within the limit, unless it costs over 1.5x the fastest total;
+    `auto` wins ties.  Nothing converges: post-copy."""
+    ok = {p: r for p, r in preds.items() if r.converges and r.downtime_s <= limit_s + 1e-9}
+    if not ok:
+        return Policy.POSTCOPY
+    fastest = min(r.total_s for r in ok.values())
+    near = {p: r for p, r in ok.items() if r.total_s <= 1.5 * fastest}
+    best = min(r.downtime_s for r in near.values())
+    return Policy.AUTO if Policy.AUTO in near and near[Policy.AUTO].downtime_s <= best + 1e-3 \
+        else min(near, key=lambda p: (near[p].downtime_s, near[p].total_s))
