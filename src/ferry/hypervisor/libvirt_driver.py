@@ -343,9 +343,10 @@ class LibvirtHost:
         return _job_stats(self._call(self._dom(name).jobStats, 0))
 
     def completed_job_stats(self, name: str) -> JobStats | None:
+        """libvirt's figures of the last completed job, if this host still has them."""
         try:
             raw = self._dom(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-        except libvirt.libvirtError:
+        except (libvirt.libvirtError, HypervisorError):
             return None
         if not raw or raw.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
             return None

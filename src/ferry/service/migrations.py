@@ -156,8 +156,7 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
         raise
     for line in result.checks:
         rec.event("precheck", line)
-    per_gib = timeout_per_gib_s or ctx.settings.migration_timeout_per_gib_s
-    timeout = ctx.settings.migration_timeout_base_s + per_gib * (memory_mib / 1024)
+    timeout = ctx.settings.migration_timeout_s(memory_mib, timeout_per_gib_s)
     try:
         opts, adapter = _plan(ctx, mid, rec, vm, src_name, to, src_uri, dst_uri, memory_mib,
                               bandwidth_mib_s, max_downtime_ms, pol, timeout, on_timeout)
@@ -303,12 +302,18 @@ def recover(ctx: Controller) -> None:
         ctx.workers.submit(_follow, ctx, mid, vm, ctx.host(src_uri), ctx.host(dst_uri), cancel)
 
 
+def _memory_mib(ctx: Controller, vm: str) -> int:
+    with ctx.session() as s:
+        return int(s.scalar(select(VmRow.memory_mib).where(VmRow.name == vm)) or 1024)
+
+
 def _follow(ctx: Controller, mid: int, vm: str, src: LibvirtHost, dst: LibvirtHost,
             cancel: threading.Event) -> None:
     """Follow a job an earlier controller started (if still running), then settle."""
     rec = DbRecorder(ctx, mid)
     try:
-        result = watch_existing(vm, src, dst, rec, cancel, ctx.settings.migration_timeout_base_s)
+        result = watch_existing(vm, src, dst, rec, cancel, ctx.settings.migration_timeout_s(
+            _memory_mib(ctx, vm)))
         _record_result(ctx, mid, result)
     except HypervisorError as exc:
         rec.event("recover_failed", str(exc))

@@ -138,8 +138,7 @@ def predict(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | None = Non
         raise InvalidRequest(f"VM {vm} runs on {v.host}: pick another destination")
     src = get_host(ctx, v.host)
     m = measure(ctx, vm, ctx.host(src.uri), v.memory_mib)
-    timeout = ctx.settings.migration_timeout_base_s + \
-        ctx.settings.migration_timeout_per_gib_s * v.memory_mib / 1024
+    timeout = ctx.settings.migration_timeout_s(v.memory_mib)
     inp, link_how = build_inputs(ctx, m, v.memory_mib, src.name, dest.name, bandwidth_mib_s,
                                  max_downtime_ms, timeout)
     return {**predictions(inp), "vm": vm, "source": src.name, "destination": dest.name,

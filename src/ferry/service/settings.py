@@ -33,8 +33,13 @@ class Settings(BaseModel):
     # Where heartbeat logs of guests show up (lab: the console logger's files).
     heartbeat_glob: str | None = None
     reconcile_interval_s: float = 15.0
-    migration_timeout_base_s: float = 120.0
-    migration_timeout_per_gib_s: float = 120.0
+    # a migration gives up (or forces) after per-GiB x guest RAM, at least the minimum
+    migration_timeout_min_s: float = 30.0
+    migration_timeout_per_gib_s: float = 300.0
+
+    def migration_timeout_s(self, memory_mib: int, per_gib_s: float | None = None) -> float:
+        per_gib = per_gib_s if per_gib_s is not None else self.migration_timeout_per_gib_s
+        return max(self.migration_timeout_min_s, per_gib * memory_mib / 1024)
 
     @classmethod
     def load(cls, path: Path) -> Settings:

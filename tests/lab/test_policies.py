@@ -1,0 +1,46 @@
+"""Policies on the real lab: `auto` finishes a migration the defaults cannot."""
+
+from __future__ import annotations
+
+import json
+
+from tests.lab.conftest import Lab, ferry, ferry_json
+
+
+def test_auto_finishes_what_precopy_defaults_cannot(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    # 64 MiB/s dirtied over 160 MiB, transfer capped at 32 MiB/s (measured: the
+    # defaults never finish this; see shared/notes/migration-measurements.md)
+    vm = make_vm("node1", memory=256, dirty=64, wss=160)
+    pred = ferry_json("predict", vm, "--to", "node2", "--bandwidth", "32")
+    assert pred["strategies"]["precopy"]["converges"] is False
+    assert pred["strategies"]["auto"]["converges"] is True
+    assert pred["inputs"]["dirty_rate_mib_s"] > 20  # the measurement saw the dirtying
+
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "32", "--policy", "auto",
+                   "--wait")
+    assert m["state"] == "completed", m
+    assert m["policy"] == "auto" and m["predicted_converges"] is True
+    events = ferry_json("migration", "show", str(m["id"]))["events"]
+    kinds = [e["kind"] for e in events]
+    assert "measured" in kinds and "predicted" in kinds and "plan" in kinds
+    switch = [e for e in events if e["kind"] == "start_postcopy"]
+    assert switch and "round 1 done" in switch[0]["message"]
+    check = ferry_json("lab", "check", vm)
+    assert check["boots"] == 1 and check["memory_errors"] == 0, check
+    assert check["hosts"] == ["node1", "node2"]
+
+
+def test_precopy_policy_times_out_cleanly(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """precopy (defaults untouched) on the same guest: the timeout aborts it and the VM
+    stays on the source, whole."""
+    vm = make_vm("node1", memory=256, dirty=64, wss=160)
+    proc = ferry("migrate", vm, "--to", "node2", "--bandwidth", "32", "--policy", "precopy",
+                 "--timeout-per-gib", "40", "--wait", "--json", check=False)
+    assert proc.returncode == 5, proc.stderr  # a failed migration under --wait
+    m = json.loads(proc.stdout)
+    assert m["state"] == "failed" and "timed out" in m["error"], m
+    events = ferry_json("migration", "show", str(m["id"]))["events"]
+    assert any(e["kind"] == "timeout" for e in events)
+    assert lab.where(vm) == {"node1": "running"}
+    check = ferry_json("lab", "check", vm)
+    assert check["boots"] == 1 and check["memory_errors"] == 0

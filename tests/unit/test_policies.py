@@ -1,0 +1,87 @@
+"""Policy decisions on recorded progress samples: one test per branch."""
+
+from __future__ import annotations
+
+from ferry.domain.models import Sample
+from ferry.migration.policies import ActionKind, Adapter, Config
+from ferry.predict.strategy import AutoPlan, Policy, stepped_downtimes
+
+MIB = 2**20
+
+
+def sample(iteration: int, remaining_mib: float) -> Sample:
+    return Sample(t_ms=0, iteration=iteration, memory_total_bytes=256 * MIB,
+                  memory_processed_bytes=0, memory_remaining_bytes=int(remaining_mib * MIB),
+                  dirty_rate_bytes_s=0, bandwidth_bytes_s=0)
+
+
+def feed(a: Adapter, rounds: list[tuple[int, float]], t0: float = 1.0) -> list:  # type: ignore[type-arg]
+    out = []
+    for i, (it, rem) in enumerate(rounds):
+        out += a.decide(sample(it, rem), t0 + i)
+    return out
+
+
+def auto(plan: AutoPlan) -> Adapter:
+    return Adapter(Config(Policy.AUTO, 300, timeout_s=100, plan=plan))
+
+
+SMALL_FIRST = AutoPlan(0.05, 0.3, None, "needs up to 300 ms")
+
+
+def test_auto_does_nothing_while_progressing() -> None:
+    assert feed(auto(SMALL_FIRST), [(1, 200), (2, 80), (3, 40), (4, 20), (5, 10)]) == []
+
+
+def test_auto_raises_downtime_when_stalled_then_postcopy_if_still_stalled() -> None:
+    a = auto(SMALL_FIRST)
+    acts = feed(a, [(1, 200), (2, 60), (3, 58), (4, 57)])
+    assert [x.kind for x in acts] == [ActionKind.SET_DOWNTIME]
+    assert acts[0].downtime_ms == 300 and "stalled" in acts[0].reason
+    assert "50 -> 300 ms" in acts[0].reason
+    # three more rounds without progress after the raise: post-copy
+    acts = feed(a, [(5, 57), (6, 56), (7, 56)], t0=10)
+    assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
+    assert feed(a, [(8, 56), (9, 56), (10, 56)], t0=20) == []  # only once
+
+
+def test_auto_planned_postcopy_switches_after_round_one() -> None:
+    a = auto(AutoPlan(0.05, 0.3, 1, "pre-copy cannot finish"))
+    assert feed(a, [(1, 250), (1, 100)]) == []
+    acts = a.decide(sample(2, 90), 5)
+    assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
+    assert "pre-copy cannot finish" in acts[0].reason
+
+
+def test_postcopy_policy_switches_after_round_one() -> None:
+    a = Adapter(Config(Policy.POSTCOPY, 300, timeout_s=100))
+    assert a.decide(sample(1, 100), 1) == []
+    assert [x.kind for x in a.decide(sample(2, 50), 2)] == [ActionKind.START_POSTCOPY]
+    assert a.decide(sample(3, 10), 3) == []
+
+
+def test_stepped_raises_limit_on_schedule() -> None:
+    steps = tuple(stepped_downtimes(0.25, 0.5))  # 18.75 s per step
+    a = Adapter(Config(Policy.STEPPED, 500, timeout_s=1000, steps=steps))
+    assert a.decide(sample(2, 50), 10) == []
+    acts = a.decide(sample(3, 50), 40)  # two steps passed
+    assert [x.downtime_ms for x in acts] == [95, 140]
+    assert all(x.kind == ActionKind.SET_DOWNTIME for x in acts)
+
+
+def test_precopy_never_adapts_but_times_out_with_abort() -> None:
+    a = Adapter(Config(Policy.PRECOPY, 300, timeout_s=30))
+    assert feed(a, [(1, 200), (2, 60), (3, 60), (4, 60), (5, 60)]) == []
+    acts = a.decide(sample(9, 60), 31)
+    assert [x.kind for x in acts] == [ActionKind.ABORT]
+    assert "stays on the source" in acts[0].reason
+    assert a.decide(sample(9, 60), 32) == []
+
+
+def test_timeout_force_switches_to_postcopy_where_allowed() -> None:
+    a = Adapter(Config(Policy.AUTO, 300, timeout_s=30, on_timeout="force", plan=SMALL_FIRST))
+    acts = a.decide(sample(3, 60), 31)
+    assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
+    # precopy was started without post-copy: force cannot apply, so it aborts
+    b = Adapter(Config(Policy.PRECOPY, 300, timeout_s=30, on_timeout="force"))
+    assert [x.kind for x in b.decide(sample(3, 60), 31)] == [ActionKind.ABORT]

@@ -1,0 +1,32 @@
+"""Choosing among policies from predictions."""
+
+from ferry.predict.dirty import MIB, DirtyCurve
+from ferry.predict.precopy import Guest, Link
+from ferry.predict.strategy import Inputs, Policy, plan_auto, predict_all, recommend
+
+
+def inputs(rate: float, link: float, wss: float = 64) -> Inputs:
+    return Inputs(Guest(256 * MIB, 140 * MIB, DirtyCurve(rate * MIB, wss * MIB)),
+                  Link(link * MIB, link * MIB), None)
+
+
+def test_fast_link_small_limit_suffices() -> None:
+    plan = plan_auto(inputs(16, 200))
+    assert plan.postcopy_after_round is None and plan.start_downtime_s == 0.05
+
+
+def test_dirtier_above_link_plans_postcopy_and_defaults_do_not_converge() -> None:
+    inp = inputs(64, 32, wss=160)
+    assert plan_auto(inp).postcopy_after_round == 1
+    preds = predict_all(inp)
+    assert not preds[Policy.PRECOPY].converges
+    assert preds[Policy.AUTO].converges
+    assert recommend(preds, inp.limit_s) in (Policy.AUTO, Policy.POSTCOPY)
+
+
+def test_recommendation_keeps_pause_within_limit() -> None:
+    inp = inputs(16, 200)
+    preds = predict_all(inp)
+    best = recommend(preds, 0.3)
+    assert preds[best].converges and preds[best].downtime_s <= 0.3
+    assert preds[best].downtime_s < preds[Policy.PRECOPY].downtime_s
