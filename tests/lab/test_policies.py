@@ -7,7 +7,7 @@ import json
 from tests.lab.conftest import Lab, ferry, ferry_json
 
 
-def test_auto_finishes_what_precopy_defaults_cannot(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+def test_auto_finishes_what_precopy_defaults_cannot(lab: Lab, make_vm, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # 64 MiB/s dirtied over 160 MiB, transfer capped at 32 MiB/s (measured: the
     # defaults never finish this; see shared/notes/migration-measurements.md)
     vm = make_vm("node1", memory=256, dirty=64, wss=160)
@@ -28,6 +28,11 @@ def test_auto_finishes_what_precopy_defaults_cannot(lab: Lab, make_vm) -> None: 
     check = ferry_json("lab", "check", vm)
     assert check["boots"] == 1 and check["memory_errors"] == 0, check
     assert check["hosts"] == ["node1", "node2"]
+    # libvirt keeps no completed-job figures after post-copy: Ferry's own are recorded
+    assert m["total_ms"] and m["transferred_bytes"] and "figures" in kinds
+    png = tmp_path / "m.png"
+    ferry("migration", "show", str(m["id"]), "--plot", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_precopy_policy_times_out_cleanly(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]

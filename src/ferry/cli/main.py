@@ -264,9 +264,21 @@ def migration_list(vm: Annotated[str | None, typer.Option(help="Only this VM.")]
 
 @mig_app.command("show")
 @handles_errors
-def migration_show(mid: int, as_json: JsonOpt = False) -> None:
+def migration_show(mid: int,
+                   plot: Annotated[Path | None, typer.Option(
+                       help="Also draw it to this PNG file.")] = None,
+                   as_json: JsonOpt = False) -> None:
+    """Figures, events and (with --plot) a chart of one migration."""
     client = Client()
     m = client.get(f"/migrations/{mid}")
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise ApiError(400, "invalid", "--plot needs a .png file name", {})
+        from ferry.cli.plot import plot_migration
+
+        plot_migration(m, client.get(f"/migrations/{mid}/samples"), plot)
+        if not as_json:
+            console.print(f"plot written to {plot}")
     if as_json:
         m["samples"] = client.get(f"/migrations/{mid}/samples")
         print_json(m)

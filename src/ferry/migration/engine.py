@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ferry.domain.models import Sample
@@ -38,6 +38,8 @@ class JobResult:
     error: str = ""
     cancelled: bool = False
     timed_out: bool = False
+    job_ms: int | None = None  # wall time of our libvirt migrate call
+    last_sample: Sample | None = None
 
 
 def to_sample(stats: JobStats) -> Sample:
@@ -65,6 +67,7 @@ class _Watch:
         self.cancel, self.timeout_s = cancel, timeout_s
         self.adapter = adapter
         self.aborted_for: str | None = None
+        self.last_sample: Sample | None = None
 
     def loop(self, running: Callable[[], bool],
              pause: Callable[[float], object] = time.sleep) -> None:
@@ -82,7 +85,7 @@ class _Watch:
             except (DomainNotFound, HypervisorError):
                 stats = None  # the source domain goes away at the very end of a success
             if stats is not None and stats.active:
-                sample = to_sample(stats)
+                sample = self.last_sample = to_sample(stats)
                 self.recorder.sample(sample)
                 if self.adapter is not None and self.aborted_for is None:
                     for action in self.adapter.decide(sample, time.monotonic() - started):
@@ -125,15 +128,18 @@ def run_job(vm: str, source: LibvirtHost, destination: LibvirtHost, opts: Migrat
 
     thread = threading.Thread(target=job, name=f"migrate-{vm}", daemon=True)
     recorder.event("started", f"libvirt p2p live migration to {opts.dest_uri}")
+    job_start = time.monotonic()
     thread.start()
     watch = _Watch(vm, source, recorder, cancel, timeout_s, adapter)
     watch.loop(thread.is_alive, pause=thread.join)  # join wakes us when the job ends
     thread.join()
+    job_ms = round((time.monotonic() - job_start) * 1000)
     error = str(failure[0]) if failure else ""
     if error:
         recorder.event("job_failed", error)
-    return settle(vm, source, destination, recorder, error=error,
-                  aborted_for=watch.aborted_for, job_returned=True)
+    res = settle(vm, source, destination, recorder, error=error,
+                 aborted_for=watch.aborted_for, job_returned=True)
+    return replace(res, job_ms=job_ms, last_sample=watch.last_sample)
 
 
 def watch_existing(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder,

@@ -232,11 +232,19 @@ def _record_result(ctx: Controller, mid: int, result: JobResult) -> None:
     verdict = result.resolution.verdict
     if verdict == Verdict.COMPLETED:
         st = result.stats
-        _finish(ctx, mid, MigrationState.COMPLETED,
-                total_ms=st.elapsed_ms if st else None,
-                downtime_ms=st.downtime_ms if st else None,
-                transferred_bytes=st.data_processed_bytes if st else None,
-                rounds=st.iteration if st else None)
+        if st is not None:
+            _finish(ctx, mid, MigrationState.COMPLETED, total_ms=st.elapsed_ms,
+                    downtime_ms=st.downtime_ms, transferred_bytes=st.data_processed_bytes,
+                    rounds=st.iteration)
+            return
+        last = result.last_sample
+        DbRecorder(ctx, mid).event(
+            "figures", "libvirt kept no completed-job statistics (as after post-copy): total is "
+                       "the job's wall time, bytes and rounds from the last sample, downtime "
+                       "unknown (see the guest's heartbeat gap in the lab)")
+        _finish(ctx, mid, MigrationState.COMPLETED, total_ms=result.job_ms,
+                transferred_bytes=last.memory_processed_bytes if last else None,
+                rounds=last.iteration if last else None)
     elif result.cancelled and verdict == Verdict.FAILED:
         _finish(ctx, mid, MigrationState.CANCELLED, error="cancelled; the VM runs on the source")
     else:
