@@ -102,6 +102,32 @@ def lab_status(as_json: JsonOpt = False) -> None:
                   f"guests under {st['virt_type']}: {st['accelerator_reason']}")
 
 
+@lab_app.command("link")
+@handles_errors
+def lab_link(rate: Annotated[float | None, typer.Option(
+                 "--rate", help="Link speed of every lab host, MiB/s.")] = None,
+             unlimited: Annotated[bool, typer.Option(help="Remove the limit.")] = False,
+             as_json: JsonOpt = False) -> None:
+    """Emulate a slower network between lab hosts (tbf on each host's link)."""
+    from ferry.lab import cluster, netns
+    from ferry.lab.layout import lab_host
+    from ferry.lab.run import LabError
+
+    st = cluster.status()
+    if not st["up"]:
+        raise LabError("the lab is down")
+    if (rate is None) == (not unlimited):
+        raise ApiError(400, "invalid", "give --rate MIBPS or --unlimited", {})
+    if rate is not None and not 1 <= rate <= 100_000:
+        raise ApiError(400, "invalid", "--rate must be 1..100000 MiB/s", {})
+    hosts = [lab_host(int(h["name"][4:])) for h in st["hosts"]]
+    for h in hosts:
+        netns.set_link_rate(h, rate)
+    res = {h.name: netns.link_rate(h) for h in hosts}
+    print_json(res) if as_json else console.print(
+        ", ".join(f"{k}: {v}" for k, v in res.items()))
+
+
 @lab_app.command("check")
 @handles_errors
 def lab_check(vm: str, as_json: JsonOpt = False) -> None:

@@ -52,3 +52,21 @@ def delete_all() -> None:
     if _link_exists(BRIDGE):
         run(["ip", "link", "delete", BRIDGE], check=False)
 
+
+
+def set_link_rate(host: LabHost, mib_s: float | None) -> None:
+    """Shape what the host sends (tbf) to emulate a slower link; None removes it.
+
+    The kernel here has no netem: rates can be emulated, latency and loss cannot."""
+    dev = ["dev", "eth0"]
+    run(["ip", "netns", "exec", host.netns, "tc", "qdisc", "del", *dev, "root"], check=False)
+    if mib_s:
+        bits = int(mib_s * 1024 * 1024 * 8)
+        run(["ip", "netns", "exec", host.netns, "tc", "qdisc", "add", *dev, "root", "tbf",
+             "rate", f"{bits}bit", "burst", "1mb", "latency", "100ms"])
+
+
+def link_rate(host: LabHost) -> str:
+    out = run(["ip", "netns", "exec", host.netns, "tc", "qdisc", "show", "dev", "eth0"],
+              check=False).stdout
+    return "unlimited" if "tbf" not in out else out.split("rate", 1)[1].split()[0]

@@ -90,15 +90,19 @@ def _nonzero_from_history(ctx: Controller, vm: str) -> tuple[float | None, str]:
 
 
 def link_bytes_s(ctx: Controller, source: str, destination: str) -> tuple[float, str]:
-    """The best transfer rate seen on uncapped migrations between these hosts."""
+    """The steady transfer rate (median of its samples) of the latest uncapped
+    migration between these hosts; links change, so only the newest counts, and
+    peaks (a shaper's burst) would overstate it."""
     with ctx.session() as s:
-        q = (select(func.max(SampleRow.bandwidth_bytes_s)).join(
+        latest = s.scalar(select(func.max(SampleRow.migration_id)).join(
             MigrationRow, MigrationRow.id == SampleRow.migration_id).where(
             MigrationRow.source == source, MigrationRow.destination == destination,
-            MigrationRow.bandwidth_mib_s.is_(None)))
-        best = s.scalar(q)
-    if best:
-        return float(best), "measured on earlier migrations"
+            MigrationRow.bandwidth_mib_s.is_(None), SampleRow.iteration >= 1))
+        rates = sorted(r for r in s.scalars(select(SampleRow.bandwidth_bytes_s).where(
+            SampleRow.migration_id == latest, SampleRow.iteration >= 1)) if r > 0) \
+            if latest else []
+    if rates:
+        return float(rates[len(rates) // 2]), f"measured on migration {latest}"
     return ASSUMED_LINK_MIB_S * MIB, f"assumed {ASSUMED_LINK_MIB_S:.0f} MiB/s (no history)"
 
 
