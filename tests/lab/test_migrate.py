@@ -39,6 +39,10 @@ def test_dirtying_vm_there_and_back_guest_survives(lab: Lab, make_vm) -> None:  
     assert check["memory_errors"] == 0, check
     assert check["seq_resets"] == 0, check
     assert check["hosts"] == ["node1", "node2"]
+    # the pause the guest saw during the second move, from host-side arrival times
+    during = ferry_json("lab", "check", vm, "--migration", str(back["id"]))
+    assert during["migration"] == back["id"] and during["heartbeats"] > 0
+    assert 10 <= during["max_gap_ms"] <= check["max_gap_ms"]
     before = check["last_seq"]
     # The heartbeat continues after the moves.
     import time

@@ -28,8 +28,8 @@ def test_auto_finishes_what_precopy_defaults_cannot(lab: Lab, make_vm, tmp_path)
     check = ferry_json("lab", "check", vm)
     assert check["boots"] == 1 and check["memory_errors"] == 0, check
     assert check["hosts"] == ["node1", "node2"]
-    # libvirt keeps no completed-job figures after post-copy: Ferry's own are recorded
-    assert m["total_ms"] and m["transferred_bytes"] and "figures" in kinds
+    # figures are recorded even when libvirt keeps none (as after post-copy here)
+    assert m["total_ms"] and m["transferred_bytes"] and m["rounds"]
     png = tmp_path / "m.png"
     ferry("migration", "show", str(m["id"]), "--plot", str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

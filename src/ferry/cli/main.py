@@ -130,7 +130,10 @@ def lab_link(rate: Annotated[float | None, typer.Option(
 
 @lab_app.command("check")
 @handles_errors
-def lab_check(vm: str, as_json: JsonOpt = False) -> None:
+def lab_check(vm: str,
+              migration: Annotated[int | None, typer.Option(
+                  help="Only while this migration ran: the pause the guest saw.")] = None,
+              as_json: JsonOpt = False) -> None:
     """What the guest's heartbeats say: boots, last sequence, largest gap, memory errors."""
     from ferry.domain.names import check_name
     from ferry.errors import InvalidRequest
@@ -141,7 +144,16 @@ def lab_check(vm: str, as_json: JsonOpt = False) -> None:
         check_name("vm", vm)
     except InvalidRequest as exc:
         raise ApiError(400, "invalid", exc.message, {}) from None
-    res = check_vm(lab_dir(), vm).as_dict()
+    since = until = None
+    if migration is not None:
+        m = Client().get(f"/migrations/{migration}")
+        if m["vm"] != vm or not m["started_at"] or not m["finished_at"]:
+            raise ApiError(400, "invalid", f"migration {migration} is not a finished migration "
+                           f"of {vm}", {})
+        since, until = _epoch_ns(m["started_at"]), _epoch_ns(m["finished_at"])
+    res = check_vm(lab_dir(), vm, since, until).as_dict()
+    if migration is not None:
+        res["migration"] = migration
     if res["heartbeats"] == 0:
         raise ApiError(404, "not_found", f"no heartbeats from {vm} in the lab", {})
     if as_json:
@@ -149,6 +161,13 @@ def lab_check(vm: str, as_json: JsonOpt = False) -> None:
     else:
         kv(f"guest check: {vm}", res, ["hosts", "boots", "last_seq", "heartbeats",
                                        "max_gap_ms", "memory_errors", "seq_resets"])
+
+
+def _epoch_ns(iso: str) -> int:
+    from datetime import UTC, datetime
+
+    t = datetime.fromisoformat(iso)
+    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1e9)
 
 
 # -- hosts ----------------------------------------------------------------------

@@ -71,13 +71,18 @@ def parse_lines(lines: list[tuple[int, str, str]], vm: str) -> GuestCheck:
                       memory_errors=max(memerr_lines, reported_errors), seq_resets=resets)
 
 
-def check_vm(lab: Path, vm: str) -> GuestCheck:
-    """Read `<vm>.hb` from every lab host's console directory."""
+def check_vm(lab: Path, vm: str, since_ns: int | None = None,
+             until_ns: int | None = None) -> GuestCheck:
+    """Read `<vm>.hb` from every lab host's console directory, optionally only the
+    lines that arrived within [since_ns, until_ns] (e.g. one migration)."""
     lines: list[tuple[int, str, str]] = []
     for hb in sorted(lab.glob(f"hosts/*/var-lib-libvirt/ferry-console/{vm}.hb")):
         host = hb.parts[-4]
         for raw in hb.read_text(errors="replace").splitlines():
             stamp, _, text = raw.partition(" ")
-            if stamp.isdigit():
-                lines.append((int(stamp), host, text))
+            if not stamp.isdigit():
+                continue
+            ts = int(stamp)
+            if (since_ns is None or ts >= since_ns) and (until_ns is None or ts <= until_ns):
+                lines.append((ts, host, text))
     return parse_lines(lines, vm)
