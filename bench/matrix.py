@@ -101,7 +101,12 @@ def run_ferry(vm: str, src: str, policy: str, memory: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="256 MiB only")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the table and plot from bench/results/matrix.json")
     args = ap.parse_args()
+    if args.report_only:
+        report(json.loads((RESULTS / "matrix.json").read_text())["runs"])
+        return
     mems = (256,) if args.quick else (256, 512)
     ferry("lab", "up")
     runs: list[dict[str, Any]] = []
@@ -181,14 +186,18 @@ def report(runs: list[dict[str, Any]]) -> None:
               for e in [_err(r["predicted_total_ms"], r["total_ms"])] if e is not None]
     verdicts = [(r["predicted_converges"], r["completed"]) for r in runs
                 if r["predicted_converges"] is not None]
+    unknown = sum(1 for r in auto if r["completed"] and r["downtime_ms"] is None)
     lines = [
         "", "## Against the targets", "",
         f"- Ferry auto completed {sum(r['completed'] for r in auto)} of {len(auto)} cases; "
         f"the defaults did not finish: "
         + (", ".join(f"{r['link']} {r['memory_mib']} MiB {r['dirty']}" for r in virsh
                      if not r["completed"]) or "none") + ".",
-        "- auto downtime within its 300 ms limit in every completed case: "
-        + str(all((r["downtime_ms"] or 0) <= 300 for r in auto if r["completed"])) + ".",
+        "- auto's QEMU downtime within its 300 ms limit where QEMU reported one: "
+        + str(all(r["downtime_ms"] <= 300 for r in auto
+                  if r["completed"] and r["downtime_ms"] is not None))
+        + f"; post-copy runs report none ({unknown} runs): the pause the guest saw there is "
+        "in the table (heartbeat gap).",
     ]
     if unl:
         ratio_d = statistics.median(a["downtime_ms"] for a, _ in unl if a["downtime_ms"]) / \
