@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -84,6 +94,8 @@ class MigrationRow(Base):
     predicted_converges: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     predicted_total_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     predicted_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    measured_rate_mib_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    measured_wss_mib: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class SampleRow(Base):

@@ -78,3 +78,20 @@ def _rate_for(point: tuple[float, float], w: float) -> float:
     if d0 >= w:
         d0 = w * 0.999
     return -w * math.log(1.0 - d0 / w) / t0
+
+
+def tracking_factor(during_bytes_s: float, before: DirtyCurve, window_s: float = 0.5) -> float:
+    """How much slower the guest dirtied while migrating than when measured before.
+
+    QEMU reports a dirty rate per round during the migration; under TCG dirty
+    tracking slows the guest's writes (measured here: 320-390 MiB/s before,
+    130-155 MiB/s during).  Compared with the measured curve's apparent rate
+    over `window_s`, clamped to [0.1, 1].
+
+    >>> round(tracking_factor(140 * MIB, DirtyCurve(350 * MIB, 2048 * MIB)), 2)
+    0.42
+    """
+    apparent = before.bytes_in(window_s) / window_s
+    if apparent <= 0 or during_bytes_s <= 0:
+        return 1.0
+    return max(0.1, min(1.0, during_bytes_s / apparent))

@@ -190,6 +190,8 @@ def _plan(ctx: Controller, mid: int, rec: DbRecorder, vm: str, src: str, dst: st
         row.predicted_converges = pred.converges
         row.predicted_total_ms = round(pred.total_s * 1000) if pred.converges else None
         row.predicted_downtime_ms = round(pred.downtime_s * 1000) if pred.converges else None
+        row.measured_rate_mib_s = m.curve.rate_bytes_s / 2**20
+        row.measured_wss_mib = m.curve.wss_bytes / 2**20
     rec.event("predicted", f"{pol.value}: " + (
         f"completes in ~{pred.total_s:.1f} s with a ~{pred.downtime_s * 1000:.0f} ms pause"
         if pred.converges else f"does not converge ({pred.note})"))

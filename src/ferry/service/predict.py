@@ -21,7 +21,7 @@ from ferry.domain.models import MigrationState
 from ferry.errors import Unavailable
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.libvirt_driver import LibvirtHost
-from ferry.predict.dirty import MIB, DirtyCurve, fit
+from ferry.predict.dirty import MIB, DirtyCurve, fit, tracking_factor
 from ferry.predict.precopy import Guest, Link
 from ferry.predict.strategy import Inputs, predict_all, recommend
 from ferry.service.controller import Controller
@@ -39,6 +39,8 @@ class Measurement:
     nonzero_bytes: float
     nonzero_source: str
     cpu_busy: float
+    tracking: float = 1.0  # dirtying during a migration relative to before (learned)
+    tracking_note: str = ""
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self, memory_bytes: float) -> dict[str, Any]:
@@ -50,6 +52,7 @@ class Measurement:
             "zero_share": round(1 - self.nonzero_bytes / memory_bytes, 3),
             "nonzero_source": self.nonzero_source,
             "cpu_busy": round(self.cpu_busy, 2),
+            "dirty_during_migration": round(self.tracking, 2),
         }
 
 
@@ -69,7 +72,8 @@ def measure(ctx: Controller, vm: str, host: LibvirtHost, memory_mib: int,
     if nonzero is None:
         nonzero = max(min(mem, (rss - QEMU_OVERHEAD_MIB) * MIB), curve.bytes_in(3600), MIB)
         source = "QEMU resident memory (an upper bound)"
-    return Measurement(points, curve, nonzero, source, min(busy, 1.0))
+    tracking, note = learned_tracking(ctx, vm)
+    return Measurement(points, curve, nonzero, source, min(busy, 1.0), tracking, note)
 
 
 def _nonzero_from_history(ctx: Controller, vm: str) -> tuple[float | None, str]:
@@ -87,6 +91,26 @@ def _nonzero_from_history(ctx: Controller, vm: str) -> tuple[float | None, str]:
     if not sent or not rounds or rounds < 2:
         return None, ""
     return float(sent), f"round 1 of migration {last}"
+
+
+def learned_tracking(ctx: Controller, vm: str) -> tuple[float, str]:
+    """How the VM's dirtying slowed during its last migration (1.0 without history)."""
+    with ctx.session() as s:
+        row = s.scalar(select(MigrationRow).where(
+            MigrationRow.vm == vm, MigrationRow.measured_rate_mib_s.is_not(None),
+            MigrationRow.state == MigrationState.COMPLETED)
+            .order_by(MigrationRow.id.desc()).limit(1))
+        if row is None or not row.measured_rate_mib_s:
+            return 1.0, ""
+        during = s.scalar(select(func.max(SampleRow.dirty_rate_bytes_s)).where(
+            SampleRow.migration_id == row.id, SampleRow.iteration >= 2))
+        before = DirtyCurve(row.measured_rate_mib_s * MIB, (row.measured_wss_mib or 0) * MIB
+                            or float("inf"))
+        mid = row.id
+    if not during:
+        return 1.0, ""
+    f = tracking_factor(float(during), before)
+    return f, f"dirtying ran at {f:.0%} of the measured rate during migration {mid}"
 
 
 def link_bytes_s(ctx: Controller, source: str, destination: str) -> tuple[float, str]:
@@ -110,8 +134,10 @@ def build_inputs(ctx: Controller, m: Measurement, memory_mib: int, source: str,
                  destination: str, bandwidth_mib_s: int | None, max_downtime_ms: int | None,
                  timeout_s: float) -> tuple[Inputs, str]:
     link, how = link_bytes_s(ctx, source, destination)
+    if m.tracking < 1.0:
+        how += f"; {m.tracking_note}"
     pre = bandwidth_mib_s * MIB if bandwidth_mib_s else link
-    inp = Inputs(Guest(memory_mib * MIB, m.nonzero_bytes, m.curve),
+    inp = Inputs(Guest(memory_mib * MIB, m.nonzero_bytes, m.curve.scaled(m.tracking)),
                  Link(min(pre, link) if bandwidth_mib_s else pre, link),
                  max_downtime_ms / 1000 if max_downtime_ms else None,
                  cpu_bound=1.0 if m.cpu_busy >= 0.9 else 0.0, timeout_s=timeout_s)

@@ -1,0 +1,23 @@
+"""The dirty-page curve's helpers, with the numbers worked out by hand."""
+
+import math
+
+import pytest
+
+from ferry.predict.dirty import MIB, DirtyCurve, tracking_factor
+
+
+def test_curve_saturates_at_the_working_set() -> None:
+    c = DirtyCurve(64 * MIB, 64 * MIB)
+    assert c.bytes_in(1) == pytest.approx(64 * MIB * (1 - math.exp(-1)))
+    assert c.bytes_in(100) == pytest.approx(64 * MIB)
+    assert DirtyCurve(8 * MIB).bytes_in(2) == 16 * MIB  # no working set: linear
+
+
+def test_tracking_factor_compares_with_the_apparent_rate() -> None:
+    linear = DirtyCurve(100 * MIB)
+    assert tracking_factor(40 * MIB, linear) == pytest.approx(0.4)
+    assert tracking_factor(500 * MIB, linear) == 1.0  # never above what was measured
+    assert tracking_factor(1 * MIB, linear) == 0.1  # clamped
+    assert tracking_factor(0, linear) == 1.0  # QEMU reported nothing: no correction
+    assert tracking_factor(10 * MIB, DirtyCurve(0)) == 1.0
