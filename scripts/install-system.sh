@@ -6,7 +6,7 @@ set -euo pipefail
 
 WITH_CEPH=${WITH_CEPH:-1}
 STAMP=/var/lib/ferry-install.stamp
-want_stamp="v1 ceph=$WITH_CEPH"
+want_stamp="v2 ceph=$WITH_CEPH"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] && command -v libvirtd >/dev/null \
    && command -v qemu-system-x86_64 >/dev/null; then
   exit 0
@@ -49,7 +49,7 @@ apt-get install -y -q --no-install-recommends -t bookworm-backports \
   libvirt-daemon-driver-storage-rbd
 apt-get install -y -q --no-install-recommends \
   busybox-static cpio iproute2 pkg-config gcc libc6-dev make dpkg-dev \
-  python3-venv util-linux procps kmod
+  python3-venv util-linux procps kmod postgresql-15
 if [ "$WITH_CEPH" = 1 ]; then
   apt-get install -y -q --no-install-recommends \
     ceph-mon ceph-mgr ceph-osd ceph-common
