@@ -176,7 +176,17 @@ def _plan(ctx: Controller, mid: int, rec: DbRecorder, vm: str, src: str, dst: st
           src_uri: str, dst_uri: str, memory_mib: int, bandwidth_mib_s: int | None,
           max_downtime_ms: int | None, pol: Policy, timeout: float, on_timeout: str,
           ) -> tuple[MigrationOptions, Adapter]:
-    """Measure the guest, predict, and turn the policy into libvirt options + an adapter."""
+    """Measure the guest, predict, and turn the policy into libvirt options + an adapter.
+
+    `precopy` promises libvirt/QEMU's defaults untouched: no measurement pause
+    before it either (`ferry predict` still predicts it)."""
+    limit_ms = max_downtime_ms or round(QEMU_DEFAULT_DOWNTIME_S * 1000)
+    if pol == Policy.PRECOPY:
+        rec.event("plan", "precopy: libvirt/QEMU defaults, no measurement or prediction")
+        return (MigrationOptions(dest_uri=dst_uri, bandwidth_mib_s=bandwidth_mib_s,
+                                 max_downtime_ms=max_downtime_ms),
+                Adapter(Config(policy=pol, max_downtime_ms=limit_ms, timeout_s=timeout,
+                               on_timeout=on_timeout)))
     m = measure(ctx, vm, ctx.host(src_uri), memory_mib, QUICK_WINDOWS_MS)
     inp, link_how = build_inputs(ctx, m, memory_mib, src, dst, bandwidth_mib_s,
                                  max_downtime_ms, timeout)
@@ -195,7 +205,6 @@ def _plan(ctx: Controller, mid: int, rec: DbRecorder, vm: str, src: str, dst: st
     rec.event("predicted", f"{pol.value}: " + (
         f"completes in ~{pred.total_s:.1f} s with a ~{pred.downtime_s * 1000:.0f} ms pause"
         if pred.converges else f"does not converge ({pred.note})"))
-    limit_ms = max_downtime_ms or round(QEMU_DEFAULT_DOWNTIME_S * 1000)
     plan = plan_auto(inp) if pol == Policy.AUTO else None
     steps: tuple[tuple[float, float], ...] = ()
     start_ms = max_downtime_ms
