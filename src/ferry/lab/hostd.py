@@ -8,7 +8,6 @@ production uses TLS or SASL).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +124,3 @@ def stop(host: LabHost, lab: Path) -> None:
         stop_pid(pid, "libvirtd", sig=signal.SIGTERM)
     pidfile.unlink(missing_ok=True)
 
-
-def remove(host: LabHost, lab: Path) -> None:
-    shutil.rmtree(host.root(lab), ignore_errors=True)

@@ -11,12 +11,12 @@ class LabError(Exception):
 
 
 def run(args: Sequence[str], *, check: bool = True, timeout: float = 120,
-        input_text: str | None = None, cwd: str | None = None,
+        cwd: str | None = None,
         ) -> subprocess.CompletedProcess[str]:
     """Run a command, capturing output; raise LabError with stderr on failure."""
     try:
         proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
-                              input=input_text, check=False, cwd=cwd)
+                              check=False, cwd=cwd)
     except FileNotFoundError as exc:
         raise LabError(f"command not found: {args[0]} (run `make install`)") from exc
     except subprocess.TimeoutExpired as exc:

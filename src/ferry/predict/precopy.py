@@ -42,7 +42,6 @@ class Link:
 @dataclass(frozen=True)
 class Round:
     start_s: float
-    bytes: float  # sent in this round
     pending_bytes: float  # what the round had to send when it began
 
 
@@ -102,7 +101,7 @@ def simulate(guest: Guest, link: Link, sched: Schedule) -> Prediction:
     sent_in_round = 0.0
     syncs: list[float] = []
     curve = guest.curve
-    rounds.append(Round(t, 0.0, unsent))
+    rounds.append(Round(t, unsent))
     while True:
         step = min(STEP_S, unsent / b) if unsent > 0 else STEP_S
         unsent -= b * step
@@ -130,7 +129,7 @@ def simulate(guest: Guest, link: Link, sched: Schedule) -> Prediction:
             unsent, first = unsent + dirtied, False
             syncs.append(unsent - threshold)  # progress is the excess over the threshold
             since_sync = sent_in_round = 0.0
-            rounds.append(Round(t, 0.0, unsent))
+            rounds.append(Round(t, unsent))
             if sched.postcopy_after_round is not None and \
                     len(rounds) > sched.postcopy_after_round:
                 pause = 0.05  # device state only; the pages follow while the guest runs

@@ -60,20 +60,13 @@ class Controller:
                 h = self._conns[uri] = LibvirtHost(uri)
             return h
 
-    def cpu_verdict(self, host_name: str, cpu_xml: str, virt_type: str) -> CpuVerdict | None:
+    def cpu_verdict(self, host_name: str, uri: str, cpu_xml: str,
+                    virt_type: str) -> CpuVerdict | None:
         """compareHypervisorCPU of `cpu_xml` on a host, cached per (host, CPU):
         the answer only changes when the host's hypervisor does (refresh clears it)."""
         key = (host_name, hashlib.sha256(cpu_xml.encode()).hexdigest(), virt_type)
         if key in self._cpu_cache:
             return self._cpu_cache[key]
-        from sqlalchemy import select
-
-        from ferry.db.models import HostRow
-
-        with self.session() as s:
-            uri = s.scalar(select(HostRow.uri).where(HostRow.name == host_name))
-        if uri is None:
-            return None
         try:
             verdict = self.host(uri).compare_cpu(cpu_xml, virt_type)
         except HypervisorError:

@@ -96,8 +96,9 @@ def refresh_host(ctx: Controller, name: str) -> Host:
 def reconcile(ctx: Controller) -> None:
     """Refresh every host's state and every VM's whereabouts from libvirt."""
     with ctx.session() as s:
-        hosts = [(r.name, r.uri) for r in s.scalars(select(HostRow))]
-        virt = {r.name: r.virt_type for r in s.scalars(select(HostRow))}
+        host_rows = list(s.scalars(select(HostRow)))
+        hosts = [(r.name, r.uri) for r in host_rows]
+        virt = {r.name: (r.uri, r.virt_type) for r in host_rows}
     seen: dict[str, list[DomainInfo]] = {}
     updates: dict[str, dict[str, object]] = {}
     for name, uri in hosts:
@@ -148,7 +149,7 @@ def reconcile(ctx: Controller) -> None:
 
 
 def _blocked(ctx: Controller, cpu_xml: str, own: str | None, up: dict[str, list[DomainInfo]],
-             virt: dict[str, str]) -> dict[str, list[str]]:
+             virt: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
     """Up hosts (other than its own) whose hypervisor cannot run this guest CPU."""
     if not cpu_xml:
         return {}
@@ -156,7 +157,8 @@ def _blocked(ctx: Controller, cpu_xml: str, own: str | None, up: dict[str, list[
     for host_name in up:
         if host_name == own:
             continue
-        verdict = ctx.cpu_verdict(host_name, cpu_xml, virt[host_name])
+        uri, virt_type = virt[host_name]
+        verdict = ctx.cpu_verdict(host_name, uri, cpu_xml, virt_type)
         if verdict is not None and not verdict.compatible:
             blocked[host_name] = verdict.missing_features or [verdict.message]
     return blocked
