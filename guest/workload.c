@@ -13,15 +13,30 @@
  *   ferry.wss=MiB     working set size (default 16)
  *   ferry.dirty=MiB/s dirty rate over the working set (default 0)
  *   ferry.disk=PATH   disk holding the boot counter (default /dev/vda)
+ *   ferry.data=vdb,.. data disks: numbered, checksummed 4 KiB records
+ *
+ * Data disks: a thread per disk writes record n (O_DIRECT, O_DSYNC) into
+ * slot n mod slots, 50 records a second, and reads back a random earlier slot
+ * and the slot written 32 records ago after each write: the slot must hold
+ * exactly the record that was last written there.  On start it reads every
+ * slot, checks each record it finds and resumes after the highest number, so
+ * a lost, stale or torn write is reported whether it happened while running,
+ * during a migration or across a reboot.
  *
  * Output lines (ttyS1):
  *   FERRY BOOT <n> wss=<MiB> dirty=<MiB/s>
- *   HB <seq> <memory_errors>
+ *   HB <seq> <memory_errors> <disk_errors> <disk_records>
  *   MEMERR page=<i> gen=<g> word=<w>
+ *   DISK <dev> slots=<n> resume=<record> checked=<n>
+ *   DISKERR <dev> slot=<i> want=<record> got=<record> <why>
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/ioctl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +52,8 @@
 #define VERIFY_BUDGET_NS 2000000LL
 
 static int out_fd = 1;
+static pthread_mutex_t emit_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_ullong disk_errors, disk_records;
 
 static void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void emit(const char *fmt, ...) {
@@ -47,15 +64,17 @@ static void emit(const char *fmt, ...) {
     va_end(ap);
     if (n <= 0) return;
     if (n > (int)sizeof buf) n = sizeof buf;
+    pthread_mutex_lock(&emit_lock);
     ssize_t off = 0;
     while (off < n) {
         ssize_t w = write(out_fd, buf + off, (size_t)(n - off));
         if (w < 0) {
             if (errno == EINTR || errno == EAGAIN) continue;
-            return;
+            break;
         }
         off += w;
     }
+    pthread_mutex_unlock(&emit_lock);
 }
 
 static long cmdline_param(const char *name, long dflt, char *str_out, size_t str_len) {
@@ -123,11 +142,160 @@ static long bump_boot_counter(const char *disk) {
     return n;
 }
 
+
+/* ---- data disks ---------------------------------------------------------- */
+#define REC 4096
+#define REC_MAGIC 0x4645525259524543ULL /* "FERRYREC" */
+#define SCAN_CHUNK (256 * REC)
+#define DISK_PERIOD_NS 20000000LL
+
+struct disk {
+    char dev[32];
+    int fd;
+    uint64_t slots;
+    uint64_t next; /* next record number to write */
+    uint8_t *buf;
+};
+
+static uint64_t fnv64(const uint8_t *p, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ULL; }
+    return h;
+}
+
+/* record layout: magic, number, slot, payload words..., checksum (last 8 bytes) */
+static void make_record(uint8_t *b, uint64_t n, uint64_t slots) {
+    uint64_t *w = (uint64_t *)b;
+    w[0] = REC_MAGIC; w[1] = n; w[2] = n % slots;
+    for (int i = 3; i < REC / 8 - 1; i++) w[i] = pattern(n, 7, (uint64_t)i);
+    w[REC / 8 - 1] = fnv64(b, REC - 8);
+}
+
+/* 0: a valid record (its number in *n); 1: empty/foreign; -1: damaged */
+static int read_record(const uint8_t *b, uint64_t slot, uint64_t *n) {
+    const uint64_t *w = (const uint64_t *)b;
+    if (w[0] != REC_MAGIC) return 1;
+    if (w[2] != slot || w[REC / 8 - 1] != fnv64(b, REC - 8)) return -1;
+    *n = w[1];
+    return 0;
+}
+
+/* the record that must be in `slot` once records 0..last were written */
+static int64_t expected(uint64_t slot, uint64_t last, uint64_t slots) {
+    if (slot > last) return -1;
+    return (int64_t)(last - ((last - slot) % slots));
+}
+
+static void disk_error(struct disk *d, uint64_t slot, int64_t want, int64_t got,
+                       const char *why) {
+    unsigned long long e = atomic_fetch_add(&disk_errors, 1) + 1;
+    if (e <= 100)
+        emit("DISKERR %s slot=%llu want=%lld got=%lld %s\n", d->dev, (unsigned long long)slot,
+             (long long)want, (long long)got, why);
+}
+
+static int64_t slot_record(struct disk *d, uint64_t slot, uint8_t *b, int *state) {
+    uint64_t n = 0;
+    if (pread(d->fd, b, REC, (off_t)(slot * REC)) != REC) { *state = -2; return -1; }
+    *state = read_record(b, slot, &n);
+    return *state == 0 ? (int64_t)n : -1;
+}
+
+static void verify_slot(struct disk *d, uint64_t slot, uint64_t last, uint8_t *b) {
+    int64_t want = expected(slot, last, d->slots);
+    if (want < 0) return;
+    int st;
+    int64_t got = slot_record(d, slot, b, &st);
+    if (st == -2) disk_error(d, slot, want, -1, "read-failed");
+    else if (st == -1) disk_error(d, slot, want, -1, "damaged");
+    else if (got != want) disk_error(d, slot, want, got, st == 1 ? "missing" : "stale");
+}
+
+static void *disk_thread(void *arg) {
+    struct disk *d = arg;
+    /* scan in big reads: what each slot holds (-1 empty, -2 damaged), and the
+       highest record found: how far the previous run got */
+    int64_t last = -1;
+    uint64_t found = 0;
+    uint8_t *b = d->buf + SCAN_CHUNK;
+    int64_t *seen = malloc(d->slots * sizeof *seen);
+    for (uint64_t s0 = 0; seen && s0 < d->slots; s0 += SCAN_CHUNK / REC) {
+        uint64_t k = d->slots - s0 < SCAN_CHUNK / REC ? d->slots - s0 : SCAN_CHUNK / REC;
+        if (pread(d->fd, d->buf, k * REC, (off_t)(s0 * REC)) != (ssize_t)(k * REC)) {
+            disk_error(d, s0, -1, -1, "read-failed-at-start");
+            for (uint64_t i = 0; i < k; i++) seen[s0 + i] = -1;
+            continue;
+        }
+        for (uint64_t i = 0; i < k; i++) {
+            uint64_t n = 0;
+            int st = read_record(d->buf + i * REC, s0 + i, &n);
+            seen[s0 + i] = st == 0 ? (int64_t)n : st == 1 ? -1 : -2;
+            if (st == 0) { found++; if ((int64_t)n > last) last = (int64_t)n; }
+        }
+    }
+    for (uint64_t s = 0; seen && last >= 0 && s < d->slots; s++) {
+        int64_t want = expected(s, (uint64_t)last, d->slots);
+        if (want < 0 || seen[s] == want) continue;
+        disk_error(d, s, want, seen[s] < 0 ? -1 : seen[s],
+                   seen[s] == -2 ? "damaged-at-start" : seen[s] == -1 ? "missing-at-start"
+                                                                      : "stale-at-start");
+    }
+    free(seen);
+    d->next = (uint64_t)(last + 1);
+    emit("DISK %s slots=%llu resume=%llu checked=%llu\n", d->dev,
+         (unsigned long long)d->slots, (unsigned long long)d->next, (unsigned long long)found);
+    uint64_t rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)now_ns();
+    int64_t next_t = now_ns();
+    for (;;) {
+        uint64_t n = d->next;
+        make_record(d->buf, n, d->slots);
+        if (pwrite(d->fd, d->buf, REC, (off_t)((n % d->slots) * REC)) != REC) {
+            disk_error(d, n % d->slots, (int64_t)n, -1, "write-failed");
+        } else {
+            d->next = n + 1;
+            atomic_fetch_add(&disk_records, 1);
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+            uint64_t span = n + 1 < d->slots ? n + 1 : d->slots;
+            verify_slot(d, rng % span, n, b);
+            if (n >= 32) verify_slot(d, (n - 32) % d->slots, n, b);
+        }
+        next_t += DISK_PERIOD_NS;
+        int64_t now = now_ns();
+        if (next_t < now - DISK_PERIOD_NS) next_t = now;
+        struct timespec ts = {next_t / 1000000000LL, next_t % 1000000000LL};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+    }
+    return NULL;
+}
+
+static void start_disks(const char *list) {
+    char copy[128];
+    snprintf(copy, sizeof copy, "%s", list);
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+        struct disk *d = calloc(1, sizeof *d);
+        snprintf(d->dev, sizeof d->dev, "/dev/%s", tok);
+        for (int i = 0; i < 100 && access(d->dev, F_OK) != 0; i++) usleep(50000);
+        d->fd = open(d->dev, O_RDWR | O_DIRECT | O_DSYNC);
+        uint64_t bytes = 0;
+        if (d->fd < 0 || ioctl(d->fd, BLKGETSIZE64, &bytes) != 0 || bytes < REC ||
+            posix_memalign((void **)&d->buf, REC, SCAN_CHUNK + REC) != 0) {
+            emit("DISKERR %s slot=0 want=-1 got=-1 cannot-open\n", d->dev);
+            atomic_fetch_add(&disk_errors, 1);
+            continue;
+        }
+        d->slots = bytes / REC;
+        pthread_t t;
+        pthread_create(&t, NULL, disk_thread, d);
+    }
+}
+
 int main(void) {
     char disk[128] = "/dev/vda";
     long wss_mib = cmdline_param("ferry.wss", 16, NULL, 0);
     long dirty_mib_s = cmdline_param("ferry.dirty", 0, NULL, 0);
+    char data[128] = "";
     cmdline_param("ferry.disk", 0, disk, sizeof disk);
+    cmdline_param("ferry.data", 0, data, sizeof data);
     if (wss_mib < 1) wss_mib = 1;
     if (dirty_mib_s < 0) dirty_mib_s = 0;
 
@@ -144,6 +312,7 @@ int main(void) {
     }
     for (uint64_t i = 0; i < pages; i++) fill(mem + i * PAGE_WORDS, i, 0);
     emit("FERRY BOOT %ld wss=%ld dirty=%ld\n", boots, wss_mib, dirty_mib_s);
+    if (data[0]) start_disks(data);
 
     double pages_per_tick = (double)dirty_mib_s * 256.0 * TICK_NS / 1e9;
     double carry = 0;
@@ -152,7 +321,9 @@ int main(void) {
     int64_t next = now_ns();
 
     for (;;) {
-        emit("HB %llu %llu\n", (unsigned long long)seq++, (unsigned long long)errors);
+        emit("HB %llu %llu %llu %llu\n", (unsigned long long)seq++,
+             (unsigned long long)errors, (unsigned long long)atomic_load(&disk_errors),
+             (unsigned long long)atomic_load(&disk_records));
 
         carry += pages_per_tick;
         while (carry >= 1.0) {

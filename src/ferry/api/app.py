@@ -17,10 +17,17 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ferry import __version__
-from ferry.api.schemas import CpuPolicySet, HostCreate, MigrationCreate, VmCreate
-from ferry.domain.models import Host, Migration, Sample, Vm
+from ferry.api.schemas import (
+    CpuPolicySet,
+    HostCreate,
+    MigrationCreate,
+    PoolCreate,
+    VmCreate,
+    VolumeCreate,
+)
+from ferry.domain.models import Host, Migration, Pool, Sample, Vm, Volume
 from ferry.errors import FerryError
-from ferry.service import cpu, hosts, migrations, predict, vms
+from ferry.service import cpu, hosts, migrations, pools, predict, vms, volumes
 from ferry.service.controller import Controller
 
 _bearer = HTTPBearer(auto_error=False)
@@ -82,15 +89,50 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
     @app.post("/vms", dependencies=dep, status_code=201)
     def create_vm(body: VmCreate) -> Vm:
         return vms.create_vm(ctx, body.name, body.host, body.memory_mib, body.vcpus,
-                             body.workload_dirty_mib_s, body.workload_wss_mib, body.wait)
+                             body.workload_dirty_mib_s, body.workload_wss_mib, body.wait,
+                             body.boot_pool, [(d.pool, d.size_gib) for d in body.disks])
 
     @app.get("/vms/{name}", dependencies=dep)
     def get_vm(name: str) -> Vm:
         return vms.get_vm(ctx, name)
 
     @app.delete("/vms/{name}", dependencies=dep, status_code=204)
-    def delete_vm(name: str) -> None:
-        vms.delete_vm(ctx, name)
+    def delete_vm(name: str, volumes: str | None = None) -> None:
+        vms.delete_vm(ctx, name, volumes)
+
+    @app.get("/pools", dependencies=dep)
+    def list_pools() -> list[Pool]:
+        return pools.list_pools(ctx)
+
+    @app.post("/pools", dependencies=dep, status_code=201)
+    def add_pool(body: PoolCreate) -> Pool:
+        return pools.add_pool(ctx, body.name, body.kind, body.path, body.hosts, body.monitors,
+                              body.rbd_pool, body.user, body.key)
+
+    @app.get("/pools/{name}", dependencies=dep)
+    def show_pool(name: str) -> dict[str, Any]:
+        return pools.pool_status(ctx, name)
+
+    @app.delete("/pools/{name}", dependencies=dep, status_code=204)
+    def remove_pool(name: str) -> None:
+        pools.remove_pool(ctx, name)
+
+    @app.get("/volumes", dependencies=dep)
+    def list_volumes(pool: str | None = None) -> list[Volume]:
+        return volumes.list_volumes(ctx, pool)
+
+    @app.post("/pools/{pool}/volumes", dependencies=dep, status_code=201)
+    def create_volume(pool: str, body: VolumeCreate) -> Volume:
+        return volumes.create_volume(ctx, pool, body.name, body.size_gib, body.host,
+                                     body.from_volume)
+
+    @app.get("/pools/{pool}/volumes/{name}", dependencies=dep)
+    def get_volume(pool: str, name: str) -> Volume:
+        return volumes.get_volume(ctx, pool, name)
+
+    @app.delete("/pools/{pool}/volumes/{name}", dependencies=dep, status_code=204)
+    def delete_volume(pool: str, name: str) -> None:
+        volumes.delete_volume(ctx, pool, name)
 
     @app.get("/migrations", dependencies=dep)
     def list_migrations(vm: str | None = None, limit: int = 100) -> list[Migration]:

@@ -11,6 +11,29 @@ class HostCreate(BaseModel):
     virt_type: str = "auto"
 
 
+class DiskRequest(BaseModel):
+    pool: str
+    size_gib: float
+
+
+class PoolCreate(BaseModel):
+    name: str
+    kind: str  # dir-shared | local | rbd
+    path: str = ""
+    hosts: list[str] = Field(default_factory=list)  # empty: every host
+    monitors: list[str] = Field(default_factory=list)
+    rbd_pool: str = ""
+    user: str = ""
+    key: str = Field("", repr=False)  # cephx key; stored, never returned
+
+
+class VolumeCreate(BaseModel):
+    name: str
+    size_gib: float | None = None
+    host: str | None = None  # local pools: which host's directory
+    from_volume: str | None = None  # copy of a volume of the same pool (an image)
+
+
 class VmCreate(BaseModel):
     name: str
     host: str
@@ -19,6 +42,8 @@ class VmCreate(BaseModel):
     workload_dirty_mib_s: int = 0
     workload_wss_mib: int | None = None
     wait: bool = True
+    boot_pool: str | None = None  # default: the controller's boot_pool setting
+    disks: list[DiskRequest] = Field(default_factory=list)  # data disks (vdb, vdc, ...)
 
 
 class MigrationCreate(BaseModel):

@@ -23,6 +23,7 @@ from ferry.cli.render import (
     print_json,
     table,
 )
+from ferry.cli.storage_cmds import parse_disks, pool_app, volume_app
 from ferry.cli.watch import follow
 
 app = typer.Typer(help="Ferry: safe, predictable live migration of KVM virtual machines.",
@@ -36,6 +37,8 @@ app.add_typer(host_app, name="host")
 app.add_typer(vm_app, name="vm")
 app.add_typer(mig_app, name="migration")
 app.add_typer(cpu_app, name="cpu")
+app.add_typer(pool_app, name="pool")
+app.add_typer(volume_app, name="volume")
 
 # -- controller ---------------------------------------------------------------
 @app.command()
@@ -57,14 +60,19 @@ def serve(config: Annotated[Path, typer.Option(help="Controller settings (JSON).
 @lab_app.command("up")
 @handles_errors
 def lab_up(hosts: Annotated[int, typer.Option(help="How many hosts.")] = 2,
+           storage: Annotated[str, typer.Option(
+               help="dir (shared + local directories) or ceph (also a real Ceph cluster "
+                    "and an rbd pool).")] = "dir",
            as_json: JsonOpt = False) -> None:
-    """Start N libvirt hosts, the console logger and the controller; register hosts."""
+    """Start N libvirt hosts, the console logger and the controller; register hosts
+    and the pools shared (dir-shared), local and, with --storage ceph, ceph (rbd)."""
     from ferry.lab import cluster
 
     say = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]lab:[/dim] {m}"))
-    state = cluster.up(hosts, client_config=local_config_path(), say=say)
+    state = cluster.up(hosts, client_config=local_config_path(), say=say, storage=storage)
     if as_json:
-        print_json({"hosts": state["hosts"], "controller": state["controller"]})
+        print_json({"hosts": state["hosts"], "controller": state["controller"],
+                    "storage": state["storage"]})
     else:
         console.print(f"[green]lab up:[/green] hosts {', '.join(state['hosts'])}; "
                       f"controller {state['controller']} ({state['virt_type']})")
@@ -200,7 +208,12 @@ def host_add(name: str, uri: str,
              as_json: JsonOpt = False) -> None:
     """Register a host by its libvirt URI (qemu+tls://HOST/system in production)."""
     h = Client().post("/hosts", json={"name": name, "uri": uri, "virt_type": virt_type})
-    print_json(h) if as_json else console.print(f"host {h['name']} added ({h['state']})")
+    if as_json:
+        print_json(h)
+        return
+    console.print(f"host {h['name']} added ({h['state']})")
+    for w in h.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {w}")
 
 
 @host_app.command("refresh")
@@ -225,10 +238,16 @@ def vm_create(name: str,
                   help="Guest workload dirty rate, MiB/s.")] = 0,
               workload_wss: Annotated[int | None, typer.Option(
                   help="Guest workload working set, MiB.")] = None,
+              boot_pool: Annotated[str | None, typer.Option(
+                  help="Pool of the boot disk (default: the controller's).")] = None,
+              disk: Annotated[list[str] | None, typer.Option(
+                  help="A data disk POOL:SIZE_GIB (repeatable); the guest writes and "
+                       "verifies checksummed records on it.")] = None,
               as_json: JsonOpt = False) -> None:
     """Define and start a VM from the guest image; returns once its heartbeat is seen."""
     body = {"name": name, "host": host, "memory_mib": memory, "vcpus": vcpus,
-            "workload_dirty_mib_s": workload_dirty, "workload_wss_mib": workload_wss}
+            "workload_dirty_mib_s": workload_dirty, "workload_wss_mib": workload_wss,
+            "boot_pool": boot_pool, "disks": parse_disks(disk or [])}
     if not as_json:
         console.print(f"creating {name} on {host} and waiting for its heartbeat ...")
     v = Client().post("/vms", json=body)
@@ -253,10 +272,27 @@ def vm_show(name: str, as_json: JsonOpt = False) -> None:
 
 @vm_app.command("delete")
 @handles_errors
-def vm_delete(name: str, as_json: JsonOpt = False) -> None:
-    """Power off and remove the VM and the boot disk Ferry created for it."""
-    Client().delete(f"/vms/{name}")
-    print_json({"deleted": name}) if as_json else console.print(f"VM {name} deleted")
+def vm_delete(name: str,
+              delete_volumes: Annotated[bool | None, typer.Option(
+                  "--delete-volumes/--keep-volumes",
+                  help="Also delete its volumes, or keep them (detached). Asked if not given.")]
+              = None,
+              as_json: JsonOpt = False) -> None:
+    """Power off and remove the VM; its volumes are deleted or kept as you say."""
+    client = Client()
+    if delete_volumes is None:
+        vols = [f"{v['pool']}/{v['name']}" for v in client.get("/volumes") if v["vm"] == name]
+        if vols and not as_json:
+            delete_volumes = typer.confirm(f"Delete its volumes too ({', '.join(vols)})?",
+                                           default=False)
+    params = {} if delete_volumes is None else {
+        "volumes": "delete" if delete_volumes else "keep"}
+    client.delete(f"/vms/{name}", params=params)
+    if as_json:
+        print_json({"deleted": name, "volumes": params.get("volumes", "none")})
+    else:
+        done = {"delete": "; volumes deleted", "keep": "; volumes kept"}
+        console.print(f"VM {name} deleted{done.get(params.get('volumes', ''), '')}")
 
 
 # -- migrations -------------------------------------------------------------------

@@ -45,4 +45,6 @@ def migration_summary(m: dict[str, Any]) -> None:
     kv(f"migration {m['id']}: {m['vm']} {m['source']} → {m['destination']}", {
         **m,
         "transferred": mib(m.get("transferred_bytes")),
-    }, ["state", "total_ms", "downtime_ms", "transferred", "rounds", "wall_ms", "error"])
+        "disks copied": mib(m.get("disk_bytes")) if m.get("disk_bytes") else "-",
+    }, ["state", "total_ms", "downtime_ms", "transferred", "disks copied", "rounds", "wall_ms",
+        "error"])

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -64,6 +65,39 @@ class VmRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class PoolRow(Base):
+    """A storage pool Ferry defines on hosts (dir-shared, local or rbd)."""
+
+    __tablename__ = "pools"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(512), default="")  # dir-shared, local
+    hosts: Mapped[list[str]] = mapped_column(JSON, default=list)  # [] = every host
+    monitors: Mapped[list[str]] = mapped_column(JSON, default=list)  # rbd: "host:port"
+    rbd_pool: Mapped[str] = mapped_column(String(128), default="")
+    user: Mapped[str] = mapped_column(String(64), default="")
+    key: Mapped[str] = mapped_column(Text, default="")  # cephx key; never returned by the API
+    secret_uuid: Mapped[str] = mapped_column(String(36), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class VolumeRow(Base):
+    """A volume Ferry created; `host` is where a local volume lives now."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("pool", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pool: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(1024))
+    host: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    vm: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    target: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class SettingRow(Base):
     """Cluster-wide settings changed at run time (e.g. the CPU policy)."""
 
@@ -87,6 +121,7 @@ class MigrationRow(Base):
     total_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     transferred_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    disk_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # block copy
     rounds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     wall_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")

@@ -1,4 +1,4 @@
-"""Host, VM, Migration, Sample, Event: what the controller knows and reports."""
+"""Host, VM, Pool, Volume, Migration, Sample, Event: what the controller knows and reports."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ class Host:
     memory_free_mib: int = 0
     error: str = ""
     updated_at: datetime | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. pools it could not define
 
 
 @dataclass
@@ -67,6 +68,42 @@ class Vm:
     workload_wss_mib: int = 0
     managed: bool = True  # created by Ferry (False: found on a host)
     updated_at: datetime | None = None
+
+
+class PoolKind(StrEnum):
+    DIR_SHARED = "dir-shared"  # one directory every host mounts (NFS, CephFS)
+    LOCAL = "local"  # a directory of each host's own: disks move by block migration
+    RBD = "rbd"  # a Ceph RBD pool
+
+
+@dataclass
+class Pool:
+    name: str
+    kind: PoolKind
+    path: str = ""
+    hosts: list[str] = field(default_factory=list)  # [] = every host
+    monitors: list[str] = field(default_factory=list)
+    rbd_pool: str = ""
+    user: str = ""
+    secret_uuid: str = ""
+    has_key: bool = False
+    created_at: datetime | None = None
+
+    @property
+    def shared(self) -> bool:
+        return self.kind != PoolKind.LOCAL
+
+
+@dataclass
+class Volume:
+    name: str
+    pool: str
+    capacity_bytes: int
+    path: str
+    host: str | None = None  # local pools: the host that holds it
+    vm: str | None = None
+    target: str = ""  # the VM's device (vda, vdb, ...)
+    created_at: datetime | None = None
 
 
 @dataclass
@@ -105,7 +142,8 @@ class Migration:
     finished_at: datetime | None = None
     total_ms: int | None = None
     downtime_ms: int | None = None
-    transferred_bytes: int | None = None
+    transferred_bytes: int | None = None  # memory + copied disks
+    disk_bytes: int | None = None  # of which copied disks (block migration)
     rounds: int | None = None
     wall_ms: int | None = None  # request to final verdict, as Ferry saw it
     error: str = ""

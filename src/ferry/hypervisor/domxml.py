@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class DiskSpec:
-    source: str  # a file path as the hosts see it
+    source: str  # a file path as the hosts see it, or "pool/image" for rbd
     target: str = "vda"
     fmt: str = "raw"
+    protocol: str = ""  # "rbd": a network disk reached through `hosts`
+    hosts: tuple[str, ...] = ()  # Ceph monitors, "host:port"
+    user: str = ""  # cephx user
+    secret_uuid: str = ""  # libvirt secret holding the user's key (same UUID on all hosts)
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,7 @@ def build(spec: DomainSpec) -> str:
     ET.SubElement(dom, "on_crash").text = "destroy"
     dev = ET.SubElement(dom, "devices")
     for disk in spec.disks:
-        d = ET.SubElement(dev, "disk", type="file", device="disk")
-        ET.SubElement(d, "driver", name="qemu", type=disk.fmt, cache="none")
-        ET.SubElement(d, "source", file=disk.source)
-        ET.SubElement(d, "target", dev=disk.target, bus="virtio")
+        dev.append(disk_element(disk))
     s0 = ET.SubElement(dev, "serial", type="file")
     ET.SubElement(s0, "source", path=f"{spec.console_dir}/{spec.name}.console.log",
                   append="on")
@@ -70,5 +71,29 @@ def build(spec: DomainSpec) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
-def guest_cmdline(wss_mib: int, dirty_mib_s: int) -> str:
-    return f"console=ttyS0 quiet panic=-1 ferry.wss={wss_mib} ferry.dirty={dirty_mib_s}"
+def disk_element(disk: DiskSpec) -> ET.Element:
+    """A <disk>: a file, or an rbd image with cephx auth by secret UUID."""
+    if disk.protocol:
+        d = ET.Element("disk", type="network", device="disk")
+        ET.SubElement(d, "driver", name="qemu", type=disk.fmt, cache="none")
+        if disk.user:
+            auth = ET.SubElement(d, "auth", username=disk.user)
+            ET.SubElement(auth, "secret", type="ceph", uuid=disk.secret_uuid)
+        src = ET.SubElement(d, "source", protocol=disk.protocol, name=disk.source)
+        for h in disk.hosts:
+            name, _, port = h.rpartition(":")
+            ET.SubElement(src, "host", name=name, port=port)
+    else:
+        d = ET.Element("disk", type="file", device="disk")
+        ET.SubElement(d, "driver", name="qemu", type=disk.fmt, cache="none")
+        ET.SubElement(d, "source", file=disk.source)
+    ET.SubElement(d, "target", dev=disk.target, bus="virtio")
+    return d
+
+
+def guest_cmdline(wss_mib: int, dirty_mib_s: int, data_disks: tuple[str, ...] = ()) -> str:
+    """The workload's parameters; `data_disks` (vdb, ...) get checksummed records."""
+    line = f"console=ttyS0 quiet panic=-1 ferry.wss={wss_mib} ferry.dirty={dirty_mib_s}"
+    if data_disks:
+        line += " ferry.data=" + ",".join(data_disks)
+    return line

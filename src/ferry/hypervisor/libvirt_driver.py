@@ -16,12 +16,12 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from ferry.hypervisor.connection import LibvirtConnection
 from ferry.hypervisor.errors import (
     DomainNotFound,
     HypervisorError,
     MigrationJobError,
 )
+from ferry.hypervisor.libvirt_storage import StorageOps
 from ferry.hypervisor.types import (
     CpuVerdict,
     DomainInfo,
@@ -44,7 +44,7 @@ def _mib(kib: int) -> int:
     return int(kib) // 1024
 
 
-class LibvirtHost(LibvirtConnection):
+class LibvirtHost(StorageOps):
     """One hypervisor host: its hardware, domains, storage and migrations."""
 
     # -- host -------------------------------------------------------------
@@ -136,7 +136,11 @@ class LibvirtHost(LibvirtConnection):
         state, _reason = dom.state()
         xml = ET.fromstring(dom.XMLDesc(0))
         cpu = xml.find("cpu")
-        disks = [s.get("file") or s.get("name") or "" for s in xml.findall("./devices/disk/source")]
+        targets: dict[str, str] = {}
+        for d in xml.findall("./devices/disk"):
+            src, tgt = d.find("source"), d.find("target")
+            if src is not None and tgt is not None:
+                targets[src.get("file") or src.get("name") or ""] = tgt.get("dev", "")
         try:
             job = dom.jobInfo()[0]
         except libvirt.libvirtError as exc:
@@ -152,7 +156,8 @@ class LibvirtHost(LibvirtConnection):
             memory_mib=_mib(int(xml.findtext("memory", "0"))),
             vcpus=int(xml.findtext("vcpu", "1")),
             cpu_xml=ET.tostring(cpu, encoding="unicode") if cpu is not None else "",
-            disks=disks,
+            disks=list(targets),
+            disk_targets=targets,
             migrating=job not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED,
                                   libvirt.VIR_DOMAIN_JOB_FAILED,
                                   libvirt.VIR_DOMAIN_JOB_CANCELLED),
@@ -199,38 +204,6 @@ class LibvirtHost(LibvirtConnection):
         if self._call(dom.isPersistent):
             self._call(dom.undefine)
 
-    # -- storage ----------------------------------------------------------
-    def ensure_dir_pool(self, pool: str, path: str) -> None:
-        """A libvirt 'dir' pool at `path`, defined, started and autostarted."""
-        c = self.conn()
-        try:
-            p = c.storagePoolLookupByName(pool)
-        except libvirt.libvirtError:
-            xml = (f"<pool type='dir'><name>{pool}</name><target><path>{path}</path>"
-                   "</target></pool>")
-            p = self._call(c.storagePoolDefineXML, xml, 0)
-            self._call(p.setAutostart, 1)
-        if not self._call(p.isActive):
-            self._call(p.create, 0)
-
-    def create_volume(self, pool: str, name: str, capacity_bytes: int) -> str:
-        """Create a raw volume; return its path as the hosts see it."""
-        p = self._call(self.conn().storagePoolLookupByName, pool)
-        self._call(p.refresh, 0)
-        xml = (f"<volume><name>{name}</name><capacity unit='bytes'>{capacity_bytes}</capacity>"
-               "<target><format type='raw'/></target></volume>")
-        vol = self._call(p.createXML, xml, 0)
-        return str(vol.path())
-
-    def delete_volume(self, pool: str, name: str) -> None:
-        p = self._call(self.conn().storagePoolLookupByName, pool)
-        self._call(p.refresh, 0)
-        try:
-            vol = p.storageVolLookupByName(name)
-        except libvirt.libvirtError:
-            return
-        self._call(vol.delete, 0)
-
     # -- migration --------------------------------------------------------
     def migrate(self, name: str, opts: MigrationOptions) -> None:
         """Peer-to-peer live migration; blocks until the job ends.
@@ -247,6 +220,11 @@ class LibvirtHost(LibvirtConnection):
         if opts.postcopy:
             flags |= libvirt.VIR_MIGRATE_POSTCOPY
         params: dict[str, Any] = {}
+        if opts.copy_disks:
+            # copy exactly these disks (NBD, destination pre-creates them in its
+            # pool of the same path); shared disks are left alone
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(opts.copy_disks)
         if opts.bandwidth_mib_s:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(opts.bandwidth_mib_s)
         if opts.max_downtime_ms is not None:
@@ -338,6 +316,8 @@ def _job_stats(raw: dict[str, Any]) -> JobStats:
         data_total_bytes=int(raw.get("data_total", 0)),
         data_processed_bytes=int(raw.get("data_processed", 0)),
         data_remaining_bytes=int(raw.get("data_remaining", 0)),
+        disk_total_bytes=int(raw.get("disk_total", 0)),
+        disk_processed_bytes=int(raw.get("disk_processed", 0)),
         dirty_rate_pages_s=int(raw.get("memory_dirty_rate", 0)),
         page_size=int(raw.get("memory_page_size", 4096)),
         iteration=int(raw.get("memory_iteration", 0)),

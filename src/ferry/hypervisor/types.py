@@ -35,7 +35,8 @@ class DomainInfo:
     memory_mib: int
     vcpus: int
     cpu_xml: str  # the <cpu> element the guest actually sees (live definition)
-    disks: list[str] = field(default_factory=list)
+    disks: list[str] = field(default_factory=list)  # file paths, or "pool/image" for rbd
+    disk_targets: dict[str, str] = field(default_factory=dict)  # disk -> vda, vdb, ...
     migrating: bool = False  # an incoming or outgoing migration job is active
 
     @property
@@ -55,6 +56,8 @@ class JobStats:
     data_total_bytes: int = 0
     data_processed_bytes: int = 0
     data_remaining_bytes: int = 0
+    disk_total_bytes: int = 0  # block migration (copied disks)
+    disk_processed_bytes: int = 0
     dirty_rate_pages_s: int = 0
     page_size: int = 4096
     iteration: int = 0
@@ -85,3 +88,40 @@ class MigrationOptions:
     undefine_source: bool = True
     auto_converge: bool = False
     postcopy: bool = False
+    copy_disks: tuple[str, ...] = ()  # targets (vdb, ...) to copy to the destination
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A libvirt storage pool as Ferry defines it on a host.
+
+    kind "dir": a directory (`path`); kind "rbd": a Ceph pool (`source`) reached
+    through `monitors` ("host:port") as cephx `user` with the libvirt secret
+    `secret_uuid`."""
+
+    name: str
+    kind: str
+    path: str = ""
+    source: str = ""
+    monitors: tuple[str, ...] = ()
+    user: str = ""
+    secret_uuid: str = ""
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A pool as one host's libvirt sees it now."""
+
+    defined: bool
+    active: bool = False
+    capacity_bytes: int = 0
+    available_bytes: int = 0
+    matches: bool = True  # same type and target/source as Ferry's definition
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    path: str  # what a domain's <source> names: a file path, or "pool/image" for rbd
+    capacity_bytes: int
+    allocation_bytes: int

@@ -2,7 +2,7 @@
 
 Merges the timestamped heartbeat logs a guest left on every lab host it ran
 on.  A guest that survived its migrations shows one boot, a sequence that
-kept counting, no memory errors, and a largest gap between heartbeats
+kept counting, no memory or disk errors, and a largest gap between heartbeats
 (arrival time on the host) that is the pause it went through.
 """
 
@@ -23,6 +23,8 @@ class GuestCheck:
     max_gap_ms: float
     memory_errors: int
     seq_resets: int
+    disk_errors: int = 0  # data-disk records lost, stale or damaged
+    disk_records: int = 0  # records written to data disks (this boot)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +46,7 @@ def parse_lines(lines: list[tuple[int, str, str]], vm: str) -> GuestCheck:
     prev_ns: int | None = None
     memerr_lines = 0
     reported_errors = 0
+    diskerr_lines = reported_disk = records = 0
     resets = 0
     for ts, host, text in lines:
         parts = text.split()
@@ -60,15 +63,21 @@ def parse_lines(lines: list[tuple[int, str, str]], vm: str) -> GuestCheck:
                 resets += 1
             last_seq = seq
             reported_errors = max(reported_errors, errs)
+            if len(parts) >= 5:
+                reported_disk = max(reported_disk, int(parts[3]))
+                records = int(parts[4])
             heartbeats += 1
             if prev_ns is not None:
                 max_gap_ns = max(max_gap_ns, ts - prev_ns)
             prev_ns = ts
         elif parts[0] == "MEMERR":
             memerr_lines += 1
+        elif parts[0] == "DISKERR":
+            diskerr_lines += 1
     return GuestCheck(vm=vm, hosts=hosts, boots=len(boots), last_seq=last_seq,
                       heartbeats=heartbeats, max_gap_ms=round(max_gap_ns / 1e6, 1),
-                      memory_errors=max(memerr_lines, reported_errors), seq_resets=resets)
+                      memory_errors=max(memerr_lines, reported_errors), seq_resets=resets,
+                      disk_errors=max(diskerr_lines, reported_disk), disk_records=records)
 
 
 def check_vm(lab: Path, vm: str, since_ns: int | None = None,

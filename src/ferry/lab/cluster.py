@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from ferry.lab import hostd, netns
+from ferry.lab import ceph, hostd, netns
 from ferry.lab.accel import probe
 from ferry.lab.image import build_image
 from ferry.lab.layout import MAX_HOSTS, LabHost, cache_dir, lab_dir, lab_host
@@ -32,6 +32,9 @@ from ferry.lab.procs import cmdline, pid_alive, read_pid, stop_pid
 from ferry.lab.run import LabError
 
 CONTROLLER_PORT = 8470
+STORAGE = ("dir", "ceph")
+# Inside each host's private /var/lib/libvirt: the same path, different storage per host.
+LOCAL_POOL_PATH = "/var/lib/libvirt/ferry-local"
 Say = Callable[[str], None]
 
 
@@ -69,17 +72,24 @@ def _spawn(args: list[str], log: Path, pidfile: Path) -> int:
     return proc.pid
 
 
-def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet) -> dict[str, Any]:
-    """Bring the lab up (idempotent: an existing healthy lab is returned as is)."""
+def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
+       storage: str = "dir") -> dict[str, Any]:
+    """Bring the lab up (idempotent: an existing healthy lab is returned as is, and
+    gets a Ceph cluster if `storage` asks for one it lacks)."""
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, mounts, libvirtd)")
     if not 1 <= n_hosts <= MAX_HOSTS:
         raise LabError(f"--hosts must be 1..{MAX_HOSTS}")
+    if storage not in STORAGE:
+        raise LabError(f"--storage must be one of {', '.join(STORAGE)}")
     current = read_state()
     if current and status().get("healthy"):
         if len(current["hosts"]) != n_hosts:
             raise LabError(f"a lab with {len(current['hosts'])} hosts is up; "
                            "run `ferry lab down` first")
+        if storage == "ceph" and current.get("storage") != "ceph":
+            _add_ceph(lab_dir(), current, say)
+            state_path().write_text(json.dumps(current, indent=2))
         return current
     if current:
         say("a previous lab is unhealthy: removing it first")
@@ -121,7 +131,7 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet) -
         "listen_host": "127.0.0.1",
         "listen_port": port,
         "token": token,
-        "shared_pool": {"name": "shared", "path": str(shared)},
+        "boot_pool": "shared",
         "guest_image": {"kernel": str(kernel), "initrd": str(initrd)},
         "console_dir": "/var/lib/libvirt/ferry-console",
         "heartbeat_glob": str(lab / "hosts" / "*" / "var-lib-libvirt" / "ferry-console"),
@@ -141,6 +151,10 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet) -
             r = http.post("/hosts", json={"name": h.name, "uri": h.uri, "virt_type": virt_type})
             if r.status_code not in (201, 409):
                 raise LabError(f"registering {h.name} failed: {r.text}")
+        for pool in ({"name": "shared", "kind": "dir-shared", "path": str(shared)},
+                     {"name": "local", "kind": "local", "path": LOCAL_POOL_PATH}):
+            say(f"registering pool {pool['name']} ({pool['kind']})")
+            _register_pool(http, pool)
     configs = [lab / "client.json"]
     if client_config is not None:
         configs.append(client_config)
@@ -149,9 +163,31 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet) -
         path.write_text(json.dumps(client, indent=2))
         path.chmod(0o600)
     state = {"hosts": [h.name for h in hosts], "controller": url, "virt_type": virt_type,
-             "accelerator_reason": accel_reason, "client_configs": [str(p) for p in configs]}
+             "accelerator_reason": accel_reason, "client_configs": [str(p) for p in configs],
+             "storage": "dir"}
+    if storage == "ceph":
+        _add_ceph(lab, state, say)
     state_path().write_text(json.dumps(state, indent=2))
     return state
+
+
+def _register_pool(http: httpx.Client, pool: dict[str, Any]) -> None:
+    r = http.post("/pools", json=pool)
+    if r.status_code not in (201, 409):
+        raise LabError(f"registering pool {pool['name']} failed: {r.text}")
+
+
+def _add_ceph(lab: Path, state: dict[str, Any], say: Say) -> None:
+    """Start the lab's Ceph cluster and register its rbd pool as `ceph`."""
+    say("starting a single-node Ceph cluster (mon, mgr, one OSD)")
+    info = ceph.up(lab)
+    say("registering pool ceph (rbd)")
+    token = json.loads((lab / "client.json").read_text())["token"]
+    with httpx.Client(base_url=state["controller"], timeout=120,
+                      headers={"Authorization": f"Bearer {token}"}) as http:
+        _register_pool(http, {"name": "ceph", "kind": "rbd", "monitors": info.monitors,
+                              "rbd_pool": info.pool, "user": info.user, "key": info.key})
+    state["storage"] = "ceph"
 
 
 def start_controller(lab: Path) -> int:
@@ -219,6 +255,9 @@ def down(say: Say = _quiet) -> dict[str, Any]:
     pid = read_pid(lab / "console.pid")
     if pid:
         stop_pid(pid, "ferry.lab.console")
+    if ceph.ceph_dir(lab).exists():
+        say("stopping Ceph")
+        ceph.down(lab)
     netns.delete_all()
     for path in state.get("client_configs", []):
         Path(path).unlink(missing_ok=True)
@@ -246,7 +285,10 @@ def status() -> dict[str, Any]:
     c_alive = bool(cpid and pid_alive(cpid, "ferry.cli.main serve"))
     lpid = read_pid(lab / "console.pid")
     l_alive = bool(lpid and pid_alive(lpid, "ferry.lab.console"))
-    return {"up": True, "healthy": healthy and c_alive and l_alive, "hosts": hosts,
+    storage = state.get("storage", "dir")
+    ceph_ok = storage != "ceph" or ceph.healthy(lab)
+    return {"up": True, "healthy": healthy and c_alive and l_alive and ceph_ok, "hosts": hosts,
+            "storage": storage, "ceph": ceph.pids(lab) if storage == "ceph" else None,
             "controller": state["controller"], "controller_running": c_alive,
             "console_logger_running": l_alive, "virt_type": state.get("virt_type"),
             "accelerator_reason": state.get("accelerator_reason")}

@@ -111,7 +111,8 @@ def build_image(cache: Path) -> GuestImage:
 
     with tempfile.TemporaryDirectory() as tmp:
         workload = Path(tmp) / "workload"
-        run(["gcc", "-O2", "-static", "-Wall", "-o", str(workload), str(src / "workload.c")])
+        run(["gcc", "-O2", "-static", "-pthread", "-Wall", "-o", str(workload),
+             str(src / "workload.c")])
         entries: list[tuple[str, int, bytes]] = [
             (d, 0o040755, b"") for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp")
         ]

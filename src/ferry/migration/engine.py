@@ -40,6 +40,7 @@ class JobResult:
     timed_out: bool = False
     job_ms: int | None = None  # wall time of our libvirt migrate call
     last_sample: Sample | None = None
+    disk_bytes: int = 0  # copied by block migration (libvirt's completed stats omit it)
 
 
 def to_sample(stats: JobStats) -> Sample:
@@ -68,6 +69,7 @@ class _Watch:
         self.adapter = adapter
         self.aborted_for: str | None = None
         self.last_sample: Sample | None = None
+        self.disk_bytes = 0
 
     def loop(self, running: Callable[[], bool],
              pause: Callable[[float], object] = time.sleep) -> None:
@@ -85,6 +87,7 @@ class _Watch:
             except (DomainNotFound, HypervisorError):
                 stats = None  # the source domain goes away at the very end of a success
             if stats is not None and stats.active:
+                self.disk_bytes = max(self.disk_bytes, stats.disk_processed_bytes)
                 sample = self.last_sample = to_sample(stats)
                 self.recorder.sample(sample)
                 if self.adapter is not None and self.aborted_for is None:
@@ -139,7 +142,8 @@ def run_job(vm: str, source: LibvirtHost, destination: LibvirtHost, opts: Migrat
         recorder.event("job_failed", error)
     res = settle(vm, source, destination, recorder, error=error,
                  aborted_for=watch.aborted_for, job_returned=True)
-    return replace(res, job_ms=job_ms, last_sample=watch.last_sample)
+    return replace(res, job_ms=job_ms, last_sample=watch.last_sample,
+                   disk_bytes=watch.disk_bytes)
 
 
 def watch_existing(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder,

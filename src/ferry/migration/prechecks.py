@@ -15,6 +15,7 @@ from ferry.errors import MigrationRefused
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.hypervisor.types import DomainInfo, HostInfo
+from ferry.storage.sharing import StoragePlan
 
 # QEMU's own overhead beyond guest RAM, measured here at ~60 MB per guest.
 QEMU_OVERHEAD_MIB = 64
@@ -25,10 +26,12 @@ class PrecheckResult:
     domain: DomainInfo
     destination: HostInfo
     checks: list[str]
+    storage: StoragePlan
 
 
 def run_prechecks(vm: str, source: LibvirtHost, destination: LibvirtHost, *,
-                  dest_virt_type: str, disk_is_shared: Callable[[str], bool]) -> PrecheckResult:
+                  dest_virt_type: str,
+                  plan_storage: Callable[[DomainInfo], StoragePlan]) -> PrecheckResult:
     checks: list[str] = []
     dom = source.find_domain(vm)
     if dom is None or not dom.active:
@@ -59,13 +62,11 @@ def run_prechecks(vm: str, source: LibvirtHost, destination: LibvirtHost, *,
         check_cpu(dom.cpu_xml, destination, dest_virt_type)
         checks.append("guest CPU accepted by the destination")
 
-    unshared = [d for d in dom.disks if d and not disk_is_shared(d)]
-    if unshared:
-        raise MigrationRefused("storage_not_shared",
-                               "disks not on storage the destination reaches: "
-                               + ", ".join(unshared), {"disks": unshared})
-    checks.append(f"{len(dom.disks)} disk(s) on shared storage")
-    return PrecheckResult(dom, dest, checks)
+    storage = plan_storage(dom)  # raises with the reason per disk
+    checks.extend(f"{d.target} ({d.pool}/{d.volume}): "
+                  f"{'copy' if d.copy else 'shared'}: {d.reason}" for d in storage.disks)
+    checks.extend(f"repaired: {r}" for r in storage.repairs)
+    return PrecheckResult(dom, dest, checks, storage)
 
 
 def check_cpu(guest_cpu_xml: str, destination: LibvirtHost, dest_virt_type: str) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from ferry.db.models import EventRow, HostRow, MigrationRow, SampleRow, VmRow
+from ferry.db.models import EventRow, HostRow, MigrationRow, PoolRow, SampleRow, VmRow, VolumeRow
 from ferry.domain.models import (
     Event,
     Host,
     HostState,
     Migration,
     MigrationState,
+    Pool,
+    PoolKind,
     Sample,
     Vm,
     VmState,
+    Volume,
 )
 
 RESTART_NEEDED = "restart needed for full mobility"
@@ -41,7 +44,8 @@ def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migrat
         state=MigrationState(row.state), bandwidth_mib_s=row.bandwidth_mib_s,
         max_downtime_ms=row.max_downtime_ms, created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, total_ms=row.total_ms,
-        downtime_ms=row.downtime_ms, transferred_bytes=row.transferred_bytes, rounds=row.rounds,
+        downtime_ms=row.downtime_ms, transferred_bytes=row.transferred_bytes,
+        disk_bytes=row.disk_bytes, rounds=row.rounds,
         wall_ms=row.wall_ms, error=row.error, policy=row.policy,
         predicted_converges=row.predicted_converges, predicted_total_ms=row.predicted_total_ms,
         predicted_downtime_ms=row.predicted_downtime_ms,
@@ -56,3 +60,16 @@ def sample(row: SampleRow) -> Sample:
                   dirty_rate_bytes_s=row.dirty_rate_bytes_s,
                   bandwidth_bytes_s=row.bandwidth_bytes_s,
                   expected_downtime_ms=row.expected_downtime_ms, throttle_pct=row.throttle_pct)
+
+
+def pool(row: PoolRow) -> Pool:
+    return Pool(name=row.name, kind=PoolKind(row.kind), path=row.path,
+                hosts=list(row.hosts or []), monitors=list(row.monitors or []),
+                rbd_pool=row.rbd_pool, user=row.user, secret_uuid=row.secret_uuid,
+                has_key=bool(row.key), created_at=row.created_at)
+
+
+def volume(row: VolumeRow) -> Volume:
+    return Volume(name=row.name, pool=row.pool, capacity_bytes=row.capacity_bytes,
+                  path=row.path, host=row.host, vm=row.vm, target=row.target,
+                  created_at=row.created_at)

@@ -8,6 +8,7 @@ is.  VMs with a migration in flight are left to the migration worker.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.hypervisor.types import DomainInfo, DomainState
 from ferry.service import convert
 from ferry.service.controller import Controller
+from ferry.service.pools import attach_pools
 
 VIRT_TYPES = ("auto", "kvm", "qemu")
 _ACTIVE_MIGRATION = (MigrationState.QUEUED, MigrationState.PRECHECKING, MigrationState.RUNNING)
@@ -54,16 +56,15 @@ def add_host(ctx: Controller, name: str, uri: str, virt_type: str = "auto") -> H
     try:
         vt = conn.info().virt_type if virt_type == "auto" else virt_type
         inventory = _inventory(conn, vt)
-        pool = ctx.settings.shared_pool
-        if pool is not None:
-            conn.ensure_dir_pool(pool.name, pool.path)
     except HypervisorError as exc:
         raise Unavailable(f"cannot reach host {name} at {uri}: {exc}") from exc
     with ctx.session() as s:
         row = HostRow(name=name, uri=uri, state=HostState.UP, virt_type=vt, **inventory)
         s.add(row)
+    # the host is usable without them; the caller sees what it lacks
+    storage_errors = attach_pools(ctx, name, conn)
     reconcile(ctx)
-    return get_host(ctx, name)
+    return replace(get_host(ctx, name), warnings=storage_errors)
 
 
 def _inventory(conn: LibvirtHost, virt_type: str) -> dict[str, Any]:

@@ -9,8 +9,8 @@ migration: it follows a job still running, or records the true outcome.
 
 from __future__ import annotations
 
-import os
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -37,7 +37,9 @@ from ferry.predict.strategy import (
 from ferry.service import convert
 from ferry.service.controller import Controller
 from ferry.service.hosts import reconcile
+from ferry.service.migration_storage import after_job, storage_planner
 from ferry.service.predict import QUICK_WINDOWS_MS, build_inputs, measure
+from ferry.storage.sharing import StoragePlan
 
 _UNFINISHED = [MigrationState.QUEUED.value, MigrationState.PRECHECKING.value,
                MigrationState.RUNNING.value]
@@ -82,13 +84,6 @@ def get_samples(ctx: Controller, mid: int, after_ms: int = -1) -> list[Sample]:
         q = (select(SampleRow).where(SampleRow.migration_id == mid, SampleRow.t_ms > after_ms)
              .order_by(SampleRow.id))
         return [convert.sample(r) for r in s.scalars(q)]
-
-
-def _is_shared(pool_path: str | None, disk: str) -> bool:
-    if not pool_path:
-        return False
-    root = os.path.normpath(pool_path)
-    return os.path.normpath(disk).startswith(root + os.sep)
 
 
 def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | None = None,
@@ -146,9 +141,10 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
     try:
         if not dest_up:
             raise MigrationRefused("destination_down", f"destination host {to} is down")
-        pool = ctx.settings.shared_pool
-        result = run_prechecks(vm, ctx.host(src_uri), ctx.host(dst_uri), dest_virt_type=dest_virt,
-                               disk_is_shared=lambda d: _is_shared(pool.path if pool else None, d))
+        source, destination = ctx.host(src_uri), ctx.host(dst_uri)
+        result = run_prechecks(vm, source, destination, dest_virt_type=dest_virt,
+                               plan_storage=storage_planner(ctx, source, destination,
+                                                            src_name, to))
     except FerryError as exc:
         _finish(ctx, mid, MigrationState.FAILED, error=exc.message)
         rec.event("refused", exc.message)
@@ -156,7 +152,10 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
         raise
     for line in result.checks:
         rec.event("precheck", line)
-    timeout = ctx.settings.migration_timeout_s(memory_mib, timeout_per_gib_s)
+    storage = result.storage
+    # copied disks move at link speed too: they count like memory for the timeout
+    timeout = ctx.settings.migration_timeout_s(memory_mib + storage.copy_bytes // 2**20,
+                                               timeout_per_gib_s)
     try:
         opts, adapter = _plan(ctx, mid, rec, vm, src_name, to, src_uri, dst_uri, memory_mib,
                               bandwidth_mib_s, max_downtime_ms, pol, timeout, on_timeout)
@@ -164,11 +163,15 @@ def start_migration(ctx: Controller, vm: str, to: str, bandwidth_mib_s: int | No
         _finish(ctx, mid, MigrationState.FAILED, error=exc.message)
         _restore_vm_state(ctx, vm)
         raise
+    if storage.copy_targets:
+        opts = replace(opts, copy_disks=storage.copy_targets)
+        rec.event("plan", f"block migration copies {', '.join(storage.copy_targets)} "
+                          f"({storage.copy_bytes / 2**20:.0f} MiB) before the memory")
     cancel = ctx.cancel_events[mid] = threading.Event()
     _set_state(ctx, mid, MigrationState.RUNNING, started_at=datetime.now(UTC))
     # the adapter's timeout acts first (abort or force); the engine's is a backstop
-    ctx.workers.submit(_run, ctx, mid, vm, src_uri, dst_uri, opts, cancel, timeout * 1.5 + 30,
-                       adapter)
+    ctx.workers.submit(_run, ctx, mid, vm, (src_uri, dst_uri, to), opts, cancel,
+                       timeout * 1.5 + 30, adapter, storage)
     return get_migration(ctx, mid)
 
 
@@ -223,13 +226,16 @@ def _plan(ctx: Controller, mid: int, rec: DbRecorder, vm: str, src: str, dst: st
     return opts, Adapter(cfg)
 
 
-def _run(ctx: Controller, mid: int, vm: str, src_uri: str, dst_uri: str,
+def _run(ctx: Controller, mid: int, vm: str, where: tuple[str, str, str],
          opts: MigrationOptions, cancel: threading.Event, timeout_s: float,
-         adapter: Adapter | None = None) -> None:
+         adapter: Adapter | None, storage: StoragePlan) -> None:
     rec = DbRecorder(ctx, mid)
+    src_uri, dst_uri, dst_name = where
     try:
-        result = run_job(vm, ctx.host(src_uri), ctx.host(dst_uri), opts, rec, cancel,
-                         timeout_s, adapter)
+        source, destination = ctx.host(src_uri), ctx.host(dst_uri)
+        result = run_job(vm, source, destination, opts, rec, cancel, timeout_s, adapter)
+        after_job(ctx, storage, result.resolution.verdict, source, destination, dst_name,
+                  rec.event)
         _record_result(ctx, mid, result)
     except Exception as exc:  # never leave a migration "running" because of a bug
         rec.event("error", f"{type(exc).__name__}: {exc}")
@@ -244,9 +250,11 @@ def _record_result(ctx: Controller, mid: int, result: JobResult) -> None:
     if verdict == Verdict.COMPLETED:
         st = result.stats
         if st is not None:
+            disk = st.disk_processed_bytes or result.disk_bytes
+            memory = st.data_processed_bytes - st.disk_processed_bytes
             _finish(ctx, mid, MigrationState.COMPLETED, total_ms=st.elapsed_ms,
-                    downtime_ms=st.downtime_ms, transferred_bytes=st.data_processed_bytes,
-                    rounds=st.iteration)
+                    downtime_ms=st.downtime_ms, transferred_bytes=memory + disk,
+                    disk_bytes=disk, rounds=st.iteration)
             return
         last = result.last_sample
         DbRecorder(ctx, mid).event(
@@ -254,8 +262,9 @@ def _record_result(ctx: Controller, mid: int, result: JobResult) -> None:
                        "the job's wall time, bytes and rounds from the last sample, downtime "
                        "unknown (see the guest's heartbeat gap in the lab)")
         _finish(ctx, mid, MigrationState.COMPLETED, total_ms=result.job_ms,
-                transferred_bytes=last.memory_processed_bytes if last else None,
-                rounds=last.iteration if last else None)
+                transferred_bytes=(last.memory_processed_bytes + result.disk_bytes
+                                   if last else None),
+                disk_bytes=result.disk_bytes, rounds=last.iteration if last else None)
     elif result.cancelled and verdict == Verdict.FAILED:
         _finish(ctx, mid, MigrationState.CANCELLED, error="cancelled; the VM runs on the source")
     else:

@@ -8,13 +8,6 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 
-class SharedPool(BaseModel):
-    """A directory every host mounts at the same path (NFS/CephFS; one dir in the lab)."""
-
-    name: str = "shared"
-    path: str
-
-
 class GuestImage(BaseModel):
     """Kernel + initramfs that `vm create` boots, at paths every host reads."""
 
@@ -27,7 +20,7 @@ class Settings(BaseModel):
     listen_host: str = "127.0.0.1"
     listen_port: int = 8470
     token: str = Field(min_length=16)
-    shared_pool: SharedPool | None = None
+    boot_pool: str = "shared"  # where `vm create` puts boot disks unless told otherwise
     guest_image: GuestImage | None = None
     console_dir: str = "/var/lib/libvirt/ferry-console"
     # Where heartbeat logs of guests show up (lab: the console logger's files).

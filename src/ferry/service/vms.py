@@ -1,4 +1,4 @@
-"""VMs: create (from the guest image, disk on the shared pool), list, show, delete."""
+"""VMs: create (the guest image, a boot volume and data volumes), list, show, delete."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from ferry.db.models import HostRow, VmRow
+from ferry.db.models import HostRow, VmRow, VolumeRow
 from ferry.domain.models import HostState, Vm, VmState
 from ferry.domain.names import check_name
-from ferry.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from ferry.errors import Conflict, FerryError, InvalidRequest, NotFound, Unavailable
 from ferry.hypervisor import domxml
 from ferry.hypervisor.errors import HypervisorError
 from ferry.service import convert
 from ferry.service.controller import Controller
 from ferry.service.cpu import guest_cpu_for_new_vm
+from ferry.service.pools import list_pools
+from ferry.service.volumes import create_volume, delete_volume, list_volumes, size_bytes
+from ferry.storage.specs import disk_spec
 
 BOOT_DISK_BYTES = 8 * 1024 * 1024
 HEARTBEAT_TIMEOUT_S = 90
@@ -39,9 +42,16 @@ def get_vm(ctx: Controller, name: str) -> Vm:
         return convert.vm(row)
 
 
+DATA_TARGETS = ("vdb", "vdc", "vdd", "vde")
+
+
 def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int = 1,
               workload_dirty_mib_s: int = 0, workload_wss_mib: int | None = None,
-              wait: bool = True) -> Vm:
+              wait: bool = True, boot_pool: str | None = None,
+              disks: list[tuple[str, float]] | None = None) -> Vm:
+    """Create the VM's volumes (boot disk + `disks` as (pool, GiB)), define and start it.
+
+    The guest writes checksummed records to every data disk and verifies them."""
     check_name("vm", name)
     if not 64 <= memory_mib <= 65536:
         raise InvalidRequest("memory must be between 64 and 65536 MiB")
@@ -53,9 +63,20 @@ def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int
                              f" MiB for a {memory_mib} MiB VM")
     if not 0 <= workload_dirty_mib_s <= 4096:
         raise InvalidRequest("workload dirty rate must be between 0 and 4096 MiB/s")
-    image, pool = ctx.settings.guest_image, ctx.settings.shared_pool
-    if image is None or pool is None:
-        raise InvalidRequest("this controller has no guest image or shared pool configured")
+    disks = list(disks or [])
+    if len(disks) > len(DATA_TARGETS):
+        raise InvalidRequest(f"at most {len(DATA_TARGETS)} data disks")
+    image = ctx.settings.guest_image
+    if image is None:
+        raise InvalidRequest("this controller has no guest image configured")
+    wanted = [(boot_pool or ctx.settings.boot_pool, BOOT_DISK_BYTES / 2**30, "vda", "boot")]
+    wanted += [(p, gib, DATA_TARGETS[i], f"data{i + 1}") for i, (p, gib) in enumerate(disks)]
+    pools_by_name = {p.name: p for p in list_pools(ctx)}
+    for pname, gib, _t, _s in wanted:
+        check_name("pool", pname)
+        if pname not in pools_by_name:
+            raise NotFound(f"no pool named {pname!r}")
+        size_bytes(gib)
     with ctx.session() as s:
         hrow = s.scalar(select(HostRow).where(HostRow.name == host))
         if hrow is None:
@@ -69,30 +90,35 @@ def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int
                     vcpus=vcpus, workload_dirty_mib_s=workload_dirty_mib_s,
                     workload_wss_mib=wss, managed=True))
     conn = ctx.host(uri)
-    disk_name = f"{name}.disk"
-    created_disk = False
+    made: list[tuple[str, str]] = []
     try:
         cpu_xml = guest_cpu_for_new_vm(ctx)
-        if os.path.exists(os.path.join(pool.path, disk_name)):
-            raise Conflict(f"volume {disk_name} already exists in pool {pool.name}")
-        disk = conn.create_volume(pool.name, disk_name, BOOT_DISK_BYTES)
-        created_disk = True
+        specs = []
+        for pname, gib, target, suffix in wanted:
+            pool = pools_by_name[pname]
+            vol = create_volume(ctx, pname, f"{name}-{suffix}", gib,
+                                host=host if not pool.shared else None, vm=name,
+                                target=target, internal_name=True)
+            made.append((pname, vol.name))
+            specs.append(disk_spec(pool, vol.path, target))
         spec = domxml.DomainSpec(
             name=name, memory_mib=memory_mib, vcpus=vcpus, kernel=image.kernel,
-            initrd=image.initrd, cmdline=domxml.guest_cmdline(wss, workload_dirty_mib_s),
-            cpu_xml=cpu_xml, virt_type=virt_type, disks=[domxml.DiskSpec(disk)],
+            initrd=image.initrd,
+            cmdline=domxml.guest_cmdline(wss, workload_dirty_mib_s,
+                                         tuple(t for _p, _g, t, _s in wanted[1:])),
+            cpu_xml=cpu_xml, virt_type=virt_type, disks=specs,
             console_dir=ctx.settings.console_dir)
         started = time.time()
         dom = conn.define_and_start(domxml.build(spec))
-    except (HypervisorError, Conflict, InvalidRequest) as exc:
-        if created_disk:
-            with contextlib.suppress(HypervisorError):
-                conn.delete_volume(pool.name, disk_name)
+    except (HypervisorError, FerryError) as exc:
+        for pname, vname in made:
+            with contextlib.suppress(FerryError):
+                delete_volume(ctx, pname, vname, detached_only=False)
         with ctx.session() as s:
             row = s.scalar(select(VmRow).where(VmRow.name == name))
             if row is not None:
                 s.delete(row)
-        if isinstance(exc, Conflict | InvalidRequest):
+        if isinstance(exc, FerryError):
             raise
         raise Unavailable(f"could not start VM {name} on {host}: {exc}") from exc
     with ctx.session() as s:
@@ -129,18 +155,26 @@ def _tail(p: Path, size: int = 4096) -> str:
         return f.read().decode(errors="replace")
 
 
-def delete_vm(ctx: Controller, name: str) -> None:
-    """Power off and undefine the VM and delete the boot disk Ferry created for it."""
+def delete_vm(ctx: Controller, name: str, volumes: str | None = None) -> None:
+    """Power off and undefine the VM everywhere; its volumes are deleted or kept
+    (detached) as `volumes` says ("delete" / "keep").  Without an answer a VM
+    that has volumes is refused, listing them: nothing is deleted by surprise."""
+    if volumes not in (None, "delete", "keep"):
+        raise InvalidRequest("volumes must be delete or keep", {"field": "volumes"})
     vm = get_vm(ctx, name)
     if vm.state == VmState.MIGRATING:
         raise Conflict(f"VM {name} is migrating; cancel the migration first")
+    attached = [v for v in list_volumes(ctx) if v.vm == name]
+    if attached and volumes is None:
+        names = [f"{v.pool}/{v.name}" for v in attached]
+        raise Conflict(f"VM {name} has volumes {', '.join(names)}: say whether to delete "
+                       "or keep them", {"volumes": names})
     from ferry.service.hosts import reconcile
 
     reconcile(ctx)
     vm = get_vm(ctx, name)
     with ctx.session() as s:
         hosts = {r.name: r.uri for r in s.scalars(select(HostRow))}
-    pool = ctx.settings.shared_pool
     for host_name, uri in hosts.items():
         conn = ctx.host(uri)
         try:
@@ -150,12 +184,22 @@ def delete_vm(ctx: Controller, name: str) -> None:
         except HypervisorError as exc:
             if host_name == vm.host:
                 raise Unavailable(f"could not remove VM {name} from {host_name}: {exc}") from exc
-    if vm.managed and pool is not None and vm.host in hosts:
-        try:
-            ctx.host(hosts[vm.host]).delete_volume(pool.name, f"{name}.disk")
-        except HypervisorError as exc:
-            raise Unavailable(f"VM {name} removed but its disk was not: {exc}") from exc
+    failed = []
+    for v in attached:
+        if volumes == "delete":
+            try:
+                delete_volume(ctx, v.pool, v.name, detached_only=False)
+            except FerryError as exc:
+                failed.append(f"{v.pool}/{v.name}: {exc.message}")
+        else:
+            with ctx.session() as s:
+                vrow = s.scalar(select(VolumeRow).where(VolumeRow.pool == v.pool,
+                                                        VolumeRow.name == v.name))
+                if vrow is not None:
+                    vrow.vm, vrow.target = None, ""
     with ctx.session() as s:
         row = s.scalar(select(VmRow).where(VmRow.name == name))
         if row is not None:
             s.delete(row)
+    if failed:
+        raise Unavailable(f"VM {name} removed but not all its volumes: {'; '.join(failed)}")

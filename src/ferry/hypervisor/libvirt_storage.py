@@ -1,0 +1,203 @@
+"""Storage through libvirt: pools, volumes and the cephx secret, on one host.
+
+Everything goes through the host's libvirtd (never ssh or local paths), so a
+controller on another machine sees what the host sees: a marker volume
+created through one host and found through another proves that both reach
+the same storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+from ferry.hypervisor.connection import LibvirtConnection
+from ferry.hypervisor.errors import HypervisorError
+from ferry.hypervisor.types import PoolSpec, PoolState, VolumeInfo
+
+_GONE = (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL,
+         libvirt.VIR_ERR_NO_SECRET)
+
+
+def pool_xml(spec: PoolSpec) -> str:
+    pool = ET.Element("pool", type=spec.kind)
+    ET.SubElement(pool, "name").text = spec.name
+    if spec.kind == "dir":
+        ET.SubElement(ET.SubElement(pool, "target"), "path").text = spec.path
+    elif spec.kind == "rbd":
+        src = ET.SubElement(pool, "source")
+        ET.SubElement(src, "name").text = spec.source
+        for mon in spec.monitors:
+            host, _, port = mon.rpartition(":")
+            ET.SubElement(src, "host", name=host, port=port)
+        auth = ET.SubElement(src, "auth", username=spec.user, type="ceph")
+        ET.SubElement(auth, "secret", uuid=spec.secret_uuid)
+    else:
+        raise HypervisorError(f"unknown pool kind {spec.kind!r}")
+    return ET.tostring(pool, encoding="unicode")
+
+
+def _matches(xml: str, spec: PoolSpec) -> bool:
+    root = ET.fromstring(xml)
+    if root.get("type") != spec.kind:
+        return False
+    if spec.kind == "dir":
+        return (root.findtext("./target/path") or "").rstrip("/") == spec.path.rstrip("/")
+    return root.findtext("./source/name") == spec.source
+
+
+class StorageOps(LibvirtConnection):
+    """Pools, volumes and secrets of one host."""
+
+    def _pool(self, name: str) -> libvirt.virStoragePool | None:
+        try:
+            return self.conn().storagePoolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _GONE:
+                return None
+            raise self._translate(exc) from exc
+
+    def _storage_error(self, what: str, exc: libvirt.libvirtError) -> HypervisorError:
+        """Storage failures (e.g. Ceph unreachable) are not a dead libvirt connection."""
+        if exc.get_error_code() in (libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_NO_CONNECT,
+                                    libvirt.VIR_ERR_INVALID_CONN):
+            return self._translate(exc)
+        return HypervisorError(f"{what}: {exc.get_error_message()}")
+
+    def pool_state(self, spec: PoolSpec) -> PoolState:
+        p = self._pool(spec.name)
+        if p is None:
+            return PoolState(defined=False)
+        matches = _matches(self._call(p.XMLDesc, 0), spec)
+        if not self._call(p.isActive):
+            return PoolState(defined=True, active=False, matches=matches)
+        _state, capacity, _alloc, available = self._call(p.info)
+        return PoolState(True, True, int(capacity), int(available), matches)
+
+    def ensure_pool(self, spec: PoolSpec) -> None:
+        """Define (if missing), start and autostart the pool.  A pool of that name
+        that points elsewhere is an error, never silently replaced."""
+        p = self._pool(spec.name)
+        if p is None:
+            try:
+                p = self.conn().storagePoolDefineXML(pool_xml(spec), 0)
+            except libvirt.libvirtError as exc:
+                raise self._storage_error(f"defining pool {spec.name}", exc) from exc
+        elif not _matches(self._call(p.XMLDesc, 0), spec):
+            raise HypervisorError(f"{self.uri}: a different pool named {spec.name} exists")
+        try:
+            if spec.kind == "dir" and not p.isActive():
+                p.build(0)  # creates the directory if missing
+            if not p.isActive():
+                p.create(0)
+            p.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            raise self._storage_error(f"starting pool {spec.name}", exc) from exc
+
+    def remove_pool(self, name: str) -> None:
+        """Stop and undefine the pool; its data stays where it is."""
+        p = self._pool(name)
+        if p is None:
+            return
+        if self._call(p.isActive):
+            self._call(p.destroy)
+        self._call(p.undefine)
+
+    def refresh_pool(self, name: str) -> None:
+        p = self._pool(name)
+        if p is None:
+            raise HypervisorError(f"{self.uri}: no pool named {name}")
+        try:
+            p.refresh(0)
+        except libvirt.libvirtError as exc:
+            raise self._storage_error(f"pool {name}", exc) from exc
+
+    def _vol(self, pool: str, name: str, refresh: bool = True) -> libvirt.virStorageVol | None:
+        p = self._pool(pool)
+        if p is None:
+            raise HypervisorError(f"{self.uri}: no pool named {pool}")
+        try:
+            if refresh:
+                p.refresh(0)
+            return p.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _GONE:
+                return None
+            raise self._storage_error(f"pool {pool}", exc) from exc
+
+    def volume(self, pool: str, name: str) -> VolumeInfo | None:
+        vol = self._vol(pool, name)
+        if vol is None:
+            return None
+        _type, capacity, allocation = self._call(vol.info)
+        return VolumeInfo(name, str(self._call(vol.path)), int(capacity), int(allocation))
+
+    def create_volume(self, pool: str, name: str, capacity_bytes: int,
+                      clone_of: str | None = None) -> str:
+        """Create a raw volume (a copy of `clone_of` in the same pool if given);
+        return its path as domains name it."""
+        p = self._pool(pool)
+        if p is None:
+            raise HypervisorError(f"{self.uri}: no pool named {pool}")
+        vol = ET.Element("volume")
+        ET.SubElement(vol, "name").text = name
+        ET.SubElement(vol, "capacity", unit="bytes").text = str(int(capacity_bytes))
+        ET.SubElement(ET.SubElement(vol, "target"), "format", type="raw")
+        xml = ET.tostring(vol, encoding="unicode")
+        try:
+            p.refresh(0)
+            if clone_of is None:
+                created = p.createXML(xml, 0)
+            else:
+                created = p.createXMLFrom(xml, p.storageVolLookupByName(clone_of), 0)
+            return str(created.path())
+        except libvirt.libvirtError as exc:
+            raise self._storage_error(f"creating volume {name} in {pool}", exc) from exc
+
+    def delete_volume(self, pool: str, name: str) -> bool:
+        """Delete the volume; False if it was not there."""
+        vol = self._vol(pool, name)
+        if vol is None:
+            return False
+        try:
+            vol.delete(0)
+        except libvirt.libvirtError as exc:
+            raise self._storage_error(f"deleting volume {name} in {pool}", exc) from exc
+        return True
+
+    # -- secrets ------------------------------------------------------------
+    def secret_present(self, secret_uuid: str) -> bool:
+        try:
+            s = self.conn().secretLookupByUUIDString(secret_uuid)
+            s.value()
+            return True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in _GONE or "no value" in exc.get_error_message():
+                return False
+            if (exc.get_error_code() in (libvirt.VIR_ERR_OPERATION_DENIED,
+                                         libvirt.VIR_ERR_INVALID_SECRET)
+                    and "private" in exc.get_error_message()):
+                return True  # a private secret: it has a value we may not read
+            raise self._translate(exc) from exc
+
+    def ensure_ceph_secret(self, secret_uuid: str, user: str, key_b64: str) -> None:
+        """The libvirt `ceph` secret for cephx user `user`, with the same UUID on
+        every host (a domain names it by UUID and keeps it across migrations)."""
+        root = ET.Element("secret", ephemeral="no", private="yes")
+        ET.SubElement(root, "uuid").text = secret_uuid
+        usage = ET.SubElement(root, "usage", type="ceph")
+        ET.SubElement(usage, "name").text = f"client.{user} secret {secret_uuid}"
+        try:
+            s = self.conn().secretDefineXML(ET.tostring(root, encoding="unicode"), 0)
+            s.setValue(base64.b64decode(key_b64), 0)
+        except libvirt.libvirtError as exc:
+            raise self._storage_error("defining the ceph secret", exc) from exc
+
+    def remove_secret(self, secret_uuid: str) -> None:
+        try:
+            self.conn().secretLookupByUUIDString(secret_uuid).undefine()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in _GONE:
+                raise self._translate(exc) from exc
