@@ -116,16 +116,16 @@ def main() -> None:
         else:
             ferry("lab", "link", "--unlimited")
         # one idle migration each way so Ferry knows this link's speed
-        ferry("vm", "delete", "warm", check=False)
+        ferry("vm", "delete", "warm", "--delete-volumes", check=False)
         ferry("vm", "create", "warm", "--host", "node1", "--memory", "128")
         ferry("migrate", "warm", "--to", "node2", "--policy", "precopy", "--wait")
         ferry("migrate", "warm", "--to", "node1", "--policy", "precopy", "--wait")
-        ferry("vm", "delete", "warm")
+        ferry("vm", "delete", "warm", "--delete-volumes")
         for mem in mems:
             for level, dirty in DIRTY[link_name].items():
                 vm = f"m{mem}-{level}"
                 wss = mem * 5 // 8
-                ferry("vm", "delete", vm, check=False)
+                ferry("vm", "delete", vm, "--delete-volumes", check=False)
                 ferry("vm", "create", vm, "--host", "node1", "--memory", str(mem),
                       "--workload-wss", str(wss), "--workload-dirty", str(dirty))
                 where = "node1"
@@ -146,7 +146,7 @@ def main() -> None:
                 for r in runs[-len(TOOLS):]:
                     r["guest_memory_errors"] = chk["memory_errors"]
                     r["guest_boots"] = chk["boots"]
-                ferry("vm", "delete", vm)
+                ferry("vm", "delete", vm, "--delete-volumes")
     ferry("lab", "link", "--unlimited")
     report(runs)
 

@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=6, help="migrations per tool")
     args = ap.parse_args()
     ferry("lab", "up")
-    ferry("vm", "delete", VM, check=False)
+    ferry("vm", "delete", VM, "--delete-volumes", check=False)
     ferry("vm", "create", VM, "--host", "node1", "--memory", "256", "--workload-wss", "64",
           "--workload-dirty", "16")
     runs: list[dict[str, Any]] = []
@@ -76,7 +76,7 @@ def main() -> None:
         where = other
         time.sleep(1)
     check = ferry_json("lab", "check", VM)
-    ferry("vm", "delete", VM)
+    ferry("vm", "delete", VM, "--delete-volumes")
 
     def stats(tool: str) -> dict[str, float]:
         rs = [r for r in runs if r["tool"] == tool]

@@ -9,9 +9,10 @@ VM=demo1
 $FERRY lab up --hosts 2
 if $FERRY vm show "$VM" --json >/dev/null 2>&1; then
   echo "removing the previous demo VM"
-  $FERRY vm delete "$VM"
+  $FERRY vm delete "$VM" --delete-volumes
 fi
-$FERRY vm create "$VM" --host node1 --memory 256 --workload-wss 64 --workload-dirty 16
+$FERRY vm create "$VM" --host node1 --memory 256 --workload-wss 64 --workload-dirty 16 \
+  --disk shared:0.25
 $FERRY host list
 echo
 echo "== migrating $VM node1 -> node2 (guest keeps dirtying 16 MiB/s)"

@@ -81,8 +81,8 @@ def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (run `make test` as root)")
     try:
-        info = ferry_json("lab", "up", "--hosts", "2")
-        assert info["hosts"] == ["node1", "node2"]
+        info = ferry_json("lab", "up", "--hosts", "2", "--storage", "ceph")
+        assert info["hosts"] == ["node1", "node2"] and info["storage"] == "ceph"
         cfg = json.loads(CLIENT_CONFIG.read_text())
         yield Lab(url=cfg["url"], token=cfg["token"])
     finally:
@@ -94,16 +94,20 @@ def make_vm(lab: Lab) -> Iterator[Callable[..., str]]:
     """Create VMs through `ferry vm create`; delete them after the test, whatever happened."""
     made: list[str] = []
 
-    def create(host: str = "node1", memory: int = 256, dirty: int = 0, wss: int = 32) -> str:
+    def create(host: str = "node1", memory: int = 256, dirty: int = 0, wss: int = 32,
+               disks: tuple[str, ...] = (), boot_pool: str | None = None) -> str:
         name = f"t{uuid.uuid4().hex[:8]}"
         made.append(name)
+        extra = [a for d in disks for a in ("--disk", d)]
+        if boot_pool:
+            extra += ["--boot-pool", boot_pool]
         ferry("vm", "create", name, "--host", host, "--memory", str(memory),
-              "--workload-dirty", str(dirty), "--workload-wss", str(wss))
+              "--workload-dirty", str(dirty), "--workload-wss", str(wss), *extra)
         return name
 
     yield create
     for name in made:
-        ferry("vm", "delete", name, check=False)
+        ferry("vm", "delete", name, "--delete-volumes", check=False)
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:

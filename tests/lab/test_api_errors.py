@@ -81,7 +81,7 @@ def test_disk_not_on_shared_storage_is_refused_before_transfer(lab: Lab) -> None
     vol_xml = ("<volume><name>localdisk.img</name><capacity unit='bytes'>1048576</capacity>"
                "<target><format type='raw'/></target></volume>")
     local = conn.storagePoolCreateXML(
-        "<pool type='dir'><name>local</name><target><path>/var/lib/libvirt</path></target>"
+        "<pool type='dir'><name>outside</name><target><path>/var/lib/libvirt</path></target>"
         "</pool>", 0)
     local.createXML(vol_xml, 0)
     dom = conn.defineXML(xml)
@@ -94,11 +94,12 @@ def test_disk_not_on_shared_storage_is_refused_before_transfer(lab: Lab) -> None
         body = r.json()
         assert body["error"] == "refused"
         assert body["details"]["reason"] == "storage_not_shared"
-        assert body["details"]["disks"] == ["/var/lib/libvirt/localdisk.img"]
+        assert list(body["details"]["disks"]) == ["/var/lib/libvirt/localdisk.img"]
+        assert "no pool Ferry knows" in body["details"]["disks"]["/var/lib/libvirt/localdisk.img"]
         assert name not in {d.name() for d in libvirt.open(URIS["node2"]).listAllDomains()}
         assert dom.isActive()
         refused = ferry_json("migration", "list", "--vm", name)[0]
-        assert refused["state"] == "failed" and "not on storage" in refused["error"]
+        assert refused["state"] == "failed" and "neither be shared" in refused["error"]
         assert ferry("migrate", name, "--to", "node2", check=False).returncode == 5
     finally:
         if dom.isActive():

@@ -17,6 +17,11 @@ from ferry.hypervisor.connection import LibvirtConnection
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.types import PoolSpec, PoolState, VolumeInfo
 
+RBD_NS = "http://libvirt.org/schemas/storagepool/rbd/1.0"
+ET.register_namespace("rbd", RBD_NS)
+# librados waits 30 s for an unreachable monitor by libvirt's default: a host that
+# cannot reach Ceph should say so sooner.
+RBD_OPTIONS = {"client_mount_timeout": "10", "rados_mon_op_timeout": "10"}
 _GONE = (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL,
          libvirt.VIR_ERR_NO_SECRET)
 
@@ -34,6 +39,9 @@ def pool_xml(spec: PoolSpec) -> str:
             ET.SubElement(src, "host", name=host, port=port)
         auth = ET.SubElement(src, "auth", username=spec.user, type="ceph")
         ET.SubElement(auth, "secret", uuid=spec.secret_uuid)
+        opts = ET.SubElement(pool, f"{{{RBD_NS}}}config_opts")
+        for name, value in RBD_OPTIONS.items():
+            ET.SubElement(opts, f"{{{RBD_NS}}}option", name=name, value=value)
     else:
         raise HypervisorError(f"unknown pool kind {spec.kind!r}")
     return ET.tostring(pool, encoding="unicode")
