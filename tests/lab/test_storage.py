@@ -229,8 +229,8 @@ def test_storage_errors(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-d
     ferry("volume", "delete", f"{vm}-boot", "--pool", "shared")
     assert not _pool_has("node1", "ceph", f"{vm}-data1")
     # a disk on an unknown pool: nothing is created
-    r = ferry("vm", "create", "tnopool", "--host", "node1", "--disk", "nope:1", "--json",
-              check=False)
-    assert r.returncode == 4
+    created = ferry("vm", "create", "tnopool", "--host", "node1", "--disk", "nope:1", "--json",
+                    check=False)
+    assert created.returncode == 4
     assert "tnopool" not in {v["name"] for v in ferry_json("vm", "list")}
     assert not [v for v in ferry_json("volume", "list") if v["name"].startswith("tnopool")]
