@@ -14,6 +14,8 @@
  *   ferry.dirty=MiB/s dirty rate over the working set (default 0)
  *   ferry.disk=PATH   disk holding the boot counter (default /dev/vda)
  *   ferry.data=vdb,.. data disks: numbered, checksummed 4 KiB records
+ *   ferry.fill=1      first fill every slot of a fresh data disk (benchmarks:
+ *                     a disk full of data, not a sparse one)
  *
  * Data disks: a thread per disk writes record n (O_DIRECT, O_DSYNC) into
  * slot n mod slots, 50 records a second, and reads back a random earlier slot
@@ -55,6 +57,7 @@
 static int out_fd = 1;
 static pthread_mutex_t emit_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_ullong disk_errors, disk_records;
+static int fill_disks;
 
 static void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void emit(const char *fmt, ...) {
@@ -245,6 +248,19 @@ static void *disk_thread(void *arg) {
                                                                       : "stale-at-start");
     }
     free(seen);
+    if (last < 0 && fill_disks) { /* fresh disk: write every slot, 1 MiB at a time */
+        for (uint64_t s0 = 0; s0 < d->slots; s0 += SCAN_CHUNK / REC) {
+            uint64_t k = d->slots - s0 < SCAN_CHUNK / REC ? d->slots - s0 : SCAN_CHUNK / REC;
+            for (uint64_t i = 0; i < k; i++) make_record(d->buf + i * REC, s0 + i, d->slots);
+            if (pwrite(d->fd, d->buf, k * REC, (off_t)(s0 * REC)) != (ssize_t)(k * REC)) {
+                disk_error(d, s0, (int64_t)s0, -1, "fill-failed");
+                break;
+            }
+            last = (int64_t)(s0 + k - 1);
+            atomic_fetch_add(&disk_records, k);
+        }
+        emit("DISK %s filled=%lld\n", d->dev, (long long)(last + 1));
+    }
     d->next = (uint64_t)(last + 1);
     emit("DISK %s slots=%llu resume=%llu checked=%llu\n", d->dev,
          (unsigned long long)d->slots, (unsigned long long)d->next, (unsigned long long)found);
@@ -300,6 +316,7 @@ int main(void) {
     char data[128] = "";
     cmdline_param("ferry.disk", 0, disk, sizeof disk);
     cmdline_param("ferry.data", 0, data, sizeof data);
+    fill_disks = cmdline_param("ferry.fill", 0, NULL, 0) == 1;
     if (wss_mib < 1) wss_mib = 1;
     if (dirty_mib_s < 0) dirty_mib_s = 0;
 

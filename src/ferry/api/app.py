@@ -90,7 +90,8 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
     def create_vm(body: VmCreate) -> Vm:
         return vms.create_vm(ctx, body.name, body.host, body.memory_mib, body.vcpus,
                              body.workload_dirty_mib_s, body.workload_wss_mib, body.wait,
-                             body.boot_pool, [(d.pool, d.size_gib) for d in body.disks])
+                             body.boot_pool, [(d.pool, d.size_gib) for d in body.disks],
+                             body.workload_fill)
 
     @app.get("/vms/{name}", dependencies=dep)
     def get_vm(name: str) -> Vm:

@@ -44,6 +44,7 @@ class VmCreate(BaseModel):
     wait: bool = True
     boot_pool: str | None = None  # default: the controller's boot_pool setting
     disks: list[DiskRequest] = Field(default_factory=list)  # data disks (vdb, vdc, ...)
+    workload_fill: bool = False  # the guest first fills its data disks with records
 
 
 class MigrationCreate(BaseModel):

@@ -243,11 +243,14 @@ def vm_create(name: str,
               disk: Annotated[list[str] | None, typer.Option(
                   help="A data disk POOL:SIZE_GIB (repeatable); the guest writes and "
                        "verifies checksummed records on it.")] = None,
+              workload_fill: Annotated[bool, typer.Option(
+                  help="The guest first fills its data disks with records.")] = False,
               as_json: JsonOpt = False) -> None:
     """Define and start a VM from the guest image; returns once its heartbeat is seen."""
     body = {"name": name, "host": host, "memory_mib": memory, "vcpus": vcpus,
             "workload_dirty_mib_s": workload_dirty, "workload_wss_mib": workload_wss,
-            "boot_pool": boot_pool, "disks": parse_disks(disk or [])}
+            "boot_pool": boot_pool, "disks": parse_disks(disk or []),
+            "workload_fill": workload_fill}
     if not as_json:
         console.print(f"creating {name} on {host} and waiting for its heartbeat ...")
     v = Client().post("/vms", json=body)

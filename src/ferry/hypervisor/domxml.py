@@ -91,9 +91,13 @@ def disk_element(disk: DiskSpec) -> ET.Element:
     return d
 
 
-def guest_cmdline(wss_mib: int, dirty_mib_s: int, data_disks: tuple[str, ...] = ()) -> str:
-    """The workload's parameters; `data_disks` (vdb, ...) get checksummed records."""
+def guest_cmdline(wss_mib: int, dirty_mib_s: int, data_disks: tuple[str, ...] = (),
+                  fill: bool = False) -> str:
+    """The workload's parameters; `data_disks` (vdb, ...) get checksummed records,
+    filled completely first if `fill`."""
     line = f"console=ttyS0 quiet panic=-1 ferry.wss={wss_mib} ferry.dirty={dirty_mib_s}"
     if data_disks:
         line += " ferry.data=" + ",".join(data_disks)
+        if fill:
+            line += " ferry.fill=1"
     return line

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from ferry.db.models import HostRow, MigrationRow, VmRow
+from ferry.db.models import HostRow, MigrationRow, VmRow, VolumeRow
 from ferry.domain.models import Host, HostState, MigrationState, VmState
 from ferry.domain.names import check_name, check_uri
 from ferry.errors import Conflict, InvalidRequest, NotFound, Unavailable
@@ -141,12 +142,21 @@ def reconcile(ctx: Controller) -> None:
             elif active:
                 row.host, row.state = active[0][0], _vm_state(active[0][1])
                 row.cpu_xml = active[0][1].cpu_xml
+                _follow_local_volumes(s, name, row.host)
             elif places:
                 row.host, row.state = places[0][0], VmState.SHUTOFF
             elif row.host in seen:  # its host answered and does not have it
                 row.state = VmState.MISSING
             row.cpu_blocked = _blocked(ctx, row.cpu_xml, row.host, seen, virt)
             row.updated_at = now
+
+
+def _follow_local_volumes(s: Session, vm: str, host: str) -> None:
+    """A running VM's local-pool volumes are on its host (it may have been moved by
+    something other than Ferry, e.g. `virsh migrate --copy-storage-all`)."""
+    for v in s.scalars(select(VolumeRow).where(VolumeRow.vm == vm, VolumeRow.host.is_not(None),
+                                              VolumeRow.host != host)):
+        v.host = host
 
 
 def _blocked(ctx: Controller, cpu_xml: str, own: str | None, up: dict[str, list[DomainInfo]],

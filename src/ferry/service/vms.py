@@ -48,7 +48,7 @@ DATA_TARGETS = ("vdb", "vdc", "vdd", "vde")
 def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int = 1,
               workload_dirty_mib_s: int = 0, workload_wss_mib: int | None = None,
               wait: bool = True, boot_pool: str | None = None,
-              disks: list[tuple[str, float]] | None = None) -> Vm:
+              disks: list[tuple[str, float]] | None = None, workload_fill: bool = False) -> Vm:
     """Create the VM's volumes (boot disk + `disks` as (pool, GiB)), define and start it.
 
     The guest writes checksummed records to every data disk and verifies them."""
@@ -105,7 +105,8 @@ def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int
             name=name, memory_mib=memory_mib, vcpus=vcpus, kernel=image.kernel,
             initrd=image.initrd,
             cmdline=domxml.guest_cmdline(wss, workload_dirty_mib_s,
-                                         tuple(t for _p, _g, t, _s in wanted[1:])),
+                                         tuple(t for _p, _g, t, _s in wanted[1:]),
+                                         workload_fill),
             cpu_xml=cpu_xml, virt_type=virt_type, disks=specs,
             console_dir=ctx.settings.console_dir)
         started = time.time()
