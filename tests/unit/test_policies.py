@@ -9,10 +9,10 @@ from ferry.predict.strategy import AutoPlan, Policy, stepped_downtimes
 MIB = 2**20
 
 
-def sample(iteration: int, remaining_mib: float) -> Sample:
+def sample(iteration: int, remaining_mib: float, bandwidth_mib_s: float = 0) -> Sample:
     return Sample(t_ms=0, iteration=iteration, memory_total_bytes=256 * MIB,
                   memory_processed_bytes=0, memory_remaining_bytes=int(remaining_mib * MIB),
-                  dirty_rate_bytes_s=0, bandwidth_bytes_s=0)
+                  dirty_rate_bytes_s=0, bandwidth_bytes_s=int(bandwidth_mib_s * MIB))
 
 
 def feed(a: Adapter, rounds: list[tuple[int, float]], t0: float = 1.0) -> list:  # type: ignore[type-arg]
@@ -43,6 +43,20 @@ def test_auto_raises_downtime_when_stalled_then_postcopy_if_still_stalled() -> N
     acts = feed(a, [(5, 57), (6, 56), (7, 56)], t0=10)
     assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
     assert feed(a, [(8, 56), (9, 56), (10, 56)], t0=20) == []  # only once
+
+
+def test_auto_raises_just_enough_for_what_one_round_leaves() -> None:
+    a = auto(SMALL_FIRST)
+    acts: list = []  # type: ignore[type-arg]
+    for it, rem in [(1, 200), (2, 8), (3, 8), (4, 7.8)]:
+        acts += a.decide(sample(it, rem, bandwidth_mib_s=100), 1)
+    # 8 MiB pending at 100 MiB/s: 80 ms, with a 25 % margin
+    assert [x.downtime_ms for x in acts] == [100]
+    assert "50 -> 100 ms" in acts[0].reason
+    # still stalled: next raise at least doubles, capped at the operator's limit
+    for it in (5, 6, 7):
+        acts += a.decide(sample(it, 30, bandwidth_mib_s=100), 1)
+    assert [x.downtime_ms for x in acts] == [100, 300]
 
 
 def test_auto_planned_postcopy_switches_after_round_one() -> None:

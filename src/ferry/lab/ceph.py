@@ -126,9 +126,12 @@ def _spawn(d: Path, kind: str, ident: str) -> int:
 
 def _check_alive(d: Path, kind: str, ident: str) -> None:
     pid = read_pid(d / f"{kind}.{ident}.pid")
-    if not pid or not pid_alive(pid, f"ceph-{kind}"):
-        log = d / "log" / f"{kind}.{ident}.out"
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    # no command-line check here: mid-exec (ip netns exec -> ceph-*) it can read empty
+    if not pid or not pid_alive(pid):
+        tail = ""
+        for log in (d / "log" / f"{kind}.{ident}.out", d / "log" / f"{kind}.{ident}.log"):
+            if log.exists():
+                tail += log.read_text(errors="replace")[-1500:]
         raise LabError(f"ceph-{kind} {ident} exited:\n{tail}")
 
 

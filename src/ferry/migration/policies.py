@@ -18,6 +18,7 @@ from ferry.predict.strategy import AutoPlan, Policy
 
 STALL_ROUNDS = 3
 STALL_SHRINK = 0.9
+RAISE_MARGIN = 1.25  # over pending / bandwidth: rounds vary
 
 
 class ActionKind(StrEnum):
@@ -51,6 +52,7 @@ class Adapter:
     round_starts: dict[int, int] = field(default_factory=dict)  # iteration -> pending bytes
     raised: bool = False
     raised_at_round: int = 0
+    current_ms: int | None = None  # auto: the downtime limit set now
     postcopy: bool = False
     timed_out: bool = False
     step: int = 0
@@ -95,18 +97,24 @@ class Adapter:
                            f"{plan.postcopy_after_round} done, switching to post-copy")]
         if not stalled(self.round_starts, since_round=self.raised_at_round):
             return []
-        pending = self.round_starts[max(self.round_starts)] / 2**20
-        if not self.raised and round(plan.raise_to_s * 1000) > round(plan.start_downtime_s
-                                                                     * 1000):
+        pending = self.round_starts[max(self.round_starts)]
+        limit_ms = self.cfg.max_downtime_ms
+        if self.current_ms is None:
+            self.current_ms = round(plan.start_downtime_s * 1000)
+        if self.current_ms < limit_ms:
+            # just enough for QEMU to stop with what one round leaves pending
+            # (it switches when pending / bandwidth fits the limit), at least double
+            need = (pending / s.bandwidth_bytes_s * 1000 * RAISE_MARGIN
+                    if s.bandwidth_bytes_s > 0 else limit_ms)
+            ms = min(limit_ms, max(round(need), 2 * self.current_ms))
+            old, self.current_ms = self.current_ms, ms
             self.raised, self.raised_at_round = True, max(self.round_starts)
-            ms = round(plan.raise_to_s * 1000)
-            return [Action(ActionKind.SET_DOWNTIME, f"progress stalled at {pending:.0f} MiB "
-                           f"pending per round: downtime limit {plan.start_downtime_s * 1000:.0f}"
-                           f" -> {ms} ms", ms)]
+            return [Action(ActionKind.SET_DOWNTIME, f"progress stalled at {pending / 2**20:.0f}"
+                           f" MiB pending per round: downtime limit {old} -> {ms} ms", ms)]
         if not self.postcopy:
             self.postcopy = True
-            return [Action(ActionKind.START_POSTCOPY, f"still stalled at {pending:.0f} MiB per "
-                           "round with the full downtime limit: switching to post-copy")]
+            return [Action(ActionKind.START_POSTCOPY, f"still stalled at {pending / 2**20:.0f} "
+                           "MiB per round with the full downtime limit: switching to post-copy")]
         return []
 
 

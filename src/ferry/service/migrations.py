@@ -22,7 +22,7 @@ from ferry.errors import Conflict, FerryError, InvalidRequest, MigrationRefused,
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.hypervisor.types import MigrationOptions
-from ferry.migration.engine import JobResult, run_job, watch_existing
+from ferry.migration.engine import SAMPLE_INTERVAL_S, JobResult, run_job, watch_existing
 from ferry.migration.outcome import Verdict
 from ferry.migration.policies import Adapter, Config
 from ferry.migration.prechecks import run_prechecks
@@ -259,9 +259,13 @@ def _record_result(ctx: Controller, mid: int, result: JobResult) -> None:
         last = result.last_sample
         DbRecorder(ctx, mid).event(
             "figures", "libvirt kept no completed-job statistics (as after post-copy): total is "
-                       "the job's wall time, bytes and rounds from the last sample, downtime "
-                       "unknown (see the guest's heartbeat gap in the lab)")
-        _finish(ctx, mid, MigrationState.COMPLETED, total_ms=result.job_ms,
+                       "libvirt's elapsed time at the last reading plus one sampling interval "
+                       "(on libvirt's clock, like every other total), bytes and rounds from "
+                       "that reading, downtime unknown (see the guest's heartbeat gap in the "
+                       "lab)")
+        total = (last.t_ms + round(SAMPLE_INTERVAL_S * 1000) if last and last.t_ms
+                 else result.job_ms)
+        _finish(ctx, mid, MigrationState.COMPLETED, total_ms=total,
                 transferred_bytes=(last.memory_processed_bytes + result.disk_bytes
                                    if last else None),
                 disk_bytes=result.disk_bytes, rounds=last.iteration if last else None)
