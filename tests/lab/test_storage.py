@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -196,6 +197,7 @@ def test_storage_errors(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-d
     # bad input never reaches a host
     for bad in (["p1", "--type", "dir-shared", "--path", "/srv/../etc"],
                 ["p1", "--type", "dir-shared", "--path", "relative"],
+                ["p1", "--type", "dir-shared", "--path", "/etc/ferry"],
                 ["p1", "--type", "nfs", "--path", "/srv/x"],
                 ["P1", "--type", "local", "--path", "/srv/x"],
                 ["p1", "--type", "rbd", "--monitor", "198.18.0.2:6789", "--rbd-pool", "rbd",
@@ -234,3 +236,21 @@ def test_storage_errors(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-d
     assert created.returncode == 4
     assert "tnopool" not in {v["name"] for v in ferry_json("vm", "list")}
     assert not [v for v in ferry_json("volume", "list") if v["name"].startswith("tnopool")]
+
+
+def test_destination_that_cannot_reach_ceph_is_refused(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """node2 loses its route to the Ceph cluster (the lab's own namespace and
+    address): the rbd disk cannot be shared and the migration is refused."""
+    vm = make_vm("node1", memory=128, disks=("ceph:0.0625",))
+    route = ["ip", "-n", "ferry-node2", "route", "add", "prohibit", f"{ceph.ADDRESS}/32"]
+    subprocess.run(route, check=True)
+    try:
+        r = ferry("migrate", vm, "--to", "node2", "--json", check=False)
+        assert r.returncode == 5, r.stdout
+        err = ferry_json("migration", "list", "--vm", vm)[0]["error"]
+        assert "node2 cannot reach Ceph pool rbd" in err, err
+    finally:
+        subprocess.run([*route[:4], "del", *route[5:]], check=True)
+    assert lab.where(vm) == {"node1": "running"}
+    assert ferry_json("migrate", vm, "--to", "node2", "--wait")["state"] == "completed"
+    _disk_check(vm, 100)

@@ -9,6 +9,7 @@ the same storage.
 from __future__ import annotations
 
 import base64
+import contextlib
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -84,10 +85,11 @@ class StorageOps(LibvirtConnection):
         _state, capacity, _alloc, available = self._call(p.info)
         return PoolState(True, True, int(capacity), int(available), matches)
 
-    def ensure_pool(self, spec: PoolSpec) -> None:
-        """Define (if missing), start and autostart the pool.  A pool of that name
-        that points elsewhere is an error, never silently replaced."""
+    def ensure_pool(self, spec: PoolSpec) -> bool:
+        """Define (if missing), start and autostart the pool; True if it was defined
+        now.  A pool of that name that points elsewhere is an error, never replaced."""
         p = self._pool(spec.name)
+        created = p is None
         if p is None:
             try:
                 p = self.conn().storagePoolDefineXML(pool_xml(spec), 0)
@@ -102,7 +104,11 @@ class StorageOps(LibvirtConnection):
                 p.create(0)
             p.setAutostart(1)
         except libvirt.libvirtError as exc:
+            if created:
+                with contextlib.suppress(libvirt.libvirtError):
+                    p.undefine()
             raise self._storage_error(f"starting pool {spec.name}", exc) from exc
+        return created
 
     def remove_pool(self, name: str) -> None:
         """Stop and undefine the pool; its data stays where it is."""

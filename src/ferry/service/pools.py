@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -22,6 +23,11 @@ from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.service import convert
 from ferry.service.controller import Controller
 from ferry.storage.specs import on_host, pool_spec
+
+# Never a pool: the system's own directories (a pool's volumes are created in it).
+SYSTEM_DIRS = {"bin", "boot", "dev", "etc", "lib", "lib64", "proc", "root", "run", "sbin",
+               "sys", "usr"}
+SYSTEM_PATHS = {"/var", "/var/lib", "/var/lib/libvirt", "/var/log", "/var/run", "/tmp", "/home"}
 
 
 def list_pools(ctx: Controller) -> list[Pool]:
@@ -68,6 +74,10 @@ def _validate(ctx: Controller, name: str, kind: str, path: str, hosts: list[str]
         if monitors or rbd_pool or user or key:
             raise InvalidRequest(f"a {k.value} pool takes a path only")
         check_path(path)
+        top = path.split("/")[1]
+        if top in SYSTEM_DIRS or path in SYSTEM_PATHS:
+            raise InvalidRequest(f"{path} is a system directory, not a place for a pool",
+                                 {"field": "path"})
     with ctx.session() as s:
         if s.scalar(select(PoolRow).where(PoolRow.name == name)) is not None:
             raise Conflict(f"pool {name!r} already exists")
@@ -96,17 +106,19 @@ def add_pool(ctx: Controller, name: str, kind: str, path: str = "",
     pool = Pool(name=name, kind=k, path=path, hosts=hosts, monitors=monitors,
                 rbd_pool=rbd_pool, user=user,
                 secret_uuid=str(uuid.uuid4()) if k == PoolKind.RBD else "", has_key=bool(key))
-    done: list[LibvirtHost] = []
+    done: list[LibvirtHost] = []  # hosts where this call defined the pool
     for hname, uri in _up_hosts(ctx, pool):
         conn = ctx.host(uri)
         try:
-            define_on(conn, pool, key)
+            if define_on(conn, pool, key):
+                done.append(conn)
         except HypervisorError as exc:
-            for c in done:
+            for c in done:  # undo only what this call defined
                 _undefine_on(c, pool)
-            _undefine_on(conn, pool)
+            if pool.secret_uuid:
+                with contextlib.suppress(HypervisorError):
+                    conn.remove_secret(pool.secret_uuid)  # a fresh UUID: ours
             raise Unavailable(f"pool {name} cannot be set up on {hname}: {exc}") from exc
-        done.append(conn)
     with ctx.session() as s:
         s.add(PoolRow(name=name, kind=k.value, path=path, hosts=hosts, monitors=monitors,
                       rbd_pool=rbd_pool, user=user, key=key, secret_uuid=pool.secret_uuid))
@@ -119,11 +131,12 @@ def _up_hosts(ctx: Controller, pool: Pool) -> list[tuple[str, str]]:
                 if r.state == HostState.UP and on_host(pool, r.name)]
 
 
-def define_on(conn: LibvirtHost, pool: Pool, key: str) -> None:
-    """Secret (rbd) then pool; starting an rbd pool connects to Ceph with the key."""
+def define_on(conn: LibvirtHost, pool: Pool, key: str) -> bool:
+    """Secret (rbd) then pool; starting an rbd pool connects to Ceph with the key.
+    True if the pool was defined now (False: it was there already)."""
     if pool.kind == PoolKind.RBD:
         conn.ensure_ceph_secret(pool.secret_uuid, pool.user, key)
-    conn.ensure_pool(pool_spec(pool))
+    return conn.ensure_pool(pool_spec(pool))
 
 
 def _undefine_on(conn: LibvirtHost, pool: Pool) -> None:

@@ -190,14 +190,14 @@ def delete_vm(ctx: Controller, name: str, volumes: str | None = None) -> None:
         if volumes == "delete":
             try:
                 delete_volume(ctx, v.pool, v.name, detached_only=False)
-            except FerryError as exc:
+                continue
+            except FerryError as exc:  # kept, detached: `volume delete` can retry
                 failed.append(f"{v.pool}/{v.name}: {exc.message}")
-        else:
-            with ctx.session() as s:
-                vrow = s.scalar(select(VolumeRow).where(VolumeRow.pool == v.pool,
-                                                        VolumeRow.name == v.name))
-                if vrow is not None:
-                    vrow.vm, vrow.target = None, ""
+        with ctx.session() as s:
+            vrow = s.scalar(select(VolumeRow).where(VolumeRow.pool == v.pool,
+                                                    VolumeRow.name == v.name))
+            if vrow is not None:
+                vrow.vm, vrow.target = None, ""
     with ctx.session() as s:
         row = s.scalar(select(VmRow).where(VmRow.name == name))
         if row is not None:
