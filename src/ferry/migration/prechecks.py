@@ -14,11 +14,8 @@ from dataclasses import dataclass
 from ferry.errors import MigrationRefused
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.libvirt_driver import LibvirtHost
-from ferry.hypervisor.types import DomainInfo, HostInfo
+from ferry.hypervisor.types import QEMU_OVERHEAD_MIB, DomainInfo, HostInfo
 from ferry.storage.sharing import StoragePlan
-
-# QEMU's own overhead beyond guest RAM, measured here at ~60 MB per guest.
-QEMU_OVERHEAD_MIB = 64
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ def plan_auto(inp: Inputs) -> AutoPlan:
                                      "after the first round")
 
 
-def schedule_for(policy: Policy, inp: Inputs) -> Schedule:
+def schedule_for(policy: Policy, inp: Inputs, plan: AutoPlan | None = None) -> Schedule:
+    """The schedule a policy follows; `auto` uses `plan` if given (else plans now)."""
     base = Schedule(inp.limit_s, setup_s=inp.setup_s, max_time_s=inp.timeout_s)
     if policy == Policy.PRECOPY:
         return base
@@ -110,7 +111,7 @@ def schedule_for(policy: Policy, inp: Inputs) -> Schedule:
     if policy == Policy.STEPPED:
         steps = tuple(stepped_downtimes(inp.guest.memory_bytes / 2**30, inp.limit_s))
         return replace(base, downtime_s=steps[0][1], downtime_steps=steps[1:])
-    plan = plan_auto(inp)
+    plan = plan if plan is not None else plan_auto(inp)
     if plan.postcopy_after_round is not None:
         return replace(base, downtime_s=plan.start_downtime_s,
                        postcopy_after_round=plan.postcopy_after_round)

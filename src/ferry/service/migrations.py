@@ -196,7 +196,8 @@ def _plan(ctx: Controller, mid: int, rec: DbRecorder, vm: str, src: str, dst: st
     rec.event("measured", f"dirty {m.curve.rate_bytes_s / 2**20:.1f} MiB/s over "
                           f"{m.curve.wss_bytes / 2**20:.0f} MiB; {m.nonzero_bytes / 2**20:.0f} MiB"
                           f" non-zero ({m.nonzero_source}); link {link_how}")
-    pred = simulate(inp.guest, inp.link, schedule_for(pol, inp))
+    plan = plan_auto(inp) if pol == Policy.AUTO else None
+    pred = simulate(inp.guest, inp.link, schedule_for(pol, inp, plan))
     with ctx.session() as s:
         row = s.get(MigrationRow, mid)
         assert row is not None
@@ -208,7 +209,6 @@ def _plan(ctx: Controller, mid: int, rec: DbRecorder, vm: str, src: str, dst: st
     rec.event("predicted", f"{pol.value}: " + (
         f"completes in ~{pred.total_s:.1f} s with a ~{pred.downtime_s * 1000:.0f} ms pause"
         if pred.converges else f"does not converge ({pred.note})"))
-    plan = plan_auto(inp) if pol == Policy.AUTO else None
     steps: tuple[tuple[float, float], ...] = ()
     start_ms = max_downtime_ms
     if plan is not None:

@@ -21,6 +21,7 @@ from ferry.domain.models import MigrationState
 from ferry.errors import Unavailable
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.libvirt_driver import LibvirtHost
+from ferry.hypervisor.types import QEMU_OVERHEAD_MIB
 from ferry.predict.dirty import MIB, DirtyCurve, fit, tracking_factor
 from ferry.predict.precopy import Guest, Link
 from ferry.predict.strategy import Inputs, predict_all, recommend
@@ -29,7 +30,6 @@ from ferry.service.controller import Controller
 FULL_WINDOWS_MS = (250, 500, 1000, 2000)
 QUICK_WINDOWS_MS = (250, 750)
 ASSUMED_LINK_MIB_S = 100.0
-QEMU_OVERHEAD_MIB = 60
 
 
 @dataclass
