@@ -168,7 +168,8 @@ def lab_check(vm: str,
         print_json(res)
     else:
         kv(f"guest check: {vm}", res, ["hosts", "boots", "last_seq", "heartbeats",
-                                       "max_gap_ms", "memory_errors", "seq_resets"])
+                                       "max_gap_ms", "memory_errors", "seq_resets",
+                                       "disk_errors", "disk_records"])
 
 
 def _epoch_ns(iso: str) -> int:
