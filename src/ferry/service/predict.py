@@ -119,15 +119,21 @@ def learned_tracking(ctx: Controller, vm: str) -> tuple[float, str]:
 def link_bytes_s(ctx: Controller, source: str, destination: str) -> tuple[float, str]:
     """The steady transfer rate (median of its samples) of the latest uncapped
     migration between these hosts; links change, so only the newest counts, and
-    peaks (a shaper's burst) would overstate it."""
+    peaks (a shaper's burst) would overstate it.  Without one in this direction,
+    the other direction's (links are mostly symmetric) beats a guess."""
+    rates: list[int] = []
+    latest = None
     with ctx.session() as s:
-        latest = s.scalar(select(func.max(SampleRow.migration_id)).join(
-            MigrationRow, MigrationRow.id == SampleRow.migration_id).where(
-            MigrationRow.source == source, MigrationRow.destination == destination,
-            MigrationRow.bandwidth_mib_s.is_(None), SampleRow.iteration >= 1))
-        rates = sorted(r for r in s.scalars(select(SampleRow.bandwidth_bytes_s).where(
-            SampleRow.migration_id == latest, SampleRow.iteration >= 1)) if r > 0) \
-            if latest else []
+        for src, dst in ((source, destination), (destination, source)):
+            latest = s.scalar(select(func.max(SampleRow.migration_id)).join(
+                MigrationRow, MigrationRow.id == SampleRow.migration_id).where(
+                MigrationRow.source == src, MigrationRow.destination == dst,
+                MigrationRow.bandwidth_mib_s.is_(None), SampleRow.iteration >= 1))
+            if latest:
+                rates = sorted(r for r in s.scalars(select(SampleRow.bandwidth_bytes_s).where(
+                    SampleRow.migration_id == latest, SampleRow.iteration >= 1)) if r > 0)
+            if rates:
+                break
     if rates:
         return float(rates[len(rates) // 2]), f"measured on migration {latest}"
     return ASSUMED_LINK_MIB_S * MIB, f"assumed {ASSUMED_LINK_MIB_S:.0f} MiB/s (no history)"
