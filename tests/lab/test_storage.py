@@ -103,7 +103,8 @@ def test_local_disk_is_copied_and_verified_by_the_guest(lab: Lab, make_vm) -> No
                      c["disk_records"] > 100 and c, 90, "the guest to reboot and write")
     assert check["disk_errors"] == 0, check
     hb = (lab_dir() / "hosts" / "node2" / "var-lib-libvirt" / "ferry-console" / f"{vm}.hb")
-    scans = [ln for ln in hb.read_text().splitlines() if " DISK /dev/vdb " in ln]
+    scans = wait_for(lambda: [ln for ln in hb.read_text().splitlines()
+                              if " DISK /dev/vdb " in ln], 30, "the guest's disk scan")
     assert len(scans) == 1 and int(scans[0].split("checked=")[1]) > 300, scans
     # and back, over the copy
     m2 = ferry_json("migrate", vm, "--to", "node1", "--wait")

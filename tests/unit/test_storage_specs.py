@@ -92,5 +92,7 @@ def test_disk_errors_from_heartbeats() -> None:
              (3, "n2", "HB 1 0 1 20")]
     c = parse_lines(lines, "v")
     assert (c.disk_errors, c.disk_records, c.memory_errors) == (1, 20, 0)
+    rebooted = parse_lines([*lines, (4, "n2", "FERRY BOOT 2 wss=8 dirty=0")], "v")
+    assert rebooted.disk_records == 0, "records count per boot"
     old = parse_lines([(0, "n1", "HB 0 0")], "v")  # older guests: no disk fields
     assert (old.disk_errors, old.disk_records) == (0, 0)

@@ -57,6 +57,7 @@ def parse_lines(lines: list[tuple[int, str, str]], vm: str) -> GuestCheck:
         if parts[:2] == ["FERRY", "BOOT"] and len(parts) > 2:
             boots.add(int(parts[2]))
             prev_ns = None  # the gap across a reboot is not a migration pause
+            records = 0  # counted per boot
         elif parts[0] == "HB" and len(parts) >= 3:
             seq, errs = int(parts[1]), int(parts[2])
             if seq < last_seq:
