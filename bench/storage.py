@@ -18,7 +18,6 @@ Usage: .venv/bin/python bench/storage.py [--runs N]
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 import libvirt
 
 from common import ferry, ferry_json, median, write
+from ferry.lab.check import check_vm, read_lines
 
 URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
 LAB = Path("/var/lib/ferry/lab")
@@ -65,20 +65,9 @@ class JobSampler(threading.Thread):
             conn.close()
 
 
-def _hb_lines(vm: str) -> list[tuple[int, str]]:
-    out = []
-    for hb in LAB.glob(f"hosts/*/var-lib-libvirt/ferry-console/{vm}.hb"):
-        for raw in hb.read_text(errors="replace").splitlines():
-            stamp, _, text = raw.partition(" ")
-            if stamp.isdigit():
-                out.append((int(stamp), text))
-    return sorted(out)
-
-
 def guest_pause_ms(vm: str, since_ns: int) -> float:
     """Largest gap between heartbeats that arrived after `since_ns`."""
-    ts = [t for t, text in _hb_lines(vm) if text.startswith("HB ") and t >= since_ns]
-    return max((b - a for a, b in itertools.pairwise(ts)), default=0) / 1e6
+    return check_vm(LAB, vm, since_ns).max_gap_ms
 
 
 def virsh_migrate(vm: str, src: str, dst: str, copy: bool) -> dict[str, Any]:
@@ -133,7 +122,7 @@ def ferry_migrate(vm: str, dst: str) -> dict[str, Any]:
 def wait_filled(vm: str, timeout: float = 600) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if any(" filled=" in text for _t, text in _hb_lines(vm)):
+        if any(" filled=" in text for _t, _h, text in read_lines(LAB, vm)):
             return time.monotonic() - t0
         time.sleep(1)
     raise SystemExit(f"{vm} did not fill its data disk within {timeout:.0f}s")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ferry.lab.layout import BRIDGE, NETNS_PREFIX, PREFIX, VETH_PREFIX
+from ferry.lab import netns
+from ferry.lab.layout import NETNS_PREFIX, VETH_PREFIX
 from ferry.lab.procs import pid_alive, read_pid, stop_pid
 from ferry.lab.run import LabError, run
 
@@ -102,17 +103,6 @@ def _in_ns(*args: str) -> list[str]:
     return ["ip", "netns", "exec", NETNS, *args]
 
 
-def _network() -> None:
-    if NETNS not in run(["ip", "netns", "list"], check=False).stdout.split():
-        run(["ip", "netns", "add", NETNS])
-    if run(["ip", "link", "show", VETH], check=False).returncode != 0:
-        run(["ip", "link", "add", VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS])
-    run(["ip", "link", "set", VETH, "master", BRIDGE, "up"])
-    run(["ip", "-n", NETNS, "link", "set", "lo", "up"])
-    run(["ip", "-n", NETNS, "addr", "replace", f"{ADDRESS}/{PREFIX}", "dev", "eth0"])
-    run(["ip", "-n", NETNS, "link", "set", "eth0", "up"])
-
-
 def _spawn(d: Path, kind: str, ident: str) -> int:
     """Start one daemon in the foreground (so its PID is ours) inside the namespace."""
     log = open(d / "log" / f"{kind}.{ident}.out", "ab")  # noqa: SIM115 - handed to the child
@@ -146,7 +136,7 @@ def up(lab: Path) -> CephInfo:
         (d / sub).mkdir(parents=True, exist_ok=True)
     fsid = str(uuid.uuid4())
     (d / "ceph.conf").write_text(_conf(d, fsid))
-    _network()
+    netns.create_netns(NETNS, VETH, ADDRESS)
 
     mon_kr, admin_kr = d / "mon.keyring", d / "ceph.client.admin.keyring"
     run(["ceph-authtool", "--create-keyring", str(mon_kr), "--gen-key", "-n", "mon.",
@@ -251,7 +241,4 @@ def down(lab: Path) -> None:
         if pid:
             stop_pid(pid, f"ceph-{kind}", timeout=15)
         (d / f"{kind}.{ident}.pid").unlink(missing_ok=True)
-    if NETNS in run(["ip", "netns", "list"], check=False).stdout.split():
-        run(["ip", "netns", "delete", NETNS], check=False)
-    if run(["ip", "link", "show", VETH], check=False).returncode == 0:
-        run(["ip", "link", "delete", VETH], check=False)
+    netns.delete_netns(NETNS, VETH)

@@ -83,8 +83,14 @@ def parse_lines(lines: list[tuple[int, str, str]], vm: str) -> GuestCheck:
 
 def check_vm(lab: Path, vm: str, since_ns: int | None = None,
              until_ns: int | None = None) -> GuestCheck:
-    """Read `<vm>.hb` from every lab host's console directory, optionally only the
-    lines that arrived within [since_ns, until_ns] (e.g. one migration)."""
+    """The guest's heartbeats on every lab host, optionally only the lines that
+    arrived within [since_ns, until_ns] (e.g. one migration)."""
+    return parse_lines(read_lines(lab, vm, since_ns, until_ns), vm)
+
+
+def read_lines(lab: Path, vm: str, since_ns: int | None = None,
+               until_ns: int | None = None) -> list[tuple[int, str, str]]:
+    """(arrival ns, host, text) of `<vm>.hb` in every lab host's console directory."""
     lines: list[tuple[int, str, str]] = []
     for hb in sorted(lab.glob(f"hosts/*/var-lib-libvirt/ferry-console/{vm}.hb")):
         host = hb.parts[-4]
@@ -95,4 +101,4 @@ def check_vm(lab: Path, vm: str, since_ns: int | None = None,
             ts = int(stamp)
             if (since_ns is None or ts >= since_ns) and (until_ns is None or ts <= until_ns):
                 lines.append((ts, host, text))
-    return parse_lines(lines, vm)
+    return sorted(lines)

@@ -18,17 +18,29 @@ def create_bridge() -> None:
 
 
 def create_host_netns(host: LabHost) -> None:
-    """Namespace + veth into the bridge + the host's address; idempotent."""
-    if host.netns not in list_netns():
-        run(["ip", "netns", "add", host.netns])
-    if not _link_exists(host.veth):
-        run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0",
-             "netns", host.netns])
-    run(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
-    ns = ["ip", "-n", host.netns]
+    create_netns(host.netns, host.veth, host.address)
+
+
+def create_netns(netns: str, veth: str, address: str) -> None:
+    """Namespace + veth into the bridge + one lab address on its eth0; idempotent."""
+    if netns not in list_netns():
+        run(["ip", "netns", "add", netns])
+    if not _link_exists(veth):
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+             "netns", netns])
+    run(["ip", "link", "set", veth, "master", BRIDGE, "up"])
+    ns = ["ip", "-n", netns]
     run([*ns, "link", "set", "lo", "up"])
-    run([*ns, "addr", "replace", f"{host.address}/{PREFIX}", "dev", "eth0"])
+    run([*ns, "addr", "replace", f"{address}/{PREFIX}", "dev", "eth0"])
     run([*ns, "link", "set", "eth0", "up"])
+
+
+def delete_netns(netns: str, veth: str) -> None:
+    """Remove one namespace and its veth; missing ones are fine."""
+    if netns in list_netns():
+        run(["ip", "netns", "delete", netns], check=False)
+    if _link_exists(veth):
+        run(["ip", "link", "delete", veth], check=False)
 
 
 def list_netns() -> list[str]:

@@ -50,8 +50,7 @@ class Adapter:
 
     cfg: Config
     round_starts: dict[int, int] = field(default_factory=dict)  # iteration -> pending bytes
-    raised: bool = False
-    raised_at_round: int = 0
+    raised_at_round: int = 0  # the round of the last raise (stalls count after it)
     current_ms: int | None = None  # auto: the downtime limit set now
     postcopy: bool = False
     timed_out: bool = False
@@ -108,7 +107,7 @@ class Adapter:
                     if s.bandwidth_bytes_s > 0 else limit_ms)
             ms = min(limit_ms, max(round(need), 2 * self.current_ms))
             old, self.current_ms = self.current_ms, ms
-            self.raised, self.raised_at_round = True, max(self.round_starts)
+            self.raised_at_round = max(self.round_starts)
             return [Action(ActionKind.SET_DOWNTIME, f"progress stalled at {pending / 2**20:.0f}"
                            f" MiB pending per round: downtime limit {old} -> {ms} ms", ms)]
         if not self.postcopy:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from ferry.db.models import HostRow, PoolRow, VolumeRow
+from ferry.db.models import HostRow, VolumeRow
 from ferry.domain.models import HostState, Pool, PoolKind, Volume
 from ferry.domain.names import check_name
 from ferry.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from ferry.hypervisor.errors import HypervisorError
 from ferry.service import convert
 from ferry.service.controller import Controller
+from ferry.service.pools import get_pool
 from ferry.storage.specs import on_host
 
 MIB = 1024 * 1024
@@ -43,12 +44,9 @@ def size_bytes(size_gib: float) -> int:
 
 def _pool_and_host(ctx: Controller, pool_name: str, host: str | None) -> tuple[Pool, str, str]:
     """The pool, and the up host to create through (for a local pool: where it lives)."""
+    pool = get_pool(ctx, pool_name)
     with ctx.session() as s:
-        prow = s.scalar(select(PoolRow).where(PoolRow.name == pool_name))
-        if prow is None:
-            raise NotFound(f"no pool named {pool_name!r}")
-        pool = convert.pool(prow)
-        hosts = {r.name: (r.uri, r.state, r.error) for r in s.scalars(select(HostRow))}
+        hosts = {r.name: (r.uri, r.state) for r in s.scalars(select(HostRow))}
     if host is not None:
         if host not in hosts:
             raise NotFound(f"no host named {host!r}")
@@ -60,7 +58,7 @@ def _pool_and_host(ctx: Controller, pool_name: str, host: str | None) -> tuple[P
     else:
         candidates = sorted(h for h in hosts if on_host(pool, h))
     for h in candidates:
-        uri, state, _err = hosts[h]
+        uri, state = hosts[h]
         if state == HostState.UP:
             return pool, h, uri
     raise Unavailable(f"no host of pool {pool_name} is up")

@@ -22,6 +22,7 @@ from ferry.domain.models import Pool, PoolKind, Volume
 from ferry.errors import MigrationRefused
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.libvirt_storage import StorageOps
+from ferry.hypervisor.types import PoolState
 from ferry.storage.specs import on_host, pool_of, pool_spec
 
 MARKER_PREFIX = ".ferry-marker-"
@@ -97,19 +98,23 @@ def plan_storage(disk_targets: dict[str, str], pools: list[Pool], volumes: list[
     return plan
 
 
-def _ensure_pool(pool: Pool, host: StorageOps, host_name: str, repairs: list[str]) -> None:
+def _ensure_pool(pool: Pool, host: StorageOps, host_name: str,
+                 repairs: list[str]) -> PoolState:
+    """The pool as `host` sees it, defined and started first if it was not."""
     spec = pool_spec(pool)
     state = host.pool_state(spec)
     if state.defined and not state.matches:
         raise _Refusal(f"{host_name} has a different libvirt pool named {pool.name}")
     if state.active:
-        return
+        return state
     try:
         host.ensure_pool(spec)
+        started = host.pool_state(spec)
     except HypervisorError as exc:
         raise _Refusal(f"pool {pool.name} cannot be started on {host_name}: {exc}") from exc
     repairs.append(f"{'started' if state.defined else 'defined'} pool {pool.name} "
                    f"on {host_name}")
+    return started
 
 
 def _rbd(pool: Pool, vol: str, disk: str, target: str, dst: StorageOps, dst_name: str,
@@ -162,11 +167,10 @@ def _dir_shared(pool: Pool, vol: str, disk: str, target: str, src: StorageOps,
 
 def _local(pool: Pool, vol: str, disk: str, target: str, src: StorageOps, dst: StorageOps,
            dst_name: str, repairs: list[str]) -> DiskDecision:
-    _ensure_pool(pool, dst, dst_name, repairs)
+    room = _ensure_pool(pool, dst, dst_name, repairs).available_bytes
     try:
         info = src.volume(pool.name, vol)
         clash = dst.volume(pool.name, vol)
-        room = dst.pool_state(pool_spec(pool)).available_bytes
     except HypervisorError as exc:
         raise _Refusal(f"cannot inspect pool {pool.name}: {exc}") from exc
     if info is None:
