@@ -21,7 +21,7 @@ test: install
 	$(VENV)/bin/pytest -v
 
 test-unit: install
-	$(VENV)/bin/pytest -v -m "not lab"
+	$(VENV)/bin/pytest -q -m "not lab and not postgres"
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

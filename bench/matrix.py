@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common import RESULTS, ferry, ferry_json, write
-from ferry.hypervisor.libvirt_driver import LibvirtHost
+from ferry.hypervisor.drivers import open_libvirt
 from ferry.lab.check import parse_lines
 from ferry.lab.layout import lab_dir
 
@@ -65,7 +65,7 @@ def run_virsh(vm: str, src: str) -> dict[str, Any]:
     ok = proc.returncode == 0
     st = None
     if ok:
-        h = LibvirtHost(URIS[dst])
+        h = open_libvirt(URIS[dst])
         st = h.completed_job_stats(vm)
         h.close()
     ferry("host", "refresh", src)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common import ferry, ferry_json, median, write
-from ferry.hypervisor.libvirt_driver import LibvirtHost
+from ferry.hypervisor.drivers import open_libvirt
 
 URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
 VM = "bench1"
@@ -32,7 +32,7 @@ def virsh_migrate(src: str, dst: str) -> dict[str, Any]:
     subprocess.run(["virsh", "-c", URIS[src], "migrate", "--live", "--p2p", "--persistent",
                     "--undefinesource", VM, URIS[dst]], check=True, capture_output=True)
     wall = (time.perf_counter() - t0) * 1000
-    host = LibvirtHost(URIS[dst])
+    host = open_libvirt(URIS[dst])
     try:
         st = host.completed_job_stats(VM)
     finally:

@@ -1,8 +1,8 @@
 """The controller's state on PostgreSQL (by URL), against a throwaway real server.
 
 Starts PostgreSQL 15 with initdb/pg_ctl on a loopback port, runs the Alembic
-migrations through the Controller and round-trips records through the
-service layer, exactly as with SQLite.
+migrations and a whole migration through the service layer, exactly as
+with SQLite.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from ferry.db.models import HostRow, MigrationRow, VmRow
-from ferry.domain.models import MigrationState, Sample
+from ferry.domain.models import MigrationState
+from ferry.domain.vocab import EventKind
 from ferry.errors import NotFound
-from ferry.service import hosts, migrations, vms
-from ferry.service.controller import Controller
-from ferry.service.settings import Settings
+from ferry.service.settings import GuestImage, Settings
+from ferry.service.wiring import build
+from ferry.simulated import InlineExecutor, SimClock, SimCluster, Workload
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -57,40 +57,41 @@ def pg_url() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_schema_and_service_on_postgres(pg_url: str) -> None:
-    ctx = Controller(Settings(db_url=pg_url, token="x" * 32))
+def test_schema_and_a_whole_migration_on_postgres(pg_url: str) -> None:
+    """Every use case over PostgreSQL: hosts, a pool, a VM, a migration with its
+    samples and events (on the simulated cluster: the database is the point)."""
+    clock = SimClock()
+    cluster = SimCluster(clock)
+    for n in ("node1", "node2"):
+        cluster.add_host(n)
+    cluster.add_shared_dir("/srv/shared")
+    settings = Settings(db_url=pg_url, token="x" * 32,
+                        guest_image=GuestImage(kernel="/k", initrd="/i"))
+    svc = build(settings, cluster.connector, clock, InlineExecutor())
     try:
-        assert ctx.engine.dialect.name == "postgresql"
-        tables = set(inspect(ctx.engine).get_table_names())
+        assert svc.db.engine.dialect.name == "postgresql"
+        tables = set(inspect(svc.db.engine).get_table_names())
         assert {"hosts", "vms", "migrations", "samples", "events", "alembic_version"} <= tables
-        with ctx.session() as s:
-            s.add(HostRow(name="node1", uri="qemu+tcp://198.18.0.11/system", state="up",
-                          virt_type="qemu"))
-            s.add(VmRow(name="web1", host="node1", state="running", memory_mib=256, vcpus=1,
-                        disks=["/pool/web1.disk"]))
-            m = MigrationRow(vm="web1", source="node1", destination="node2",
-                             state=MigrationState.RUNNING, transferred_bytes=5 * 2**32)
-            s.add(m)
-            s.flush()
-            mid = m.id
-        assert [h.name for h in hosts.list_hosts(ctx)] == ["node1"]
-        assert vms.get_vm(ctx, "web1").disks == ["/pool/web1.disk"]
-        rec = migrations.DbRecorder(ctx, mid)
-        rec.sample(Sample(t_ms=250, iteration=1, memory_total_bytes=2**28,
-                          memory_processed_bytes=2**27, memory_remaining_bytes=2**27,
-                          dirty_rate_bytes_s=2**20, bandwidth_bytes_s=2**27))
-        rec.event("started", "test")
-        got = migrations.get_migration(ctx, mid)
-        assert got.transferred_bytes == 5 * 2**32  # BIGINT survives
-        assert [e.kind for e in got.events] == ["started"]
-        assert migrations.get_samples(ctx, mid)[0].memory_remaining_bytes == 2**27
+        for n in ("node1", "node2"):
+            svc.hosts.add(n, cluster.host(n).uri)
+        svc.pools.add("shared", "dir-shared", "/srv/shared")
+        # 3 GiB of non-zero memory: the bytes sent do not fit a 32-bit integer
+        cluster.workloads["web1"] = Workload(dirty_mib_s=16, wss_mib=256, nonzero_mib=3072)
+        svc.vms.create("web1", "node1", 4096, workload_dirty_mib_s=16, workload_wss_mib=256)
+        m = svc.migrations.start("web1", "node2")
+        assert m.state == MigrationState.COMPLETED and m.transferred_bytes
+        assert m.transferred_bytes > 3 * 2**30  # BIGINT survives
+        assert [e.kind for e in m.events][:2] == [EventKind.QUEUED, EventKind.PRECHECK]
+        assert svc.store.samples(m.id)[-1].memory_total_bytes == 4096 * 2**20
+        assert svc.vms.get("web1").host == "node2"
         with pytest.raises(NotFound):
-            migrations.get_migration(ctx, mid + 1000)
+            svc.store.get(m.id + 1000)
     finally:
-        ctx.shutdown()
+        svc.shutdown()
     # a second controller on the same database finds the schema current
-    again = Controller(Settings(db_url=pg_url, token="y" * 32))
+    again = build(Settings(db_url=pg_url, token="y" * 32), cluster.connector, clock,
+                  InlineExecutor())
     try:
-        assert [h.name for h in hosts.list_hosts(again)] == ["node1"]
+        assert [h.name for h in again.hosts.list_hosts()] == ["node1", "node2"]
     finally:
         again.shutdown()

@@ -117,13 +117,13 @@ def test_cpu_precheck_names_features_the_destination_lacks(lab: Lab, make_vm) ->
     guest CPU here is the definition a guest started with host-model on an
     AVX-512 host carries, judged by the real destination libvirt."""
     from ferry.errors import MigrationRefused
-    from ferry.hypervisor.libvirt_driver import LibvirtHost
+    from ferry.hypervisor.drivers import open_libvirt
     from ferry.migration.prechecks import check_cpu
 
     guest_cpu = ("<cpu mode='custom' match='exact'><model fallback='forbid'>qemu64</model>"
                  "<feature policy='require' name='avx512f'/>"
                  "<feature policy='require' name='avx512bw'/></cpu>")
-    dest = LibvirtHost(URIS["node2"])
+    dest = open_libvirt(URIS["node2"])
     try:
         with pytest.raises(MigrationRefused) as err:
             check_cpu(guest_cpu, dest, "qemu")
@@ -131,7 +131,7 @@ def test_cpu_precheck_names_features_the_destination_lacks(lab: Lab, make_vm) ->
         assert set(err.value.details["missing_features"]) == {"avx512f", "avx512bw"}
         # a real Ferry VM's live CPU (the cluster baseline) is accepted
         vm = make_vm("node1", memory=128)
-        live = LibvirtHost(URIS["node1"])
+        live = open_libvirt(URIS["node1"])
         try:
             cpu = live.domain(vm).cpu_xml
         finally:

@@ -1,4 +1,4 @@
-"""CPU baseline, policy, checks and report on the real lab (two identical hosts)."""
+"""CPU baseline, mode, checks and report on the real lab (two identical hosts)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def test_baseline_of_live_hosts(lab: Lab) -> None:
     assert bad.returncode == 4
 
 
-def test_vm_under_baseline_policy_passes_precheck_and_migrates(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
-    assert ferry_json("cpu", "policy", "show")["policy"] == "baseline"
+def test_vm_under_baseline_mode_passes_precheck_and_migrates(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    assert ferry_json("cpu", "mode", "show")["mode"] == "baseline"
     vm = make_vm("node1", memory=128)
     assert ferry_json("vm", "show", vm)["cpu_model"] == ferry_json("cpu", "baseline")["model"]
     check = ferry_json("cpu", "check", vm, "--to", "node2")
@@ -35,16 +35,18 @@ def test_vm_under_baseline_policy_passes_precheck_and_migrates(lab: Lab, make_vm
                for e in ferry_json("migration", "show", str(m["id"]))["events"])
 
 
-def test_policy_changes_what_new_vms_get(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+def test_mode_changes_what_new_vms_get(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
     try:
-        r = ferry("cpu", "policy", "set", "custom:Nonsense", "--json", check=False)
+        r = ferry("cpu", "mode", "set", "custom:Nonsense", "--json", check=False)
         assert r.returncode == 2 and "not usable" in r.stdout
-        r = ferry("cpu", "policy", "set", "host-passthrough", "--json", check=False)
+        r = ferry("cpu", "mode", "set", "host-passthrough", "--json", check=False)
         assert r.returncode == 2 and "needs KVM" in r.stdout
-        r = ferry("cpu", "policy", "set", "custom:../x", "--json", check=False)
+        r = ferry("cpu", "mode", "set", "custom:../x", "--json", check=False)
         assert r.returncode == 2
-        assert ferry_json("cpu", "policy", "set", "custom:Westmere+aes")["policy"] == \
+        assert ferry_json("cpu", "mode", "set", "custom:Westmere+aes")["mode"] == \
             "custom:Westmere+aes"
+        # the older name still answers as it did, for scripts written against it
+        assert ferry_json("cpu", "policy", "show")["policy"] == "custom:Westmere+aes"
         vm = make_vm("node1", memory=128)
         shown = ferry_json("vm", "show", vm)
         assert shown["cpu_model"] == "Westmere"
@@ -52,4 +54,4 @@ def test_policy_changes_what_new_vms_get(lab: Lab, make_vm) -> None:  # type: ig
         assert ferry_json("migrate", vm, "--to", "node2", "--wait")["state"] == "completed"
     finally:
         ferry("cpu", "policy", "set", "baseline")
-    assert ferry_json("cpu", "policy", "show")["policy"] == "baseline"
+    assert ferry_json("cpu", "mode", "show")["mode"] == "baseline"

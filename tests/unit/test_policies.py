@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ferry.domain.models import Sample
-from ferry.migration.policies import ActionKind, Adapter, Config
-from ferry.predict.strategy import AutoPlan, Policy, stepped_downtimes
+from ferry.domain.vocab import OnTimeout, Policy
+from ferry.migration.policies import ActionKind, Adapter, PolicyConfig
+from ferry.predict.strategy import AutoSettings, stepped_downtimes
 
 MIB = 2**20
 
@@ -22,11 +23,11 @@ def feed(a: Adapter, rounds: list[tuple[int, float]], t0: float = 1.0) -> list: 
     return out
 
 
-def auto(plan: AutoPlan) -> Adapter:
-    return Adapter(Config(Policy.AUTO, 300, timeout_s=100, plan=plan))
+def auto(plan: AutoSettings) -> Adapter:
+    return Adapter(PolicyConfig(Policy.AUTO, 300, timeout_s=100, auto=plan))
 
 
-SMALL_FIRST = AutoPlan(0.05, 0.3, None, "needs up to 300 ms")
+SMALL_FIRST = AutoSettings(0.05, 0.3, None, "needs up to 300 ms")
 
 
 def test_auto_does_nothing_while_progressing() -> None:
@@ -60,7 +61,7 @@ def test_auto_raises_just_enough_for_what_one_round_leaves() -> None:
 
 
 def test_auto_planned_postcopy_switches_after_round_one() -> None:
-    a = auto(AutoPlan(0.05, 0.3, 1, "pre-copy cannot finish"))
+    a = auto(AutoSettings(0.05, 0.3, 1, "pre-copy cannot finish"))
     assert feed(a, [(1, 250), (1, 100)]) == []
     acts = a.decide(sample(2, 90), 5)
     assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
@@ -68,7 +69,7 @@ def test_auto_planned_postcopy_switches_after_round_one() -> None:
 
 
 def test_postcopy_policy_switches_after_round_one() -> None:
-    a = Adapter(Config(Policy.POSTCOPY, 300, timeout_s=100))
+    a = Adapter(PolicyConfig(Policy.POSTCOPY, 300, timeout_s=100))
     assert a.decide(sample(1, 100), 1) == []
     assert [x.kind for x in a.decide(sample(2, 50), 2)] == [ActionKind.START_POSTCOPY]
     assert a.decide(sample(3, 10), 3) == []
@@ -76,7 +77,7 @@ def test_postcopy_policy_switches_after_round_one() -> None:
 
 def test_stepped_raises_limit_on_schedule() -> None:
     steps = tuple(stepped_downtimes(0.25, 0.5))  # 18.75 s per step
-    a = Adapter(Config(Policy.STEPPED, 500, timeout_s=1000, steps=steps))
+    a = Adapter(PolicyConfig(Policy.STEPPED, 500, timeout_s=1000, steps=steps))
     assert a.decide(sample(2, 50), 10) == []
     acts = a.decide(sample(3, 50), 40)  # two steps passed
     assert [x.downtime_ms for x in acts] == [95, 140]
@@ -84,7 +85,7 @@ def test_stepped_raises_limit_on_schedule() -> None:
 
 
 def test_precopy_never_adapts_but_times_out_with_abort() -> None:
-    a = Adapter(Config(Policy.PRECOPY, 300, timeout_s=30))
+    a = Adapter(PolicyConfig(Policy.PRECOPY, 300, timeout_s=30))
     assert feed(a, [(1, 200), (2, 60), (3, 60), (4, 60), (5, 60)]) == []
     acts = a.decide(sample(9, 60), 31)
     assert [x.kind for x in acts] == [ActionKind.ABORT]
@@ -93,9 +94,10 @@ def test_precopy_never_adapts_but_times_out_with_abort() -> None:
 
 
 def test_timeout_force_switches_to_postcopy_where_allowed() -> None:
-    a = Adapter(Config(Policy.AUTO, 300, timeout_s=30, on_timeout="force", plan=SMALL_FIRST))
+    a = Adapter(PolicyConfig(Policy.AUTO, 300, timeout_s=30, on_timeout=OnTimeout.FORCE,
+                                auto=SMALL_FIRST))
     acts = a.decide(sample(3, 60), 31)
     assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
     # precopy was started without post-copy: force cannot apply, so it aborts
-    b = Adapter(Config(Policy.PRECOPY, 300, timeout_s=30, on_timeout="force"))
+    b = Adapter(PolicyConfig(Policy.PRECOPY, 300, timeout_s=30, on_timeout=OnTimeout.FORCE))
     assert [x.kind for x in b.decide(sample(3, 60), 31)] == [ActionKind.ABORT]

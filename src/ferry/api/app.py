@@ -1,8 +1,9 @@
-"""The FastAPI application: routes map 1:1 to service functions.
+"""The FastAPI application: routes map 1:1 to use cases of `Services`.
 
 Every route needs `Authorization: Bearer <token>`.  FerryError subclasses
 become JSON errors `{"error": code, "message": ..., "details": {...}}` with
-their HTTP status, defined once in ferry.errors.
+their HTTP status, defined once in ferry.errors; a host error that escaped
+a use case is a 503, never a bare 500.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ferry import __version__
 from ferry.api.schemas import (
+    CpuModeSet,
     CpuPolicySet,
     HostCreate,
     MigrationCreate,
@@ -26,20 +28,26 @@ from ferry.api.schemas import (
     VolumeCreate,
 )
 from ferry.domain.models import Host, Migration, Pool, Sample, Vm, Volume
-from ferry.errors import FerryError
-from ferry.service import cpu, hosts, migrations, pools, predict, vms, volumes
-from ferry.service.controller import Controller
+from ferry.domain.vocab import VolumeFate
+from ferry.errors import FerryError, Unavailable
+from ferry.hypervisor.errors import HypervisorError
+from ferry.service.wiring import Services
 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
+def _error(exc: FerryError) -> JSONResponse:
+    return JSONResponse(status_code=exc.status, content={
+        "error": exc.code, "message": exc.message, "details": exc.details})
+
+
+def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if start_background:
-            ctx.start()
+            svc.start()
         yield
-        ctx.shutdown()
+        svc.shutdown()
 
     # No unauthenticated schema or doc pages: /openapi.json is served below, with the token.
     app = FastAPI(title="Ferry", version=__version__, lifespan=lifespan, openapi_url=None,
@@ -47,14 +55,17 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
 
     def auth(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if cred is None or not hmac.compare_digest(cred.credentials.encode(),
-                                                   ctx.settings.token.encode()):
+                                                   svc.settings.token.encode()):
             raise HTTPException(401, "missing or wrong API token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(FerryError)
     async def ferry_error(_req: Request, exc: FerryError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={
-            "error": exc.code, "message": exc.message, "details": exc.details})
+        return _error(exc)
+
+    @app.exception_handler(HypervisorError)
+    async def host_error(_req: Request, exc: HypervisorError) -> JSONResponse:
+        return _error(Unavailable(f"a host failed: {exc}"))
 
     dep = [Depends(auth)]
 
@@ -68,119 +79,127 @@ def create_app(ctx: Controller, *, start_background: bool = True) -> FastAPI:
 
     @app.get("/hosts", dependencies=dep)
     def list_hosts() -> list[Host]:
-        return hosts.list_hosts(ctx)
+        return svc.hosts.list_hosts()
 
     @app.post("/hosts", dependencies=dep, status_code=201)
     def add_host(body: HostCreate) -> Host:
-        return hosts.add_host(ctx, body.name, body.uri, body.virt_type)
+        return svc.hosts.add(body.name, body.uri, body.virt_type)
 
     @app.get("/hosts/{name}", dependencies=dep)
     def get_host(name: str) -> Host:
-        return hosts.get_host(ctx, name)
+        return svc.hosts.get(name)
 
     @app.post("/hosts/{name}/refresh", dependencies=dep)
     def refresh_host(name: str) -> Host:
-        return hosts.refresh_host(ctx, name)
+        return svc.hosts.refresh(name)
 
     @app.get("/vms", dependencies=dep)
     def list_vms() -> list[Vm]:
-        return vms.list_vms(ctx)
+        return svc.vms.list_vms()
 
     @app.post("/vms", dependencies=dep, status_code=201)
     def create_vm(body: VmCreate) -> Vm:
-        return vms.create_vm(ctx, body.name, body.host, body.memory_mib, body.vcpus,
-                             body.workload_dirty_mib_s, body.workload_wss_mib, body.wait,
-                             body.boot_pool, [(d.pool, d.size_gib) for d in body.disks],
-                             body.workload_fill)
+        return svc.vms.create(body.name, body.host, body.memory_mib, body.vcpus,
+                              body.workload_dirty_mib_s, body.workload_wss_mib, body.wait,
+                              body.boot_pool, [(d.pool, d.size_gib) for d in body.disks],
+                              body.workload_fill)
 
     @app.get("/vms/{name}", dependencies=dep)
     def get_vm(name: str) -> Vm:
-        return vms.get_vm(ctx, name)
+        return svc.vms.get(name)
 
     @app.delete("/vms/{name}", dependencies=dep, status_code=204)
-    def delete_vm(name: str, volumes: str | None = None) -> None:
-        vms.delete_vm(ctx, name, volumes)
+    def delete_vm(name: str, volumes: VolumeFate | None = None) -> None:
+        svc.vms.delete(name, volumes)
 
     @app.get("/pools", dependencies=dep)
     def list_pools() -> list[Pool]:
-        return pools.list_pools(ctx)
+        return svc.pools.list_pools()
 
     @app.post("/pools", dependencies=dep, status_code=201)
     def add_pool(body: PoolCreate) -> Pool:
-        return pools.add_pool(ctx, body.name, body.kind, body.path, body.hosts, body.monitors,
-                              body.rbd_pool, body.user, body.key)
+        return svc.pools.add(body.name, body.kind, body.path, body.hosts, body.monitors,
+                             body.rbd_pool, body.user, body.key)
 
     @app.get("/pools/{name}", dependencies=dep)
     def show_pool(name: str) -> dict[str, Any]:
-        return pools.pool_status(ctx, name)
+        return svc.pools.status(name)
 
     @app.delete("/pools/{name}", dependencies=dep, status_code=204)
     def remove_pool(name: str) -> None:
-        pools.remove_pool(ctx, name)
+        svc.pools.remove(name)
 
     @app.get("/volumes", dependencies=dep)
     def list_volumes(pool: str | None = None) -> list[Volume]:
-        return volumes.list_volumes(ctx, pool)
+        return svc.volumes.list_volumes(pool)
 
     @app.post("/pools/{pool}/volumes", dependencies=dep, status_code=201)
     def create_volume(pool: str, body: VolumeCreate) -> Volume:
-        return volumes.create_volume(ctx, pool, body.name, body.size_gib, body.host,
-                                     body.from_volume)
+        return svc.volumes.create(pool, body.name, body.size_gib, body.host, body.from_volume)
 
     @app.get("/pools/{pool}/volumes/{name}", dependencies=dep)
     def get_volume(pool: str, name: str) -> Volume:
-        return volumes.get_volume(ctx, pool, name)
+        return svc.volumes.get(pool, name)
 
     @app.delete("/pools/{pool}/volumes/{name}", dependencies=dep, status_code=204)
     def delete_volume(pool: str, name: str) -> None:
-        volumes.delete_volume(ctx, pool, name)
+        svc.volumes.delete(pool, name)
 
     @app.get("/migrations", dependencies=dep)
     def list_migrations(vm: str | None = None, limit: int = 100) -> list[Migration]:
-        return migrations.list_migrations(ctx, vm, min(max(limit, 1), 1000))
+        return svc.store.list_migrations(vm, min(max(limit, 1), 1000))
 
     @app.post("/migrations", dependencies=dep, status_code=201)
     def start_migration(body: MigrationCreate) -> Migration:
-        return migrations.start_migration(ctx, body.vm, body.to, body.bandwidth_mib_s,
-                                          body.max_downtime_ms, body.policy,
-                                          body.timeout_per_gib_s, body.on_timeout)
+        return svc.migrations.start(body.vm, body.to, body.bandwidth_mib_s,
+                                    body.max_downtime_ms, body.policy, body.timeout_per_gib_s,
+                                    body.on_timeout)
 
     @app.get("/migrations/{mid}", dependencies=dep)
     def get_migration(mid: int) -> Migration:
-        return migrations.get_migration(ctx, mid)
+        return svc.store.get(mid)
 
     @app.get("/migrations/{mid}/samples", dependencies=dep)
     def get_samples(mid: int, after_ms: int = -1) -> list[Sample]:
-        return migrations.get_samples(ctx, mid, after_ms)
+        return svc.store.samples(mid, after_ms)
 
     @app.post("/migrations/{mid}/cancel", dependencies=dep)
     def cancel_migration(mid: int) -> Migration:
-        return migrations.cancel_migration(ctx, mid)
+        return svc.migrations.cancel(mid)
 
     @app.get("/predict", dependencies=dep)
     def predict_migration(vm: str, to: str, bandwidth_mib_s: int | None = None,
                           max_downtime_ms: int | None = None) -> dict[str, Any]:
-        return predict.predict(ctx, vm, to, bandwidth_mib_s, max_downtime_ms)
+        return svc.migrations.predict(vm, to, bandwidth_mib_s, max_downtime_ms)
 
     @app.get("/cpu/baseline", dependencies=dep)
     def cpu_baseline(hosts: str | None = None) -> dict[str, Any]:
         names = [h for h in hosts.split(",") if h] if hosts else None
-        return cpu.baseline(ctx, names)
+        return svc.cpu.baseline(names)
 
-    @app.get("/cpu/policy", dependencies=dep)
+    @app.get("/cpu/mode", dependencies=dep)
+    def cpu_mode_get() -> dict[str, str]:
+        return {"mode": str(svc.cpu.get_mode())}
+
+    @app.put("/cpu/mode", dependencies=dep)
+    def cpu_mode_set(body: CpuModeSet) -> dict[str, str]:
+        return {"mode": str(svc.cpu.set_mode(body.mode))}
+
+    # the older name, for scripts written before the CPU mode had its own word
+    @app.get("/cpu/policy", dependencies=dep, include_in_schema=False)
     def cpu_policy_get() -> dict[str, str]:
-        return {"policy": str(cpu.get_policy(ctx))}
+        return {"policy": str(svc.cpu.get_mode())}
 
-    @app.put("/cpu/policy", dependencies=dep)
+    @app.put("/cpu/policy", dependencies=dep, include_in_schema=False)
     def cpu_policy_set(body: CpuPolicySet) -> dict[str, str]:
-        return {"policy": str(cpu.set_policy(ctx, body.policy))}
+        return {"policy": str(svc.cpu.set_mode(body.policy))}
 
     @app.get("/cpu/report", dependencies=dep)
     def cpu_report() -> list[dict[str, Any]]:
-        return cpu.report(ctx)
+        return svc.cpu.report()
 
     @app.get("/cpu/check", dependencies=dep)
     def cpu_check(vm: str, to: str) -> dict[str, Any]:
-        return cpu.check(ctx, vm, to)
+        return svc.cpu.check(vm, to)
 
     return app

@@ -1,14 +1,21 @@
-"""Request bodies.  Responses are the domain dataclasses, serialised by FastAPI."""
+"""Request bodies.  Responses are the domain dataclasses, serialised by FastAPI.
+
+Closed vocabularies are enums, so OpenAPI lists the allowed values and a
+value outside them is answered 422 before any use case runs.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ferry.domain.models import PoolKind
+from ferry.domain.vocab import OnTimeout, Policy, VirtType
+
 
 class HostCreate(BaseModel):
     name: str
     uri: str
-    virt_type: str = "auto"
+    virt_type: VirtType = VirtType.AUTO
 
 
 class DiskRequest(BaseModel):
@@ -18,7 +25,7 @@ class DiskRequest(BaseModel):
 
 class PoolCreate(BaseModel):
     name: str
-    kind: str  # dir-shared | local | rbd
+    kind: PoolKind
     path: str = ""
     hosts: list[str] = Field(default_factory=list)  # empty: every host
     monitors: list[str] = Field(default_factory=list)
@@ -52,10 +59,16 @@ class MigrationCreate(BaseModel):
     to: str
     bandwidth_mib_s: int | None = None
     max_downtime_ms: int | None = None
-    policy: str = "auto"
+    policy: Policy = Policy.AUTO
     timeout_per_gib_s: float | None = None
-    on_timeout: str = "abort"
+    on_timeout: OnTimeout = OnTimeout.ABORT
+
+
+class CpuModeSet(BaseModel):
+    mode: str  # baseline | host-model | host-passthrough | custom:MODEL[+f,...]
 
 
 class CpuPolicySet(BaseModel):
+    """The older name of CpuModeSet (`PUT /cpu/policy`), kept for existing scripts."""
+
     policy: str

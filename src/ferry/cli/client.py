@@ -14,8 +14,6 @@ from typing import Any
 
 import httpx
 
-from ferry.errors import FerryError
-
 EXIT_CODES = {"invalid": 2, "conflict": 3, "not_found": 4, "refused": 5, "unavailable": 6,
               "auth": 7, "connection": 8}
 
@@ -98,7 +96,3 @@ class Client:
 
     def delete(self, path: str, **kw: Any) -> Any:
         return self.request("DELETE", path, **kw)
-
-
-def exit_code_for(exc: FerryError) -> int:
-    return EXIT_CODES.get(exc.code, 1)

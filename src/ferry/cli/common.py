@@ -10,6 +10,7 @@ import typer
 
 from ferry.cli.client import ApiError
 from ferry.cli.render import err_console, print_json
+from ferry.lab.run import LabError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -19,8 +20,6 @@ def handles_errors(fn: F) -> F:
     """Turn API and lab errors into a message (or JSON) and the right exit code."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ferry.lab.run import LabError
-
         as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)

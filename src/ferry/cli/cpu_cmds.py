@@ -1,4 +1,4 @@
-"""`ferry cpu ...`: the cluster baseline, the CPU policy, the mobility report, checks.
+"""`ferry cpu ...`: the cluster baseline, the CPU mode, the mobility report, checks.
 
 `ferry cpu baseline --from-xml FILE...` works offline (no controller, no
 host): it reads recorded `virsh capabilities` output and uses libvirt's CPU
@@ -17,8 +17,11 @@ import typer
 from ferry.cli.client import ApiError, Client
 from ferry.cli.common import JsonOpt, handles_errors
 from ferry.cli.render import console, kv, print_json, table
+from ferry.cpu.baseline import offline_baseline
+from ferry.cpu.model import nova_conf
+from ferry.cpu.xmlinput import CpuInputError
 
-cpu_app = typer.Typer(help="CPU models: baseline, policy, mobility.", no_args_is_help=True)
+cpu_app = typer.Typer(help="CPU models: baseline, mode, mobility.", no_args_is_help=True)
 FORMATS = ("text", "json", "xml", "nova")
 
 
@@ -64,10 +67,6 @@ def cpu_baseline(
 
 
 def _offline(files: list[Path], fmt: str) -> None:
-    from ferry.cpu.baseline import offline_baseline
-    from ferry.cpu.model import nova_conf
-    from ferry.cpu.xmlinput import CpuInputError
-
     if not files:
         raise ApiError(400, "invalid", "--from-xml needs at least one file", {})
     try:
@@ -81,22 +80,36 @@ def _offline(files: list[Path], fmt: str) -> None:
     _print_baseline({**summary.as_dict(), "xml": xml, "nova": nova_conf(summary)}, fmt)
 
 
-@cpu_app.command("policy")
-@handles_errors
-def cpu_policy(action: Annotated[str, typer.Argument(help="show or set")] = "show",
-               value: Annotated[str | None, typer.Argument(
-                   help="baseline | host-model | host-passthrough | custom:MODEL[+f,...]")]
-               = None,
-               as_json: JsonOpt = False) -> None:
-    """Show or set the CPU policy new VMs get (default: baseline)."""
+_MODE_HELP = "baseline | host-model | host-passthrough | custom:MODEL[+f,...]"
+
+
+def _mode(action: str, value: str | None, as_json: JsonOpt, route: str, key: str) -> None:
     client = Client()
     if action == "show":
-        res = client.get("/cpu/policy")
+        res = client.get(route)
     elif action == "set" and value:
-        res = client.put("/cpu/policy", json={"policy": value})
+        res = client.put(route, json={key: value})
     else:
-        raise ApiError(400, "invalid", "usage: ferry cpu policy show | set POLICY", {})
-    print_json(res) if as_json else console.print(f"CPU policy: {res['policy']}")
+        raise ApiError(400, "invalid", "usage: ferry cpu mode show | set MODE", {})
+    print_json(res) if as_json else console.print(f"CPU mode: {res[key]}")
+
+
+@cpu_app.command("mode")
+@handles_errors
+def cpu_mode(action: Annotated[str, typer.Argument(help="show or set")] = "show",
+             value: Annotated[str | None, typer.Argument(help=_MODE_HELP)] = None,
+             as_json: JsonOpt = False) -> None:
+    """Show or set the CPU mode new VMs get (default: baseline)."""
+    _mode(action, value, as_json, "/cpu/mode", "mode")
+
+
+@cpu_app.command("policy", hidden=True)
+@handles_errors
+def cpu_policy(action: Annotated[str, typer.Argument(help="show or set")] = "show",
+               value: Annotated[str | None, typer.Argument(help=_MODE_HELP)] = None,
+               as_json: JsonOpt = False) -> None:
+    """The older name of `ferry cpu mode` (answers {"policy": ...}), kept for scripts."""
+    _mode(action, value, as_json, "/cpu/policy", "policy")
 
 
 @cpu_app.command("report")

@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 other error, 2 invalid input, 3 conflict, 4 not found,
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,16 +16,25 @@ import typer
 from ferry.cli.client import ApiError, Client, local_config_path
 from ferry.cli.common import JsonOpt, handles_errors
 from ferry.cli.cpu_cmds import cpu_app
+from ferry.cli.plot import plot_migration
 from ferry.cli.render import (
     console,
     kv,
     mib,
     migration_summary,
     print_json,
+    size,
     table,
 )
 from ferry.cli.storage_cmds import parse_disks, pool_app, volume_app
 from ferry.cli.watch import follow
+from ferry.domain.names import check_name
+from ferry.domain.vocab import OnTimeout, Policy, VirtType
+from ferry.errors import InvalidRequest
+from ferry.lab import cluster, netns
+from ferry.lab.check import check_vm
+from ferry.lab.layout import lab_dir, lab_host
+from ferry.lab.run import LabError
 
 app = typer.Typer(help="Ferry: safe, predictable live migration of KVM virtual machines.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -44,16 +54,17 @@ app.add_typer(volume_app, name="volume")
 @app.command()
 def serve(config: Annotated[Path, typer.Option(help="Controller settings (JSON).")]) -> None:
     """Run the Ferry controller (HTTP API + migration workers)."""
+    # the server's whole stack, loaded only here: every other command is a thin client
     import uvicorn
 
     from ferry.api.app import create_app
-    from ferry.service.controller import Controller
+    from ferry.hypervisor.drivers import LIBVIRT
     from ferry.service.settings import Settings
+    from ferry.service.wiring import build
 
     settings = Settings.load(config)
-    ctx = Controller(settings)
-    uvicorn.run(create_app(ctx), host=settings.listen_host, port=settings.listen_port,
-                log_level="warning")
+    uvicorn.run(create_app(build(settings, LIBVIRT)), host=settings.listen_host,
+                port=settings.listen_port, log_level="warning")
 
 
 # -- lab ------------------------------------------------------------------------
@@ -66,7 +77,6 @@ def lab_up(hosts: Annotated[int, typer.Option(help="How many hosts.")] = 2,
            as_json: JsonOpt = False) -> None:
     """Start N libvirt hosts, the console logger and the controller; register hosts
     and the pools shared (dir-shared), local and, with --storage ceph, ceph (rbd)."""
-    from ferry.lab import cluster
 
     say = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]lab:[/dim] {m}"))
     state = cluster.up(hosts, client_config=local_config_path(), say=say, storage=storage)
@@ -82,7 +92,6 @@ def lab_up(hosts: Annotated[int, typer.Option(help="How many hosts.")] = 2,
 @handles_errors
 def lab_down(as_json: JsonOpt = False) -> None:
     """Remove everything the lab made (guests, daemons, namespaces, bridge, controller)."""
-    from ferry.lab import cluster
 
     res = cluster.down(say=(lambda _m: None) if as_json else console.print)
     if as_json:
@@ -93,7 +102,6 @@ def lab_down(as_json: JsonOpt = False) -> None:
 @handles_errors
 def lab_status(as_json: JsonOpt = False) -> None:
     """Show the lab's hosts, daemons and controller."""
-    from ferry.lab import cluster
 
     st = cluster.status()
     if as_json:
@@ -117,9 +125,6 @@ def lab_link(rate: Annotated[float | None, typer.Option(
              unlimited: Annotated[bool, typer.Option(help="Remove the limit.")] = False,
              as_json: JsonOpt = False) -> None:
     """Emulate a slower network between lab hosts (tbf on each host's link)."""
-    from ferry.lab import cluster, netns
-    from ferry.lab.layout import lab_host
-    from ferry.lab.run import LabError
 
     st = cluster.status()
     if not st["up"]:
@@ -143,10 +148,6 @@ def lab_check(vm: str,
                   help="Only while this migration ran: the pause the guest saw.")] = None,
               as_json: JsonOpt = False) -> None:
     """What the guest's heartbeats say: boots, last sequence, largest gap, memory errors."""
-    from ferry.domain.names import check_name
-    from ferry.errors import InvalidRequest
-    from ferry.lab.check import check_vm
-    from ferry.lab.layout import lab_dir
 
     try:
         check_name("vm", vm)
@@ -173,8 +174,6 @@ def lab_check(vm: str,
 
 
 def _epoch_ns(iso: str) -> int:
-    from datetime import UTC, datetime
-
     t = datetime.fromisoformat(iso)
     return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1e9)
 
@@ -205,10 +204,12 @@ def host_show(name: str, as_json: JsonOpt = False) -> None:
 @host_app.command("add")
 @handles_errors
 def host_add(name: str, uri: str,
-             virt_type: Annotated[str, typer.Option(help="auto, kvm or qemu (TCG)")] = "auto",
+             virt_type: Annotated[VirtType, typer.Option(
+                 help="What guests run under (qemu: TCG); auto asks the host.")] = VirtType.AUTO,
              as_json: JsonOpt = False) -> None:
     """Register a host by its libvirt URI (qemu+tls://HOST/system in production)."""
-    h = Client().post("/hosts", json={"name": name, "uri": uri, "virt_type": virt_type})
+    h = Client().post("/hosts", json={"name": name, "uri": uri,
+                                      "virt_type": virt_type.value})
     if as_json:
         print_json(h)
         return
@@ -306,17 +307,20 @@ def migrate(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
             wait: Annotated[bool, typer.Option(help="Follow until it finishes.")] = False,
             bandwidth: Annotated[int | None, typer.Option(help="Limit, MiB/s.")] = None,
             max_downtime: Annotated[int | None, typer.Option(help="Downtime limit, ms.")] = None,
-            policy: Annotated[str, typer.Option(
-                help="auto, precopy, autoconverge, postcopy or stepped.")] = "auto",
+            policy: Annotated[Policy, typer.Option(
+                help="How the migration adapts while it runs.")] = Policy.AUTO,
             timeout_per_gib: Annotated[float | None, typer.Option(
                 help="Give up (or force) after this many s per GiB of guest RAM.")] = None,
-            on_timeout: Annotated[str, typer.Option(help="abort or force.")] = "abort",
+            on_timeout: Annotated[OnTimeout, typer.Option(
+                help="abort: the VM stays on the source; force: finish with post-copy.")]
+            = OnTimeout.ABORT,
             as_json: JsonOpt = False) -> None:
     """Live-migrate VM to another host (prechecks first; nothing moves if they fail)."""
     client = Client()
     m = client.post("/migrations", json={
         "vm": vm, "to": to, "bandwidth_mib_s": bandwidth, "max_downtime_ms": max_downtime,
-        "policy": policy, "timeout_per_gib_s": timeout_per_gib, "on_timeout": on_timeout})
+        "policy": policy.value, "timeout_per_gib_s": timeout_per_gib,
+        "on_timeout": on_timeout.value})
     if not wait:
         print_json(m) if as_json else console.print(
             f"migration {m['id']} {m['state']}: {vm} {m['source']} → {to}")
@@ -330,12 +334,17 @@ def migrate(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
         raise typer.Exit(5)
 
 
-MIG_COLS = ["id", "vm", "source", "destination", "policy", "state", "total_ms", "downtime_ms",
-            "rounds"]
+# most important first: a narrow terminal drops columns from the right
+MIG_COLS = ["id", "vm", "from", "to", "state", "total", "downtime", "sent", "policy", "rounds"]
+MIG_KEEP = ("id", "vm", "from", "to", "state")
 
 
-def _mig_row(m: dict[str, Any]) -> list[Any]:
-    return [*(m[c] for c in MIG_COLS), mib(m.get("transferred_bytes"))]
+def mig_row(m: dict[str, Any]) -> list[Any]:
+    total, down = m.get("total_ms"), m.get("downtime_ms")
+    return [m["id"], m["vm"], m["source"], m["destination"], m["state"],
+            None if total is None else f"{total / 1000:.1f} s",
+            None if down is None else f"{down} ms", size(m.get("transferred_bytes")),
+            m["policy"], m["rounds"]]
 
 
 @mig_app.command("list")
@@ -343,8 +352,8 @@ def _mig_row(m: dict[str, Any]) -> list[Any]:
 def migration_list(vm: Annotated[str | None, typer.Option(help="Only this VM.")] = None,
                    as_json: JsonOpt = False) -> None:
     ms = Client().get("/migrations", params={"vm": vm} if vm else {})
-    print_json(ms) if as_json else table("migrations", [*MIG_COLS, "sent"],
-                                         [_mig_row(m) for m in ms])
+    print_json(ms) if as_json else table("migrations", MIG_COLS, [mig_row(m) for m in ms],
+                                         keep=MIG_KEEP)
 
 
 @mig_app.command("show")
@@ -359,8 +368,6 @@ def migration_show(mid: int,
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise ApiError(400, "invalid", "--plot needs a .png file name", {})
-        from ferry.cli.plot import plot_migration
-
         plot_migration(m, client.get(f"/migrations/{mid}/samples"), plot)
         if not as_json:
             console.print(f"plot written to {plot}")

@@ -6,13 +6,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ferry.domain.vocab import EventKind
+
 MIB = 2**20
-MARKED = {"set_downtime": "downtime limit", "start_postcopy": "post-copy", "timeout": "timeout",
-          "cancel": "cancel"}
+MARKED = {EventKind.SET_DOWNTIME: "downtime limit", EventKind.START_POSTCOPY: "post-copy",
+          EventKind.TIMEOUT: "timeout", EventKind.CANCEL: "cancel"}
 
 
 def plot_migration(m: dict[str, Any], samples: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
+    import matplotlib  # ~0.5 s to load: only for the command that draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -26,7 +28,7 @@ def plot_migration(m: dict[str, Any], samples: list[dict[str, Any]], out: Path) 
         ax1.axvline(first["t_ms"] / 1000, color="grey", lw=0.5, ls=":")
         ax1.text(first["t_ms"] / 1000, ax1.get_ylim()[1] * 0.02 if ax1.get_ylim()[1] else 0,
                  f" r{it}", fontsize=7, color="grey")
-    started = _event_time(m, "started")
+    started = _event_time(m, EventKind.STARTED)
     for e in m.get("events", []):
         if e["kind"] in MARKED and started is not None:
             x = (datetime.fromisoformat(e["at"]) - started).total_seconds()

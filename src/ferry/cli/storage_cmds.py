@@ -11,6 +11,7 @@ import typer
 from ferry.cli.client import Client
 from ferry.cli.common import JsonOpt, handles_errors
 from ferry.cli.render import console, err_console, kv, mib, print_json, table
+from ferry.domain.models import PoolKind
 
 pool_app = typer.Typer(help="Storage pools: dir-shared, local, rbd.", no_args_is_help=True)
 volume_app = typer.Typer(help="Volumes in pools.", no_args_is_help=True)
@@ -38,7 +39,7 @@ def _read_key(path: Path) -> str:
 @pool_app.command("add")
 @handles_errors
 def pool_add(name: str,
-             kind: Annotated[str, typer.Option("--type", help="dir-shared, local or rbd.")],
+             kind: Annotated[PoolKind, typer.Option("--type", help="Where its volumes live.")],
              path: Annotated[str, typer.Option(help="Directory (dir-shared, local).")] = "",
              hosts: Annotated[str, typer.Option(
                  help="Comma-separated hosts that have it (default: every host).")] = "",
@@ -51,7 +52,7 @@ def pool_add(name: str,
              = None,
              as_json: JsonOpt = False) -> None:
     """Register a pool and define it on its hosts (rbd: with the cephx secret)."""
-    body = {"name": name, "kind": kind, "path": path,
+    body = {"name": name, "kind": kind.value, "path": path,
             "hosts": [h for h in hosts.split(",") if h], "monitors": monitor or [],
             "rbd_pool": rbd_pool, "user": user,
             "key": _read_key(key_file) if key_file else ""}

@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-ALEMBIC_DIR = Path(__file__).parent / "alembic"
+SCHEMA_DIR = Path(__file__).parent / "schema"  # Alembic: one file per schema version
 
 
 def make_engine(url: str) -> Engine:
@@ -31,7 +31,7 @@ def make_engine(url: str) -> Engine:
 def upgrade(url: str) -> None:
     """Bring the schema to the newest Alembic revision."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg.set_main_option("script_location", str(SCHEMA_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, "head")
 

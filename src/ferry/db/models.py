@@ -1,4 +1,4 @@
-"""SQLAlchemy tables.  Schema changes go through Alembic (db/alembic/versions)."""
+"""SQLAlchemy tables.  Schema changes go through Alembic (Alembic, db/schema/versions)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ class VolumeRow(Base):
 
 
 class SettingRow(Base):
-    """Cluster-wide settings changed at run time (e.g. the CPU policy)."""
+    """Cluster-wide settings changed at run time (e.g. the CPU mode)."""
 
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -131,6 +131,11 @@ class MigrationRow(Base):
     predicted_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     measured_rate_mib_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     measured_wss_mib: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # as planned, so a restarted controller follows the job with the same limits
+    timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    on_timeout: Mapped[str] = mapped_column(String(16), default="abort")
+    # volumes a block migration copies: [{"pool": ..., "volume": ...}]
+    copies: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 
 
 class SampleRow(Base):

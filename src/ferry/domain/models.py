@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from ferry.domain.vocab import EventKind, Policy
+
 
 class HostState(StrEnum):
     UP = "up"
@@ -31,8 +33,10 @@ class MigrationState(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (MigrationState.COMPLETED, MigrationState.FAILED,
-                        MigrationState.CANCELLED)
+        return self not in UNFINISHED
+
+
+UNFINISHED = (MigrationState.QUEUED, MigrationState.PRECHECKING, MigrationState.RUNNING)
 
 
 @dataclass
@@ -124,7 +128,7 @@ class Sample:
 @dataclass
 class Event:
     at: datetime
-    kind: str
+    kind: EventKind
     message: str
 
 
@@ -147,7 +151,7 @@ class Migration:
     rounds: int | None = None
     wall_ms: int | None = None  # request to final verdict, as Ferry saw it
     error: str = ""
-    policy: str = "precopy"
+    policy: Policy = Policy.PRECOPY
     predicted_converges: bool | None = None
     predicted_total_ms: int | None = None
     predicted_downtime_ms: int | None = None

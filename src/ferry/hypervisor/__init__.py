@@ -1,1 +1,2 @@
-"""Talking to hypervisor hosts.  Only this package imports libvirt."""
+"""Talking to hypervisor hosts: the `Hypervisor` interface (base.py), its records
+and errors, and the libvirt driver.  Only this package imports libvirt."""

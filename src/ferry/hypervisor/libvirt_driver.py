@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Any
 
 import libvirt
 import libvirt_qemu
 
+from ferry.hypervisor.base import MigrationJob
 from ferry.hypervisor.errors import (
     DomainNotFound,
     HypervisorError,
     MigrationJobError,
 )
-from ferry.hypervisor.libvirt_storage import StorageOps
+from ferry.hypervisor.libvirt_storage import LibvirtStorage
 from ferry.hypervisor.types import (
     CpuVerdict,
     DomainInfo,
@@ -44,7 +47,7 @@ def _mib(kib: int) -> int:
     return int(kib) // 1024
 
 
-class LibvirtHost(StorageOps):
+class LibvirtHost(LibvirtStorage):
     """One hypervisor host: its hardware, domains, storage and migrations."""
 
     # -- host -------------------------------------------------------------
@@ -205,6 +208,12 @@ class LibvirtHost(StorageOps):
             self._call(dom.undefine)
 
     # -- migration --------------------------------------------------------
+    def start_migration(self, name: str, opts: MigrationOptions) -> MigrationJob:
+        """Start a peer-to-peer live migration in its own thread (libvirt's call
+        blocks until the job ends); the handle waits for it."""
+        self._dom(name)  # a missing domain fails here, not in the thread
+        return _ThreadJob(lambda: self.migrate(name, opts), name)
+
     def migrate(self, name: str, opts: MigrationOptions) -> None:
         """Peer-to-peer live migration; blocks until the job ends.
 
@@ -302,6 +311,32 @@ class LibvirtHost(StorageOps):
         guest pages that are not zero, plus QEMU's own ~60 MB)."""
         stats = self._call(self._dom(name).memoryStats)
         return int(stats.get("rss", 0)) // 1024
+
+
+class _ThreadJob:
+    """A blocking libvirt migrate call running in a thread of its own."""
+
+    def __init__(self, call: Callable[[], None], name: str) -> None:
+        self._error: MigrationJobError | None = None
+        self._call = call
+        self._thread = threading.Thread(target=self._run, name=f"migrate-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._call()
+        except MigrationJobError as exc:
+            self._error = exc
+        except HypervisorError as exc:
+            self._error = MigrationJobError(str(exc))
+
+    def wait(self, timeout_s: float) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    @property
+    def error(self) -> MigrationJobError | None:
+        return self._error
 
 
 def _job_stats(raw: dict[str, Any]) -> JobStats:

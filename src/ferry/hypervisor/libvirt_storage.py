@@ -57,7 +57,7 @@ def _matches(xml: str, spec: PoolSpec) -> bool:
     return root.findtext("./source/name") == spec.source
 
 
-class StorageOps(LibvirtConnection):
+class LibvirtStorage(LibvirtConnection):
     """Pools, volumes and secrets of one host."""
 
     def _pool(self, name: str) -> libvirt.virStoragePool | None:
@@ -118,15 +118,6 @@ class StorageOps(LibvirtConnection):
         if self._call(p.isActive):
             self._call(p.destroy)
         self._call(p.undefine)
-
-    def refresh_pool(self, name: str) -> None:
-        p = self._pool(name)
-        if p is None:
-            raise HypervisorError(f"{self.uri}: no pool named {name}")
-        try:
-            p.refresh(0)
-        except libvirt.libvirtError as exc:
-            raise self._storage_error(f"pool {name}", exc) from exc
 
     def _vol(self, pool: str, name: str, refresh: bool = True) -> libvirt.virStorageVol | None:
         p = self._pool(pool)

@@ -24,7 +24,6 @@ HOST_NAME = re.compile(r"^node[1-9]$")
 # host's mount namespace so each libvirtd believes it owns the machine.
 PRIVATE_DIRS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt")
 CACHE_DIR = "/var/cache/libvirt"
-CONSOLE_DIR = "/var/lib/libvirt/ferry-console"
 
 
 def base_dir() -> Path:

@@ -1,23 +1,26 @@
 """Running one migration job: start it, sample it, stop it, settle it.
 
-The libvirt call blocks, so it runs in its own thread while this loop samples
-progress, honours cancel and timeout by aborting the job, and finally asks
-both hosts where the guest really is (`outcome.resolve`) and cleans up.  The
-loop never touches the database: it reports through a `Recorder`.
+The job runs on its own on the source host; this loop samples its progress
+every SAMPLE_INTERVAL_S, honours cancel and the hard timeout by aborting it,
+applies what the policy's `Adapter` decides on each sample, and finally asks
+both hosts where the guest really is (`outcome.resolve`) and cleans the
+losing side.  It never touches the database (it reports through a
+`Recorder`) and waits only through its `Clock`, so the simulated cluster
+runs it on virtual time.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from ferry.clock import Clock
 from ferry.domain.models import Sample
-from ferry.hypervisor.errors import DomainNotFound, HypervisorError, MigrationJobError
-from ferry.hypervisor.libvirt_driver import LibvirtHost
-from ferry.hypervisor.types import JobStats, MigrationOptions
+from ferry.domain.vocab import AbortReason, EventKind
+from ferry.hypervisor.base import Hypervisor
+from ferry.hypervisor.errors import HostUnreachable, HypervisorError
+from ferry.hypervisor.types import DomainInfo, JobStats, MigrationOptions
 from ferry.migration.outcome import Resolution, Verdict, resolve
 from ferry.migration.policies import Action, ActionKind, Adapter
 
@@ -28,7 +31,7 @@ SETTLE_WAIT_S = 120.0  # after this, the last reading decides
 
 class Recorder(Protocol):
     def sample(self, sample: Sample) -> None: ...
-    def event(self, kind: str, message: str) -> None: ...
+    def event(self, kind: EventKind, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,18 @@ class JobResult:
     resolution: Resolution
     stats: JobStats | None  # libvirt's completed-job statistics, when available
     error: str = ""
-    cancelled: bool = False
-    timed_out: bool = False
-    job_ms: int | None = None  # wall time of our libvirt migrate call
+    aborted_for: AbortReason | None = None
+    job_ms: int | None = None  # wall time of the job as this loop saw it
     last_sample: Sample | None = None
     disk_bytes: int = 0  # copied by block migration (libvirt's completed stats omit it)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.aborted_for == AbortReason.CANCEL
+
+    @property
+    def timed_out(self) -> bool:
+        return self.aborted_for == AbortReason.TIMEOUT
 
 
 def to_sample(stats: JobStats) -> Sample:
@@ -58,146 +68,181 @@ def to_sample(stats: JobStats) -> Sample:
 
 
 class _Watch:
-    """Sample a job until `running()` says it ended; abort on cancel or a hard
-    timeout; apply what the policy's adapter decides on each sample."""
+    """Samples one job; aborts it on cancel or at the hard timeout; applies the
+    adapter's actions."""
 
-    def __init__(self, vm: str, source: LibvirtHost, recorder: Recorder,
-                 cancel: threading.Event, timeout_s: float,
-                 adapter: Adapter | None = None) -> None:
-        self.vm, self.source, self.recorder = vm, source, recorder
-        self.cancel, self.timeout_s = cancel, timeout_s
-        self.adapter = adapter
-        self.aborted_for: str | None = None
+    def __init__(self, vm: str, source: Hypervisor, recorder: Recorder, cancel: threading.Event,
+                 timeout_s: float, clock: Clock, adapter: Adapter | None = None) -> None:
+        self.vm, self.source, self.recorder, self.clock = vm, source, recorder, clock
+        self.cancel, self.timeout_s, self.adapter = cancel, timeout_s, adapter
+        self.started = clock.monotonic()
+        self.aborted_for: AbortReason | None = None
         self.last_sample: Sample | None = None
         self.disk_bytes = 0
 
-    def loop(self, running: Callable[[], bool],
-             pause: Callable[[float], object] = time.sleep) -> None:
-        """Sample until `running()` is false; `pause` may return early when it ends."""
-        started = time.monotonic()
-        while running():
-            if self.aborted_for is None:
-                if self.cancel.is_set():
-                    self._abort("cancel", "cancel requested: aborting the job")
-                elif time.monotonic() - started > self.timeout_s:
-                    self._abort("timeout", f"no completion after {self.timeout_s:.0f}s: "
-                                           "aborting the job")
-            try:
-                stats = self.source.job_stats(self.vm)
-            except (DomainNotFound, HypervisorError):
-                stats = None  # the source domain goes away at the very end of a success
-            if stats is not None and stats.active:
-                self.disk_bytes = max(self.disk_bytes, stats.disk_processed_bytes)
-                sample = self.last_sample = to_sample(stats)
-                self.recorder.sample(sample)
-                if self.adapter is not None and self.aborted_for is None:
-                    for action in self.adapter.decide(sample, time.monotonic() - started):
-                        self._apply(action)
-            pause(SAMPLE_INTERVAL_S)
+    def elapsed_s(self) -> float:
+        return self.clock.monotonic() - self.started
+
+    def step(self) -> None:
+        """One look at the job: stop it if asked to or out of time, else sample it."""
+        if self.aborted_for is None:
+            if self.cancel.is_set():
+                self._abort(AbortReason.CANCEL, EventKind.CANCEL,
+                            "cancel requested: aborting the job")
+            elif self.elapsed_s() > self.timeout_s:
+                self._abort(AbortReason.TIMEOUT, EventKind.TIMEOUT,
+                            f"no completion after {self.timeout_s:.0f}s: aborting the job")
+        try:
+            stats = self.source.job_stats(self.vm)
+        except HypervisorError:
+            return  # the source domain goes away at the very end of a success
+        if not stats.active:
+            return
+        self.disk_bytes = max(self.disk_bytes, stats.disk_processed_bytes)
+        sample = self.last_sample = to_sample(stats)
+        self.recorder.sample(sample)
+        if self.adapter is not None and self.aborted_for is None:
+            for action in self.adapter.decide(sample, self.elapsed_s()):
+                self._apply(action)
 
     def _apply(self, action: Action) -> None:
         if action.kind == ActionKind.ABORT:
-            self._abort("timeout", action.reason)
+            self._abort(AbortReason.TIMEOUT, EventKind.TIMEOUT, action.reason)
             return
-        self.recorder.event(action.kind.value, action.reason)
+        self.recorder.event(action.kind.event, action.reason)
         try:
             if action.kind == ActionKind.SET_DOWNTIME and action.downtime_ms is not None:
                 self.source.set_max_downtime(self.vm, action.downtime_ms)
             elif action.kind == ActionKind.START_POSTCOPY:
                 self.source.start_postcopy(self.vm)
         except HypervisorError as exc:
-            self.recorder.event(f"{action.kind.value}_failed", str(exc))
+            self.recorder.event(action.kind.failed_event, str(exc))
 
-    def _abort(self, kind: str, message: str) -> None:
-        self.aborted_for = kind
+    def _abort(self, reason: AbortReason, kind: EventKind, message: str) -> None:
+        self.aborted_for = reason
         self.recorder.event(kind, message)
         try:
             self.source.abort_job(self.vm)
         except HypervisorError as exc:
-            self.recorder.event("abort_failed", str(exc))
+            self.recorder.event(EventKind.ABORT_FAILED, str(exc))
 
 
-def run_job(vm: str, source: LibvirtHost, destination: LibvirtHost, opts: MigrationOptions,
-            recorder: Recorder, cancel: threading.Event, timeout_s: float,
+def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: MigrationOptions,
+            recorder: Recorder, cancel: threading.Event, timeout_s: float, clock: Clock,
             adapter: Adapter | None = None) -> JobResult:
-    """Run the libvirt migration job to its end and settle where the guest is."""
-    failure: list[MigrationJobError | HypervisorError] = []
-
-    def job() -> None:
-        try:
-            source.migrate(vm, opts)
-        except (MigrationJobError, HypervisorError) as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=job, name=f"migrate-{vm}", daemon=True)
-    recorder.event("started", f"libvirt p2p live migration to {opts.dest_uri}")
-    job_start = time.monotonic()
-    thread.start()
-    watch = _Watch(vm, source, recorder, cancel, timeout_s, adapter)
-    watch.loop(thread.is_alive, pause=thread.join)  # join wakes us when the job ends
-    thread.join()
-    job_ms = round((time.monotonic() - job_start) * 1000)
-    error = str(failure[0]) if failure else ""
+    """Run the migration job to its end and settle where the guest is."""
+    recorder.event(EventKind.STARTED, f"libvirt p2p live migration to {opts.dest_uri}")
+    watch = _Watch(vm, source, recorder, cancel, timeout_s, clock, adapter)
+    try:
+        job = source.start_migration(vm, opts)
+    except HypervisorError as exc:
+        recorder.event(EventKind.JOB_FAILED, str(exc))
+        res = settle(vm, source, destination, recorder, clock, error=str(exc), aborted_for=None,
+                     job_returned=True)
+        return replace(res, job_ms=0)
+    while True:
+        watch.step()
+        if job.wait(SAMPLE_INTERVAL_S):  # returns early when the job ends
+            break
+    job_ms = round(watch.elapsed_s() * 1000)
+    error = str(job.error) if job.error is not None else ""
     if error:
-        recorder.event("job_failed", error)
-    res = settle(vm, source, destination, recorder, error=error,
+        recorder.event(EventKind.JOB_FAILED, error)
+    res = settle(vm, source, destination, recorder, clock, error=error,
                  aborted_for=watch.aborted_for, job_returned=True)
     return replace(res, job_ms=job_ms, last_sample=watch.last_sample,
                    disk_bytes=watch.disk_bytes)
 
 
-def watch_existing(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder,
-                   cancel: threading.Event, timeout_s: float) -> JobResult:
-    """Follow a job started by an earlier controller process until it ends."""
+def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recorder,
+               cancel: threading.Event, timeout_s: float, clock: Clock) -> JobResult:
+    """Follow a job an earlier controller process started until it ends, then settle."""
     def running() -> bool:
-        dom = source.find_domain(vm)
+        try:
+            dom = source.find_domain(vm)
+        except HostUnreachable:
+            return False  # settle asks again, patiently
         return dom is not None and dom.migrating
 
+    watch = _Watch(vm, source, recorder, cancel, timeout_s, clock)
     if running():
-        recorder.event("reattached", "found the migration job still running; following it")
-    watch = _Watch(vm, source, recorder, cancel, timeout_s)
-    watch.loop(running)
-    return settle(vm, source, destination, recorder, error="", aborted_for=watch.aborted_for)
+        recorder.event(EventKind.REATTACHED, "found the migration job still running; "
+                                             "following it")
+    while running():
+        watch.step()
+        clock.sleep(SAMPLE_INTERVAL_S)
+    res = settle(vm, source, destination, recorder, clock, error="",
+                 aborted_for=watch.aborted_for)
+    return replace(res, last_sample=watch.last_sample, disk_bytes=watch.disk_bytes)
 
 
-def settle(vm: str, source: LibvirtHost, destination: LibvirtHost, recorder: Recorder, *,
-           error: str, aborted_for: str | None, job_returned: bool = False,
-           wait_s: float = SETTLE_WAIT_S) -> JobResult:
+def _read(host: Hypervisor, vm: str) -> DomainInfo | HostUnreachable | None:
+    try:
+        return host.find_domain(vm)
+    except HostUnreachable as exc:
+        return exc
+
+
+def settle(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recorder,
+           clock: Clock, *, error: str, aborted_for: AbortReason | None,
+           job_returned: bool = False, wait_s: float = SETTLE_WAIT_S) -> JobResult:
     """Ask both hosts where the guest is until the answer is stable, then clean up.
 
-    When our own libvirt migrate call has returned (`job_returned`), libvirt's
-    protocol is over and one non-transitional reading decides.  Otherwise (a
-    job followed after a restart) a verdict is acted on only when two readings
-    SETTLE_GAP_S apart agree.  After `wait_s` the last reading decides, with
-    the ambiguous cases left to an operator (see outcome.py)."""
-    deadline = time.monotonic() + wait_s
+    When our own job has ended (`job_returned`), libvirt's protocol is over
+    and one non-transitional reading decides.  Otherwise (a job followed
+    after a restart) a verdict is acted on only when two readings
+    SETTLE_GAP_S apart agree.  A host that does not answer is asked again
+    until `wait_s`; if it still does not, the verdict is `unknown` and
+    nothing is touched.  After `wait_s` the last reading decides, with the
+    ambiguous cases left to an operator (see outcome.py)."""
+    deadline = clock.monotonic() + wait_s
     previous: Resolution | None = None
+    said_unreachable = False
     while True:
-        late = time.monotonic() >= deadline
-        res = resolve(source.find_domain(vm), destination.find_domain(vm), deadline_passed=late)
+        late = clock.monotonic() >= deadline
+        src, dst = _read(source, vm), _read(destination, vm)
+        if isinstance(src, HostUnreachable) or isinstance(dst, HostUnreachable):
+            down = src if isinstance(src, HostUnreachable) else dst
+            if not said_unreachable:
+                recorder.event(EventKind.UNREACHABLE, f"cannot ask where the VM is: {down}; "
+                                                      f"asking again for up to {wait_s:.0f} s")
+                said_unreachable = True
+            res = Resolution(Verdict.UNKNOWN, reason=f"a host does not answer: {down}")
+            if late:
+                break
+            previous = None
+            clock.sleep(SETTLE_GAP_S)
+            continue
+        res = resolve(src, dst, deadline_passed=late)
         if res.verdict != Verdict.IN_PROGRESS and (job_returned or res == previous or late):
             break
         previous = res if res.verdict != Verdict.IN_PROGRESS else None
-        time.sleep(SETTLE_GAP_S)
-    recorder.event("resolved", f"{res.verdict}: {res.reason}")
+        clock.sleep(SETTLE_GAP_S)
+    recorder.event(EventKind.RESOLVED, f"{res.verdict}: {res.reason}")
     if res.clean_destination:
         _cleanup(destination, vm, recorder, "destination")
     if res.resume_source:
         try:
             source.resume(vm)
-            recorder.event("resumed", "resumed the paused guest on the source")
+            recorder.event(EventKind.RESUMED, "resumed the paused guest on the source")
         except HypervisorError as exc:
-            recorder.event("resume_failed", str(exc))
+            recorder.event(EventKind.RESUME_FAILED, str(exc))
     if res.clean_source:
         _cleanup(source, vm, recorder, "source")
     stats = None
     if res.verdict == Verdict.COMPLETED:
-        stats = destination.completed_job_stats(vm) or source.completed_job_stats(vm)
-    return JobResult(res, stats, error=error, cancelled=aborted_for == "cancel",
-                     timed_out=aborted_for == "timeout")
+        stats = _completed_stats(destination, vm) or _completed_stats(source, vm)
+    return JobResult(res, stats, error=error, aborted_for=aborted_for)
 
 
-def _cleanup(host: LibvirtHost, vm: str, recorder: Recorder, side: str) -> None:
+def _completed_stats(host: Hypervisor, vm: str) -> JobStats | None:
+    try:
+        return host.completed_job_stats(vm)
+    except HypervisorError:
+        return None
+
+
+def _cleanup(host: Hypervisor, vm: str, recorder: Recorder, side: str) -> None:
     try:
         dom = host.find_domain(vm)
         if dom is None:
@@ -206,6 +251,6 @@ def _cleanup(host: LibvirtHost, vm: str, recorder: Recorder, side: str) -> None:
             host.destroy(vm)
         if dom.persistent:
             host.undefine(vm)
-        recorder.event("cleaned", f"removed the leftover domain on the {side}")
+        recorder.event(EventKind.CLEANED, f"removed the leftover domain on the {side}")
     except HypervisorError as exc:
-        recorder.event("cleanup_failed", f"{side}: {exc}")
+        recorder.event(EventKind.CLEANUP_FAILED, f"{side}: {exc}")

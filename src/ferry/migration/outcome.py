@@ -18,6 +18,8 @@ after the source goes away.  Those are `transitional`: wait and ask again.
 | paused          | absent           | failed       | resume source                |
 | running         | running          | split        | none: an operator decides    |
 | absent/inactive | absent/inactive  | lost         | —                            |
+| no answer       | any              | unknown      | none (engine.settle: asked   |
+| any             | no answer        | unknown      | again until its deadline)    |
 
 `settled` applies this table once the state is no longer transitional (or a
 deadline passed): then a paused source with a paused destination is `split`
@@ -38,6 +40,7 @@ class Verdict(StrEnum):
     FAILED = "failed"
     SPLIT = "split"
     LOST = "lost"
+    UNKNOWN = "unknown"  # a host did not answer
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ferry.domain.models import Sample
-from ferry.predict.strategy import AutoPlan, Policy
+from ferry.domain.vocab import EventKind, OnTimeout, Policy
+from ferry.predict.strategy import AutoSettings
 
 STALL_ROUNDS = 3
 STALL_SHRINK = 0.9
@@ -26,6 +27,19 @@ class ActionKind(StrEnum):
     START_POSTCOPY = "start_postcopy"
     ABORT = "abort"
 
+    @property
+    def event(self) -> EventKind:
+        """The event that records this action (an abort is recorded as its reason)."""
+        return {ActionKind.SET_DOWNTIME: EventKind.SET_DOWNTIME,
+                ActionKind.START_POSTCOPY: EventKind.START_POSTCOPY,
+                ActionKind.ABORT: EventKind.TIMEOUT}[self]
+
+    @property
+    def failed_event(self) -> EventKind:
+        return {ActionKind.SET_DOWNTIME: EventKind.SET_DOWNTIME_FAILED,
+                ActionKind.START_POSTCOPY: EventKind.START_POSTCOPY_FAILED,
+                ActionKind.ABORT: EventKind.ABORT_FAILED}[self]
+
 
 @dataclass(frozen=True)
 class Action:
@@ -35,12 +49,14 @@ class Action:
 
 
 @dataclass(frozen=True)
-class Config:
+class PolicyConfig:
+    """What one migration's policy was told: its limits and, per policy, its settings."""
+
     policy: Policy
     max_downtime_ms: int
     timeout_s: float
-    on_timeout: str = "abort"  # or "force": switch to post-copy
-    plan: AutoPlan | None = None  # auto only
+    on_timeout: OnTimeout = OnTimeout.ABORT
+    auto: AutoSettings | None = None  # auto only
     steps: tuple[tuple[float, float], ...] = ()  # stepped only: (from s, limit s)
 
 
@@ -48,7 +64,7 @@ class Config:
 class Adapter:
     """Per-migration memory of what was seen and done."""
 
-    cfg: Config
+    cfg: PolicyConfig
     round_starts: dict[int, int] = field(default_factory=dict)  # iteration -> pending bytes
     raised_at_round: int = 0  # the round of the last raise (stalls count after it)
     current_ms: int | None = None  # auto: the downtime limit set now
@@ -62,7 +78,8 @@ class Adapter:
         acts: list[Action] = []
         if elapsed_s > self.cfg.timeout_s and not self.timed_out:
             self.timed_out = True
-            if self.cfg.on_timeout == "force" and self._may_postcopy() and not self.postcopy:
+            force = self.cfg.on_timeout == OnTimeout.FORCE
+            if force and self._may_postcopy() and not self.postcopy:
                 self.postcopy = True
                 return [Action(ActionKind.START_POSTCOPY, f"timeout after {elapsed_s:.0f} s: "
                                "forcing completion with post-copy")]
@@ -87,19 +104,19 @@ class Adapter:
         return self.cfg.policy in (Policy.AUTO, Policy.POSTCOPY)
 
     def _auto(self, s: Sample) -> list[Action]:
-        plan = self.cfg.plan
-        assert plan is not None
-        if plan.postcopy_after_round is not None and not self.postcopy and \
-                s.iteration > plan.postcopy_after_round:
+        auto = self.cfg.auto
+        assert auto is not None
+        if auto.postcopy_after_round is not None and not self.postcopy and \
+                s.iteration > auto.postcopy_after_round:
             self.postcopy = True
-            return [Action(ActionKind.START_POSTCOPY, f"{plan.reason}: round "
-                           f"{plan.postcopy_after_round} done, switching to post-copy")]
+            return [Action(ActionKind.START_POSTCOPY, f"{auto.reason}: round "
+                           f"{auto.postcopy_after_round} done, switching to post-copy")]
         if not stalled(self.round_starts, since_round=self.raised_at_round):
             return []
         pending = self.round_starts[max(self.round_starts)]
         limit_ms = self.cfg.max_downtime_ms
         if self.current_ms is None:
-            self.current_ms = round(plan.start_downtime_s * 1000)
+            self.current_ms = round(auto.start_downtime_s * 1000)
         if self.current_ms < limit_ms:
             # just enough for QEMU to stop with what one round leaves pending
             # (it switches when pending / bandwidth fits the limit), at least double

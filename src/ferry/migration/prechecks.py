@@ -8,14 +8,13 @@ destination's hypervisor — never the source host with the destination host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ferry.errors import MigrationRefused
+from ferry.hypervisor.base import Hypervisor
 from ferry.hypervisor.errors import HypervisorError
-from ferry.hypervisor.libvirt_driver import LibvirtHost
 from ferry.hypervisor.types import QEMU_OVERHEAD_MIB, DomainInfo, HostInfo
-from ferry.storage.sharing import StoragePlan
+from ferry.storage.sharing import StorageCatalog, StorageCheck, check_storage
 
 
 @dataclass(frozen=True)
@@ -23,12 +22,14 @@ class PrecheckResult:
     domain: DomainInfo
     destination: HostInfo
     checks: list[str]
-    storage: StoragePlan
+    storage: StorageCheck
 
 
-def run_prechecks(vm: str, source: LibvirtHost, destination: LibvirtHost, *,
-                  dest_virt_type: str,
-                  plan_storage: Callable[[DomainInfo], StoragePlan]) -> PrecheckResult:
+def run_prechecks(vm: str, source: Hypervisor, destination: Hypervisor, *, source_name: str,
+                  destination_name: str, dest_virt_type: str,
+                  catalog: StorageCatalog) -> PrecheckResult:
+    """Every check in order; the first that fails raises MigrationRefused.  A host
+    that does not answer raises HostUnreachable (the caller decides what that means)."""
     checks: list[str] = []
     dom = source.find_domain(vm)
     if dom is None or not dom.active:
@@ -59,14 +60,16 @@ def run_prechecks(vm: str, source: LibvirtHost, destination: LibvirtHost, *,
         check_cpu(dom.cpu_xml, destination, dest_virt_type)
         checks.append("guest CPU accepted by the destination")
 
-    storage = plan_storage(dom)  # raises with the reason per disk
+    storage = check_storage(dom.disk_targets, catalog, source=source, destination=destination,
+                            source_name=source_name,
+                            destination_name=destination_name)  # raises, per disk
     checks.extend(f"{d.target} ({d.pool}/{d.volume}): "
                   f"{'copy' if d.copy else 'shared'}: {d.reason}" for d in storage.disks)
     checks.extend(f"repaired: {r}" for r in storage.repairs)
     return PrecheckResult(dom, dest, checks, storage)
 
 
-def check_cpu(guest_cpu_xml: str, destination: LibvirtHost, dest_virt_type: str) -> None:
+def check_cpu(guest_cpu_xml: str, destination: Hypervisor, dest_virt_type: str) -> None:
     """Refuse unless the destination's hypervisor can give the guest exactly the CPU
     it has now (its live <cpu> definition); the refusal names the missing features."""
     verdict = destination.compare_cpu(guest_cpu_xml, dest_virt_type)

@@ -75,6 +75,7 @@ class Schedule:
     postcopy_after_round: int | None = None
     setup_s: float = 0.1
     max_time_s: float = 120.0
+    detect_stuck: bool = True  # give up once rounds stop shrinking (QEMU itself never does)
 
     def limit_at(self, t: float) -> float:
         limit = self.downtime_s
@@ -87,63 +88,101 @@ class Schedule:
 STEP_S = 0.005
 
 
+class PrecopyRun:
+    """One pre-copy migration, advanced STEP_S at a time.
+
+    `simulate` runs it to its end for a prediction; the simulated hypervisor
+    (`ferry.simulated`) advances it on its clock and, as a policy would, may
+    change the downtime limit or switch to post-copy midway.  The fields are
+    what QEMU would report: bytes sent, bytes still pending, the round."""
+
+    def __init__(self, guest: Guest, link: Link, sched: Schedule) -> None:
+        self.guest, self.link, self.sched = guest, link, sched
+        self.t = sched.setup_s
+        self.sent = 0.0
+        self.unsent = guest.nonzero_bytes
+        self.first = True  # in round 1, the estimate counts zero pages too
+        self.rounds = [Round(self.t, self.unsent)]
+        self.dirty_rate_bytes_s = 0.0  # over the last finished round, as QEMU reports it
+        self.limit_s: float | None = None  # a limit set midway overrides the schedule
+        self.postcopy_requested = False
+        self._scale = guest.memory_bytes / guest.nonzero_bytes if guest.nonzero_bytes else 1.0
+        self._throttle = 0.0
+        self._curve = guest.curve
+        self._since_sync = 0.0
+        self._sent_in_round = 0.0
+        self._syncs: list[float] = []
+
+    @property
+    def remaining_bytes(self) -> float:
+        """QEMU's "remaining": in round 1 it still counts the zero pages."""
+        return self.unsent * (self._scale if self.first else 1.0)
+
+    @property
+    def throttle(self) -> float:
+        return self._throttle
+
+    def limit_at(self, t: float) -> float:
+        return self.limit_s if self.limit_s is not None else self.sched.limit_at(t)
+
+    def step(self) -> Prediction | None:
+        """Advance one step; the final prediction once the run has ended."""
+        g, sched, b = self.guest, self.sched, self.link.bandwidth_bytes_s
+        step = min(STEP_S, self.unsent / b) if self.unsent > 0 else STEP_S
+        self.unsent = max(self.unsent - b * step, 0.0)
+        self.sent += b * step
+        self._sent_in_round += b * step
+        self._since_sync += step
+        self.t += step
+        threshold = b * self.limit_at(self.t)
+        estimate = self.remaining_bytes
+        if estimate <= threshold or self.unsent <= 0 or self.postcopy_requested:
+            # a page dirtied while still pending is one bitmap bit, not two
+            pool = g.nonzero_bytes if self.first else min(g.curve.wss_bytes, g.memory_bytes)
+            dirtied = self._curve.bytes_in(self._since_sync) * max(0.0, 1.0 - self.unsent / pool)
+            exact = estimate + dirtied
+            if exact <= threshold and not self.postcopy_requested:
+                rest = self.unsent + dirtied
+                pause = rest / self.link.final_bytes_s
+                return Prediction(True, self.t + pause, pause, self.sent + rest,
+                                  len(self.rounds), self.rounds)
+            # sync: the dirtied pages join the bitmap and a new round starts
+            if sched.throttle and not self.first and dirtied > 0.5 * self._sent_in_round:
+                self._throttle = min(0.99, 0.2 if self._throttle == 0 else self._throttle + 0.1)
+                self._curve = g.curve.scaled(1.0 - self._throttle * sched.throttle_effect)
+            if self._since_sync > 0:
+                self.dirty_rate_bytes_s = dirtied / self._since_sync
+            self.unsent, self.first = self.unsent + dirtied, False
+            self._syncs.append(self.unsent - threshold)  # progress: the excess over it
+            self._since_sync = self._sent_in_round = 0.0
+            self.rounds.append(Round(self.t, self.unsent))
+            if self.postcopy_requested or (sched.postcopy_after_round is not None
+                                           and len(self.rounds) > sched.postcopy_after_round):
+                pause = POSTCOPY_PAUSE_S  # device state only; the pages follow
+                return Prediction(True, self.t + pause + self.unsent / b, pause,
+                                  self.sent + self.unsent, len(self.rounds), self.rounds,
+                                  f"post-copy: the guest runs on the destination while the "
+                                  f"last {self.unsent / 2**20:.0f} MiB follow")
+            if sched.detect_stuck and _stuck(self._syncs, sched):
+                return Prediction(False, self.t, 0.0, self.sent, len(self.rounds), self.rounds,
+                                  f"no progress: {self.unsent / 2**20:.1f} MiB dirtied per "
+                                  "round is not shrinking")
+        if self.t > sched.max_time_s:
+            return Prediction(False, self.t, 0.0, self.sent, len(self.rounds), self.rounds,
+                              f"still copying after {sched.max_time_s:.0f} s")
+        return None
+
+
+POSTCOPY_PAUSE_S = 0.05
+
+
 def simulate(guest: Guest, link: Link, sched: Schedule) -> Prediction:
     """Simulate pre-copy (optionally stepped, throttled, or finished by post-copy)."""
-    b = link.bandwidth_bytes_s
-    t = sched.setup_s
-    sent = 0.0
-    rounds: list[Round] = []
-    throttle = 0.0
-    first = True  # in round 1, the estimate counts zero pages too
-    unsent = guest.nonzero_bytes
-    scale = guest.memory_bytes / guest.nonzero_bytes if guest.nonzero_bytes else 1.0
-    since_sync = 0.0
-    sent_in_round = 0.0
-    syncs: list[float] = []
-    curve = guest.curve
-    rounds.append(Round(t, unsent))
+    run = PrecopyRun(guest, link, sched)
     while True:
-        step = min(STEP_S, unsent / b) if unsent > 0 else STEP_S
-        unsent -= b * step
-        unsent = max(unsent, 0.0)
-        sent += b * step
-        sent_in_round += b * step
-        since_sync += step
-        t += step
-        threshold = b * sched.limit_at(t)
-        estimate = unsent * (scale if first else 1.0)
-        if estimate <= threshold or unsent <= 0:
-            # a page dirtied while still pending is one bitmap bit, not two
-            pool = guest.nonzero_bytes if first else min(guest.curve.wss_bytes,
-                                                         guest.memory_bytes)
-            dirtied = curve.bytes_in(since_sync) * max(0.0, 1.0 - unsent / pool)
-            exact = estimate + dirtied
-            if exact <= threshold:
-                rest = unsent + dirtied
-                pause = rest / link.final_bytes_s
-                return Prediction(True, t + pause, pause, sent + rest, len(rounds), rounds)
-            # sync: the dirtied pages join the bitmap and a new round starts
-            if sched.throttle and not first and dirtied > 0.5 * sent_in_round:
-                throttle = min(0.99, 0.2 if throttle == 0 else throttle + 0.1)
-                curve = guest.curve.scaled(1.0 - throttle * sched.throttle_effect)
-            unsent, first = unsent + dirtied, False
-            syncs.append(unsent - threshold)  # progress is the excess over the threshold
-            since_sync = sent_in_round = 0.0
-            rounds.append(Round(t, unsent))
-            if sched.postcopy_after_round is not None and \
-                    len(rounds) > sched.postcopy_after_round:
-                pause = 0.05  # device state only; the pages follow while the guest runs
-                return Prediction(True, t + pause + unsent / b, pause, sent + unsent,
-                                  len(rounds), rounds,
-                                  f"post-copy: the guest runs on the destination while the "
-                                  f"last {unsent / 2**20:.0f} MiB follow")
-            if _stuck(syncs, sched):
-                return Prediction(False, t, 0.0, sent, len(rounds), rounds,
-                                  f"no progress: {unsent / 2**20:.1f} MiB dirtied per round "
-                                  "is not shrinking")
-        if t > sched.max_time_s:
-            return Prediction(False, t, 0.0, sent, len(rounds), rounds,
-                              f"still copying after {sched.max_time_s:.0f} s")
+        done = run.step()
+        if done is not None:
+            return done
 
 
 def _stuck(syncs: list[float], sched: Schedule) -> bool:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from enum import StrEnum
+from typing import Any
 
+from ferry.domain.vocab import Policy
 from ferry.predict.precopy import Guest, Link, Prediction, Schedule, simulate
 
 QEMU_DEFAULT_DOWNTIME_S = 0.3
@@ -23,14 +24,6 @@ AUTO_START_DOWNTIME_S = 0.05
 # a smaller first limit where the model says it costs almost nothing in time
 AUTO_SMALL_DOWNTIME_S = 0.025
 AUTO_SMALL_MAX_SLOWER = 1.1
-
-
-class Policy(StrEnum):
-    AUTO = "auto"
-    PRECOPY = "precopy"
-    AUTOCONVERGE = "autoconverge"
-    POSTCOPY = "postcopy"
-    STEPPED = "stepped"
 
 
 @dataclass(frozen=True)
@@ -73,15 +66,16 @@ def stepped_downtimes(memory_gib: float, max_downtime_s: float, steps: int = 10,
 
 
 @dataclass(frozen=True)
-class AutoPlan:
+class AutoSettings:
     start_downtime_s: float
     raise_to_s: float
     postcopy_after_round: int | None
     reason: str
 
 
-def plan_auto(inp: Inputs) -> AutoPlan:
-    """What `auto` does, decided from the model."""
+def choose_auto(inp: Inputs) -> AutoSettings:
+    """The limits `auto` starts with and may raise to, and whether it switches to
+    post-copy, decided from the model."""
     limit = inp.limit_s
     start = min(AUTO_START_DOWNTIME_S, limit)
     base = Schedule(start, setup_s=inp.setup_s, max_time_s=inp.timeout_s)
@@ -91,16 +85,16 @@ def plan_auto(inp: Inputs) -> AutoPlan:
         at_small = simulate(inp.guest, inp.link, replace(base, downtime_s=small))
         if at_small.converges and at_small.total_s <= AUTO_SMALL_MAX_SLOWER * at_start.total_s:
             start = small
-        return AutoPlan(start, limit, None, f"converges with a {start * 1000:.0f} ms limit")
+        return AutoSettings(start, limit, None, f"converges with a {start * 1000:.0f} ms limit")
     if simulate(inp.guest, inp.link, replace(base, downtime_s=limit)).converges:
-        return AutoPlan(start, limit, None, f"needs up to {limit * 1000:.0f} ms: start at "
+        return AutoSettings(start, limit, None, f"needs up to {limit * 1000:.0f} ms: start at "
                         f"{start * 1000:.0f} ms, raise when progress stalls")
-    return AutoPlan(start, limit, 1, "pre-copy cannot finish within the limit: post-copy "
+    return AutoSettings(start, limit, 1, "pre-copy cannot finish within the limit: post-copy "
                                      "after the first round")
 
 
-def schedule_for(policy: Policy, inp: Inputs, plan: AutoPlan | None = None) -> Schedule:
-    """The schedule a policy follows; `auto` uses `plan` if given (else plans now)."""
+def schedule_for(policy: Policy, inp: Inputs, auto: AutoSettings | None = None) -> Schedule:
+    """The schedule a policy follows; `auto` uses `auto` if given (else chooses now)."""
     base = Schedule(inp.limit_s, setup_s=inp.setup_s, max_time_s=inp.timeout_s)
     if policy == Policy.PRECOPY:
         return base
@@ -111,19 +105,26 @@ def schedule_for(policy: Policy, inp: Inputs, plan: AutoPlan | None = None) -> S
     if policy == Policy.STEPPED:
         steps = tuple(stepped_downtimes(inp.guest.memory_bytes / 2**30, inp.limit_s))
         return replace(base, downtime_s=steps[0][1], downtime_steps=steps[1:])
-    plan = plan if plan is not None else plan_auto(inp)
-    if plan.postcopy_after_round is not None:
-        return replace(base, downtime_s=plan.start_downtime_s,
-                       postcopy_after_round=plan.postcopy_after_round)
-    stall_at = simulate(inp.guest, inp.link, replace(base, downtime_s=plan.start_downtime_s))
+    chosen = auto if auto is not None else choose_auto(inp)
+    if chosen.postcopy_after_round is not None:
+        return replace(base, downtime_s=chosen.start_downtime_s,
+                       postcopy_after_round=chosen.postcopy_after_round)
+    stall_at = simulate(inp.guest, inp.link, replace(base, downtime_s=chosen.start_downtime_s))
     if stall_at.converges:
-        return replace(base, downtime_s=plan.start_downtime_s)
-    return replace(base, downtime_s=plan.start_downtime_s,
-                   downtime_steps=((stall_at.total_s, plan.raise_to_s),))
+        return replace(base, downtime_s=chosen.start_downtime_s)
+    return replace(base, downtime_s=chosen.start_downtime_s,
+                   downtime_steps=((stall_at.total_s, chosen.raise_to_s),))
 
 
 def predict_all(inp: Inputs) -> dict[Policy, Prediction]:
     return {p: simulate(inp.guest, inp.link, schedule_for(p, inp)) for p in Policy}
+
+
+def report(inp: Inputs) -> dict[str, Any]:
+    """Every policy's prediction and the recommendation, as `ferry predict` shows them."""
+    preds = predict_all(inp)
+    return {"strategies": {p.value: r.as_dict() for p, r in preds.items()},
+            "recommended": recommend(preds, inp.limit_s).value}
 
 
 def recommend(preds: dict[Policy, Prediction], limit_s: float) -> Policy:

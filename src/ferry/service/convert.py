@@ -16,6 +16,7 @@ from ferry.domain.models import (
     VmState,
     Volume,
 )
+from ferry.domain.vocab import EventKind, Policy
 
 RESTART_NEEDED = "restart needed for full mobility"
 
@@ -46,10 +47,10 @@ def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migrat
         started_at=row.started_at, finished_at=row.finished_at, total_ms=row.total_ms,
         downtime_ms=row.downtime_ms, transferred_bytes=row.transferred_bytes,
         disk_bytes=row.disk_bytes, rounds=row.rounds,
-        wall_ms=row.wall_ms, error=row.error, policy=row.policy,
+        wall_ms=row.wall_ms, error=row.error, policy=Policy(row.policy),
         predicted_converges=row.predicted_converges, predicted_total_ms=row.predicted_total_ms,
         predicted_downtime_ms=row.predicted_downtime_ms,
-        events=[Event(at=e.at, kind=e.kind, message=e.message) for e in events or []])
+        events=[Event(at=e.at, kind=EventKind(e.kind), message=e.message) for e in events or []])
 
 
 def sample(row: SampleRow) -> Sample:

@@ -30,10 +30,6 @@ class Settings(BaseModel):
     migration_timeout_min_s: float = 30.0
     migration_timeout_per_gib_s: float = 300.0
 
-    def migration_timeout_s(self, memory_mib: int, per_gib_s: float | None = None) -> float:
-        per_gib = per_gib_s if per_gib_s is not None else self.migration_timeout_per_gib_s
-        return max(self.migration_timeout_min_s, per_gib * memory_mib / 1024)
-
     @classmethod
     def load(cls, path: Path) -> Settings:
         return cls.model_validate(json.loads(path.read_text()))

@@ -14,122 +14,179 @@ from sqlalchemy import select
 from ferry.db.models import HostRow, VmRow, VolumeRow
 from ferry.domain.models import HostState, Vm, VmState
 from ferry.domain.names import check_name
+from ferry.domain.vocab import VolumeFate
 from ferry.errors import Conflict, FerryError, InvalidRequest, NotFound, Unavailable
 from ferry.hypervisor import domxml
 from ferry.hypervisor.errors import HypervisorError
 from ferry.service import convert
-from ferry.service.controller import Controller
-from ferry.service.cpu import guest_cpu_for_new_vm
-from ferry.service.pools import list_pools
-from ferry.service.volumes import create_volume, delete_volume, list_volumes, size_bytes
+from ferry.service.connections import HostConnections
+from ferry.service.cpu import CpuService
+from ferry.service.database import Database
+from ferry.service.inventory import Inventory
+from ferry.service.pools import PoolService
+from ferry.service.settings import Settings
+from ferry.service.volumes import VolumeService, size_bytes
 from ferry.storage.specs import disk_spec
 
 BOOT_DISK_BYTES = 8 * 1024 * 1024
 HEARTBEAT_TIMEOUT_S = 90
 GUEST_RESERVED_MIB = 48  # kernel + initramfs of the lab guest
-
-
-def list_vms(ctx: Controller) -> list[Vm]:
-    with ctx.session() as s:
-        return [convert.vm(r) for r in s.scalars(select(VmRow).order_by(VmRow.name))]
-
-
-def get_vm(ctx: Controller, name: str) -> Vm:
-    with ctx.session() as s:
-        row = s.scalar(select(VmRow).where(VmRow.name == name))
-        if row is None:
-            raise NotFound(f"no VM named {name!r}")
-        return convert.vm(row)
-
-
 DATA_TARGETS = ("vdb", "vdc", "vdd", "vde")
 
 
-def create_vm(ctx: Controller, name: str, host: str, memory_mib: int, vcpus: int = 1,
-              workload_dirty_mib_s: int = 0, workload_wss_mib: int | None = None,
-              wait: bool = True, boot_pool: str | None = None,
-              disks: list[tuple[str, float]] | None = None, workload_fill: bool = False) -> Vm:
-    """Create the VM's volumes (boot disk + `disks` as (pool, GiB)), define and start it.
+class VmService:
+    def __init__(self, db: Database, conns: HostConnections, settings: Settings,
+                 inventory: Inventory, pools: PoolService, volumes: VolumeService,
+                 cpu: CpuService) -> None:
+        self.db, self.conns, self.settings = db, conns, settings
+        self.inventory, self.pools, self.volumes, self.cpu = inventory, pools, volumes, cpu
 
-    The guest writes checksummed records to every data disk and verifies them."""
-    check_name("vm", name)
-    if not 64 <= memory_mib <= 65536:
-        raise InvalidRequest("memory must be between 64 and 65536 MiB")
-    if not 1 <= vcpus <= 16:
-        raise InvalidRequest("vcpus must be between 1 and 16")
-    wss = workload_wss_mib if workload_wss_mib is not None else min(64, memory_mib // 4)
-    if not 1 <= wss <= memory_mib - GUEST_RESERVED_MIB:
-        raise InvalidRequest(f"workload working set must be 1..{memory_mib - GUEST_RESERVED_MIB}"
-                             f" MiB for a {memory_mib} MiB VM")
-    if not 0 <= workload_dirty_mib_s <= 4096:
-        raise InvalidRequest("workload dirty rate must be between 0 and 4096 MiB/s")
-    disks = list(disks or [])
-    if len(disks) > len(DATA_TARGETS):
-        raise InvalidRequest(f"at most {len(DATA_TARGETS)} data disks")
-    image = ctx.settings.guest_image
-    if image is None:
-        raise InvalidRequest("this controller has no guest image configured")
-    wanted = [(boot_pool or ctx.settings.boot_pool, BOOT_DISK_BYTES / 2**30, "vda", "boot")]
-    wanted += [(p, gib, DATA_TARGETS[i], f"data{i + 1}") for i, (p, gib) in enumerate(disks)]
-    pools_by_name = {p.name: p for p in list_pools(ctx)}
-    for pname, gib, _t, _s in wanted:
-        check_name("pool", pname)
-        if pname not in pools_by_name:
-            raise NotFound(f"no pool named {pname!r}")
-        size_bytes(gib)
-    with ctx.session() as s:
-        hrow = s.scalar(select(HostRow).where(HostRow.name == host))
-        if hrow is None:
-            raise NotFound(f"no host named {host!r}")
-        if hrow.state != HostState.UP:
-            raise Unavailable(f"host {host} is down: {hrow.error}")
-        if s.scalar(select(VmRow).where(VmRow.name == name)) is not None:
-            raise Conflict(f"VM {name!r} already exists")
-        uri, virt_type = hrow.uri, hrow.virt_type
-        s.add(VmRow(name=name, host=host, state=VmState.SHUTOFF, memory_mib=memory_mib,
-                    vcpus=vcpus, workload_dirty_mib_s=workload_dirty_mib_s,
-                    workload_wss_mib=wss, managed=True))
-    conn = ctx.host(uri)
-    made: list[tuple[str, str]] = []
-    try:
-        cpu_xml = guest_cpu_for_new_vm(ctx)
-        specs = []
-        for pname, gib, target, suffix in wanted:
-            pool = pools_by_name[pname]
-            vol = create_volume(ctx, pname, f"{name}-{suffix}", gib,
-                                host=host if not pool.shared else None, vm=name,
-                                target=target, internal_name=True)
-            made.append((pname, vol.name))
-            specs.append(disk_spec(pool, vol.path, target))
-        spec = domxml.DomainSpec(
-            name=name, memory_mib=memory_mib, vcpus=vcpus, kernel=image.kernel,
-            initrd=image.initrd,
-            cmdline=domxml.guest_cmdline(wss, workload_dirty_mib_s,
-                                         tuple(t for _p, _g, t, _s in wanted[1:]),
-                                         workload_fill),
-            cpu_xml=cpu_xml, virt_type=virt_type, disks=specs,
-            console_dir=ctx.settings.console_dir)
-        started = time.time()
-        dom = conn.define_and_start(domxml.build(spec))
-    except (HypervisorError, FerryError) as exc:
-        for pname, vname in made:
-            with contextlib.suppress(FerryError):
-                delete_volume(ctx, pname, vname, detached_only=False)
-        with ctx.session() as s:
+    def list_vms(self) -> list[Vm]:
+        with self.db.session() as s:
+            return [convert.vm(r) for r in s.scalars(select(VmRow).order_by(VmRow.name))]
+
+    def get(self, name: str) -> Vm:
+        with self.db.session() as s:
+            row = s.scalar(select(VmRow).where(VmRow.name == name))
+            if row is None:
+                raise NotFound(f"no VM named {name!r}")
+            return convert.vm(row)
+
+    def create(self, name: str, host: str, memory_mib: int, vcpus: int = 1,
+               workload_dirty_mib_s: int = 0, workload_wss_mib: int | None = None,
+               wait: bool = True, boot_pool: str | None = None,
+               disks: list[tuple[str, float]] | None = None, workload_fill: bool = False) -> Vm:
+        """Create the VM's volumes (boot disk + `disks` as (pool, GiB)), define and start it.
+
+        The guest writes checksummed records to every data disk and verifies them."""
+        check_name("vm", name)
+        if not 64 <= memory_mib <= 65536:
+            raise InvalidRequest("memory must be between 64 and 65536 MiB")
+        if not 1 <= vcpus <= 16:
+            raise InvalidRequest("vcpus must be between 1 and 16")
+        wss = workload_wss_mib if workload_wss_mib is not None else min(64, memory_mib // 4)
+        if not 1 <= wss <= memory_mib - GUEST_RESERVED_MIB:
+            raise InvalidRequest(f"workload working set must be 1.."
+                                 f"{memory_mib - GUEST_RESERVED_MIB} MiB for a {memory_mib} "
+                                 "MiB VM")
+        if not 0 <= workload_dirty_mib_s <= 4096:
+            raise InvalidRequest("workload dirty rate must be between 0 and 4096 MiB/s")
+        disks = list(disks or [])
+        if len(disks) > len(DATA_TARGETS):
+            raise InvalidRequest(f"at most {len(DATA_TARGETS)} data disks")
+        image = self.settings.guest_image
+        if image is None:
+            raise InvalidRequest("this controller has no guest image configured")
+        wanted = [(boot_pool or self.settings.boot_pool, BOOT_DISK_BYTES / 2**30, "vda", "boot")]
+        wanted += [(p, gib, DATA_TARGETS[i], f"data{i + 1}") for i, (p, gib) in enumerate(disks)]
+        pools_by_name = {p.name: p for p in self.pools.list_pools()}
+        for pname, gib, _t, _s in wanted:
+            check_name("pool", pname)
+            if pname not in pools_by_name:
+                raise NotFound(f"no pool named {pname!r}")
+            size_bytes(gib)
+        with self.db.session() as s:
+            hrow = s.scalar(select(HostRow).where(HostRow.name == host))
+            if hrow is None:
+                raise NotFound(f"no host named {host!r}")
+            if hrow.state != HostState.UP:
+                raise Unavailable(f"host {host} is down: {hrow.error}")
+            if s.scalar(select(VmRow).where(VmRow.name == name)) is not None:
+                raise Conflict(f"VM {name!r} already exists")
+            uri, virt_type = hrow.uri, hrow.virt_type
+            s.add(VmRow(name=name, host=host, state=VmState.SHUTOFF, memory_mib=memory_mib,
+                        vcpus=vcpus, workload_dirty_mib_s=workload_dirty_mib_s,
+                        workload_wss_mib=wss, managed=True))
+        made: list[tuple[str, str]] = []
+        try:
+            cpu_xml = self.cpu.guest_cpu_for_new_vm()
+            specs = []
+            for pname, gib, target, suffix in wanted:
+                pool = pools_by_name[pname]
+                vol = self.volumes.create(pname, f"{name}-{suffix}", gib,
+                                          host=host if not pool.shared else None, vm=name,
+                                          target=target, internal_name=True)
+                made.append((pname, vol.name))
+                specs.append(disk_spec(pool, vol.path, target))
+            spec = domxml.DomainSpec(
+                name=name, memory_mib=memory_mib, vcpus=vcpus, kernel=image.kernel,
+                initrd=image.initrd,
+                cmdline=domxml.guest_cmdline(wss, workload_dirty_mib_s,
+                                             tuple(t for _p, _g, t, _s in wanted[1:]),
+                                             workload_fill),
+                cpu_xml=cpu_xml, virt_type=virt_type, disks=specs,
+                console_dir=self.settings.console_dir)
+            started = time.time()
+            dom = self.conns.get(uri).define_and_start(domxml.build(spec))
+        except (HypervisorError, FerryError) as exc:
+            for pname, vname in made:
+                with contextlib.suppress(FerryError):
+                    self.volumes.delete(pname, vname, detached_only=False)
+            with self.db.session() as s:
+                row = s.scalar(select(VmRow).where(VmRow.name == name))
+                if row is not None:
+                    s.delete(row)
+            if isinstance(exc, FerryError):
+                raise
+            raise Unavailable(f"could not start VM {name} on {host}: {exc}") from exc
+        with self.db.session() as s:
+            row = s.scalar(select(VmRow).where(VmRow.name == name))
+            assert row is not None
+            row.state, row.cpu_xml, row.disks = VmState.RUNNING, dom.cpu_xml, dom.disks
+            row.cpu_model = _cpu_model(dom.cpu_xml)
+        if wait and self.settings.heartbeat_glob:
+            _wait_heartbeat(self.settings.heartbeat_glob, name, started)
+        return self.get(name)
+
+    def delete(self, name: str, volumes: VolumeFate | str | None = None) -> None:
+        """Power off and undefine the VM everywhere; its volumes are deleted or kept
+        (detached) as `volumes` says.  Without an answer a VM that has volumes is
+        refused, listing them: nothing is deleted by surprise."""
+        try:
+            fate = VolumeFate(volumes) if volumes is not None else None
+        except ValueError:
+            raise InvalidRequest("volumes must be delete or keep", {"field": "volumes"}) from None
+        vm = self.get(name)
+        if vm.state == VmState.MIGRATING:
+            raise Conflict(f"VM {name} is migrating; cancel the migration first")
+        attached = [v for v in self.volumes.list_volumes() if v.vm == name]
+        if attached and fate is None:
+            names = [f"{v.pool}/{v.name}" for v in attached]
+            raise Conflict(f"VM {name} has volumes {', '.join(names)}: say whether to delete "
+                           "or keep them", {"volumes": names})
+        self.inventory.reconcile()
+        vm = self.get(name)
+        with self.db.session() as s:
+            hosts = {r.name: r.uri for r in s.scalars(select(HostRow))}
+        for host_name, uri in hosts.items():
+            conn = self.conns.get(uri)
+            try:
+                if conn.find_domain(name) is not None:
+                    conn.destroy(name)
+                    conn.undefine(name)
+            except HypervisorError as exc:
+                if host_name == vm.host:
+                    raise Unavailable(f"could not remove VM {name} from {host_name}: "
+                                      f"{exc}") from exc
+        failed = []
+        for v in attached:
+            if fate == VolumeFate.DELETE:
+                try:
+                    self.volumes.delete(v.pool, v.name, detached_only=False)
+                    continue
+                except FerryError as exc:  # kept, detached: `volume delete` can retry
+                    failed.append(f"{v.pool}/{v.name}: {exc.message}")
+            with self.db.session() as s:
+                vrow = s.scalar(select(VolumeRow).where(VolumeRow.pool == v.pool,
+                                                        VolumeRow.name == v.name))
+                if vrow is not None:
+                    vrow.vm, vrow.target = None, ""
+        with self.db.session() as s:
             row = s.scalar(select(VmRow).where(VmRow.name == name))
             if row is not None:
                 s.delete(row)
-        if isinstance(exc, FerryError):
-            raise
-        raise Unavailable(f"could not start VM {name} on {host}: {exc}") from exc
-    with ctx.session() as s:
-        row = s.scalar(select(VmRow).where(VmRow.name == name))
-        assert row is not None
-        row.state, row.cpu_xml, row.disks = VmState.RUNNING, dom.cpu_xml, dom.disks
-        row.cpu_model = _cpu_model(dom.cpu_xml)
-    if wait and ctx.settings.heartbeat_glob:
-        _wait_heartbeat(ctx.settings.heartbeat_glob, name, started)
-    return get_vm(ctx, name)
+        if failed:
+            raise Unavailable(f"VM {name} removed but not all its volumes: {'; '.join(failed)}")
 
 
 def _cpu_model(cpu_xml: str) -> str:
@@ -154,53 +211,3 @@ def _tail(p: Path, size: int = 4096) -> str:
     with p.open("rb") as f:
         f.seek(max(0, p.stat().st_size - size))
         return f.read().decode(errors="replace")
-
-
-def delete_vm(ctx: Controller, name: str, volumes: str | None = None) -> None:
-    """Power off and undefine the VM everywhere; its volumes are deleted or kept
-    (detached) as `volumes` says ("delete" / "keep").  Without an answer a VM
-    that has volumes is refused, listing them: nothing is deleted by surprise."""
-    if volumes not in (None, "delete", "keep"):
-        raise InvalidRequest("volumes must be delete or keep", {"field": "volumes"})
-    vm = get_vm(ctx, name)
-    if vm.state == VmState.MIGRATING:
-        raise Conflict(f"VM {name} is migrating; cancel the migration first")
-    attached = [v for v in list_volumes(ctx) if v.vm == name]
-    if attached and volumes is None:
-        names = [f"{v.pool}/{v.name}" for v in attached]
-        raise Conflict(f"VM {name} has volumes {', '.join(names)}: say whether to delete "
-                       "or keep them", {"volumes": names})
-    from ferry.service.hosts import reconcile
-
-    reconcile(ctx)
-    vm = get_vm(ctx, name)
-    with ctx.session() as s:
-        hosts = {r.name: r.uri for r in s.scalars(select(HostRow))}
-    for host_name, uri in hosts.items():
-        conn = ctx.host(uri)
-        try:
-            if conn.find_domain(name) is not None:
-                conn.destroy(name)
-                conn.undefine(name)
-        except HypervisorError as exc:
-            if host_name == vm.host:
-                raise Unavailable(f"could not remove VM {name} from {host_name}: {exc}") from exc
-    failed = []
-    for v in attached:
-        if volumes == "delete":
-            try:
-                delete_volume(ctx, v.pool, v.name, detached_only=False)
-                continue
-            except FerryError as exc:  # kept, detached: `volume delete` can retry
-                failed.append(f"{v.pool}/{v.name}: {exc.message}")
-        with ctx.session() as s:
-            vrow = s.scalar(select(VolumeRow).where(VolumeRow.pool == v.pool,
-                                                    VolumeRow.name == v.name))
-            if vrow is not None:
-                vrow.vm, vrow.target = None, ""
-    with ctx.session() as s:
-        row = s.scalar(select(VmRow).where(VmRow.name == name))
-        if row is not None:
-            s.delete(row)
-    if failed:
-        raise Unavailable(f"VM {name} removed but not all its volumes: {'; '.join(failed)}")

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ferry.domain.models import Pool, PoolKind, Volume
 from ferry.errors import MigrationRefused
+from ferry.hypervisor.base import StorageOps
 from ferry.hypervisor.errors import HypervisorError
-from ferry.hypervisor.libvirt_storage import StorageOps
 from ferry.hypervisor.types import PoolState
 from ferry.storage.specs import on_host, pool_of, pool_spec
 
@@ -39,8 +38,20 @@ class DiskDecision:
     capacity_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class StorageCatalog:
+    """What Ferry knows of storage: its pools, its volumes, and the rbd pools'
+    cephx keys (to define a missing secret; never shown to anyone)."""
+
+    pools: list[Pool]
+    volumes: list[Volume]
+    keys: dict[str, str] = field(default_factory=dict, repr=False)
+
+
 @dataclass
-class StoragePlan:
+class StorageCheck:
+    """Per disk: shared with the destination, or copied to it; and what was repaired."""
+
     disks: list[DiskDecision] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)  # what was fixed on the way
 
@@ -57,16 +68,14 @@ class _Refusal(Exception):
     pass
 
 
-def plan_storage(disk_targets: dict[str, str], pools: list[Pool], volumes: list[Volume], *,
-                 source: StorageOps, destination: StorageOps, source_name: str,
-                 destination_name: str, key_of: Callable[[str], str]) -> StoragePlan:
-    """Decide every disk; raise MigrationRefused listing each disk that can move neither way.
-
-    `key_of(pool_name)` gives an rbd pool's cephx key (to repair a missing secret)."""
-    plan = StoragePlan()
+def check_storage(disk_targets: dict[str, str], catalog: StorageCatalog, *,
+                  source: StorageOps, destination: StorageOps, source_name: str,
+                  destination_name: str) -> StorageCheck:
+    """Decide every disk; raise MigrationRefused listing each disk that can move neither way."""
+    check = StorageCheck()
     problems: dict[str, str] = {}
     for disk, target in disk_targets.items():
-        found = pool_of(disk, pools, volumes)
+        found = pool_of(disk, catalog.pools, catalog.volumes)
         if found is None:
             problems[disk] = "on no pool Ferry knows (register its pool with `ferry pool add`)"
             continue
@@ -78,24 +87,24 @@ def plan_storage(disk_targets: dict[str, str], pools: list[Pool], volumes: list[
         try:
             if pool.kind == PoolKind.RBD:
                 d = _rbd(pool, vol, disk, target, destination, destination_name,
-                         key_of, plan.repairs)
+                         catalog.keys.get(pool.name, ""), check.repairs)
             elif pool.kind == PoolKind.DIR_SHARED:
                 d = _dir_shared(pool, vol, disk, target, source, destination, source_name,
-                                destination_name, plan.repairs)
+                                destination_name, check.repairs)
             else:
                 d = _local(pool, vol, disk, target, source, destination, destination_name,
-                           plan.repairs)
+                           check.repairs)
         except _Refusal as exc:
             problems[disk] = str(exc)
             continue
-        plan.disks.append(d)
+        check.disks.append(d)
     if problems:
         raise MigrationRefused(
             "storage_not_shared",
             "disks that can neither be shared with nor copied to "
             f"{destination_name}: " + "; ".join(f"{k}: {v}" for k, v in problems.items()),
             {"disks": problems})
-    return plan
+    return check
 
 
 def _ensure_pool(pool: Pool, host: StorageOps, host_name: str,
@@ -118,9 +127,8 @@ def _ensure_pool(pool: Pool, host: StorageOps, host_name: str,
 
 
 def _rbd(pool: Pool, vol: str, disk: str, target: str, dst: StorageOps, dst_name: str,
-         key_of: Callable[[str], str], repairs: list[str]) -> DiskDecision:
+         key: str, repairs: list[str]) -> DiskDecision:
     if not dst.secret_present(pool.secret_uuid):
-        key = key_of(pool.name)
         if not key:
             raise _Refusal(f"{dst_name} lacks the ceph secret {pool.secret_uuid} and Ferry "
                            "holds no key to define it")

@@ -2,31 +2,32 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from ferry.cpu.mode import CpuMode, guest_cpu_xml, parse
 from ferry.cpu.model import CpuSummary, nova_conf
-from ferry.cpu.policy import CpuPolicy, guest_cpu_xml, parse
+from ferry.domain.vocab import CpuModeKind as K
 from ferry.errors import InvalidRequest
 
 
-@pytest.mark.parametrize("text, policy", [
-    ("baseline", CpuPolicy("baseline")),
-    ("host-model", CpuPolicy("host-model")),
-    ("host-passthrough", CpuPolicy("host-passthrough")),
-    ("custom:Westmere", CpuPolicy("custom", "Westmere")),
-    ("custom:Westmere+aes,pcid", CpuPolicy("custom", "Westmere", ["aes", "pcid"])),
+@pytest.mark.parametrize("text, mode", [
+    ("baseline", CpuMode(K.BASELINE)),
+    ("host-model", CpuMode(K.HOST_MODEL)),
+    ("host-passthrough", CpuMode(K.HOST_PASSTHROUGH)),
+    ("custom:Westmere", CpuMode(K.CUSTOM, "Westmere")),
+    ("custom:Westmere+aes,pcid", CpuMode(K.CUSTOM, "Westmere", ["aes", "pcid"])),
 ])
-def test_parse_and_print(text: str, policy: CpuPolicy) -> None:
-    assert parse(text) == policy
-    assert str(policy) == text
+def test_parse_and_print(text: str, mode: CpuMode) -> None:
+    assert parse(text) == mode
+    assert str(mode) == text
 
 
 @pytest.mark.parametrize("text", ["", "custom", "custom:", "custom:West mere", "host",
                                   "custom:Westmere+AES;rm", "custom:<x>"])
-def test_invalid_policies(text: str) -> None:
+def test_invalid_modes(text: str) -> None:
     with pytest.raises(InvalidRequest):
         parse(text)
 
 
-def test_guest_cpu_for_each_policy() -> None:
+def test_guest_cpu_for_each_mode() -> None:
     base = "<cpu mode='custom' match='exact'><model>Westmere</model></cpu>"
     assert guest_cpu_xml(parse("baseline"), base) == base
     assert ET.fromstring(guest_cpu_xml(parse("host-model"), None)).get("mode") == "host-model"

@@ -1,4 +1,5 @@
-"""`ferry lab down` leaves nothing behind — even after a crash. Runs last."""
+"""`ferry lab down` leaves nothing behind — even after a crash.  It takes the session's
+lab down, so it is marked to run after every other test (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ferry.lab import cluster
 from ferry.lab.layout import lab_dir
 from ferry.lab.procs import pid_alive, read_pid, stop_pid
 from tests.lab.conftest import Lab, ferry, ferry_json
 
 
+@pytest.mark.destroys_lab
 def test_lab_down_after_crash_leaves_nothing(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
     vm = make_vm("node1", memory=128)
     status = ferry_json("lab", "status")

@@ -1,0 +1,98 @@
+"""Closed vocabularies shared by every layer.
+
+Each is a `StrEnum`: stored and sent as its value, shown by the API's
+OpenAPI schema as the list of allowed values (a value outside it is a 422),
+and compared by identity in code instead of by bare strings.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Policy(StrEnum):
+    """How a migration adapts while it runs (see predict/strategy.py)."""
+
+    AUTO = "auto"
+    PRECOPY = "precopy"
+    AUTOCONVERGE = "autoconverge"
+    POSTCOPY = "postcopy"
+    STEPPED = "stepped"
+
+
+class OnTimeout(StrEnum):
+    """What a migration does when its time is up."""
+
+    ABORT = "abort"  # the VM stays on the source
+    FORCE = "force"  # switch to post-copy and finish on the destination
+
+
+class AbortReason(StrEnum):
+    """Why Ferry aborted a running job."""
+
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+
+
+class VirtType(StrEnum):
+    """What guests on a host run under; `auto` asks the host."""
+
+    AUTO = "auto"
+    KVM = "kvm"
+    QEMU = "qemu"  # TCG
+
+
+class VolumeFate(StrEnum):
+    """What `vm delete` does with the VM's volumes."""
+
+    DELETE = "delete"
+    KEEP = "keep"
+
+
+class CpuModeKind(StrEnum):
+    """Which CPU new VMs get (the argument of `ferry cpu mode set`)."""
+
+    BASELINE = "baseline"
+    HOST_MODEL = "host-model"
+    HOST_PASSTHROUGH = "host-passthrough"
+    CUSTOM = "custom"
+
+
+class EventKind(StrEnum):
+    """What a migration event records; `ferry migration show` lists them in order."""
+
+    # request and prechecks
+    QUEUED = "queued"
+    PRECHECK = "precheck"
+    REFUSED = "refused"
+    # plan: measurement, prediction, chosen parameters
+    MEASURED = "measured"
+    PREDICTED = "predicted"
+    PLAN = "plan"
+    # the job and what the policy did to it
+    STARTED = "started"
+    SET_DOWNTIME = "set_downtime"
+    SET_DOWNTIME_FAILED = "set_downtime_failed"
+    START_POSTCOPY = "start_postcopy"
+    START_POSTCOPY_FAILED = "start_postcopy_failed"
+    CANCEL_REQUESTED = "cancel_requested"
+    CANCEL = "cancel"
+    TIMEOUT = "timeout"
+    ABORT_FAILED = "abort_failed"
+    JOB_FAILED = "job_failed"
+    # settling: where the guest is, and tidying the losing side
+    RESOLVED = "resolved"
+    UNREACHABLE = "unreachable"
+    CLEANED = "cleaned"
+    CLEANUP_FAILED = "cleanup_failed"
+    RESUMED = "resumed"
+    RESUME_FAILED = "resume_failed"
+    STORAGE = "storage"
+    STORAGE_CLEANUP_FAILED = "storage_cleanup_failed"
+    FIGURES = "figures"
+    # after a controller restart
+    RECOVERING = "recovering"
+    REATTACHED = "reattached"
+    RECOVER_FAILED = "recover_failed"
+    # a bug: the migration still ends in a final state
+    ERROR = "error"

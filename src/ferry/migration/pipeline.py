@@ -1,0 +1,258 @@
+"""One migration, start to end: request → prechecks → plan → run → settle → record.
+
+Read top to bottom, this is everything Ferry does to move a VM.  The service
+claims the migration first (a stored row, the VM locked: `Claim`) and
+releases the VM afterwards; in between it hands over to `prepare` (in the
+request, so a refusal answers at once) and `run` (in a worker).  After a
+controller restart, `resume` follows what an earlier process left running.
+
+The pipeline reaches hosts only through `Hypervisor`s, time only through its
+`Clock`, and the database only through `MigrationRecords`, a port the
+service implements; it calls nothing above itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ferry.clock import Clock
+from ferry.domain.models import MigrationState
+from ferry.domain.vocab import EventKind, OnTimeout, Policy
+from ferry.errors import FerryError, MigrationRefused, Unavailable
+from ferry.hypervisor.base import Connector
+from ferry.hypervisor.errors import HostUnreachable, HypervisorError
+from ferry.migration.copies import CopiedVolume, tidy_copies
+from ferry.migration.engine import Recorder, follow_job, run_job
+from ferry.migration.figures import Final, final_of
+from ferry.migration.measure import QUICK_WINDOWS_MS, measure
+from ferry.migration.outcome import Verdict
+from ferry.migration.planning import Plan, hard_stop_s, make_plan, timeout_s
+from ferry.migration.policies import Adapter
+from ferry.migration.prechecks import PrecheckResult, run_prechecks
+from ferry.predict.dirty import MIB
+from ferry.predict.inputs import History, Measurement, build_inputs, nonzero_bytes
+from ferry.predict.precopy import Prediction
+from ferry.storage.sharing import StorageCatalog
+
+
+@dataclass(frozen=True)
+class HostRef:
+    name: str
+    uri: str
+    virt_type: str
+    up: bool = True
+
+
+@dataclass(frozen=True)
+class Request:
+    vm: str
+    destination: str
+    policy: Policy = Policy.AUTO
+    bandwidth_mib_s: int | None = None
+    max_downtime_ms: int | None = None
+    timeout_per_gib_s: float | None = None
+    on_timeout: OnTimeout = OnTimeout.ABORT
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A migration the service has recorded (queued), with the VM locked for it."""
+
+    id: int
+    request: Request
+    memory_mib: int
+    source: HostRef
+    destination: HostRef
+
+
+@dataclass(frozen=True)
+class Prepared:
+    claim: Claim
+    plan: Plan
+    copies: list[CopiedVolume]
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A migration an earlier controller process left queued, prechecking or running."""
+
+    id: int
+    vm: str
+    memory_mib: int
+    source: HostRef | None  # None: no longer registered
+    destination: HostRef | None
+    started_at: datetime | None
+    timeout_s: float | None  # as planned (older rows: unknown)
+    copies: list[CopiedVolume] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    per_gib_s: float = 300.0
+    min_s: float = 30.0
+
+
+class MigrationRecords(Protocol):
+    """What the pipeline stores and reads; the service implements it on its database."""
+
+    def recorder(self, mid: int) -> Recorder: ...
+
+    def set_state(self, mid: int, state: MigrationState) -> None: ...
+
+    def mark_running(self, mid: int, timeout_s: float, on_timeout: OnTimeout,
+                     copies: list[CopiedVolume]) -> None: ...
+
+    def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None: ...
+
+    def finish(self, mid: int, final: Final) -> None: ...
+
+    def storage_catalog(self) -> StorageCatalog: ...
+
+    def history(self, vm: str, source: str, destination: str) -> History: ...
+
+    def volumes_moved(self, moved: list[CopiedVolume], host: str) -> None: ...
+
+
+class MigrationPipeline:
+    def __init__(self, hosts: Connector, records: MigrationRecords, clock: Clock,
+                 timeouts: Timeouts) -> None:
+        self.hosts, self.records, self.clock, self.timeouts = hosts, records, clock, timeouts
+
+    # -- in the request: prechecks, then plan ----------------------------------
+    def prepare(self, claim: Claim) -> Prepared:
+        """Precheck and plan.  On a refusal (or any error) the migration is finished
+        (failed) and the error raised, so the caller answers with it at once."""
+        rec = self.records.recorder(claim.id)
+        req = claim.request
+        rec.event(EventKind.QUEUED, f"{req.vm}: {claim.source.name} -> {claim.destination.name}")
+        self.records.set_state(claim.id, MigrationState.PRECHECKING)
+        try:
+            checked = self._precheck(claim)
+        except FerryError as exc:
+            rec.event(EventKind.REFUSED, exc.message)
+            self.records.finish(claim.id, Final(MigrationState.FAILED, error=exc.message))
+            raise
+        except Exception as exc:
+            self._failed(claim.id, exc)
+            raise
+        for line in checked.checks:
+            rec.event(EventKind.PRECHECK, line)
+        copy_mib = checked.storage.copy_bytes // MIB
+        timeout = timeout_s(claim.memory_mib, copy_mib,
+                            req.timeout_per_gib_s or self.timeouts.per_gib_s,
+                            self.timeouts.min_s)
+        try:
+            plan = self._plan(claim, timeout, checked.storage.copy_targets, copy_mib)
+        except FerryError as exc:
+            self.records.finish(claim.id, Final(MigrationState.FAILED, error=exc.message))
+            raise
+        except Exception as exc:
+            self._failed(claim.id, exc)
+            raise
+        for kind, message in plan.events:
+            rec.event(kind, message)
+        copies = [CopiedVolume(d.pool, d.volume) for d in checked.storage.disks if d.copy]
+        self.records.mark_running(claim.id, timeout, req.on_timeout, copies)
+        return Prepared(claim, plan, copies)
+
+    def _failed(self, mid: int, exc: Exception) -> None:
+        """A bug or an unexpected error: recorded, and the migration ends failed."""
+        self.records.recorder(mid).event(EventKind.ERROR, f"{type(exc).__name__}: {exc}")
+        self.records.finish(mid, Final(MigrationState.FAILED, error=f"internal error: {exc}"))
+
+    def _precheck(self, claim: Claim) -> PrecheckResult:
+        dest = claim.destination
+        if not dest.up:
+            raise MigrationRefused("destination_down", f"destination host {dest.name} is down")
+        try:
+            return run_prechecks(claim.request.vm, self.hosts(claim.source.uri),
+                                 self.hosts(dest.uri), source_name=claim.source.name,
+                                 destination_name=dest.name, dest_virt_type=dest.virt_type,
+                                 catalog=self.records.storage_catalog())
+        except HostUnreachable as exc:
+            raise Unavailable(f"a host does not answer: {exc}") from exc
+        except HypervisorError as exc:
+            raise Unavailable(f"a host failed a precheck: {exc}") from exc
+
+    def _plan(self, claim: Claim, timeout: float, copy_targets: tuple[str, ...],
+              copy_mib: int) -> Plan:
+        """Measure the guest and predict (except for precopy), then choose parameters."""
+        req = claim.request
+        inputs, m = None, None
+        if req.policy != Policy.PRECOPY:
+            m = measure(self.hosts(claim.source.uri), req.vm, claim.memory_mib, self.clock,
+                        QUICK_WINDOWS_MS)
+            h = self.records.history(req.vm, claim.source.name, claim.destination.name)
+            inputs, link_how = build_inputs(m, h, claim.memory_mib, req.bandwidth_mib_s,
+                                            req.max_downtime_ms, timeout)
+            nonzero, source = nonzero_bytes(m, h, claim.memory_mib)
+            self.records.recorder(claim.id).event(
+                EventKind.MEASURED,
+                f"dirty {m.curve.rate_bytes_s / MIB:.1f} MiB/s over "
+                f"{m.curve.wss_bytes / MIB:.0f} MiB; {nonzero / MIB:.0f} MiB non-zero "
+                f"({source}); link {link_how}")
+        plan = make_plan(req.policy, claim.destination.uri, claim.memory_mib,
+                         bandwidth_mib_s=req.bandwidth_mib_s,
+                         max_downtime_ms=req.max_downtime_ms, timeout=timeout,
+                         on_timeout=req.on_timeout, inputs=inputs,
+                         copy_disks=copy_targets, copy_mib=copy_mib)
+        if plan.prediction is not None and m is not None:
+            self.records.store_prediction(claim.id, plan.prediction, m)
+        return plan
+
+    # -- in a worker: run, settle, tidy, record ---------------------------------
+    def run(self, p: Prepared, cancel: threading.Event) -> None:
+        """Run the job to its end; the migration always ends in a final state."""
+        claim = p.claim
+        rec = self.records.recorder(claim.id)
+        try:
+            source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
+            result = run_job(claim.request.vm, source, destination, p.plan.options, rec, cancel,
+                             p.plan.hard_stop_s, self.clock, Adapter(p.plan.policy))
+            self._tidy(claim.id, p.copies, result.resolution.verdict, claim.source,
+                       claim.destination)
+            self._record(claim.id, final_of(result))
+        except Exception as exc:  # never leave a migration "running" because of a bug
+            self._failed(claim.id, exc)
+
+    # -- after a controller restart ---------------------------------------------
+    def resume(self, u: Unfinished, cancel: threading.Event) -> None:
+        """Follow a job an earlier process started (if still running), then settle,
+        tidy copied disks and record the true outcome."""
+        rec = self.records.recorder(u.id)
+        rec.event(EventKind.RECOVERING, "controller restarted; asking both hosts")
+        if u.source is None or u.destination is None:
+            self.records.finish(u.id, Final(MigrationState.FAILED,
+                                            error="host no longer registered"))
+            return
+        planned = u.timeout_s or timeout_s(u.memory_mib, 0, self.timeouts.per_gib_s,
+                                           self.timeouts.min_s)
+        spent = (self.clock.now() - u.started_at).total_seconds() if u.started_at else 0.0
+        try:
+            source, destination = self.hosts(u.source.uri), self.hosts(u.destination.uri)
+            result = follow_job(u.vm, source, destination, rec, cancel,
+                                max(hard_stop_s(planned) - spent, 0.0), self.clock)
+            self._tidy(u.id, u.copies, result.resolution.verdict, u.source, u.destination)
+            self._record(u.id, final_of(result))
+        except Exception as exc:
+            rec.event(EventKind.RECOVER_FAILED, f"{type(exc).__name__}: {exc}")
+            self.records.finish(u.id, Final(MigrationState.FAILED,
+                                            error=f"internal error while recovering: {exc}"))
+
+    def _tidy(self, mid: int, copies: list[CopiedVolume], verdict: Verdict,
+              source: HostRef, destination: HostRef) -> None:
+        tidied = tidy_copies(copies, verdict, self.hosts(source.uri),
+                                       self.hosts(destination.uri))
+        rec = self.records.recorder(mid)
+        for kind, message in tidied.events:
+            rec.event(kind, message)
+        if tidied.moved:
+            self.records.volumes_moved(tidied.moved, destination.name)
+
+    def _record(self, mid: int, final: Final) -> None:
+        if final.note is not None:
+            self.records.recorder(mid).event(*final.note)
+        self.records.finish(mid, final)

@@ -1,0 +1,106 @@
+"""The plan of one migration: its prediction and the parameters chosen (pure).
+
+A policy becomes libvirt options (the first downtime limit, auto-converge,
+whether post-copy may be switched to) and the configuration of the
+`Adapter` that changes them while the job runs.  `precopy` promises
+libvirt/QEMU's defaults untouched, so it is neither measured nor predicted.
+
+Timeouts: the adapter acts at `timeout_s` (abort, or force post-copy, which
+then still has to pull the remaining pages); the engine's own hard stop is a
+backstop for a job that the adapter's action did not end, at
+BACKSTOP_FACTOR x timeout + BACKSTOP_MARGIN_S:
+
+| guest RAM (+ copied disks) | timeout (300 s/GiB, >= 30 s) | hard stop |
+|----------------------------|------------------------------|-----------|
+| 256 MiB                    | 75 s                         | 142 s     |
+| 4 GiB                      | 1200 s                       | 1830 s    |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ferry.domain.vocab import EventKind, OnTimeout, Policy
+from ferry.hypervisor.types import MigrationOptions
+from ferry.migration.policies import PolicyConfig
+from ferry.predict.precopy import Prediction, simulate
+from ferry.predict.strategy import (
+    QEMU_DEFAULT_DOWNTIME_S,
+    Inputs,
+    choose_auto,
+    schedule_for,
+    stepped_downtimes,
+)
+
+POSTCOPY_CAPABLE = (Policy.AUTO, Policy.POSTCOPY)  # jobs started able to switch to post-copy
+BACKSTOP_FACTOR = 1.5
+BACKSTOP_MARGIN_S = 30.0
+
+
+def timeout_s(memory_mib: int, copy_mib: int, per_gib_s: float, min_s: float) -> float:
+    """Copied disks move at link speed too: they count like memory.
+
+    >>> timeout_s(256, 0, 300, 30), timeout_s(64, 0, 300, 30)
+    (75.0, 30)
+    """
+    return max(min_s, per_gib_s * (memory_mib + copy_mib) / 1024)
+
+
+def hard_stop_s(timeout: float) -> float:
+    """The engine's own stop, behind the policy's timeout.
+
+    >>> hard_stop_s(75.0)
+    142.5
+    """
+    return timeout * BACKSTOP_FACTOR + BACKSTOP_MARGIN_S
+
+
+@dataclass(frozen=True)
+class Plan:
+    options: MigrationOptions
+    policy: PolicyConfig
+    hard_stop_s: float
+    prediction: Prediction | None = None  # None: precopy (defaults, not predicted)
+    events: list[tuple[EventKind, str]] = field(default_factory=list)  # why, for people
+
+
+def make_plan(policy: Policy, dest_uri: str, memory_mib: int, *, bandwidth_mib_s: int | None,
+              max_downtime_ms: int | None, timeout: float, on_timeout: OnTimeout,
+              inputs: Inputs | None, copy_disks: tuple[str, ...] = (),
+              copy_mib: int = 0) -> Plan:
+    """`inputs` is None exactly for `precopy`."""
+    limit_ms = max_downtime_ms or round(QEMU_DEFAULT_DOWNTIME_S * 1000)
+    events: list[tuple[EventKind, str]] = []
+    if copy_disks:
+        events.append((EventKind.PLAN, f"block migration copies {', '.join(copy_disks)} "
+                                       f"({copy_mib} MiB) before the memory"))
+    cfg = PolicyConfig(policy=policy, max_downtime_ms=limit_ms, timeout_s=timeout,
+                       on_timeout=on_timeout)
+    if inputs is None:
+        assert policy == Policy.PRECOPY
+        events.insert(0, (EventKind.PLAN, "precopy: libvirt/QEMU defaults, no measurement or "
+                                          "prediction"))
+        opts = MigrationOptions(dest_uri=dest_uri, bandwidth_mib_s=bandwidth_mib_s,
+                                max_downtime_ms=max_downtime_ms, copy_disks=copy_disks)
+        return Plan(opts, cfg, hard_stop_s(timeout), None, events)
+    auto = choose_auto(inputs) if policy == Policy.AUTO else None
+    pred = simulate(inputs.guest, inputs.link, schedule_for(policy, inputs, auto))
+    events.insert(0, (EventKind.PREDICTED, f"{policy.value}: " + (
+        f"completes in ~{pred.total_s:.1f} s with a ~{pred.downtime_s * 1000:.0f} ms pause"
+        if pred.converges else f"does not converge ({pred.note})")))
+    steps: tuple[tuple[float, float], ...] = ()
+    start_ms = max_downtime_ms
+    if auto is not None:
+        events.insert(1, (EventKind.PLAN, auto.reason))
+        start_ms = round(auto.start_downtime_s * 1000)
+    elif policy == Policy.STEPPED:
+        steps = tuple(stepped_downtimes(memory_mib / 1024, limit_ms / 1000))
+        start_ms = round(steps[0][1] * 1000)
+    opts = MigrationOptions(dest_uri=dest_uri, bandwidth_mib_s=bandwidth_mib_s,
+                            max_downtime_ms=start_ms,
+                            auto_converge=policy == Policy.AUTOCONVERGE,
+                            postcopy=policy in POSTCOPY_CAPABLE,
+                            copy_disks=copy_disks)
+    cfg = PolicyConfig(policy=policy, max_downtime_ms=limit_ms, timeout_s=timeout,
+                       on_timeout=on_timeout, auto=auto, steps=steps)
+    return Plan(opts, cfg, hard_stop_s(timeout), pred, events)

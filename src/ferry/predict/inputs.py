@@ -1,0 +1,96 @@
+"""From what was measured and what history taught to the model's inputs (pure).
+
+A prediction needs four things the model cannot know by itself: the guest's
+dirty-page curve and how CPU-bound it is (measured on the guest just before),
+the bytes round 1 must really send (zero pages cost almost nothing), the
+link's speed, and how long a job runs before its first byte moves.  The last
+three come from earlier migrations when there are any (`History`), else from
+the guest's resident memory and stated assumptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ferry.hypervisor.types import QEMU_OVERHEAD_MIB
+from ferry.predict.dirty import MIB, DirtyCurve
+from ferry.predict.precopy import Guest, Link
+from ferry.predict.strategy import Inputs
+
+ASSUMED_LINK_MIB_S = 100.0
+DEFAULT_SETUP_S = 0.1  # before any history between two hosts
+CPU_BOUND_BUSY = 0.9  # vCPU busy share from which throttling slows the dirtying
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The guest, measured now (QEMU page sampling over several windows)."""
+
+    points: list[tuple[float, float]]  # (window s, dirtied bytes)
+    curve: DirtyCurve
+    resident_mib: int  # the guest's QEMU process: an upper bound of its non-zero pages
+    cpu_busy: float  # vCPU busy share over the measurement, 0..1
+
+
+@dataclass(frozen=True)
+class History:
+    """What earlier migrations taught; None where there is no such migration."""
+
+    link_bytes_s: float | None = None
+    link_how: str = ""
+    setup_s: float | None = None
+    setup_how: str = ""
+    nonzero_bytes: float | None = None  # round 1 of the VM's last migration
+    nonzero_how: str = ""
+    tracking: float = 1.0  # dirtying during a migration relative to before it
+    tracking_how: str = ""
+
+
+def nonzero_bytes(m: Measurement, h: History, memory_mib: int) -> tuple[float, str]:
+    """What round 1 will send: the last migration's round 1, else the resident
+    memory less QEMU's own (at least what the guest dirties in an hour).
+
+    >>> m = Measurement([], DirtyCurve(0.0, 64 * MIB), resident_mib=160, cpu_busy=0.1)
+    >>> nonzero_bytes(m, History(), 256)[0] / MIB
+    100.0
+    """
+    if h.nonzero_bytes is not None:
+        return h.nonzero_bytes, h.nonzero_how
+    mem = memory_mib * MIB
+    est = max(min(mem, (m.resident_mib - QEMU_OVERHEAD_MIB) * MIB), m.curve.bytes_in(3600), MIB)
+    return est, "QEMU resident memory (an upper bound)"
+
+
+def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: int | None,
+                 max_downtime_ms: int | None, timeout_s: float) -> tuple[Inputs, str]:
+    """The model's inputs and, for people, where the link figures came from."""
+    link = h.link_bytes_s if h.link_bytes_s is not None else ASSUMED_LINK_MIB_S * MIB
+    how = h.link_how if h.link_bytes_s is not None else \
+        f"assumed {ASSUMED_LINK_MIB_S:.0f} MiB/s (no history)"
+    if h.setup_s is not None and h.setup_how:
+        how += f"; {h.setup_how}"
+    if h.tracking < 1.0:
+        how += f"; {h.tracking_how}"
+    nonzero, _ = nonzero_bytes(m, h, memory_mib)
+    pre = min(bandwidth_mib_s * MIB, link) if bandwidth_mib_s else link
+    inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking)), Link(pre, link),
+                 max_downtime_ms / 1000 if max_downtime_ms else None,
+                 cpu_bound=1.0 if m.cpu_busy >= CPU_BOUND_BUSY else 0.0, timeout_s=timeout_s,
+                 setup_s=h.setup_s if h.setup_s is not None else DEFAULT_SETUP_S)
+    return inp, how
+
+
+def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
+    """The measurement as `ferry predict --json` shows it under `inputs`."""
+    nonzero, source = nonzero_bytes(m, h, memory_mib)
+    return {
+        "dirty_windows": [{"window_ms": round(t * 1000), "dirtied_mib": round(d / MIB, 1),
+                           "rate_mib_s": round(d / MIB / t, 1)} for t, d in m.points],
+        "dirty_rate_mib_s": round(m.curve.rate_bytes_s / MIB, 1),
+        "working_set_mib": round(m.curve.wss_bytes / MIB, 1),
+        "zero_share": round(1 - nonzero / (memory_mib * MIB), 3),
+        "nonzero_source": source,
+        "cpu_busy": round(m.cpu_busy, 2),
+        "dirty_during_migration": round(h.tracking, 2),
+    }

@@ -1,0 +1,118 @@
+"""Reconciling Ferry's inventory with the hosts: libvirt on the hosts is the truth.
+
+`reconcile` reads every host's domains and moves each VM record to where
+its domain actually runs, so a VM moved, started or stopped outside Ferry
+(say with `virsh migrate`) is seen where it is.  VMs with a migration in
+flight are left to the migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ferry.db.models import HostRow, MigrationRow, VmRow, VolumeRow
+from ferry.domain.models import UNFINISHED, HostState, VmState
+from ferry.hypervisor.errors import HypervisorError
+from ferry.hypervisor.types import CpuVerdict, DomainInfo, DomainState
+from ferry.service.connections import HostConnections
+from ferry.service.cpu_verdicts import CpuVerdicts
+from ferry.service.database import Database
+
+
+class Inventory:
+    def __init__(self, db: Database, conns: HostConnections, verdicts: CpuVerdicts) -> None:
+        self.db, self.conns, self.verdicts = db, conns, verdicts
+
+    def reconcile(self) -> None:
+        """Refresh every host's state and every VM's whereabouts from the hosts."""
+        with self.db.session() as s:
+            host_rows = list(s.scalars(select(HostRow)))
+            hosts = [(r.name, r.uri) for r in host_rows]
+            virt = {r.name: (r.uri, r.virt_type) for r in host_rows}
+        seen: dict[str, list[DomainInfo]] = {}
+        updates: dict[str, dict[str, object]] = {}
+        for name, uri in hosts:
+            conn = self.conns.get(uri)
+            try:
+                info = conn.info()
+                seen[name] = conn.list_domains()
+                updates[name] = {"state": HostState.UP, "error": "",
+                                 "memory_free_mib": info.memory_free_mib,
+                                 "memory_total_mib": info.memory_total_mib}
+            except HypervisorError as exc:
+                updates[name] = {"state": HostState.DOWN, "error": str(exc)}
+        now = datetime.now(UTC)
+        with self.db.session() as s:
+            for hrow in s.scalars(select(HostRow)):
+                for k, v in updates.get(hrow.name, {}).items():
+                    setattr(hrow, k, v)
+                hrow.updated_at = now
+            busy = set(s.scalars(select(MigrationRow.vm).where(
+                MigrationRow.state.in_([m.value for m in UNFINISHED]))))
+            rows = {r.name: r for r in s.scalars(select(VmRow))}
+            by_vm: dict[str, list[tuple[str, DomainInfo]]] = {}
+            for host_name, doms in seen.items():
+                for d in doms:
+                    by_vm.setdefault(d.name, []).append((host_name, d))
+            for vm_name, places in by_vm.items():
+                if vm_name not in rows:
+                    host_name, d = places[0]
+                    s.add(VmRow(name=vm_name, host=host_name, state=vm_state(d),
+                                memory_mib=d.memory_mib, vcpus=d.vcpus, cpu_xml=d.cpu_xml,
+                                disks=d.disks, managed=False))
+            for name, row in rows.items():
+                if name in busy:
+                    continue
+                places = by_vm.get(name, [])
+                active = [(h, d) for h, d in places if d.active]
+                if len(active) > 1:
+                    row.state = VmState.SPLIT
+                elif active:
+                    row.host, row.state = active[0][0], vm_state(active[0][1])
+                    row.cpu_xml = active[0][1].cpu_xml
+                    _follow_local_volumes(s, name, row.host)
+                elif places:
+                    row.host, row.state = places[0][0], VmState.SHUTOFF
+                elif row.host in seen:  # its host answered and does not have it
+                    row.state = VmState.MISSING
+                row.cpu_blocked = blocked(self.verdicts.verdict, row.cpu_xml, row.host, seen,
+                                          virt)
+                row.updated_at = now
+
+
+def blocked(verdict: Callable[[str, str, str, str], CpuVerdict | None], cpu_xml: str,
+            own: str | None, up: dict[str, list[DomainInfo]],
+            virt: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+    """Up hosts (other than its own) whose hypervisor cannot run this guest CPU;
+    `verdict(host, uri, cpu_xml, virt_type)` is None when a host cannot say."""
+    if not cpu_xml:
+        return {}
+    out = {}
+    for host_name in up:
+        if host_name == own:
+            continue
+        uri, virt_type = virt[host_name]
+        v = verdict(host_name, uri, cpu_xml, virt_type)
+        if v is not None and not v.compatible:
+            out[host_name] = v.missing_features or [v.message]
+    return out
+
+
+def _follow_local_volumes(s: Session, vm: str, host: str) -> None:
+    """A running VM's local-pool volumes are on its host (it may have been moved by
+    something other than Ferry, e.g. `virsh migrate --copy-storage-all`)."""
+    for v in s.scalars(select(VolumeRow).where(VolumeRow.vm == vm, VolumeRow.host.is_not(None),
+                                              VolumeRow.host != host)):
+        v.host = host
+
+
+def vm_state(d: DomainInfo) -> VmState:
+    if d.state == DomainState.RUNNING:
+        return VmState.RUNNING
+    if d.state == DomainState.PAUSED:
+        return VmState.PAUSED
+    return VmState.SHUTOFF

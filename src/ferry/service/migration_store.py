@@ -1,0 +1,300 @@
+"""Migrations in the database: claiming one, its progress and events, its end, and
+what earlier migrations teach the next prediction.
+
+`MigrationStore` is the pipeline's `MigrationRecords` port on SQLAlchemy.
+Writes are short transactions, so a sample or an event is visible to
+`ferry migration show` the moment it happens.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from ferry.clock import Clock
+from ferry.db.models import EventRow, HostRow, MigrationRow, PoolRow, SampleRow, VmRow, VolumeRow
+from ferry.domain.models import (
+    UNFINISHED,
+    HostState,
+    Migration,
+    MigrationState,
+    Sample,
+    VmState,
+)
+from ferry.domain.vocab import EventKind, OnTimeout
+from ferry.errors import Conflict, InvalidRequest, NotFound
+from ferry.migration.copies import CopiedVolume
+from ferry.migration.engine import Recorder
+from ferry.migration.figures import Final
+from ferry.migration.pipeline import Claim, HostRef, Request, Unfinished
+from ferry.predict.dirty import MIB, DirtyCurve, tracking_factor
+from ferry.predict.inputs import History, Measurement
+from ferry.predict.precopy import Prediction
+from ferry.service import convert
+from ferry.service.database import Database
+from ferry.storage.sharing import StorageCatalog
+
+SETUP_HISTORY = 5
+_UNFINISHED = [s.value for s in UNFINISHED]
+
+
+class _DbRecorder:
+    """Stores a job's samples and events as they happen."""
+
+    def __init__(self, db: Database, clock: Clock, migration_id: int) -> None:
+        self.db, self.clock, self.id = db, clock, migration_id
+
+    def sample(self, sample: Sample) -> None:
+        with self.db.session() as s:
+            s.add(SampleRow(migration_id=self.id, **sample.__dict__))
+
+    def event(self, kind: EventKind, message: str) -> None:
+        with self.db.session() as s:
+            s.add(EventRow(migration_id=self.id, kind=kind.value, message=message,
+                           at=self.clock.now()))
+
+
+class MigrationStore:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db, self.clock = db, clock
+        self._claim_lock = threading.Lock()  # check-then-insert of one migration per VM
+
+    # -- reading ----------------------------------------------------------------
+    def list_migrations(self, vm: str | None = None, limit: int = 100) -> list[Migration]:
+        with self.db.session() as s:
+            q = select(MigrationRow).order_by(MigrationRow.id.desc()).limit(limit)
+            if vm:
+                q = q.where(MigrationRow.vm == vm)
+            return [convert.migration(r) for r in s.scalars(q)]
+
+    def get(self, mid: int) -> Migration:
+        with self.db.session() as s:
+            row = s.get(MigrationRow, mid)
+            if row is None:
+                raise NotFound(f"no migration {mid}")
+            events = list(s.scalars(select(EventRow).where(EventRow.migration_id == mid)
+                                    .order_by(EventRow.id)))
+            return convert.migration(row, events)
+
+    def samples(self, mid: int, after_ms: int = -1) -> list[Sample]:
+        self.get(mid)
+        with self.db.session() as s:
+            q = (select(SampleRow).where(SampleRow.migration_id == mid,
+                                         SampleRow.t_ms > after_ms).order_by(SampleRow.id))
+            return [convert.sample(r) for r in s.scalars(q)]
+
+    # -- claiming and releasing the VM ----------------------------------------------
+    def claim(self, req: Request) -> Claim:
+        """Record the migration (queued) and mark the VM migrating, or refuse: one
+        migration per VM, a running VM, a real destination other than its host."""
+        with self._claim_lock, self.db.session() as s:
+            vrow = s.scalar(select(VmRow).where(VmRow.name == req.vm))
+            if vrow is None:
+                raise NotFound(f"no VM named {req.vm!r}")
+            dest = s.scalar(select(HostRow).where(HostRow.name == req.destination))
+            if dest is None:
+                raise NotFound(f"no host named {req.destination!r}")
+            busy = s.scalar(select(MigrationRow).where(MigrationRow.vm == req.vm,
+                                                       MigrationRow.state.in_(_UNFINISHED)))
+            if busy is not None:
+                raise Conflict(f"VM {req.vm} is already migrating (migration {busy.id})",
+                               {"migration": busy.id})
+            if vrow.host == req.destination:
+                raise InvalidRequest(f"VM {req.vm} already runs on {req.destination}: source "
+                                     "and destination are the same host")
+            if vrow.host is None or vrow.state != VmState.RUNNING:
+                raise Conflict(f"VM {req.vm} is not running (state {vrow.state})")
+            src = s.scalar(select(HostRow).where(HostRow.name == vrow.host))
+            assert src is not None
+            row = MigrationRow(vm=req.vm, source=src.name, destination=dest.name,
+                               state=MigrationState.QUEUED, bandwidth_mib_s=req.bandwidth_mib_s,
+                               max_downtime_ms=req.max_downtime_ms, policy=req.policy.value,
+                               on_timeout=req.on_timeout.value, created_at=self.clock.now())
+            s.add(row)
+            s.flush()
+            vrow.state = VmState.MIGRATING
+            return Claim(row.id, req, vrow.memory_mib, _ref(src), _ref(dest))
+
+    def release(self, vm: str) -> None:
+        """The VM leaves MIGRATING; reconciling then says where it really is."""
+        with self.db.session() as s:
+            row = s.scalar(select(VmRow).where(VmRow.name == vm))
+            if row is not None and row.state == VmState.MIGRATING:
+                row.state = VmState.RUNNING
+
+    def unfinished(self) -> list[Unfinished]:
+        with self.db.session() as s:
+            hosts = {h.name: _ref(h) for h in s.scalars(select(HostRow))}
+            out = []
+            for r in s.scalars(select(MigrationRow).where(MigrationRow.state.in_(_UNFINISHED))):
+                memory = s.scalar(select(VmRow.memory_mib).where(VmRow.name == r.vm))
+                out.append(Unfinished(
+                    r.id, r.vm, int(memory or 1024), hosts.get(r.source),
+                    hosts.get(r.destination), _aware(r.started_at), r.timeout_s,
+                    [CopiedVolume(c["pool"], c["volume"]) for c in r.copies or []]))
+            return out
+
+    # -- the pipeline's records (MigrationRecords) -----------------------------------
+    def recorder(self, mid: int) -> Recorder:
+        return _DbRecorder(self.db, self.clock, mid)
+
+    def set_state(self, mid: int, state: MigrationState) -> None:
+        with self.db.session() as s:
+            row = s.get(MigrationRow, mid)
+            assert row is not None
+            row.state = state
+
+    def mark_running(self, mid: int, timeout_s: float, on_timeout: OnTimeout,
+                     copies: list[CopiedVolume]) -> None:
+        with self.db.session() as s:
+            row = s.get(MigrationRow, mid)
+            assert row is not None
+            row.state, row.started_at = MigrationState.RUNNING, self.clock.now()
+            row.timeout_s, row.on_timeout = timeout_s, on_timeout.value
+            row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
+
+    def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None:
+        with self.db.session() as s:
+            row = s.get(MigrationRow, mid)
+            assert row is not None
+            ok = prediction.converges
+            row.predicted_converges = ok
+            row.predicted_total_ms = round(prediction.total_s * 1000) if ok else None
+            row.predicted_downtime_ms = round(prediction.downtime_s * 1000) if ok else None
+            row.measured_rate_mib_s = m.curve.rate_bytes_s / MIB
+            row.measured_wss_mib = m.curve.wss_bytes / MIB
+
+    def finish(self, mid: int, final: Final) -> None:
+        now = self.clock.now()
+        with self.db.session() as s:
+            row = s.get(MigrationRow, mid)
+            assert row is not None
+            created = _aware(row.created_at) or now
+            row.state, row.error, row.finished_at = final.state, final.error, now
+            row.wall_ms = int((now - created).total_seconds() * 1000)
+            row.total_ms, row.downtime_ms, row.rounds = (final.total_ms, final.downtime_ms,
+                                                         final.rounds)
+            row.transferred_bytes, row.disk_bytes = final.transferred_bytes, final.disk_bytes
+
+    def storage_catalog(self) -> StorageCatalog:
+        with self.db.session() as s:
+            pools = list(s.scalars(select(PoolRow)))
+            return StorageCatalog([convert.pool(p) for p in pools],
+                                  [convert.volume(v) for v in s.scalars(select(VolumeRow))],
+                                  {p.name: p.key for p in pools if p.key})
+
+    def volumes_moved(self, moved: list[CopiedVolume], host: str) -> None:
+        with self.db.session() as s:
+            for c in moved:
+                row = s.scalar(select(VolumeRow).where(VolumeRow.pool == c.pool,
+                                                       VolumeRow.name == c.volume))
+                if row is not None:
+                    row.host = host
+
+    # -- history: what earlier migrations teach ----------------------------------------
+    def history(self, vm: str, source: str, destination: str) -> History:
+        link, link_how = self._link_bytes_s(source, destination)
+        setup, setup_how = self._setup_s(source, destination)
+        nonzero, nonzero_how = self._nonzero(vm)
+        tracking, tracking_how = self._tracking(vm)
+        return History(link, link_how, setup, setup_how, nonzero, nonzero_how, tracking,
+                       tracking_how)
+
+    def _nonzero(self, vm: str) -> tuple[float | None, str]:
+        """Round 1 of the VM's last completed migration sent its non-zero pages."""
+        with self.db.session() as s:
+            last = s.scalar(select(MigrationRow.id).where(
+                MigrationRow.vm == vm, MigrationRow.state == MigrationState.COMPLETED)
+                .order_by(MigrationRow.id.desc()).limit(1))
+            if last is None:
+                return None, ""
+            rounds = s.scalar(select(func.max(SampleRow.iteration))
+                              .where(SampleRow.migration_id == last))
+            sent = s.scalar(select(func.max(SampleRow.memory_processed_bytes)).where(
+                SampleRow.migration_id == last, SampleRow.iteration == 1))
+        if not sent or not rounds or rounds < 2:
+            return None, ""
+        return float(sent), f"round 1 of migration {last}"
+
+    def _tracking(self, vm: str) -> tuple[float, str]:
+        """How the VM's dirtying slowed during its last migration (1.0 without history)."""
+        with self.db.session() as s:
+            row = s.scalar(select(MigrationRow).where(
+                MigrationRow.vm == vm, MigrationRow.measured_rate_mib_s.is_not(None),
+                MigrationRow.state == MigrationState.COMPLETED)
+                .order_by(MigrationRow.id.desc()).limit(1))
+            if row is None or not row.measured_rate_mib_s:
+                return 1.0, ""
+            during = s.scalar(select(func.max(SampleRow.dirty_rate_bytes_s)).where(
+                SampleRow.migration_id == row.id, SampleRow.iteration >= 2))
+            before = DirtyCurve(row.measured_rate_mib_s * MIB,
+                                (row.measured_wss_mib or 0) * MIB or float("inf"))
+            mid = row.id
+        if not during:
+            return 1.0, ""
+        f = tracking_factor(float(during), before)
+        return f, f"dirtying ran at {f:.0%} of the measured rate during migration {mid}"
+
+    def _link_bytes_s(self, source: str, destination: str) -> tuple[float | None, str]:
+        """The steady transfer rate (median of its samples) of the latest uncapped
+        migration between these hosts; links change, so only the newest counts, and
+        peaks (a shaper's burst) would overstate it.  Without one in this direction,
+        the other direction's (links are mostly symmetric) beats a guess."""
+        rates: list[int] = []
+        latest = None
+        with self.db.session() as s:
+            for src, dst in ((source, destination), (destination, source)):
+                latest = s.scalar(select(func.max(SampleRow.migration_id)).join(
+                    MigrationRow, MigrationRow.id == SampleRow.migration_id).where(
+                    MigrationRow.source == src, MigrationRow.destination == dst,
+                    MigrationRow.bandwidth_mib_s.is_(None), SampleRow.iteration >= 1))
+                if latest:
+                    rates = sorted(r for r in s.scalars(select(SampleRow.bandwidth_bytes_s)
+                                                        .where(SampleRow.migration_id == latest,
+                                                               SampleRow.iteration >= 1))
+                                   if r > 0)
+                if rates:
+                    break
+        if rates:
+            return float(rates[len(rates) // 2]), f"measured on migration {latest}"
+        return None, ""
+
+    def _setup_s(self, source: str, destination: str) -> tuple[float | None, str]:
+        """How long a job between these hosts runs before its first byte moves (libvirt's
+        begin/prepare phases: the destination QEMU starts), which the model cannot know.
+
+        From the first transferring sample of each of the latest memory-only
+        migrations: elapsed minus what was sent at the rate seen; the median of up
+        to five."""
+        est = []
+        with self.db.session() as s:
+            mids = list(s.scalars(select(MigrationRow.id).where(
+                MigrationRow.source == source, MigrationRow.destination == destination,
+                MigrationRow.state == MigrationState.COMPLETED,
+                func.coalesce(MigrationRow.disk_bytes, 0) == 0)
+                .order_by(MigrationRow.id.desc()).limit(SETUP_HISTORY)))
+            for mid in mids:
+                first = s.scalar(select(SampleRow).where(
+                    SampleRow.migration_id == mid, SampleRow.memory_processed_bytes > 0,
+                    SampleRow.bandwidth_bytes_s > 0).order_by(SampleRow.t_ms).limit(1))
+                if first is not None:
+                    sent_s = first.memory_processed_bytes / first.bandwidth_bytes_s
+                    est.append(max(0.0, first.t_ms / 1000 - sent_s))
+        if not est:
+            return None, ""
+        setup = statistics.median(est)
+        return setup, f"set-up {setup:.2f} s (last {len(est)} migrations)"
+
+
+def _ref(row: HostRow) -> HostRef:
+    return HostRef(row.name, row.uri, row.virt_type, row.state == HostState.UP)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    if t is None:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

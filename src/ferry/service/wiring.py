@@ -1,0 +1,92 @@
+"""The object graph, built in one place: what `ferry serve` runs, what tests build.
+
+Everything a use case needs is passed to it here, once; no module looks
+anything up at run time.  The hypervisor driver, the clock and the worker
+pool are parameters, so tests wire a simulated cluster, its virtual clock
+and an inline executor into the very same services.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ferry.clock import Clock, SystemClock
+from ferry.hypervisor.base import Connector
+from ferry.migration.pipeline import MigrationPipeline, Timeouts
+from ferry.service.connections import HostConnections
+from ferry.service.cpu import CpuService
+from ferry.service.cpu_verdicts import CpuVerdicts
+from ferry.service.database import Database
+from ferry.service.hosts import HostService
+from ferry.service.inventory import Inventory
+from ferry.service.migration_service import MigrationService
+from ferry.service.migration_store import MigrationStore
+from ferry.service.pools import PoolService
+from ferry.service.settings import Settings
+from ferry.service.vms import VmService
+from ferry.service.volumes import VolumeService
+
+log = logging.getLogger("ferry.controller")
+WORKERS = 16
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    conns: HostConnections
+    inventory: Inventory
+    hosts: HostService
+    pools: PoolService
+    volumes: VolumeService
+    vms: VmService
+    cpu: CpuService
+    migrations: MigrationService
+    store: MigrationStore
+    executor: Executor
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        """Recover unfinished migrations, then reconcile periodically."""
+        self.migrations.recover()
+
+        def loop() -> None:
+            while not self.stopping.wait(self.settings.reconcile_interval_s):
+                try:
+                    self.inventory.reconcile()
+                except Exception:  # keep the loop alive; the next round retries
+                    log.exception("reconcile failed")
+
+        threading.Thread(target=loop, name="ferry-reconcile", daemon=True).start()
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        self.executor.shutdown(wait=False, cancel_futures=False)
+        self.conns.close_all()
+        self.db.dispose()
+
+
+def build(settings: Settings, connector: Connector, clock: Clock | None = None,
+          executor: Executor | None = None) -> Services:
+    clock = clock or SystemClock()
+    executor = executor or ThreadPoolExecutor(max_workers=WORKERS,
+                                              thread_name_prefix="ferry-job")
+    db = Database(settings.db_url)
+    conns = HostConnections(connector)
+    verdicts = CpuVerdicts(conns)
+    inventory = Inventory(db, conns, verdicts)
+    pools = PoolService(db, conns)
+    volumes = VolumeService(db, conns, pools)
+    hosts = HostService(db, conns, inventory, pools, verdicts)
+    cpu = CpuService(db, conns, inventory)
+    vms = VmService(db, conns, settings, inventory, pools, volumes, cpu)
+    store = MigrationStore(db, clock)
+    timeouts = Timeouts(settings.migration_timeout_per_gib_s, settings.migration_timeout_min_s)
+    pipeline = MigrationPipeline(conns.get, store, clock, timeouts)
+    migrations = MigrationService(store, pipeline, inventory, conns, hosts, vms, clock,
+                                  executor, timeouts)
+    return Services(settings, db, conns, inventory, hosts, pools, volumes, vms, cpu,
+                    migrations, store, executor)

@@ -1,0 +1,184 @@
+"""A simulated migration job, advanced on the pre-copy model of `predict/`.
+
+Phases, in virtual seconds since the job started:
+
+| phase        | until                          | source   | destination        |
+|--------------|--------------------------------|----------|--------------------|
+| set-up       | setup_s                        | running  | paused (incoming)  |
+| disk copy    | + copied bytes / bandwidth     | running  | paused             |
+| pre-copy     | the model's switchover         | running  | paused             |
+| stop-and-copy| + what is left / link speed    | paused   | paused             |
+| post-copy    | (if switched) + pending / link | paused   | running            |
+| done         |                                | removed  | running, persistent|
+
+Faults end a job the way libvirt's do: an abort before post-copy, a dead
+destination QEMU or a link down for longer than libvirt's keepalive leave
+the guest running on the source and the incoming domain gone; a link lost
+during post-copy leaves both sides paused (nobody has the whole guest).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ferry.hypervisor.errors import MigrationJobError
+from ferry.hypervisor.types import JobStats, MigrationOptions
+from ferry.predict.precopy import POSTCOPY_PAUSE_S, Guest, Link, PrecopyRun, Schedule
+
+PAGE = 4096
+
+
+class Phase(StrEnum):
+    SETUP = "setup"
+    DISK = "disk"
+    PRECOPY = "precopy"
+    STOP_COPY = "stop_copy"
+    POSTCOPY = "postcopy"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the job did to the two domains when it ended (applied by the cluster)."""
+
+    completed: bool
+    error: MigrationJobError | None = None
+    stats: JobStats | None = None  # libvirt's completed-job statistics (none after post-copy)
+    both_paused: bool = False  # lost during post-copy
+
+
+class SimJob:
+    """One job from `source` to `destination`; `advance(t)` brings it to elapsed time t."""
+
+    def __init__(self, vm: str, source: str, destination: str, opts: MigrationOptions,
+                 guest: Guest, link_bytes_s: float, downtime_ms: int, cpu_bound: bool,
+                 setup_s: float, disk_bytes: int, started_at: float) -> None:
+        self.vm, self.source, self.destination, self.opts = vm, source, destination, opts
+        self.started_at = started_at
+        self.memory_bytes = guest.memory_bytes
+        pre = min(opts.bandwidth_mib_s * 2**20, link_bytes_s) if opts.bandwidth_mib_s \
+            else link_bytes_s
+        self.bandwidth_bytes_s = pre
+        self.setup_s = setup_s
+        self.disk_bytes = disk_bytes
+        self.disk_s = disk_bytes / pre if disk_bytes else 0.0
+        sched = Schedule(downtime_ms / 1000, throttle=opts.auto_converge,
+                         throttle_effect=1.0 if cpu_bound else 0.0,
+                         setup_s=setup_s + self.disk_s, max_time_s=math.inf,
+                         detect_stuck=False)
+        self.model = PrecopyRun(guest, Link(pre, link_bytes_s), sched)
+        self.phase = Phase.SETUP
+        self.elapsed = 0.0
+        self.switch_at: float | None = None  # the source paused (stop-and-copy or post-copy)
+        self.end_at: float | None = None
+        self.final_bytes = 0.0
+        self.downtime_s = 0.0
+        self.frozen_since: float | None = None  # link down: nothing moves
+        self.frozen_total = 0.0
+        self.outcome: Outcome | None = None
+
+    # -- progress -----------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.outcome is None
+
+    @property
+    def postcopy(self) -> bool:
+        return self.phase == Phase.POSTCOPY
+
+    def advance(self, elapsed: float) -> Outcome | None:
+        """Step the model up to `elapsed` (minus time the link was down); the outcome
+        if the job ended on the way."""
+        if self.outcome is not None:
+            return None
+        if self.frozen_since is not None:
+            elapsed = min(elapsed, self.frozen_since)
+        t = elapsed - self.frozen_total
+        self.elapsed = max(self.elapsed, elapsed)
+        while self.outcome is None:
+            if self.phase in (Phase.SETUP, Phase.DISK):
+                if t < self.setup_s:
+                    return None
+                self.phase = Phase.DISK
+                if t < self.setup_s + self.disk_s:
+                    return None
+                self.phase = Phase.PRECOPY
+            if self.phase == Phase.PRECOPY:
+                if self.model.t >= t:
+                    return None
+                pred = self.model.step()
+                if pred is None:
+                    continue
+                self.switch_at = self.model.t
+                self.end_at = pred.total_s
+                self.final_bytes = pred.transferred_bytes
+                self.downtime_s = pred.downtime_s
+                self.phase = Phase.POSTCOPY if self.model.postcopy_requested or \
+                    pred.note.startswith("post-copy") else Phase.STOP_COPY
+            if self.phase in (Phase.STOP_COPY, Phase.POSTCOPY):
+                assert self.end_at is not None
+                if t < self.end_at:
+                    return None
+                return self._complete()
+        return None
+
+    def _complete(self) -> Outcome:
+        assert self.end_at is not None
+        stats = None
+        if self.phase == Phase.STOP_COPY:  # libvirt keeps no figures after post-copy
+            stats = JobStats(
+                active=False, elapsed_ms=round(self.end_at * 1000),
+                memory_total_bytes=int(self.memory_bytes),
+                memory_processed_bytes=int(self.final_bytes),
+                data_total_bytes=int(self.memory_bytes) + self.disk_bytes,
+                data_processed_bytes=int(self.final_bytes) + self.disk_bytes,
+                disk_total_bytes=self.disk_bytes, disk_processed_bytes=self.disk_bytes,
+                iteration=len(self.model.rounds),
+                bandwidth_bytes_s=int(self.bandwidth_bytes_s),
+                downtime_ms=round(self.downtime_s * 1000))
+        self.phase = Phase.DONE
+        self.outcome = Outcome(True, stats=stats)
+        return self.outcome
+
+    def fail(self, message: str, *, cancelled: bool = False) -> Outcome:
+        both = self.phase == Phase.POSTCOPY
+        self.phase = Phase.FAILED
+        self.outcome = Outcome(False, MigrationJobError(message, cancelled=cancelled),
+                               both_paused=both)
+        return self.outcome
+
+    # -- what the hosts report -------------------------------------------------------
+    def source_paused(self) -> bool:
+        return self.phase in (Phase.STOP_COPY, Phase.POSTCOPY)
+
+    def destination_running(self) -> bool:
+        return self.phase == Phase.POSTCOPY and self.switch_at is not None and \
+            self.elapsed - self.frozen_total >= self.switch_at + POSTCOPY_PAUSE_S
+
+    def stats(self) -> JobStats:
+        m = self.model
+        in_memory = self.phase not in (Phase.SETUP, Phase.DISK)
+        disk_done = 0
+        if self.phase == Phase.DISK:
+            disk_done = int(min(self.disk_bytes, (self.elapsed - self.frozen_total
+                                                  - self.setup_s) * self.bandwidth_bytes_s))
+        elif in_memory:
+            disk_done = self.disk_bytes
+        remaining = int(m.remaining_bytes) if in_memory else int(self.memory_bytes)
+        return JobStats(
+            active=True, elapsed_ms=round(self.elapsed * 1000),
+            memory_total_bytes=int(self.memory_bytes),
+            memory_processed_bytes=int(m.sent) if in_memory else 0,
+            memory_remaining_bytes=remaining,
+            data_total_bytes=int(self.memory_bytes) + self.disk_bytes,
+            data_processed_bytes=(int(m.sent) if in_memory else 0) + disk_done,
+            data_remaining_bytes=remaining + self.disk_bytes - disk_done,
+            disk_total_bytes=self.disk_bytes, disk_processed_bytes=disk_done,
+            dirty_rate_pages_s=int(m.dirty_rate_bytes_s / PAGE), page_size=PAGE,
+            iteration=len(m.rounds) if in_memory else 0,
+            bandwidth_bytes_s=int(self.bandwidth_bytes_s) if self.frozen_since is None else 0,
+            downtime_ms=round(remaining / m.link.final_bytes_s * 1000) if in_memory else None,
+            throttle_pct=round(m.throttle * 100))

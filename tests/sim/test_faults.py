@@ -1,0 +1,147 @@
+"""Hosts that stop answering at each phase, and a controller that restarts mid-job:
+every migration still ends in a final state, and the VM is where the hosts say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ferry.domain.models import HostState, MigrationState, VmState
+from ferry.domain.vocab import EventKind as K
+from ferry.errors import MigrationRefused, Unavailable
+from ferry.migration.pipeline import Prepared
+from tests.sim.conftest import DroppingExecutor, SimEnv, make_env
+
+
+def test_source_unreachable_at_precheck_is_503_and_leaves_nothing_stuck(env: SimEnv) -> None:
+    vm = env.vm()
+    env.cluster.host("node1").unreachable = True
+    with pytest.raises(Unavailable, match="does not answer"):
+        env.migrate(vm, "node2")
+    m = env.svc.store.list_migrations(vm)[0]
+    assert m.state == MigrationState.FAILED
+    assert env.svc.vms.get(vm).state != VmState.MIGRATING
+    assert env.svc.hosts.get("node1").state == HostState.DOWN
+    # the host comes back: the same VM migrates (no 409 from a stuck record)
+    env.cluster.host("node1").unreachable = False
+    assert env.migrate(vm, "node2").state == MigrationState.COMPLETED
+
+
+def test_destination_unreachable_at_precheck_is_refused_as_down(env: SimEnv) -> None:
+    vm = env.vm()
+    env.cluster.host("node2").unreachable = True
+    with pytest.raises(MigrationRefused) as err:
+        env.migrate(vm, "node2")
+    assert err.value.reason == "destination_down"
+    assert env.cluster.where(vm) == {"node1": "running"}
+
+
+def test_destination_that_hangs_costs_the_call_timeout_then_is_refused(env: SimEnv) -> None:
+    vm = env.vm()
+    env.cluster.host("node2").hangs = True
+    t0 = env.clock.monotonic()
+    with pytest.raises(MigrationRefused):
+        env.migrate(vm, "node2")
+    assert env.clock.monotonic() - t0 >= env.cluster.call_timeout_s
+    assert env.cluster.where(vm) == {"node1": "running"}
+
+
+def test_source_unreachable_while_running_then_back_records_the_true_outcome(
+        env: SimEnv) -> None:
+    """The job goes on between the hosts while Ferry cannot see the source; once it
+    answers again, settling reads where the guest went."""
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    src = env.cluster.host("node1")
+
+    def lose() -> None:
+        src.unreachable = True
+
+    def back() -> None:
+        src.unreachable = False
+
+    env.at(2.5, lose)
+    env.at(20.0, back)
+    m = env.migrate(vm, "node2", bandwidth_mib_s=16)
+    assert m.state == MigrationState.COMPLETED, m.error
+    kinds = env.kinds(m)
+    assert K.JOB_FAILED in kinds and K.UNREACHABLE in kinds  # the call was lost, not the job
+    assert env.cluster.where(vm) == {"node2": "running"}
+    assert env.svc.vms.get(vm).host == "node2"
+
+
+def test_destination_unreachable_at_settle_is_unknown_and_touches_nothing(
+        env: SimEnv) -> None:
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    env.at(1.5, lambda: setattr(env.cluster.host("node2"), "unreachable", True))
+    m = env.migrate(vm, "node2")
+    assert m.state == MigrationState.FAILED
+    assert "unknown" in m.error
+    kinds = env.kinds(m)
+    assert K.UNREACHABLE in kinds and K.CLEANED not in kinds and K.RESUMED not in kinds
+    # the job itself finished between the hosts: nothing was undone
+    env.cluster.host("node2").unreachable = False
+    assert env.cluster.where(vm) == {"node2": "running"}
+    env.svc.inventory.reconcile()
+    assert env.svc.vms.get(vm).host == "node2"
+
+
+def test_destination_back_during_settle_gives_the_verdict(env: SimEnv) -> None:
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    dst = env.cluster.host("node2")
+    env.at(1.5, lambda: setattr(dst, "unreachable", True))
+    env.at(40.0, lambda: setattr(dst, "unreachable", False))
+    m = env.migrate(vm, "node2")
+    assert m.state == MigrationState.COMPLETED, m.error
+    assert env.cluster.where(vm) == {"node2": "running"}
+
+
+def _crash_after_prepare(tmp_path: Path) -> tuple[SimEnv, Prepared]:
+    """A controller that prepared a migration and died as its worker started the job."""
+    env = make_env(tmp_path, executor=DroppingExecutor())
+    vm = env.vm(memory=256, dirty=4, wss=32, disks=[("local", 0.5)])
+    env.svc.migrations.start(vm, "node2", bandwidth_mib_s=32)
+    executor = env.svc.executor
+    assert isinstance(executor, DroppingExecutor)
+    _fn, (prepared, _cancel) = executor.dropped[0]
+    assert isinstance(prepared, Prepared)
+    return env, prepared
+
+
+def test_controller_restart_mid_job_follows_it_and_tidies_the_copied_disk(
+        tmp_path: Path) -> None:
+    env, prepared = _crash_after_prepare(tmp_path)
+    vm = prepared.claim.request.vm
+    env.cluster.host("node1").start_migration(vm, prepared.plan.options)  # the dead worker's
+    env.cluster.run_until(env.clock.monotonic() + 3)
+    assert env.cluster.jobs[-1].active
+    svc = env.restart()
+    svc.migrations.recover()
+    m = svc.store.get(prepared.claim.id)
+    assert m.state == MigrationState.COMPLETED, m.error
+    kinds = [e.kind for e in m.events]
+    assert K.RECOVERING in kinds and K.REATTACHED in kinds
+    assert env.cluster.where(vm) == {"node2": "running"}
+    # the block-migrated disk: the source's copy deleted, the record follows the VM
+    assert "storage" in kinds
+    vol = next(v for v in svc.volumes.list_volumes() if v.pool == "local")
+    assert vol.host == "node2"
+    assert env.cluster.files.dir("node1", "/srv/local") == {}
+    assert vol.name in env.cluster.files.dir("node2", "/srv/local")
+    assert svc.vms.get(vm).state == VmState.RUNNING
+    svc.shutdown()
+
+
+def test_controller_restart_before_the_job_started_fails_it_and_frees_the_vm(
+        tmp_path: Path) -> None:
+    env, prepared = _crash_after_prepare(tmp_path)
+    vm = prepared.claim.request.vm
+    svc = env.restart()
+    svc.migrations.recover()
+    m = svc.store.get(prepared.claim.id)
+    assert m.state == MigrationState.FAILED
+    assert env.cluster.where(vm) == {"node1": "running"}
+    assert svc.vms.get(vm).state == VmState.RUNNING
+    assert svc.migrations.start(vm, "node2").state in (MigrationState.COMPLETED,
+                                                       MigrationState.RUNNING)
+    svc.shutdown()
