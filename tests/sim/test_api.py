@@ -75,3 +75,57 @@ def test_the_migration_as_the_api_returns_it(env: SimEnv, api: TestClient) -> No
     samples = api.get(f"/migrations/{m['id']}/samples").json()
     assert samples and samples[-1]["memory_total_bytes"] == 256 * 2**20
     assert api.post(f"/migrations/{m['id']}/cancel").status_code == 409  # already over
+
+
+def test_unknown_fields_and_non_finite_numbers_are_422(env: SimEnv, api: TestClient) -> None:
+    vm = env.vm()
+    r = api.post("/migrations", json={"vm": vm, "to": "node2", "max_downtime": 50})
+    assert r.status_code == 422 and "max_downtime" in r.json()["message"]
+    for raw in (b'{"name": "v", "pool": "shared", "size_gib": NaN}',
+                b'{"name": "v", "size_gib": Infinity}'):
+        r = api.post("/pools/shared/volumes", content=raw,
+                     headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+    assert api.get(f"/migrations/{2**63}").status_code == 422
+    assert api.get("/migrations", params={"limit": 10**6}).status_code == 422
+    assert api.get("/predict", params={"vm": vm, "to": "node2",
+                                       "bandwidth_mib_s": -5}).status_code == 400
+    assert env.svc.store.list_migrations(vm) == []
+
+
+def test_no_body_is_read_without_the_token_and_none_over_the_limit(
+        env: SimEnv, api: TestClient) -> None:
+    big = b"x" * (2 << 20)
+    r = api.post("/pools", content=big, headers={"Authorization": "Bearer nope",
+                                                 "content-type": "application/json"})
+    assert r.status_code == 401
+    r = api.post("/pools", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+    def stream() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(40):
+            yield b" " * 65536
+
+    r = api.post("/pools", content=stream(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_a_key_is_never_echoed_in_an_error(env: SimEnv, api: TestClient) -> None:
+    key = "AQBzcW1mAAAAABAAc2VjcmV0LWtleS1uZXZlci1zaG93bg=="
+    bodies = [{"name": "c", "kind": "rbd", "monitors": ["m:6789"], "rbd_pool": "vms",
+               "user": "ferry", "key": key, "surplus": 1},
+              {"name": "c", "kind": "rbd", "monitors": ["m:6789"], "rbd_pool": "vms",
+               "user": "ferry", "key": key},  # Ceph unreachable from the hosts: 503
+              {"name": "c", "kind": "dir-shared", "path": "/srv/x", "key": key}]
+    for body in bodies:
+        r = api.post("/pools", json=body)
+        assert r.status_code in (400, 422, 503), r.text
+        assert key not in r.text and key[:20] not in r.text
+
+
+def test_uri_parameters_that_run_or_read_things_are_refused(env: SimEnv,
+                                                            api: TestClient) -> None:
+    r = api.post("/hosts", json={"name": "evil",
+                                 "uri": "qemu+ssh://root@h/system?command=/usr/bin/id"})
+    assert r.status_code == 400 and "'command' is not allowed" in r.json()["message"]
+    assert api.get("/hosts/evil").status_code == 404

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ferry.db.models import MigrationRow
 from ferry.domain.models import HostState, MigrationState, VmState
 from ferry.domain.vocab import EventKind as K
-from ferry.errors import MigrationRefused, Unavailable
+from ferry.errors import Conflict, MigrationRefused, Unavailable
 from ferry.migration.pipeline import Prepared
 from tests.sim.conftest import DroppingExecutor, SimEnv, make_env
 
@@ -145,3 +146,15 @@ def test_controller_restart_before_the_job_started_fails_it_and_frees_the_vm(
     assert svc.migrations.start(vm, "node2").state in (MigrationState.COMPLETED,
                                                        MigrationState.RUNNING)
     svc.shutdown()
+
+
+def test_the_database_holds_one_unfinished_migration_per_vm(env: SimEnv) -> None:
+    """Two controllers on one database both passing their own checks: the second
+    insert is refused by the database (a partial unique index)."""
+    vm = env.vm()
+    with env.svc.db.session() as s:
+        s.add(MigrationRow(vm=vm, source="node1", destination="node2", state="running"))
+    with pytest.raises(Conflict), env.svc.db.session() as s:
+        s.add(MigrationRow(vm=vm, source="node1", destination="node3", state="queued"))
+    with env.svc.db.session() as s:  # finished ones do not count
+        s.add(MigrationRow(vm=vm, source="node1", destination="node3", state="failed"))

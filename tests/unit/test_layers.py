@@ -17,6 +17,7 @@ LAYERS = ["cli", "api", "service", "simulated", "migration", "predict", "cpu", "
 # thin HTTP client and would pay ~1 s to import it)
 LAZY = {("cli.main", "api.app"), ("cli.main", "hypervisor.drivers"),
         ("cli.main", "service.settings"), ("cli.main", "service.wiring")}
+# (`ferry secret rotate` loads the same two service modules)
 
 
 def _modules() -> dict[str, Path]:

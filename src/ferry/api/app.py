@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferry import __version__
+from ferry.api.guard import Guard
 from ferry.api.schemas import (
     CpuModeSet,
     CpuPolicySet,
@@ -34,6 +37,8 @@ from ferry.hypervisor.errors import HypervisorError
 from ferry.service.wiring import Services
 
 _bearer = HTTPBearer(auto_error=False)
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+_HTTP_CODES = {401: "auth", 404: "not_found", 405: "invalid", 413: "too_large"}
 
 
 def _error(exc: FerryError) -> JSONResponse:
@@ -66,6 +71,24 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
     @app.exception_handler(HypervisorError)
     async def host_error(_req: Request, exc: HypervisorError) -> JSONResponse:
         return _error(Unavailable(f"a host failed: {exc}"))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        # location and message only: never the input back (it may be a key)
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        text = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse(status_code=422, content={
+            "error": "invalid", "message": f"invalid request: {text}",
+            "details": {"errors": errors}})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, headers=exc.headers, content={
+            "error": _HTTP_CODES.get(exc.status_code, "error"), "message": str(exc.detail),
+            "details": {}})
+
+    app.add_middleware(Guard, token=svc.settings.token)
 
     dep = [Depends(auth)]
 
@@ -146,8 +169,9 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
         svc.volumes.delete(pool, name)
 
     @app.get("/migrations", dependencies=dep)
-    def list_migrations(vm: str | None = None, limit: int = 100) -> list[Migration]:
-        return svc.store.list_migrations(vm, min(max(limit, 1), 1000))
+    def list_migrations(vm: str | None = None,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[Migration]:
+        return svc.store.list_migrations(vm, limit)
 
     @app.post("/migrations", dependencies=dep, status_code=201)
     def start_migration(body: MigrationCreate) -> Migration:
@@ -156,15 +180,16 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
                                     body.on_timeout)
 
     @app.get("/migrations/{mid}", dependencies=dep)
-    def get_migration(mid: int) -> Migration:
+    def get_migration(mid: Id) -> Migration:
         return svc.store.get(mid)
 
     @app.get("/migrations/{mid}/samples", dependencies=dep)
-    def get_samples(mid: int, after_ms: int = -1) -> list[Sample]:
+    def get_samples(mid: Id, after_ms: Annotated[int, Query(ge=-1, le=2**62)] = -1
+                    ) -> list[Sample]:
         return svc.store.samples(mid, after_ms)
 
     @app.post("/migrations/{mid}/cancel", dependencies=dep)
-    def cancel_migration(mid: int) -> Migration:
+    def cancel_migration(mid: Id) -> Migration:
         return svc.migrations.cancel(mid)
 
     @app.get("/predict", dependencies=dep)

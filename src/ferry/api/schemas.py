@@ -6,24 +6,31 @@ value outside them is answered 422 before any use case runs.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.domain.models import PoolKind
 from ferry.domain.vocab import OnTimeout, Policy, VirtType
 
 
-class HostCreate(BaseModel):
+class Body(BaseModel):
+    """Every request body: an unknown field (a typo such as `max_downtime`) or a
+    NaN/Infinity is refused, never silently dropped or passed on."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class HostCreate(Body):
     name: str
     uri: str
     virt_type: VirtType = VirtType.AUTO
 
 
-class DiskRequest(BaseModel):
+class DiskRequest(Body):
     pool: str
     size_gib: float
 
 
-class PoolCreate(BaseModel):
+class PoolCreate(Body):
     name: str
     kind: PoolKind
     path: str = ""
@@ -34,14 +41,14 @@ class PoolCreate(BaseModel):
     key: str = Field("", repr=False)  # cephx key; stored, never returned
 
 
-class VolumeCreate(BaseModel):
+class VolumeCreate(Body):
     name: str
     size_gib: float | None = None
     host: str | None = None  # local pools: which host's directory
     from_volume: str | None = None  # copy of a volume of the same pool (an image)
 
 
-class VmCreate(BaseModel):
+class VmCreate(Body):
     name: str
     host: str
     memory_mib: int = Field(256)
@@ -54,7 +61,7 @@ class VmCreate(BaseModel):
     workload_fill: bool = False  # the guest first fills its data disks with records
 
 
-class MigrationCreate(BaseModel):
+class MigrationCreate(Body):
     vm: str
     to: str
     bandwidth_mib_s: int | None = None
@@ -64,11 +71,11 @@ class MigrationCreate(BaseModel):
     on_timeout: OnTimeout = OnTimeout.ABORT
 
 
-class CpuModeSet(BaseModel):
+class CpuModeSet(Body):
     mode: str  # baseline | host-model | host-passthrough | custom:MODEL[+f,...]
 
 
-class CpuPolicySet(BaseModel):
+class CpuPolicySet(Body):
     """The older name of CpuModeSet (`PUT /cpu/policy`), kept for existing scripts."""
 
     policy: str

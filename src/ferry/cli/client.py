@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-EXIT_CODES = {"invalid": 2, "conflict": 3, "not_found": 4, "refused": 5, "unavailable": 6,
-              "auth": 7, "connection": 8}
+EXIT_CODES = {"invalid": 2, "too_large": 2, "conflict": 3, "not_found": 4, "refused": 5,
+              "unavailable": 6, "auth": 7, "connection": 8}
 
 
 class ApiError(Exception):
@@ -76,10 +76,6 @@ class Client:
                 body = r.json()
             except ValueError:
                 body = {}
-            if isinstance(body.get("detail"), list):  # FastAPI validation error
-                raise ApiError(r.status_code, "invalid", "invalid request: " + "; ".join(
-                    f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
-                    for d in body["detail"]), {"errors": body["detail"]})
             raise ApiError(r.status_code, str(body.get("error", "error")),
                            str(body.get("message", body.get("detail", r.text))),
                            dict(body.get("details", {})))

@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 other error, 2 invalid input, 3 conflict, 4 not found,
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,10 +43,13 @@ lab_app = typer.Typer(help="A real libvirt cluster on this machine.", no_args_is
 host_app = typer.Typer(help="Hypervisor hosts.", no_args_is_help=True)
 vm_app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
 mig_app = typer.Typer(help="Migrations: history, details, cancel.", no_args_is_help=True)
+secret_app = typer.Typer(help="The controller's key for stored secrets.",
+                         no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 app.add_typer(host_app, name="host")
 app.add_typer(vm_app, name="vm")
 app.add_typer(mig_app, name="migration")
+app.add_typer(secret_app, name="secret")
 app.add_typer(cpu_app, name="cpu")
 app.add_typer(pool_app, name="pool")
 app.add_typer(volume_app, name="volume")
@@ -62,9 +66,27 @@ def serve(config: Annotated[Path, typer.Option(help="Controller settings (JSON).
     from ferry.service.settings import Settings
     from ferry.service.wiring import build
 
+    os.umask(0o077)  # whatever the controller writes (database, logs, keys) is its own
     settings = Settings.load(config)
     uvicorn.run(create_app(build(settings, LIBVIRT)), host=settings.listen_host,
                 port=settings.listen_port, log_level="warning")
+
+
+@secret_app.command("rotate")
+@handles_errors
+def secret_rotate(config: Annotated[Path, typer.Option(help="Controller settings (JSON).")],
+                  as_json: JsonOpt = False) -> None:
+    """Seal every stored secret with a new key and drop the old ones (stop the
+    controller first: it holds the old key)."""
+    from ferry.service.settings import Settings
+    from ferry.service.wiring import rotate_secret_key
+
+    os.umask(0o077)
+    settings = Settings.load(config)
+    n = rotate_secret_key(settings)
+    res = {"resealed": n, "key_file": str(settings.secret_key_path())}
+    print_json(res) if as_json else console.print(
+        f"{n} stored secret(s) sealed with a new key in {res['key_file']}")
 
 
 # -- lab ------------------------------------------------------------------------

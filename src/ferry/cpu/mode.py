@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ferry.domain.vocab import CpuModeKind
 from ferry.errors import InvalidRequest
 
-_CUSTOM = re.compile(r"^custom:([A-Za-z0-9_.-]+)(?:\+([a-z0-9_.,-]+))?$")
+_CUSTOM = re.compile(r"custom:([A-Za-z0-9_.-]+)(?:\+([a-z0-9_.,-]+))?")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def parse(text: str) -> CpuMode:
     text = text.strip()
     if text in (CpuModeKind.BASELINE, CpuModeKind.HOST_MODEL, CpuModeKind.HOST_PASSTHROUGH):
         return CpuMode(CpuModeKind(text))
-    m = _CUSTOM.match(text)
+    m = _CUSTOM.fullmatch(text)
     if m:
         feats = [f for f in (m.group(2) or "").split(",") if f]
         return CpuMode(CpuModeKind.CUSTOM, m.group(1), feats)

@@ -11,10 +11,12 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -69,6 +71,10 @@ class PoolRow(Base):
     """A storage pool Ferry defines on hosts (dir-shared, local or rbd)."""
 
     __tablename__ = "pools"
+    # two pools on one directory would hand out the same files twice
+    __table_args__ = (Index("uq_pools_path", "path", unique=True,
+                            sqlite_where=text("path != ''"),
+                            postgresql_where=text("path != ''")),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -106,8 +112,16 @@ class SettingRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+UNFINISHED_SQL = "state IN ('queued', 'prechecking', 'running')"
+
+
 class MigrationRow(Base):
     __tablename__ = "migrations"
+    # one unfinished migration per VM, held by the database itself: it holds across
+    # several controllers on one PostgreSQL
+    __table_args__ = (Index("uq_migrations_active_vm", "vm", unique=True,
+                            sqlite_where=text(UNFINISHED_SQL),
+                            postgresql_where=text(UNFINISHED_SQL)),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     vm: Mapped[str] = mapped_column(String(64), index=True)
     source: Mapped[str] = mapped_column(String(64))

@@ -23,7 +23,7 @@ from typing import Any
 from ferry.lab import netns
 from ferry.lab.layout import NETNS_PREFIX, VETH_PREFIX
 from ferry.lab.procs import pid_alive, read_pid, stop_pid
-from ferry.lab.run import LabError, run
+from ferry.lab.run import LabError, run, write_private
 
 NETNS = f"{NETNS_PREFIX}ceph"
 VETH = f"{VETH_PREFIX}c"
@@ -176,8 +176,7 @@ def up(lab: Path) -> CephInfo:
     _wait(d, lambda: _clean(d), "all placement groups active+clean", ("osd", "0"), 120)
     info = CephInfo(monitors=[f"{ADDRESS}:{MON_PORT}"], pool=RBD_POOL, user=CLIENT, key=key,
                     conf=str(d / "ceph.conf"))
-    (d / "info.json").write_text(json.dumps(info.as_dict(), indent=2))
-    (d / "info.json").chmod(0o600)
+    write_private(d / "info.json", json.dumps(info.as_dict(), indent=2))
     return info
 
 

@@ -29,7 +29,7 @@ from ferry.lab.accel import probe
 from ferry.lab.image import build_image
 from ferry.lab.layout import MAX_HOSTS, LabHost, cache_dir, lab_dir, lab_host
 from ferry.lab.procs import cmdline, pid_alive, read_pid, stop_pid
-from ferry.lab.run import LabError
+from ferry.lab.run import LabError, write_private
 
 CONTROLLER_PORT = 8470
 STORAGE = ("dir", "ceph")
@@ -137,8 +137,7 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
         "heartbeat_glob": str(lab / "hosts" / "*" / "var-lib-libvirt" / "ferry-console"),
     }
     conf = ctl / "settings.json"
-    conf.write_text(json.dumps(settings, indent=2))
-    conf.chmod(0o600)
+    write_private(conf, json.dumps(settings, indent=2))
     url = f"http://127.0.0.1:{port}"
     say(f"starting the Ferry controller on {url}")
     start_controller(lab)
@@ -159,9 +158,7 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
     if client_config is not None:
         configs.append(client_config)
     for path in configs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(client, indent=2))
-        path.chmod(0o600)
+        write_private(path, json.dumps(client, indent=2))
     state = {"hosts": [h.name for h in hosts], "controller": url, "virt_type": virt_type,
              "accelerator_reason": accel_reason, "client_configs": [str(p) for p in configs],
              "storage": "dir"}

@@ -20,7 +20,7 @@ from ferry.lab.layout import CACHE_DIR, HOST_NAME, PRIVATE_DIRS
 
 def main(argv: list[str]) -> None:
     name, root_s, cache_s = argv
-    if not HOST_NAME.match(name):
+    if not HOST_NAME.fullmatch(name):
         raise SystemExit(f"bad host name {name!r}")
     root = Path(root_s)
     binds = [(root / p.strip("/").replace("/", "-"), p) for p in PRIVATE_DIRS]

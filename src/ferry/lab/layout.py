@@ -19,7 +19,7 @@ NETNS_PREFIX = "ferry-"
 VETH_PREFIX = "fveth"
 LIBVIRT_PORT = 16509
 MAX_HOSTS = 8
-HOST_NAME = re.compile(r"^node[1-9]$")
+HOST_NAME = re.compile(r"node[1-9]")
 # Per-host copies of libvirt's state: bind-mounted over these paths inside the
 # host's mount namespace so each libvirtd believes it owns the machine.
 PRIVATE_DIRS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class LabError(Exception):
@@ -25,3 +27,12 @@ def run(args: Sequence[str], *, check: bool = True, timeout: float = 120,
         detail = (proc.stderr or proc.stdout).strip()
         raise LabError(f"{' '.join(args)} failed ({proc.returncode}): {detail}")
     return proc
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from its first byte (tokens, settings)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT

@@ -7,8 +7,9 @@ the dirty bitmap); when the estimate fits in bandwidth x downtime limit it
 syncs the bitmap to get the *exact* figure (unsent + dirtied since the last
 sync).  If that fits too it pauses the guest and sends the rest; if not, the
 sync starts a new round.  The final copy ignores a configured bandwidth cap:
-it runs at link speed.  The simulation advances in STEP_S steps, checking
-the rule after each, as QEMU checks after each chunk it sends.
+it runs at link speed.  The simulation advances in STEP_S steps (longer
+when the horizon is long: at most MAX_STEPS per run), checking the rule
+after each, as QEMU checks after each chunk it sends.
 
 Worked example (256 MiB guest, all of it non-zero, idle, 32 MiB/s, 300 ms):
 
@@ -21,6 +22,7 @@ Worked example (256 MiB guest, all of it non-zero, idle, 32 MiB/s, 300 ms):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ferry.predict.dirty import DirtyCurve
@@ -86,6 +88,7 @@ class Schedule:
 
 
 STEP_S = 0.005
+MAX_STEPS = 40_000  # a long horizon takes longer steps: every prediction is bounded
 
 
 class PrecopyRun:
@@ -112,6 +115,8 @@ class PrecopyRun:
         self._since_sync = 0.0
         self._sent_in_round = 0.0
         self._syncs: list[float] = []
+        horizon = sched.max_time_s - sched.setup_s
+        self._step = max(STEP_S, horizon / MAX_STEPS) if math.isfinite(horizon) else STEP_S
 
     @property
     def remaining_bytes(self) -> float:
@@ -128,7 +133,7 @@ class PrecopyRun:
     def step(self) -> Prediction | None:
         """Advance one step; the final prediction once the run has ended."""
         g, sched, b = self.guest, self.sched, self.link.bandwidth_bytes_s
-        step = min(STEP_S, self.unsent / b) if self.unsent > 0 else STEP_S
+        step = min(self._step, self.unsent / b) if self.unsent > 0 else self._step
         self.unsent = max(self.unsent - b * step, 0.0)
         self.sent += b * step
         self._sent_in_round += b * step

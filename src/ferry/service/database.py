@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ferry.db.engine import make_engine, session_factory, upgrade
+from ferry.errors import Conflict
 
 
 class Database:
@@ -23,6 +25,11 @@ class Database:
         try:
             yield s
             s.commit()
+        except IntegrityError as exc:
+            s.rollback()
+            # a concurrent request made the same record first; no values are quoted back
+            raise Conflict("a record with that name already exists (created concurrently)") \
+                from exc
         except BaseException:
             s.rollback()
             raise

@@ -40,6 +40,15 @@ def _enum(kind: type[Policy] | type[OnTimeout], value: str, field: str) -> Any:
                              {"field": field}) from None
 
 
+def _check_limits(bandwidth_mib_s: int | None, max_downtime_ms: int | None) -> None:
+    if bandwidth_mib_s is not None and not 1 <= bandwidth_mib_s <= 100_000:
+        raise InvalidRequest("bandwidth must be between 1 and 100000 MiB/s",
+                             {"field": "bandwidth_mib_s"})
+    if max_downtime_ms is not None and not 1 <= max_downtime_ms <= 60_000:
+        raise InvalidRequest("max downtime must be between 1 and 60000 ms",
+                             {"field": "max_downtime_ms"})
+
+
 class MigrationService:
     def __init__(self, store: MigrationStore, pipeline: MigrationPipeline, inventory: Inventory,
                  conns: HostConnections, hosts: HostService, vms: VmService, clock: Clock,
@@ -66,10 +75,7 @@ class MigrationService:
                                  {"field": "on_timeout"})
         if timeout_per_gib_s is not None and not 1 <= timeout_per_gib_s <= 86_400:
             raise InvalidRequest("timeout per GiB must be between 1 and 86400 s")
-        if bandwidth_mib_s is not None and not 1 <= bandwidth_mib_s <= 100_000:
-            raise InvalidRequest("bandwidth must be between 1 and 100000 MiB/s")
-        if max_downtime_ms is not None and not 1 <= max_downtime_ms <= 60_000:
-            raise InvalidRequest("max downtime must be between 1 and 60000 ms")
+        _check_limits(bandwidth_mib_s, max_downtime_ms)
         self.inventory.reconcile()  # where the VM really is, right now
         claim = self.store.claim(req)
         try:
@@ -122,6 +128,7 @@ class MigrationService:
         """`ferry predict`: measure the guest now, then predict every policy."""
         check_name("vm", vm)
         check_name("host", to)
+        _check_limits(bandwidth_mib_s, max_downtime_ms)
         self.inventory.reconcile()
         v = self.vms.get(vm)
         dest = self.hosts.get(to)

@@ -13,6 +13,7 @@ import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from ferry.clock import Clock
 from ferry.db.models import EventRow, HostRow, MigrationRow, PoolRow, SampleRow, VmRow, VolumeRow
@@ -35,6 +36,7 @@ from ferry.predict.inputs import History, Measurement
 from ferry.predict.precopy import Prediction
 from ferry.service import convert
 from ferry.service.database import Database
+from ferry.service.secrets import SecretBox
 from ferry.storage.sharing import StorageCatalog
 
 SETUP_HISTORY = 5
@@ -58,8 +60,8 @@ class _DbRecorder:
 
 
 class MigrationStore:
-    def __init__(self, db: Database, clock: Clock) -> None:
-        self.db, self.clock = db, clock
+    def __init__(self, db: Database, clock: Clock, box: SecretBox) -> None:
+        self.db, self.clock, self.box = db, clock, box
         self._claim_lock = threading.Lock()  # check-then-insert of one migration per VM
 
     # -- reading ----------------------------------------------------------------
@@ -114,7 +116,10 @@ class MigrationStore:
                                max_downtime_ms=req.max_downtime_ms, policy=req.policy.value,
                                on_timeout=req.on_timeout.value, created_at=self.clock.now())
             s.add(row)
-            s.flush()
+            try:
+                s.flush()
+            except IntegrityError:  # another controller claimed it between our check and now
+                raise Conflict(f"VM {req.vm} is already migrating") from None
             vrow.state = VmState.MIGRATING
             return Claim(row.id, req, vrow.memory_mib, _ref(src), _ref(dest))
 
@@ -184,7 +189,7 @@ class MigrationStore:
             pools = list(s.scalars(select(PoolRow)))
             return StorageCatalog([convert.pool(p) for p in pools],
                                   [convert.volume(v) for v in s.scalars(select(VolumeRow))],
-                                  {p.name: p.key for p in pools if p.key})
+                                  {p.name: self.box.open(p.key) for p in pools if p.key})
 
     def volumes_moved(self, moved: list[CopiedVolume], host: str) -> None:
         with self.db.session() as s:

@@ -23,6 +23,7 @@ from ferry.hypervisor.errors import HypervisorError
 from ferry.service import convert
 from ferry.service.connections import HostConnections
 from ferry.service.database import Database
+from ferry.service.secrets import SecretBox
 from ferry.storage.specs import on_host, pool_spec
 
 # Never a pool: the system's own directories (a pool's volumes are created in it).
@@ -49,8 +50,19 @@ def _undefine_on(host: StorageOps, pool: Pool) -> None:
 
 
 class PoolService:
-    def __init__(self, db: Database, conns: HostConnections) -> None:
-        self.db, self.conns = db, conns
+    def __init__(self, db: Database, conns: HostConnections, box: SecretBox) -> None:
+        self.db, self.conns, self.box = db, conns, box
+
+    def seal_stored_keys(self, box: SecretBox | None = None) -> int:
+        """(Re)seal every stored key with `box`'s newest key (default: ours); keys
+        stored in clear by an older Ferry are sealed on the way.  Returns how many."""
+        box = box or self.box
+        n = 0
+        with self.db.session() as s:
+            for row in s.scalars(select(PoolRow).where(PoolRow.key != "")):
+                row.key = box.seal(self.box.open(row.key))
+                n += 1
+        return n
 
     def list_pools(self) -> list[Pool]:
         with self.db.session() as s:
@@ -136,7 +148,8 @@ class PoolService:
                 raise Unavailable(f"pool {name} cannot be set up on {hname}: {exc}") from exc
         with self.db.session() as s:
             s.add(PoolRow(name=name, kind=k.value, path=path, hosts=hosts, monitors=monitors,
-                          rbd_pool=rbd_pool, user=user, key=key, secret_uuid=pool.secret_uuid))
+                          rbd_pool=rbd_pool, user=user, key=self.box.seal(key),
+                          secret_uuid=pool.secret_uuid))
         return self.get(name)
 
     def _up_hosts(self, pool: Pool) -> list[tuple[str, str]]:
@@ -149,7 +162,7 @@ class PoolService:
         Returns what failed, for the caller to report; the host stays usable."""
         errors = []
         with self.db.session() as s:
-            rows = [(convert.pool(r), r.key) for r in s.scalars(select(PoolRow))]
+            rows = [(convert.pool(r), self.box.open(r.key)) for r in s.scalars(select(PoolRow))]
         for pool, key in rows:
             if on_host(pool, host_name):
                 try:

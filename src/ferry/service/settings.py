@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+from sqlalchemy import make_url
 
 
 class GuestImage(BaseModel):
@@ -29,6 +30,18 @@ class Settings(BaseModel):
     # a migration gives up (or forces) after per-GiB x guest RAM, at least the minimum
     migration_timeout_min_s: float = 30.0
     migration_timeout_per_gib_s: float = 300.0
+    # the key that seals stored secrets (cephx keys); default: beside a SQLite database
+    secret_key_file: str | None = None
+
+    def secret_key_path(self) -> Path:
+        if self.secret_key_file:
+            return Path(self.secret_key_file)
+        url = make_url(self.db_url)
+        if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+            return Path(url.database).resolve().parent / "secret.key"
+        raise ValueError("settings: secret_key_file is required with this database (where "
+                         "the controller's key for stored secrets lives, e.g. "
+                         "/etc/ferry/secret.key)")
 
     @classmethod
     def load(cls, path: Path) -> Settings:

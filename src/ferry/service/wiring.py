@@ -14,7 +14,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ferry.clock import Clock, SystemClock
-from ferry.hypervisor.base import Connector
+from ferry.hypervisor.base import Connector, Hypervisor
 from ferry.migration.pipeline import MigrationPipeline, Timeouts
 from ferry.service.connections import HostConnections
 from ferry.service.cpu import CpuService
@@ -25,6 +25,7 @@ from ferry.service.inventory import Inventory
 from ferry.service.migration_service import MigrationService
 from ferry.service.migration_store import MigrationStore
 from ferry.service.pools import PoolService
+from ferry.service.secrets import SecretBox
 from ferry.service.settings import Settings
 from ferry.service.vms import VmService
 from ferry.service.volumes import VolumeService
@@ -69,21 +70,41 @@ class Services:
         self.db.dispose()
 
 
+def rotate_secret_key(settings: Settings) -> int:
+    """A new key seals every stored secret; the old keys are then dropped.  Run with
+    the controller stopped (it holds the old keys).  Returns how many were re-sealed."""
+    db = Database(settings.db_url)
+    try:
+        old = SecretBox(settings.secret_key_path())
+        new = old.rotated()
+        n = PoolService(db, HostConnections(_no_hosts), old).seal_stored_keys(new)
+        new.drop_old_keys()
+        return n
+    finally:
+        db.dispose()
+
+
+def _no_hosts(uri: str) -> Hypervisor:
+    raise RuntimeError(f"no host is reached while rotating keys ({uri})")
+
+
 def build(settings: Settings, connector: Connector, clock: Clock | None = None,
           executor: Executor | None = None) -> Services:
     clock = clock or SystemClock()
     executor = executor or ThreadPoolExecutor(max_workers=WORKERS,
                                               thread_name_prefix="ferry-job")
     db = Database(settings.db_url)
+    box = SecretBox(settings.secret_key_path())
     conns = HostConnections(connector)
     verdicts = CpuVerdicts(conns)
     inventory = Inventory(db, conns, verdicts)
-    pools = PoolService(db, conns)
+    pools = PoolService(db, conns, box)
+    pools.seal_stored_keys()  # an older Ferry stored keys in clear
     volumes = VolumeService(db, conns, pools)
     hosts = HostService(db, conns, inventory, pools, verdicts)
     cpu = CpuService(db, conns, inventory)
     vms = VmService(db, conns, settings, inventory, pools, volumes, cpu)
-    store = MigrationStore(db, clock)
+    store = MigrationStore(db, clock, box)
     timeouts = Timeouts(settings.migration_timeout_per_gib_s, settings.migration_timeout_min_s)
     pipeline = MigrationPipeline(conns.get, store, clock, timeouts)
     migrations = MigrationService(store, pipeline, inventory, conns, hosts, vms, clock,
