@@ -20,6 +20,7 @@ from sqlalchemy import inspect
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import EventKind
 from ferry.errors import NotFound
+from ferry.service.host_queries import InlineQueries
 from ferry.service.settings import GuestImage, Settings
 from ferry.service.wiring import build
 from ferry.simulated import InlineExecutor, SimClock, SimCluster, Workload
@@ -57,7 +58,7 @@ def pg_url() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_schema_and_a_whole_migration_on_postgres(pg_url: str) -> None:
+def test_schema_and_a_whole_migration_on_postgres(pg_url: str, tmp_path: Path) -> None:
     """Every use case over PostgreSQL: hosts, a pool, a VM, a migration with its
     samples and events (on the simulated cluster: the database is the point)."""
     clock = SimClock()
@@ -65,9 +66,9 @@ def test_schema_and_a_whole_migration_on_postgres(pg_url: str) -> None:
     for n in ("node1", "node2"):
         cluster.add_host(n)
     cluster.add_shared_dir("/srv/shared")
-    settings = Settings(db_url=pg_url, token="x" * 32,
+    settings = Settings(db_url=pg_url, token="x" * 32, secret_key_file=str(tmp_path / "k"),
                         guest_image=GuestImage(kernel="/k", initrd="/i"))
-    svc = build(settings, cluster.connector, clock, InlineExecutor())
+    svc = build(settings, cluster.connector, clock, InlineExecutor(), InlineQueries())
     try:
         assert svc.db.engine.dialect.name == "postgresql"
         tables = set(inspect(svc.db.engine).get_table_names())
@@ -89,8 +90,7 @@ def test_schema_and_a_whole_migration_on_postgres(pg_url: str) -> None:
     finally:
         svc.shutdown()
     # a second controller on the same database finds the schema current
-    again = build(Settings(db_url=pg_url, token="y" * 32), cluster.connector, clock,
-                  InlineExecutor())
+    again = build(settings, cluster.connector, clock, InlineExecutor(), InlineQueries())
     try:
         assert [h.name for h in again.hosts.list_hosts()] == ["node1", "node2"]
     finally:

@@ -20,6 +20,7 @@ import pytest
 from ferry.db.engine import upgrade
 from ferry.domain.models import Migration
 from ferry.domain.vocab import EventKind
+from ferry.service.host_queries import InlineQueries
 from ferry.service.settings import GuestImage, Settings
 from ferry.service.wiring import Services, build
 from ferry.simulated import InlineExecutor, SimClock, SimCluster
@@ -70,7 +71,7 @@ class SimEnv:
     def restart(self, executor: Executor | None = None) -> Services:
         """A new controller process on the same database and cluster."""
         svc = build(self.settings, self.cluster.connector, self.clock,
-                    executor or InlineExecutor())
+                    executor or InlineExecutor(), InlineQueries())
         self.others.append(svc)
         return svc
 
@@ -88,7 +89,8 @@ def make_env(tmp_path: Path, executor: Executor | None = None,
     url = f"sqlite:///{tmp_path / 'ferry.db'}"
     settings = Settings(db_url=url, token="t" * 32,
                         guest_image=GuestImage(kernel="/img/vmlinuz", initrd="/img/initrd"))
-    svc = build(settings, cluster.connector, clock, executor or InlineExecutor())
+    svc = build(settings, cluster.connector, clock, executor or InlineExecutor(),
+                InlineQueries())
     for name in registered:
         svc.hosts.add(name, cluster.host(name).uri)
     svc.pools.add("shared", "dir-shared", SHARED)

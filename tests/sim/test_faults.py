@@ -23,18 +23,18 @@ def test_source_unreachable_at_precheck_is_503_and_leaves_nothing_stuck(env: Sim
     m = env.svc.store.list_migrations(vm)[0]
     assert m.state == MigrationState.FAILED
     assert env.svc.vms.get(vm).state != VmState.MIGRATING
-    assert env.svc.hosts.get("node1").state == HostState.DOWN
+    assert env.svc.hosts.get("node1").state == HostState.UNREACHABLE
     # the host comes back: the same VM migrates (no 409 from a stuck record)
     env.cluster.host("node1").unreachable = False
     assert env.migrate(vm, "node2").state == MigrationState.COMPLETED
 
 
-def test_destination_unreachable_at_precheck_is_refused_as_down(env: SimEnv) -> None:
+def test_destination_unreachable_at_precheck_is_refused(env: SimEnv) -> None:
     vm = env.vm()
     env.cluster.host("node2").unreachable = True
     with pytest.raises(MigrationRefused) as err:
         env.migrate(vm, "node2")
-    assert err.value.reason == "destination_down"
+    assert err.value.reason == "destination_unreachable"
     assert env.cluster.where(vm) == {"node1": "running"}
 
 

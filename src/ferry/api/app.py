@@ -97,7 +97,9 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
         return app.openapi()
 
     @app.get("/health", dependencies=dep)
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
+        """On the event loop, not a worker thread: it answers even when every worker
+        waits on a host."""
         return {"status": "ok", "version": __version__}
 
     @app.get("/hosts", dependencies=dep)

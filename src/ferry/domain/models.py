@@ -11,7 +11,7 @@ from ferry.domain.vocab import EventKind, Policy
 
 class HostState(StrEnum):
     UP = "up"
-    DOWN = "down"
+    UNREACHABLE = "unreachable"  # its daemon did not answer (refused, or not in time)
 
 
 class VmState(StrEnum):

@@ -1,9 +1,15 @@
 """The generic connection layer: one libvirt connection per host URI.
 
-Opened lazily, reopened when dead, kept alive with libvirt's keepalive
-(which needs the event loop started here), so a host that vanishes
-mid-migration fails the job instead of hanging it.  libvirt errors are
-translated once, here, into `ferry.hypervisor.errors`.
+Opened lazily, reopened when dead.  No host can hold a caller for long:
+- opening runs in a thread of its own and is waited for at most
+  CONNECT_TIMEOUT_S (`libvirt.open` has no timeout: a daemon that accepts TCP
+  and never answers would block forever); one attempt per host at a time, so
+  a hung host never piles up threads, and a late success is picked up;
+- an open connection is kept alive with libvirt's keepalive (which needs the
+  event loop started here): a daemon that stops answering is declared dead
+  after about KEEPALIVE_INTERVAL_S x (KEEPALIVE_COUNT + 1) and every call
+  waiting on it fails instead of hanging.
+libvirt errors are translated once, here, into `ferry.hypervisor.errors`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from ferry.hypervisor.errors import DomainNotFound, HostUnreachable, HypervisorE
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
+CONNECT_TIMEOUT_S = 10.0
+KEEPALIVE_INTERVAL_S = 3
+KEEPALIVE_COUNT = 3
 
 
 def _start_event_loop() -> None:
@@ -37,14 +46,37 @@ def _start_event_loop() -> None:
         _event_loop_started = True
 
 
+class _Opening:
+    """One `libvirt.open` in a thread of its own; whoever waits may give up."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.done = threading.Event()
+        self.conn: libvirt.virConnect | None = None
+        self.error = ""
+        threading.Thread(target=self._run, name=f"libvirt-open-{uri}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            self.error = exc.get_error_message()
+        finally:
+            self.done.set()
+
+
 class LibvirtConnection:
     """A connection to one host's libvirtd.  Safe to share between threads."""
 
-    def __init__(self, uri: str, *, keepalive_interval_s: int = 5, keepalive_count: int = 3):
+    def __init__(self, uri: str, *, keepalive_interval_s: int = KEEPALIVE_INTERVAL_S,
+                 keepalive_count: int = KEEPALIVE_COUNT,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S):
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
+        self._opening: _Opening | None = None
         self._lock = threading.Lock()
         self._keepalive = (keepalive_interval_s, keepalive_count)
+        self._connect_timeout_s = connect_timeout_s
 
     def conn(self) -> libvirt.virConnect:
         _start_event_loop()
@@ -56,14 +88,26 @@ class LibvirtConnection:
                 except libvirt.libvirtError:
                     pass
                 self._close_locked()
-            try:
-                c = libvirt.open(self.uri)
-            except libvirt.libvirtError as exc:
-                raise HostUnreachable(f"{self.uri}: {exc.get_error_message()}") from exc
-            with contextlib.suppress(libvirt.libvirtError):
-                c.setKeepAlive(*self._keepalive)
-            self._conn = c
-            return c
+            if self._opening is None:
+                self._opening = _Opening(self.uri)
+            opening = self._opening
+        # waited for outside the lock: other callers of this host wait on the same attempt
+        if not opening.done.wait(self._connect_timeout_s):
+            raise HostUnreachable(f"{self.uri}: no answer within "
+                                  f"{self._connect_timeout_s:.0f} s")
+        with self._lock:
+            if self._opening is opening:
+                self._opening = None
+            if opening.conn is None:
+                raise HostUnreachable(f"{self.uri}: {opening.error}")
+            if self._conn is None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    opening.conn.setKeepAlive(*self._keepalive)
+                self._conn = opening.conn
+            elif opening.conn is not self._conn:
+                with contextlib.suppress(libvirt.libvirtError):
+                    opening.conn.close()
+            return self._conn
 
     def _close_locked(self) -> None:
         if self._conn is not None:

@@ -166,7 +166,8 @@ class MigrationPipeline:
     def _precheck(self, claim: Claim) -> PrecheckResult:
         dest = claim.destination
         if not dest.up:
-            raise MigrationRefused("destination_down", f"destination host {dest.name} is down")
+            raise MigrationRefused("destination_unreachable",
+                                   f"destination host {dest.name} is unreachable")
         try:
             return run_prechecks(claim.request.vm, self.hosts(claim.source.uri),
                                  self.hosts(dest.uri), source_name=claim.source.name,

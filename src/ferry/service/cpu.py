@@ -73,13 +73,13 @@ class CpuService:
             chosen = list(rows.values())
         down = [h.name for h in chosen if h.state != HostState.UP]
         if down:
-            raise Unavailable(f"hosts down: {', '.join(down)}")
+            raise Unavailable(f"hosts unreachable: {', '.join(down)}")
         if not chosen:
             raise InvalidRequest("no hosts registered")
         return chosen
 
     def cluster_baseline_xml(self) -> str | None:
-        """The baseline CPU of every registered host (a host down now still counts: a
+        """The baseline CPU of every registered host (an unreachable one still counts: a
         guest started on a newer CPU could never move to it), computed by an up host;
         None if no host is up."""
         with self.db.session() as s:

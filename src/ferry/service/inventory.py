@@ -8,6 +8,7 @@ flight are left to the migration.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -17,34 +18,42 @@ from sqlalchemy.orm import Session
 from ferry.db.models import HostRow, MigrationRow, VmRow, VolumeRow
 from ferry.domain.models import UNFINISHED, HostState, VmState
 from ferry.hypervisor.errors import HypervisorError
-from ferry.hypervisor.types import CpuVerdict, DomainInfo, DomainState
+from ferry.hypervisor.types import CpuVerdict, DomainInfo, DomainState, HostInfo
 from ferry.service.connections import HostConnections
 from ferry.service.cpu_verdicts import CpuVerdicts
 from ferry.service.database import Database
+from ferry.service.host_queries import HostQueries
 
 
 class Inventory:
-    def __init__(self, db: Database, conns: HostConnections, verdicts: CpuVerdicts) -> None:
-        self.db, self.conns, self.verdicts = db, conns, verdicts
+    def __init__(self, db: Database, conns: HostConnections, verdicts: CpuVerdicts,
+                 queries: HostQueries) -> None:
+        self.db, self.conns, self.verdicts, self.queries = db, conns, verdicts, queries
+
+    def _look(self, uri: str) -> tuple[HostInfo, list[DomainInfo]]:
+        conn = self.conns.get(uri)
+        return conn.info(), conn.list_domains()
 
     def reconcile(self) -> None:
-        """Refresh every host's state and every VM's whereabouts from the hosts."""
+        """Refresh every host's state and every VM's whereabouts from the hosts, asked
+        all at once; a host that does not answer in time is `unreachable` and its VMs
+        are left as they were recorded."""
         with self.db.session() as s:
             host_rows = list(s.scalars(select(HostRow)))
             hosts = [(r.name, r.uri) for r in host_rows]
             virt = {r.name: (r.uri, r.virt_type) for r in host_rows}
+        answers = self.queries.ask({name: functools.partial(self._look, uri)
+                                    for name, uri in hosts})
         seen: dict[str, list[DomainInfo]] = {}
         updates: dict[str, dict[str, object]] = {}
-        for name, uri in hosts:
-            conn = self.conns.get(uri)
-            try:
-                info = conn.info()
-                seen[name] = conn.list_domains()
-                updates[name] = {"state": HostState.UP, "error": "",
-                                 "memory_free_mib": info.memory_free_mib,
-                                 "memory_total_mib": info.memory_total_mib}
-            except HypervisorError as exc:
-                updates[name] = {"state": HostState.DOWN, "error": str(exc)}
+        for name, answer in answers.items():
+            if isinstance(answer, HypervisorError):
+                updates[name] = {"state": HostState.UNREACHABLE, "error": str(answer)}
+                continue
+            info, seen[name] = answer
+            updates[name] = {"state": HostState.UP, "error": "",
+                             "memory_free_mib": info.memory_free_mib,
+                             "memory_total_mib": info.memory_total_mib}
         now = datetime.now(UTC)
         with self.db.session() as s:
             for hrow in s.scalars(select(HostRow)):

@@ -184,7 +184,7 @@ class PoolService:
             if not on_host(pool, hname):
                 continue
             if state != HostState.UP:
-                per_host[hname] = {"state": "host down"}
+                per_host[hname] = {"state": "host unreachable"}
                 continue
             host = self.conns.get(uri)
             try:

@@ -90,7 +90,7 @@ class VmService:
             if hrow is None:
                 raise NotFound(f"no host named {host!r}")
             if hrow.state != HostState.UP:
-                raise Unavailable(f"host {host} is down: {hrow.error}")
+                raise Unavailable(f"host {host} is unreachable: {hrow.error}")
             if s.scalar(select(VmRow).where(VmRow.name == name)) is not None:
                 raise Conflict(f"VM {name!r} already exists")
             uri, virt_type = hrow.uri, hrow.virt_type

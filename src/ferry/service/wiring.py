@@ -20,6 +20,7 @@ from ferry.service.connections import HostConnections
 from ferry.service.cpu import CpuService
 from ferry.service.cpu_verdicts import CpuVerdicts
 from ferry.service.database import Database
+from ferry.service.host_queries import HostQueries, ThreadedQueries
 from ferry.service.hosts import HostService
 from ferry.service.inventory import Inventory
 from ferry.service.migration_service import MigrationService
@@ -89,7 +90,9 @@ def _no_hosts(uri: str) -> Hypervisor:
 
 
 def build(settings: Settings, connector: Connector, clock: Clock | None = None,
-          executor: Executor | None = None) -> Services:
+          executor: Executor | None = None, queries: HostQueries | None = None) -> Services:
+    """Real defaults: the system clock, a thread pool for migrations, hosts asked in
+    parallel with a deadline.  Tests pass a virtual clock and inline versions."""
     clock = clock or SystemClock()
     executor = executor or ThreadPoolExecutor(max_workers=WORKERS,
                                               thread_name_prefix="ferry-job")
@@ -97,7 +100,7 @@ def build(settings: Settings, connector: Connector, clock: Clock | None = None,
     box = SecretBox(settings.secret_key_path())
     conns = HostConnections(connector)
     verdicts = CpuVerdicts(conns)
-    inventory = Inventory(db, conns, verdicts)
+    inventory = Inventory(db, conns, verdicts, queries or ThreadedQueries())
     pools = PoolService(db, conns, box)
     pools.seal_stored_keys()  # an older Ferry stored keys in clear
     volumes = VolumeService(db, conns, pools)
