@@ -82,7 +82,7 @@ def test_schema_and_a_whole_migration_on_postgres(pg_url: str, tmp_path: Path) -
         m = svc.migrations.start("web1", "node2")
         assert m.state == MigrationState.COMPLETED and m.transferred_bytes
         assert m.transferred_bytes > 3 * 2**30  # BIGINT survives
-        assert [e.kind for e in m.events][:2] == [EventKind.QUEUED, EventKind.PRECHECK]
+        assert [e.kind for e in m.events][:2] == [EventKind.REQUESTED, EventKind.PRECHECK]
         assert svc.store.samples(m.id)[-1].memory_total_bytes == 4096 * 2**20
         assert svc.vms.get("web1").host == "node2"
         with pytest.raises(NotFound):

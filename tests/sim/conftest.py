@@ -30,15 +30,30 @@ SHARED = "/srv/shared"
 LOCAL = "/srv/local"
 
 
-class DroppingExecutor(Executor):
-    """A controller that dies right after handing a job to a worker: nothing runs."""
+class ControllerCrash(BaseException):
+    """The controller process dies: raised from the clock, it unwinds every loop (they
+    catch Exception only), and the test builds a new controller on the same state."""
+
+
+def crash() -> None:
+    raise ControllerCrash
+
+
+class DeferredExecutor(Executor):
+    """Workers that start only when the test says so (`run_next`): what is admitted,
+    and in which order, can be looked at in between."""
 
     def __init__(self) -> None:
-        self.dropped: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.waiting: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.dropped.append((fn, args))
-        return Future()
+        self.waiting.append((fn, args))
+        f: Future[Any] = Future()
+        return f
+
+    def run_next(self) -> None:
+        fn, args = self.waiting.pop(0)
+        fn(*args)
 
 
 @dataclass

@@ -71,7 +71,7 @@ def test_the_migration_as_the_api_returns_it(env: SimEnv, api: TestClient) -> No
     m = api.post("/migrations", json={"vm": vm, "to": "node2", "policy": "precopy"}).json()
     assert m["policy"] == "precopy" and m["state"] == "completed"
     shown = api.get(f"/migrations/{m['id']}").json()
-    assert shown["events"][0]["kind"] == "queued"
+    assert shown["events"][0]["kind"] == "requested"
     samples = api.get(f"/migrations/{m['id']}/samples").json()
     assert samples and samples[-1]["memory_total_bytes"] == 256 * 2**20
     assert api.post(f"/migrations/{m['id']}/cancel").status_code == 409  # already over

@@ -3,16 +3,13 @@ every migration still ends in a final state, and the VM is where the hosts say."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ferry.db.models import MigrationRow
 from ferry.domain.models import HostState, MigrationState, VmState
 from ferry.domain.vocab import EventKind as K
 from ferry.errors import Conflict, MigrationRefused, Unavailable
-from ferry.migration.pipeline import Prepared
-from tests.sim.conftest import DroppingExecutor, SimEnv, make_env
+from tests.sim.conftest import ControllerCrash, SimEnv, crash
 
 
 def test_source_unreachable_at_precheck_is_503_and_leaves_nothing_stuck(env: SimEnv) -> None:
@@ -97,55 +94,45 @@ def test_destination_back_during_settle_gives_the_verdict(env: SimEnv) -> None:
     assert env.cluster.where(vm) == {"node2": "running"}
 
 
-def _crash_after_prepare(tmp_path: Path) -> tuple[SimEnv, Prepared]:
-    """A controller that prepared a migration and died as its worker started the job."""
-    env = make_env(tmp_path, executor=DroppingExecutor())
+def test_controller_crash_mid_job_is_followed_after_restart_and_the_copy_tidied(
+        env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32, disks=[("local", 0.5)])
-    env.svc.migrations.start(vm, "node2", bandwidth_mib_s=32)
-    executor = env.svc.executor
-    assert isinstance(executor, DroppingExecutor)
-    _fn, (prepared, _cancel) = executor.dropped[0]
-    assert isinstance(prepared, Prepared)
-    return env, prepared
-
-
-def test_controller_restart_mid_job_follows_it_and_tidies_the_copied_disk(
-        tmp_path: Path) -> None:
-    env, prepared = _crash_after_prepare(tmp_path)
-    vm = prepared.claim.request.vm
-    env.cluster.host("node1").start_migration(vm, prepared.plan.options)  # the dead worker's
-    env.cluster.run_until(env.clock.monotonic() + 3)
-    assert env.cluster.jobs[-1].active
+    env.at(8.0, crash)  # during the block copy (0.5 GiB at 32 MiB/s)
+    with pytest.raises(ControllerCrash):
+        env.migrate(vm, "node2", bandwidth_mib_s=32)
+    mid = env.svc.store.list_migrations(vm)[0].id
+    assert env.svc.store.get(mid).state == MigrationState.RUNNING
+    assert env.cluster.jobs[-1].active  # the hosts carry on without the controller
     svc = env.restart()
     svc.migrations.recover()
-    m = svc.store.get(prepared.claim.id)
+    m = svc.store.get(mid)
     assert m.state == MigrationState.COMPLETED, m.error
     kinds = [e.kind for e in m.events]
     assert K.RECOVERING in kinds and K.REATTACHED in kinds
     assert env.cluster.where(vm) == {"node2": "running"}
     # the block-migrated disk: the source's copy deleted, the record follows the VM
-    assert "storage" in kinds
+    assert K.STORAGE in kinds
     vol = next(v for v in svc.volumes.list_volumes() if v.pool == "local")
     assert vol.host == "node2"
     assert env.cluster.files.dir("node1", "/srv/local") == {}
     assert vol.name in env.cluster.files.dir("node2", "/srv/local")
     assert svc.vms.get(vm).state == VmState.RUNNING
-    svc.shutdown()
 
 
-def test_controller_restart_before_the_job_started_fails_it_and_frees_the_vm(
-        tmp_path: Path) -> None:
-    env, prepared = _crash_after_prepare(tmp_path)
-    vm = prepared.claim.request.vm
+def test_controller_crash_before_the_job_started_fails_it_and_frees_the_vm(
+        env: SimEnv) -> None:
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    env.at(0.5, crash)  # while the guest is measured, before any job
+    with pytest.raises(ControllerCrash):
+        env.migrate(vm, "node2")
+    assert not env.cluster.jobs
     svc = env.restart()
     svc.migrations.recover()
-    m = svc.store.get(prepared.claim.id)
+    m = svc.store.list_migrations(vm)[0]
     assert m.state == MigrationState.FAILED
     assert env.cluster.where(vm) == {"node1": "running"}
     assert svc.vms.get(vm).state == VmState.RUNNING
-    assert svc.migrations.start(vm, "node2").state in (MigrationState.COMPLETED,
-                                                       MigrationState.RUNNING)
-    svc.shutdown()
+    assert svc.migrations.start(vm, "node2").state == MigrationState.COMPLETED
 
 
 def test_the_database_holds_one_unfinished_migration_per_vm(env: SimEnv) -> None:

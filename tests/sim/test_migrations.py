@@ -23,7 +23,7 @@ def test_converging_migration_moves_the_vm_and_records_its_figures(env: SimEnv) 
     assert m.downtime_ms <= 50  # auto started with a small limit and the model agreed
     assert m.predicted_converges and m.predicted_total_ms
     kinds = env.kinds(m)
-    assert kinds[:2] == [K.QUEUED, K.PRECHECK]
+    assert kinds[:2] == [K.REQUESTED, K.PRECHECK]
     for k in (K.MEASURED, K.PREDICTED, K.PLAN, K.STARTED, K.RESOLVED):
         assert k in kinds
     samples = env.svc.store.samples(m.id)

@@ -145,7 +145,9 @@ class MigrationRow(Base):
     predicted_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     measured_rate_mib_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     measured_wss_mib: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # as planned, so a restarted controller follows the job with the same limits
+    # as asked and as planned, so a queued migration starts, and a restarted controller
+    # follows the job, with the same limits
+    timeout_per_gib_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     on_timeout: Mapped[str] = mapped_column(String(16), default="abort")
     # volumes a block migration copies: [{"pool": ..., "volume": ...}]

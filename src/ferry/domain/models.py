@@ -19,13 +19,20 @@ class VmState(StrEnum):
     PAUSED = "paused"
     SHUTOFF = "shutoff"
     MIGRATING = "migrating"
+    DELETING = "deleting"
     MISSING = "missing"  # defined in Ferry, found on no host
     SPLIT = "split"  # active on more than one host: needs an operator
 
 
 class MigrationState(StrEnum):
-    QUEUED = "queued"
+    """A migration's life; only the transitions in TRANSITIONS happen.
+
+    prechecking (in the request) -> queued (waiting for admission under the
+    concurrency limits) -> running (plan, job, settle) -> completed | failed |
+    cancelled; failed and cancelled can also end the earlier states."""
+
     PRECHECKING = "prechecking"
+    QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -36,7 +43,24 @@ class MigrationState(StrEnum):
         return self not in UNFINISHED
 
 
-UNFINISHED = (MigrationState.QUEUED, MigrationState.PRECHECKING, MigrationState.RUNNING)
+UNFINISHED = (MigrationState.PRECHECKING, MigrationState.QUEUED, MigrationState.RUNNING)
+TRANSITIONS: dict[MigrationState, frozenset[MigrationState]] = {
+    MigrationState.PRECHECKING: frozenset({MigrationState.QUEUED, MigrationState.FAILED,
+                                           MigrationState.CANCELLED}),
+    MigrationState.QUEUED: frozenset({MigrationState.RUNNING, MigrationState.FAILED,
+                                      MigrationState.CANCELLED}),
+    MigrationState.RUNNING: frozenset({MigrationState.COMPLETED, MigrationState.FAILED,
+                                       MigrationState.CANCELLED}),
+}
+
+
+def sources_of(state: MigrationState) -> list[MigrationState]:
+    """The states a migration may reach `state` from.
+
+    >>> [s.value for s in sources_of(MigrationState.RUNNING)]
+    ['queued']
+    """
+    return [a for a, targets in TRANSITIONS.items() if state in targets]
 
 
 @dataclass

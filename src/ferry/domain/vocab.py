@@ -61,10 +61,12 @@ class CpuModeKind(StrEnum):
 class EventKind(StrEnum):
     """What a migration event records; `ferry migration show` lists them in order."""
 
-    # request and prechecks
-    QUEUED = "queued"
+    # request, prechecks, admission
+    REQUESTED = "requested"
     PRECHECK = "precheck"
     REFUSED = "refused"
+    QUEUED = "queued"  # waiting for admission, and why
+    ADMITTED = "admitted"
     # plan: measurement, prediction, chosen parameters
     MEASURED = "measured"
     PREDICTED = "predicted"

@@ -2,9 +2,11 @@
 
 Read top to bottom, this is everything Ferry does to move a VM.  The service
 claims the migration first (a stored row, the VM locked: `Claim`) and
-releases the VM afterwards; in between it hands over to `prepare` (in the
-request, so a refusal answers at once) and `run` (in a worker).  After a
-controller restart, `resume` follows what an earlier process left running.
+releases the VM afterwards; in between it hands over to `precheck` (in the
+request, so a refusal answers at once), queues it until the concurrency
+limits admit it, then calls `run` (in a worker: prechecks again if it
+waited, plan, job, settle, record).  After a controller restart, `resume`
+follows what an earlier process left running.
 
 The pipeline reaches hosts only through `Hypervisor`s, time only through its
 `Clock`, and the database only through `MigrationRecords`, a port the
@@ -69,19 +71,13 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Prepared:
-    claim: Claim
-    plan: Plan
-    copies: list[CopiedVolume]
-
-
-@dataclass(frozen=True)
 class Unfinished:
     """A migration an earlier controller process left queued, prechecking or running."""
 
     id: int
     vm: str
     memory_mib: int
+    state: MigrationState  # prechecking or running
     source: HostRef | None  # None: no longer registered
     destination: HostRef | None
     started_at: datetime | None
@@ -100,14 +96,14 @@ class MigrationRecords(Protocol):
 
     def recorder(self, mid: int) -> Recorder: ...
 
-    def set_state(self, mid: int, state: MigrationState) -> None: ...
+    def record_plan(self, mid: int, timeout_s: float, on_timeout: OnTimeout,
+                    copies: list[CopiedVolume]) -> None: ...
 
-    def mark_running(self, mid: int, timeout_s: float, on_timeout: OnTimeout,
-                     copies: list[CopiedVolume]) -> None: ...
+    def incoming_mib(self, destination: str, excluding: int) -> int: ...
 
     def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None: ...
 
-    def finish(self, mid: int, final: Final) -> None: ...
+    def finish(self, mid: int, final: Final) -> bool: ...
 
     def storage_catalog(self) -> StorageCatalog: ...
 
@@ -121,14 +117,19 @@ class MigrationPipeline:
                  timeouts: Timeouts) -> None:
         self.hosts, self.records, self.clock, self.timeouts = hosts, records, clock, timeouts
 
-    # -- in the request: prechecks, then plan ----------------------------------
-    def prepare(self, claim: Claim) -> Prepared:
-        """Precheck and plan.  On a refusal (or any error) the migration is finished
-        (failed) and the error raised, so the caller answers with it at once."""
+    # -- in the request: prechecks ---------------------------------------------
+    def precheck(self, claim: Claim) -> PrecheckResult:
+        """Everything that must hold before any byte moves.  On a refusal (or any
+        error) the migration is finished (failed) and the error raised, so the caller
+        answers with it at once."""
         rec = self.records.recorder(claim.id)
         req = claim.request
-        rec.event(EventKind.QUEUED, f"{req.vm}: {claim.source.name} -> {claim.destination.name}")
-        self.records.set_state(claim.id, MigrationState.PRECHECKING)
+        rec.event(EventKind.REQUESTED, f"{req.vm}: {claim.source.name} -> "
+                                       f"{claim.destination.name}")
+        return self._checked(claim)
+
+    def _checked(self, claim: Claim) -> PrecheckResult:
+        rec = self.records.recorder(claim.id)
         try:
             checked = self._precheck(claim)
         except FerryError as exc:
@@ -140,23 +141,7 @@ class MigrationPipeline:
             raise
         for line in checked.checks:
             rec.event(EventKind.PRECHECK, line)
-        copy_mib = checked.storage.copy_bytes // MIB
-        timeout = timeout_s(claim.memory_mib, copy_mib,
-                            req.timeout_per_gib_s or self.timeouts.per_gib_s,
-                            self.timeouts.min_s)
-        try:
-            plan = self._plan(claim, timeout, checked.storage.copy_targets, copy_mib)
-        except FerryError as exc:
-            self.records.finish(claim.id, Final(MigrationState.FAILED, error=exc.message))
-            raise
-        except Exception as exc:
-            self._failed(claim.id, exc)
-            raise
-        for kind, message in plan.events:
-            rec.event(kind, message)
-        copies = [CopiedVolume(d.pool, d.volume) for d in checked.storage.disks if d.copy]
-        self.records.mark_running(claim.id, timeout, req.on_timeout, copies)
-        return Prepared(claim, plan, copies)
+        return checked
 
     def _failed(self, mid: int, exc: Exception) -> None:
         """A bug or an unexpected error: recorded, and the migration ends failed."""
@@ -172,7 +157,8 @@ class MigrationPipeline:
             return run_prechecks(claim.request.vm, self.hosts(claim.source.uri),
                                  self.hosts(dest.uri), source_name=claim.source.name,
                                  destination_name=dest.name, dest_virt_type=dest.virt_type,
-                                 catalog=self.records.storage_catalog())
+                                 catalog=self.records.storage_catalog(),
+                                 reserved_mib=self.records.incoming_mib(dest.name, claim.id))
         except HostUnreachable as exc:
             raise Unavailable(f"a host does not answer: {exc}") from exc
         except HypervisorError as exc:
@@ -204,20 +190,56 @@ class MigrationPipeline:
             self.records.store_prediction(claim.id, plan.prediction, m)
         return plan
 
-    # -- in a worker: run, settle, tidy, record ---------------------------------
-    def run(self, p: Prepared, cancel: threading.Event) -> None:
-        """Run the job to its end; the migration always ends in a final state."""
-        claim = p.claim
+    # -- in a worker, once admitted: plan, run, settle, tidy, record --------------
+    def run(self, claim: Claim, cancel: threading.Event,
+            checked: PrecheckResult | None = None) -> None:
+        """Plan and run the job to its end; the migration always ends in a final state.
+        `checked` is the request's precheck when it was admitted at once; a migration
+        that waited in the queue is checked again (hosts change)."""
         rec = self.records.recorder(claim.id)
         try:
+            if checked is None:
+                try:
+                    checked = self._checked(claim)
+                except FerryError:
+                    return  # refused: recorded by _checked
+            if self._cancelled(claim.id, cancel, "before its job started"):
+                return
+            plan, copies = self._plan_for(claim, checked)
+            if self._cancelled(claim.id, cancel, "before its job started"):
+                return
             source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
-            result = run_job(claim.request.vm, source, destination, p.plan.options, rec, cancel,
-                             p.plan.hard_stop_s, self.clock, Adapter(p.plan.policy))
-            self._tidy(claim.id, p.copies, result.resolution.verdict, claim.source,
+            result = run_job(claim.request.vm, source, destination, plan.options, rec, cancel,
+                             plan.hard_stop_s, self.clock, Adapter(plan.policy))
+            self._tidy(claim.id, copies, result.resolution.verdict, claim.source,
                        claim.destination)
             self._record(claim.id, final_of(result))
+        except FerryError as exc:  # e.g. the guest could not be measured
+            self.records.finish(claim.id, Final(MigrationState.FAILED, error=exc.message))
         except Exception as exc:  # never leave a migration "running" because of a bug
             self._failed(claim.id, exc)
+
+    def _cancelled(self, mid: int, cancel: threading.Event, when: str) -> bool:
+        if not cancel.is_set():
+            return False
+        self.records.finish(mid, Final(MigrationState.CANCELLED,
+                                       error=f"cancelled {when}; the VM runs on the source"))
+        return True
+
+    def _plan_for(self, claim: Claim, checked: PrecheckResult
+                  ) -> tuple[Plan, list[CopiedVolume]]:
+        req = claim.request
+        copy_mib = checked.storage.copy_bytes // MIB
+        timeout = timeout_s(claim.memory_mib, copy_mib,
+                            req.timeout_per_gib_s or self.timeouts.per_gib_s,
+                            self.timeouts.min_s)
+        plan = self._plan(claim, timeout, checked.storage.copy_targets, copy_mib)
+        rec = self.records.recorder(claim.id)
+        for kind, message in plan.events:
+            rec.event(kind, message)
+        copies = [CopiedVolume(d.pool, d.volume) for d in checked.storage.disks if d.copy]
+        self.records.record_plan(claim.id, timeout, req.on_timeout, copies)
+        return plan, copies
 
     # -- after a controller restart ---------------------------------------------
     def resume(self, u: Unfinished, cancel: threading.Event) -> None:
@@ -225,6 +247,10 @@ class MigrationPipeline:
         tidy copied disks and record the true outcome."""
         rec = self.records.recorder(u.id)
         rec.event(EventKind.RECOVERING, "controller restarted; asking both hosts")
+        if u.state == MigrationState.PRECHECKING:
+            self.records.finish(u.id, Final(MigrationState.FAILED, error=(
+                "the controller restarted during the prechecks; nothing was started")))
+            return
         if u.source is None or u.destination is None:
             self.records.finish(u.id, Final(MigrationState.FAILED,
                                             error="host no longer registered"))

@@ -27,7 +27,7 @@ class PrecheckResult:
 
 def run_prechecks(vm: str, source: Hypervisor, destination: Hypervisor, *, source_name: str,
                   destination_name: str, dest_virt_type: str,
-                  catalog: StorageCatalog) -> PrecheckResult:
+                  catalog: StorageCatalog, reserved_mib: int = 0) -> PrecheckResult:
     """Every check in order; the first that fails raises MigrationRefused.  A host
     that does not answer raises HostUnreachable (the caller decides what that means)."""
     checks: list[str] = []
@@ -48,13 +48,17 @@ def run_prechecks(vm: str, source: Hypervisor, destination: Hypervisor, *, sourc
                                f"a domain named {vm} already exists on the destination")
     checks.append("destination up, name free")
 
+    # memory promised to migrations already coming in counts as used
     need = dom.memory_mib + QEMU_OVERHEAD_MIB
-    if dest.memory_free_mib < need:
+    free = dest.memory_free_mib - reserved_mib
+    if free < need:
+        held = f" ({reserved_mib} MiB held for incoming migrations)" if reserved_mib else ""
         raise MigrationRefused(
             "insufficient_memory",
-            f"destination has {dest.memory_free_mib} MiB free, VM needs {need} MiB",
-            {"free_mib": dest.memory_free_mib, "needed_mib": need})
-    checks.append(f"memory: {dest.memory_free_mib} MiB free >= {need} MiB")
+            f"destination has {free} MiB free{held}, VM needs {need} MiB",
+            {"free_mib": free, "reserved_mib": reserved_mib, "needed_mib": need})
+    checks.append(f"memory: {free} MiB free >= {need} MiB"
+                  + (f" ({reserved_mib} MiB held for incoming)" if reserved_mib else ""))
 
     if dom.cpu_xml:
         check_cpu(dom.cpu_xml, destination, dest_virt_type)

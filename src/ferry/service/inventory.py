@@ -74,7 +74,7 @@ class Inventory:
                                 memory_mib=d.memory_mib, vcpus=d.vcpus, cpu_xml=d.cpu_xml,
                                 disks=d.disks, managed=False))
             for name, row in rows.items():
-                if name in busy:
+                if name in busy or row.state == VmState.DELETING:
                     continue
                 places = by_vm.get(name, [])
                 active = [(h, d) for h, d in places if d.active]

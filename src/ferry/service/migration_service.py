@@ -1,11 +1,15 @@
-"""Migrations as use cases: start (claim, then the pipeline), cancel, predict, recover.
+"""Migrations as use cases: start (claim, precheck, queue), admit, cancel, predict,
+recover.
 
 One migration per VM at a time (409 otherwise).  `start` claims the
-migration, runs the pipeline's prechecks and plan inside the request (a
-refusal answers at once with its reason) and hands the job to a worker;
-the VM is released when the pipeline is done, whatever happened.  After a
-controller restart, `recover` hands every unfinished migration back to the
-pipeline, which asks both hosts and records the true outcome.
+migration and runs the pipeline's prechecks inside the request (a refusal
+answers at once with its reason), then queues it; `dispatch` starts queued
+migrations, oldest first, as the concurrency limits admit them
+(`migration/admission.py`), each in a worker; the VM is released when the
+pipeline is done, whatever happened, and the queue is looked at again.
+After a controller restart, `recover` hands every migration that was
+running back to the pipeline, which asks both hosts and records the true
+outcome, and starts the queue again.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from concurrent.futures import Executor
 from typing import Any
 
 from ferry.clock import Clock
-from ferry.domain.models import Migration
+from ferry.domain.models import Migration, MigrationState
 from ferry.domain.names import check_name
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
 from ferry.errors import Conflict, InvalidRequest
+from ferry.migration.admission import Limits, admit
+from ferry.migration.figures import Final
 from ferry.migration.measure import measure
-from ferry.migration.pipeline import MigrationPipeline, Prepared, Request, Timeouts, Unfinished
+from ferry.migration.pipeline import MigrationPipeline, Request, Timeouts, Unfinished
 from ferry.migration.planning import POSTCOPY_CAPABLE, timeout_s
+from ferry.migration.prechecks import PrecheckResult
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import build_inputs, describe
 from ferry.predict.strategy import report
@@ -52,18 +59,21 @@ def _check_limits(bandwidth_mib_s: int | None, max_downtime_ms: int | None) -> N
 class MigrationService:
     def __init__(self, store: MigrationStore, pipeline: MigrationPipeline, inventory: Inventory,
                  conns: HostConnections, hosts: HostService, vms: VmService, clock: Clock,
-                 executor: Executor, timeouts: Timeouts) -> None:
+                 executor: Executor, timeouts: Timeouts, limits: Limits) -> None:
         self.store, self.pipeline, self.inventory = store, pipeline, inventory
         self.conns, self.hosts, self.vms = conns, hosts, vms
-        self.clock, self.executor, self.timeouts = clock, executor, timeouts
+        self.clock, self.executor, self.timeouts, self.limits = clock, executor, timeouts, limits
         self._cancels: dict[int, threading.Event] = {}
+        self._fresh: dict[int, PrecheckResult] = {}  # checked in the request, not yet run
+        self._waiting_why: dict[int, str] = {}
+        self._dispatching = threading.RLock()
 
     def start(self, vm: str, to: str, bandwidth_mib_s: int | None = None,
               max_downtime_ms: int | None = None, policy: Policy | str = Policy.AUTO,
               timeout_per_gib_s: float | None = None,
               on_timeout: OnTimeout | str = OnTimeout.ABORT) -> Migration:
-        """Validate, claim, precheck and plan a migration, then run it in a worker;
-        raise on refusal (the VM is released again)."""
+        """Validate, claim and precheck a migration (a refusal answers at once and
+        releases the VM), then queue it: it starts as soon as the limits admit it."""
         check_name("vm", vm)
         check_name("host", to)
         req = Request(vm, to, _enum(Policy, policy, "policy"), bandwidth_mib_s,
@@ -78,43 +88,93 @@ class MigrationService:
         _check_limits(bandwidth_mib_s, max_downtime_ms)
         self.inventory.reconcile()  # where the VM really is, right now
         claim = self.store.claim(req)
+        cancel = self._cancels[claim.id] = threading.Event()
         try:
-            prepared = self.pipeline.prepare(claim)
+            checked = self.pipeline.precheck(claim)
         except BaseException:
+            self._cancels.pop(claim.id, None)
             self._release(vm)
             raise
-        cancel = self._cancels[claim.id] = threading.Event()
-        self.executor.submit(self._run, prepared, cancel)
+        if cancel.is_set():  # cancelled while its prechecks ran
+            self._end_before_start(claim.id, vm, "while its prechecks ran")
+            return self.store.get(claim.id)
+        self.store.transition(claim.id, MigrationState.QUEUED)
+        self._fresh[claim.id] = checked
+        self.dispatch()
+        self._fresh.pop(claim.id, None)  # still waiting: checked again when admitted
         return self.store.get(claim.id)
 
-    def _run(self, prepared: Prepared, cancel: threading.Event) -> None:
+    def dispatch(self) -> None:
+        """Start every queued migration the limits admit now, oldest first; say once
+        why each of the others waits."""
+        with self._dispatching:
+            admitted, why = admit(self.store.moves(MigrationState.QUEUED),
+                                  self.store.moves(MigrationState.RUNNING), self.limits)
+            for mid in admitted:
+                if not self.store.admitted(mid):
+                    continue  # cancelled (or taken by another controller) meanwhile
+                self._waiting_why.pop(mid, None)
+                self.store.recorder(mid).event(EventKind.ADMITTED, "admitted: starting")
+                cancel = self._cancels.setdefault(mid, threading.Event())
+                self.executor.submit(self._run, mid, cancel, self._fresh.pop(mid, None))
+            for mid, reason in why.items():
+                if self._waiting_why.get(mid) != reason:
+                    self._waiting_why[mid] = reason
+                    self.store.recorder(mid).event(EventKind.QUEUED, f"waiting: {reason}")
+
+    def _run(self, mid: int, cancel: threading.Event, checked: PrecheckResult | None) -> None:
+        claim = self.store.claim_of(mid)
         try:
-            self.pipeline.run(prepared, cancel)
+            self.pipeline.run(claim, cancel, checked)
         finally:
-            self._cancels.pop(prepared.claim.id, None)
-            self._release(prepared.claim.request.vm)
+            self._cancels.pop(mid, None)
+            self._release(claim.request.vm)
+            self.dispatch()
 
     def _release(self, vm: str) -> None:
         self.store.release(vm)
         self.inventory.reconcile()
 
+    def _end_before_start(self, mid: int, vm: str, when: str) -> None:
+        if self.store.finish(mid, Final(MigrationState.CANCELLED,
+                                        error=f"cancelled {when}; nothing was started")):
+            self.store.recorder(mid).event(EventKind.CANCEL, f"cancelled {when}")
+        self._cancels.pop(mid, None)
+        self._waiting_why.pop(mid, None)
+        self._release(vm)
+
     def cancel(self, mid: int) -> Migration:
+        """Cancel in any phase: a queued migration ends at once (no job was started),
+        one in its prechecks or plan before its job starts, a running job is aborted
+        (the VM stays on the source).  After a post-copy switch the job cannot be
+        aborted: libvirt refuses, and the event says so."""
         m = self.store.get(mid)
         if m.state.finished:
             raise Conflict(f"migration {mid} already {m.state}")
+        self.store.recorder(mid).event(EventKind.CANCEL_REQUESTED,
+                                       "cancel requested through the API")
+        if m.state == MigrationState.QUEUED and self.store.finish(
+                mid, Final(MigrationState.CANCELLED,
+                           error="cancelled while queued; nothing was started")):
+            self.store.recorder(mid).event(EventKind.CANCEL, "cancelled while queued")
+            self._cancels.pop(mid, None)
+            self._waiting_why.pop(mid, None)
+            self._release(m.vm)
+            self.dispatch()
+            return self.store.get(mid)
         ev = self._cancels.get(mid)
         if ev is None:
             raise Conflict(f"migration {mid} is not running in this controller")
         ev.set()
-        self.store.recorder(mid).event(EventKind.CANCEL_REQUESTED,
-                                       "cancel requested through the API")
         return self.store.get(mid)
 
     def recover(self) -> None:
-        """Settle migrations left unfinished by an earlier controller process."""
+        """After a restart: settle what an earlier process was doing, then start what
+        waits in the queue."""
         for u in self.store.unfinished():
             cancel = self._cancels[u.id] = threading.Event()
             self.executor.submit(self._resume, u, cancel)
+        self.dispatch()
 
     def _resume(self, u: Unfinished, cancel: threading.Event) -> None:
         try:
@@ -122,6 +182,7 @@ class MigrationService:
         finally:
             self._cancels.pop(u.id, None)
             self._release(u.vm)
+            self.dispatch()
 
     def predict(self, vm: str, to: str, bandwidth_mib_s: int | None = None,
                 max_downtime_ms: int | None = None) -> dict[str, Any]:

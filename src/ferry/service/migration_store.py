@@ -12,7 +12,7 @@ import statistics
 import threading
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ferry.clock import Clock
@@ -24,9 +24,11 @@ from ferry.domain.models import (
     MigrationState,
     Sample,
     VmState,
+    sources_of,
 )
-from ferry.domain.vocab import EventKind, OnTimeout
+from ferry.domain.vocab import EventKind, OnTimeout, Policy
 from ferry.errors import Conflict, InvalidRequest, NotFound
+from ferry.migration.admission import Move
 from ferry.migration.copies import CopiedVolume
 from ferry.migration.engine import Recorder
 from ferry.migration.figures import Final
@@ -90,7 +92,7 @@ class MigrationStore:
 
     # -- claiming and releasing the VM ----------------------------------------------
     def claim(self, req: Request) -> Claim:
-        """Record the migration (queued) and mark the VM migrating, or refuse: one
+        """Record the migration (prechecking) and mark the VM migrating, or refuse: one
         migration per VM, a running VM, a real destination other than its host."""
         with self._claim_lock, self.db.session() as s:
             vrow = s.scalar(select(VmRow).where(VmRow.name == req.vm))
@@ -112,15 +114,23 @@ class MigrationStore:
             src = s.scalar(select(HostRow).where(HostRow.name == vrow.host))
             assert src is not None
             row = MigrationRow(vm=req.vm, source=src.name, destination=dest.name,
-                               state=MigrationState.QUEUED, bandwidth_mib_s=req.bandwidth_mib_s,
+                               state=MigrationState.PRECHECKING,
+                               bandwidth_mib_s=req.bandwidth_mib_s,
                                max_downtime_ms=req.max_downtime_ms, policy=req.policy.value,
-                               on_timeout=req.on_timeout.value, created_at=self.clock.now())
+                               on_timeout=req.on_timeout.value,
+                               timeout_per_gib_s=req.timeout_per_gib_s,
+                               created_at=self.clock.now())
             s.add(row)
             try:
                 s.flush()
             except IntegrityError:  # another controller claimed it between our check and now
                 raise Conflict(f"VM {req.vm} is already migrating") from None
-            vrow.state = VmState.MIGRATING
+            # conditional: a delete that took the VM since we read it wins
+            res = s.execute(update(VmRow).where(VmRow.name == req.vm,
+                                                VmRow.state == VmState.RUNNING)
+                            .values(state=VmState.MIGRATING.value))
+            if getattr(res, "rowcount", 0) != 1:
+                raise Conflict(f"VM {req.vm} is not running (being deleted?)")
             return Claim(row.id, req, vrow.memory_mib, _ref(src), _ref(dest))
 
     def release(self, vm: str) -> None:
@@ -131,33 +141,73 @@ class MigrationStore:
                 row.state = VmState.RUNNING
 
     def unfinished(self) -> list[Unfinished]:
+        """What an earlier process was doing: prechecking or running (queued ones
+        simply wait for admission again)."""
         with self.db.session() as s:
             hosts = {h.name: _ref(h) for h in s.scalars(select(HostRow))}
             out = []
-            for r in s.scalars(select(MigrationRow).where(MigrationRow.state.in_(_UNFINISHED))):
+            for r in s.scalars(select(MigrationRow).where(MigrationRow.state.in_(
+                    [MigrationState.PRECHECKING.value, MigrationState.RUNNING.value]))):
                 memory = s.scalar(select(VmRow.memory_mib).where(VmRow.name == r.vm))
                 out.append(Unfinished(
-                    r.id, r.vm, int(memory or 1024), hosts.get(r.source),
-                    hosts.get(r.destination), _aware(r.started_at), r.timeout_s,
-                    [CopiedVolume(c["pool"], c["volume"]) for c in r.copies or []]))
+                    r.id, r.vm, int(memory or 1024), MigrationState(r.state),
+                    hosts.get(r.source), hosts.get(r.destination), _aware(r.started_at),
+                    r.timeout_s, [CopiedVolume(c["pool"], c["volume"]) for c in r.copies or []]))
             return out
+
+    def claim_of(self, mid: int) -> Claim:
+        """A stored migration as the pipeline's claim (to start one that waited)."""
+        with self.db.session() as s:
+            r = s.get(MigrationRow, mid)
+            if r is None:
+                raise NotFound(f"no migration {mid}")
+            hosts = {h.name: _ref(h) for h in s.scalars(select(HostRow).where(
+                HostRow.name.in_([r.source, r.destination])))}
+            memory = s.scalar(select(VmRow.memory_mib).where(VmRow.name == r.vm))
+            req = Request(r.vm, r.destination, Policy(r.policy), r.bandwidth_mib_s,
+                          r.max_downtime_ms, r.timeout_per_gib_s, OnTimeout(r.on_timeout))
+            missing = HostRef("?", "", "", up=False)
+            return Claim(r.id, req, int(memory or 1024), hosts.get(r.source, missing),
+                         hosts.get(r.destination, missing))
+
+    def moves(self, state: MigrationState) -> list[Move]:
+        with self.db.session() as s:
+            return [Move(r.id, r.source, r.destination) for r in s.scalars(
+                select(MigrationRow).where(MigrationRow.state == state)
+                .order_by(MigrationRow.id))]
+
+    def incoming_mib(self, destination: str, excluding: int) -> int:
+        """Guest memory of the migrations running into `destination` (reserved there)."""
+        with self.db.session() as s:
+            total = s.scalar(select(func.sum(VmRow.memory_mib)).join(
+                MigrationRow, MigrationRow.vm == VmRow.name).where(
+                MigrationRow.destination == destination, MigrationRow.id != excluding,
+                MigrationRow.state == MigrationState.RUNNING))
+        return int(total or 0)
 
     # -- the pipeline's records (MigrationRecords) -----------------------------------
     def recorder(self, mid: int) -> Recorder:
         return _DbRecorder(self.db, self.clock, mid)
 
-    def set_state(self, mid: int, state: MigrationState) -> None:
+    def transition(self, mid: int, to: MigrationState, **fields: object) -> bool:
+        """Move the migration to `to` if its state allows it (TRANSITIONS), atomically
+        in the database; False when it does not (another path got there first: e.g. a
+        cancel of a queued migration and its admission)."""
         with self.db.session() as s:
-            row = s.get(MigrationRow, mid)
-            assert row is not None
-            row.state = state
+            res = s.execute(update(MigrationRow).where(
+                MigrationRow.id == mid,
+                MigrationRow.state.in_([f.value for f in sources_of(to)]))
+                .values(state=to.value, **fields))
+            return bool(getattr(res, "rowcount", 0) == 1)
 
-    def mark_running(self, mid: int, timeout_s: float, on_timeout: OnTimeout,
-                     copies: list[CopiedVolume]) -> None:
+    def admitted(self, mid: int) -> bool:
+        return self.transition(mid, MigrationState.RUNNING, started_at=self.clock.now())
+
+    def record_plan(self, mid: int, timeout_s: float, on_timeout: OnTimeout,
+                    copies: list[CopiedVolume]) -> None:
         with self.db.session() as s:
             row = s.get(MigrationRow, mid)
             assert row is not None
-            row.state, row.started_at = MigrationState.RUNNING, self.clock.now()
             row.timeout_s, row.on_timeout = timeout_s, on_timeout.value
             row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
 
@@ -172,17 +222,17 @@ class MigrationStore:
             row.measured_rate_mib_s = m.curve.rate_bytes_s / MIB
             row.measured_wss_mib = m.curve.wss_bytes / MIB
 
-    def finish(self, mid: int, final: Final) -> None:
+    def finish(self, mid: int, final: Final) -> bool:
+        """End the migration with its figures; False if it had already ended."""
         now = self.clock.now()
         with self.db.session() as s:
-            row = s.get(MigrationRow, mid)
-            assert row is not None
-            created = _aware(row.created_at) or now
-            row.state, row.error, row.finished_at = final.state, final.error, now
-            row.wall_ms = int((now - created).total_seconds() * 1000)
-            row.total_ms, row.downtime_ms, row.rounds = (final.total_ms, final.downtime_ms,
-                                                         final.rounds)
-            row.transferred_bytes, row.disk_bytes = final.transferred_bytes, final.disk_bytes
+            created = s.scalar(select(MigrationRow.created_at).where(MigrationRow.id == mid))
+        created = _aware(created) or now
+        return self.transition(
+            mid, final.state, error=final.error, finished_at=now,
+            wall_ms=int((now - created).total_seconds() * 1000), total_ms=final.total_ms,
+            downtime_ms=final.downtime_ms, rounds=final.rounds,
+            transferred_bytes=final.transferred_bytes, disk_bytes=final.disk_bytes)
 
     def storage_catalog(self) -> StorageCatalog:
         with self.db.session() as s:

@@ -30,6 +30,10 @@ class Settings(BaseModel):
     # a migration gives up (or forces) after per-GiB x guest RAM, at least the minimum
     migration_timeout_min_s: float = 30.0
     migration_timeout_per_gib_s: float = 300.0
+    # how many migrations run at once (more wait, queued): see docs/architecture.md
+    migrations_per_source: int = Field(2, ge=1, le=64)
+    migrations_per_destination: int = Field(2, ge=1, le=64)
+    migrations_per_cluster: int = Field(4, ge=1, le=1024)
     # the key that seals stored secrets (cephx keys); default: beside a SQLite database
     secret_key_file: str | None = None
 

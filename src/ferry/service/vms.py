@@ -9,10 +9,10 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ferry.db.models import HostRow, VmRow, VolumeRow
-from ferry.domain.models import HostState, Vm, VmState
+from ferry.domain.models import HostState, Vm, VmState, Volume
 from ferry.domain.names import check_name
 from ferry.domain.vocab import VolumeFate
 from ferry.errors import Conflict, FerryError, InvalidRequest, NotFound, Unavailable
@@ -146,14 +146,37 @@ class VmService:
             fate = VolumeFate(volumes) if volumes is not None else None
         except ValueError:
             raise InvalidRequest("volumes must be delete or keep", {"field": "volumes"}) from None
-        vm = self.get(name)
-        if vm.state == VmState.MIGRATING:
-            raise Conflict(f"VM {name} is migrating; cancel the migration first")
+        self.get(name)  # NotFound first
         attached = [v for v in self.volumes.list_volumes() if v.vm == name]
         if attached and fate is None:
             names = [f"{v.pool}/{v.name}" for v in attached]
             raise Conflict(f"VM {name} has volumes {', '.join(names)}: say whether to delete "
                            "or keep them", {"volumes": names})
+        before = self._mark_deleting(name)
+        try:
+            self._delete(name, attached, fate)
+        except BaseException:
+            with self.db.session() as s:  # still there: as it was
+                s.execute(update(VmRow).where(VmRow.name == name,
+                                              VmRow.state == VmState.DELETING)
+                          .values(state=before))
+            raise
+
+    def _mark_deleting(self, name: str) -> str:
+        """Take the VM for deletion in one statement: a migration cannot claim it
+        now, and a migrating VM cannot be taken.  Returns its state before."""
+        with self.db.session() as s:
+            before = s.scalar(select(VmRow.state).where(VmRow.name == name))
+            res = s.execute(update(VmRow).where(
+                VmRow.name == name,
+                VmRow.state.not_in([VmState.MIGRATING.value, VmState.DELETING.value]))
+                .values(state=VmState.DELETING.value))
+            if getattr(res, "rowcount", 0) != 1:
+                raise Conflict(f"VM {name} is migrating or being deleted; cancel the "
+                               "migration first")
+        return str(before)
+
+    def _delete(self, name: str, attached: list[Volume], fate: VolumeFate | None) -> None:
         self.inventory.reconcile()
         vm = self.get(name)
         with self.db.session() as s:

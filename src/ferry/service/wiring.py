@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ferry.clock import Clock, SystemClock
 from ferry.hypervisor.base import Connector, Hypervisor
+from ferry.migration.admission import Limits
 from ferry.migration.pipeline import MigrationPipeline, Timeouts
 from ferry.service.connections import HostConnections
 from ferry.service.cpu import CpuService
@@ -59,6 +60,7 @@ class Services:
             while not self.stopping.wait(self.settings.reconcile_interval_s):
                 try:
                     self.inventory.reconcile()
+                    self.migrations.dispatch()  # e.g. one another controller ended
                 except Exception:  # keep the loop alive; the next round retries
                     log.exception("reconcile failed")
 
@@ -110,7 +112,9 @@ def build(settings: Settings, connector: Connector, clock: Clock | None = None,
     store = MigrationStore(db, clock, box)
     timeouts = Timeouts(settings.migration_timeout_per_gib_s, settings.migration_timeout_min_s)
     pipeline = MigrationPipeline(conns.get, store, clock, timeouts)
+    limits = Limits(settings.migrations_per_source, settings.migrations_per_destination,
+                    settings.migrations_per_cluster)
     migrations = MigrationService(store, pipeline, inventory, conns, hosts, vms, clock,
-                                  executor, timeouts)
+                                  executor, timeouts, limits)
     return Services(settings, db, conns, inventory, hosts, pools, volumes, vms, cpu,
                     migrations, store, executor)

@@ -32,7 +32,7 @@ class SimCluster:
     def __init__(self, clock: SimClock | None = None, *,
                  link_mib_s: float = DEFAULT_LINK_MIB_S, setup_s: float = SETUP_S,
                  keepalive_s: float = KEEPALIVE_S,
-                 call_timeout_s: float = CALL_TIMEOUT_S) -> None:
+                 call_timeout_s: float = CALL_TIMEOUT_S, call_latency_s: float = 0.0) -> None:
         self.clock = clock or SimClock()
         self.hosts: dict[str, SimHost] = {}
         self.files = Files()
@@ -43,6 +43,7 @@ class SimCluster:
         self.down_links: set[frozenset[str]] = set()
         self.setup_s, self.keepalive_s, self.call_timeout_s = setup_s, keepalive_s, \
             call_timeout_s
+        self.call_latency_s = call_latency_s  # every driver call takes this long
         self.jobs: list[SimJob] = []
 
     # -- building it ------------------------------------------------------------------

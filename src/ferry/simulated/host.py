@@ -56,6 +56,7 @@ class ClusterView(Protocol):
     ceph: Ceph
     workloads: dict[str, Workload]
     call_timeout_s: float
+    call_latency_s: float
 
     def tick(self) -> None: ...
 
@@ -127,6 +128,8 @@ def _reachable(fn: F) -> F:
     @functools.wraps(fn)
     def call(self: SimHost, *args: Any, **kwargs: Any) -> Any:
         self.check_reachable()
+        if self.cluster.call_latency_s:
+            self.cluster.clock.sleep(self.cluster.call_latency_s)
         self.cluster.tick()
         return fn(self, *args, **kwargs)
     return call  # type: ignore[return-value]
