@@ -145,3 +145,22 @@ def test_the_database_holds_one_unfinished_migration_per_vm(env: SimEnv) -> None
         s.add(MigrationRow(vm=vm, source="node1", destination="node3", state="queued"))
     with env.svc.db.session() as s:  # finished ones do not count
         s.add(MigrationRow(vm=vm, source="node1", destination="node3", state="failed"))
+
+
+def test_the_policy_is_resumed_after_a_restart(env: SimEnv) -> None:
+    """auto, interrupted by a crash before it could act: the restarted controller
+    raises the limit and switches to post-copy as the first one would have."""
+    env.cluster.set_link("node1", "node2", 32)
+    vm = env.vm(memory=256, dirty=64, wss=160)
+    env.at(4.0, crash)
+    with pytest.raises(ControllerCrash):
+        env.migrate(vm, "node2", policy="auto")
+    mid = env.svc.store.list_migrations(vm)[0].id
+    assert K.START_POSTCOPY not in env.kinds(env.svc.store.get(mid))
+    svc = env.restart()
+    svc.migrations.recover()
+    m = svc.store.get(mid)
+    assert m.state == MigrationState.COMPLETED, m.error
+    kinds = [e.kind for e in m.events]
+    assert kinds.index(K.RECOVERING) < kinds.index(K.START_POSTCOPY)
+    assert env.cluster.where(vm) == {"node2": "running"}

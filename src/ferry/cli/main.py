@@ -46,6 +46,8 @@ mig_app = typer.Typer(help="Migrations: history, details, cancel.", no_args_is_h
 secret_app = typer.Typer(help="The controller's key for stored secrets.",
                          no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
+lab_controller_app = typer.Typer(help="The lab's controller process.", no_args_is_help=True)
+lab_app.add_typer(lab_controller_app, name="controller")
 app.add_typer(host_app, name="host")
 app.add_typer(vm_app, name="vm")
 app.add_typer(mig_app, name="migration")
@@ -138,6 +140,27 @@ def lab_status(as_json: JsonOpt = False) -> None:
     console.print(f"controller {st['controller']} "
                   f"({'running' if st['controller_running'] else 'STOPPED'}); "
                   f"guests under {st['virt_type']}: {st['accelerator_reason']}")
+
+
+@lab_controller_app.command("stop")
+@handles_errors
+def lab_controller_stop(kill: Annotated[bool, typer.Option(
+                            "--kill", help="SIGKILL, as a crash would.")] = False,
+                        as_json: JsonOpt = False) -> None:
+    """Stop the lab's controller (its hosts, guests and jobs go on)."""
+    pid = cluster.controller_stop(lab_dir(), kill)
+    res = {"stopped": pid, "signal": "SIGKILL" if kill else "SIGTERM"}
+    print_json(res) if as_json else console.print(
+        "controller was not running" if pid is None else
+        f"controller {pid} stopped ({res['signal']})")
+
+
+@lab_controller_app.command("start")
+@handles_errors
+def lab_controller_start(as_json: JsonOpt = False) -> None:
+    """Start the lab's controller again with its settings; it recovers what was running."""
+    pid = cluster.controller_start(lab_dir())
+    print_json({"pid": pid}) if as_json else console.print(f"controller {pid} answers")
 
 
 @lab_app.command("link")

@@ -150,6 +150,8 @@ class MigrationRow(Base):
     timeout_per_gib_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     on_timeout: Mapped[str] = mapped_column(String(16), default="abort")
+    # the policy as planned (PolicyConfig.as_dict), resumed after a restart
+    plan: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
     # volumes a block migration copies: [{"pool": ..., "volume": ...}]
     copies: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 

@@ -200,6 +200,31 @@ def stop_controller(lab: Path, sig: int = signal.SIGTERM) -> None:
         stop_pid(pid, "ferry.cli.main serve", sig=sig)
 
 
+def controller_running(lab: Path) -> int | None:
+    pid = read_pid(lab / "controller" / "controller.pid")
+    return pid if pid and pid_alive(pid, "ferry.cli.main serve") else None
+
+
+def controller_start(lab: Path) -> int:
+    """Start the lab's controller with its settings (if it is not running) and wait
+    until it answers; returns its PID."""
+    if not (lab / "controller" / "settings.json").exists():
+        raise LabError("the lab is down: `ferry lab up` first")
+    pid = controller_running(lab) or start_controller(lab)
+    client = json.loads((lab / "client.json").read_text())
+    _wait_health(client["url"], client["token"], lab)
+    return pid
+
+
+def controller_stop(lab: Path, kill: bool = False) -> int | None:
+    """Stop the lab's controller (SIGTERM, or SIGKILL as a crash would); returns the
+    PID it had, None if it was not running."""
+    pid = controller_running(lab)
+    if pid is not None:
+        stop_controller(lab, signal.SIGKILL if kill else signal.SIGTERM)
+    return pid
+
+
 def _wait_health(url: str, token: str, lab: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

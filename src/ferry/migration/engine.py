@@ -27,6 +27,8 @@ from ferry.migration.policies import Action, ActionKind, Adapter
 SAMPLE_INTERVAL_S = 0.25
 SETTLE_GAP_S = 0.3  # two agreeing readings this far apart make a verdict
 SETTLE_WAIT_S = 120.0  # after this, the last reading decides
+UNREACHABLE_WAIT_S = 3600.0  # a host that does not answer is asked again this long,
+UNREACHABLE_GAP_S = 30.0  # this often once SETTLE_WAIT_S has passed
 
 
 class Recorder(Protocol):
@@ -72,10 +74,11 @@ class _Watch:
     adapter's actions."""
 
     def __init__(self, vm: str, source: Hypervisor, recorder: Recorder, cancel: threading.Event,
-                 timeout_s: float, clock: Clock, adapter: Adapter | None = None) -> None:
+                 timeout_s: float, clock: Clock, adapter: Adapter | None = None,
+                 spent_s: float = 0.0) -> None:
         self.vm, self.source, self.recorder, self.clock = vm, source, recorder, clock
         self.cancel, self.timeout_s, self.adapter = cancel, timeout_s, adapter
-        self.started = clock.monotonic()
+        self.started = clock.monotonic() - spent_s  # a followed job began before us
         self.aborted_for: AbortReason | None = None
         self.last_sample: Sample | None = None
         self.disk_bytes = 0
@@ -155,8 +158,10 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
 
 
 def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recorder,
-               cancel: threading.Event, timeout_s: float, clock: Clock) -> JobResult:
-    """Follow a job an earlier controller process started until it ends, then settle."""
+               cancel: threading.Event, timeout_s: float, clock: Clock,
+               adapter: Adapter | None = None, spent_s: float = 0.0) -> JobResult:
+    """Follow a job an earlier controller process started `spent_s` ago until it ends,
+    applying its policy (`adapter`) and timeout as the first process would, then settle."""
     def running() -> bool:
         try:
             dom = source.find_domain(vm)
@@ -164,7 +169,7 @@ def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: R
             return False  # settle asks again, patiently
         return dom is not None and dom.migrating
 
-    watch = _Watch(vm, source, recorder, cancel, timeout_s, clock)
+    watch = _Watch(vm, source, recorder, cancel, timeout_s, clock, adapter, spent_s)
     if running():
         recorder.event(EventKind.REATTACHED, "found the migration job still running; "
                                              "following it")
@@ -185,34 +190,41 @@ def _read(host: Hypervisor, vm: str) -> DomainInfo | HostUnreachable | None:
 
 def settle(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recorder,
            clock: Clock, *, error: str, aborted_for: AbortReason | None,
-           job_returned: bool = False, wait_s: float = SETTLE_WAIT_S) -> JobResult:
+           job_returned: bool = False, wait_s: float = SETTLE_WAIT_S,
+           unreachable_wait_s: float = UNREACHABLE_WAIT_S) -> JobResult:
     """Ask both hosts where the guest is until the answer is stable, then clean up.
 
     When our own job has ended (`job_returned`), libvirt's protocol is over
     and one non-transitional reading decides.  Otherwise (a job followed
     after a restart) a verdict is acted on only when two readings
-    SETTLE_GAP_S apart agree.  A host that does not answer is asked again
-    until `wait_s`; if it still does not, the verdict is `unknown` and
-    nothing is touched.  After `wait_s` the last reading decides, with the
-    ambiguous cases left to an operator (see outcome.py)."""
-    deadline = clock.monotonic() + wait_s
+    SETTLE_GAP_S apart agree.  After `wait_s` the last reading decides, with
+    the ambiguous cases left to an operator (see outcome.py).  A host that
+    does not answer is asked again (every UNREACHABLE_GAP_S after `wait_s`)
+    for up to `unreachable_wait_s`, the VM still locked; if it never
+    answers, the verdict is `unknown` and nothing is touched."""
+    started = clock.monotonic()
+    deadline = started + wait_s
     previous: Resolution | None = None
     said_unreachable = False
     while True:
-        late = clock.monotonic() >= deadline
+        now = clock.monotonic()
+        late = now >= deadline
         src, dst = _read(source, vm), _read(destination, vm)
         if isinstance(src, HostUnreachable) or isinstance(dst, HostUnreachable):
             down = src if isinstance(src, HostUnreachable) else dst
             if not said_unreachable:
-                recorder.event(EventKind.UNREACHABLE, f"cannot ask where the VM is: {down}; "
-                                                      f"asking again for up to {wait_s:.0f} s")
+                recorder.event(EventKind.UNREACHABLE,
+                               f"cannot ask where the VM is: {down}; asking again for up to "
+                               f"{unreachable_wait_s / 60:.0f} min")
                 said_unreachable = True
             res = Resolution(Verdict.UNKNOWN, reason=f"a host does not answer: {down}")
-            if late:
+            if now - started >= unreachable_wait_s:
                 break
             previous = None
-            clock.sleep(SETTLE_GAP_S)
+            clock.sleep(UNREACHABLE_GAP_S if late else SETTLE_GAP_S)
             continue
+        if said_unreachable and previous is None and late:
+            deadline, late = now + wait_s, False  # both answer again: a fresh look
         res = resolve(src, dst, deadline_passed=late)
         if res.verdict != Verdict.IN_PROGRESS and (job_returned or res == previous or late):
             break

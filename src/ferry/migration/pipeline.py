@@ -32,7 +32,7 @@ from ferry.migration.figures import Final, final_of
 from ferry.migration.measure import QUICK_WINDOWS_MS, measure
 from ferry.migration.outcome import Verdict
 from ferry.migration.planning import Plan, hard_stop_s, make_plan, timeout_s
-from ferry.migration.policies import Adapter
+from ferry.migration.policies import Adapter, PolicyConfig
 from ferry.migration.prechecks import PrecheckResult, run_prechecks
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import History, Measurement, build_inputs, nonzero_bytes
@@ -83,6 +83,7 @@ class Unfinished:
     started_at: datetime | None
     timeout_s: float | None  # as planned (older rows: unknown)
     copies: list[CopiedVolume] = field(default_factory=list)
+    policy: PolicyConfig | None = None  # as planned, resumed (older rows: the timeout only)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class MigrationRecords(Protocol):
 
     def recorder(self, mid: int) -> Recorder: ...
 
-    def record_plan(self, mid: int, timeout_s: float, on_timeout: OnTimeout,
+    def record_plan(self, mid: int, timeout_s: float, policy: PolicyConfig,
                     copies: list[CopiedVolume]) -> None: ...
 
     def incoming_mib(self, destination: str, excluding: int) -> int: ...
@@ -238,7 +239,7 @@ class MigrationPipeline:
         for kind, message in plan.events:
             rec.event(kind, message)
         copies = [CopiedVolume(d.pool, d.volume) for d in checked.storage.disks if d.copy]
-        self.records.record_plan(claim.id, timeout, req.on_timeout, copies)
+        self.records.record_plan(claim.id, timeout, plan.policy, copies)
         return plan, copies
 
     # -- after a controller restart ---------------------------------------------
@@ -260,8 +261,8 @@ class MigrationPipeline:
         spent = (self.clock.now() - u.started_at).total_seconds() if u.started_at else 0.0
         try:
             source, destination = self.hosts(u.source.uri), self.hosts(u.destination.uri)
-            result = follow_job(u.vm, source, destination, rec, cancel,
-                                max(hard_stop_s(planned) - spent, 0.0), self.clock)
+            result = follow_job(u.vm, source, destination, rec, cancel, hard_stop_s(planned),
+                                self.clock, Adapter(u.policy) if u.policy else None, spent)
             self._tidy(u.id, u.copies, result.resolution.verdict, u.source, u.destination)
             self._record(u.id, final_of(result))
         except Exception as exc:

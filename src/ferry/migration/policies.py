@@ -10,8 +10,10 @@ was pending when each round began (libvirt's iteration counter):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from ferry.domain.models import Sample
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
@@ -58,6 +60,26 @@ class PolicyConfig:
     on_timeout: OnTimeout = OnTimeout.ABORT
     auto: AutoSettings | None = None  # auto only
     steps: tuple[tuple[float, float], ...] = ()  # stepped only: (from s, limit s)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Stored with the migration, so a restarted controller resumes the policy."""
+        return {"policy": self.policy.value, "max_downtime_ms": self.max_downtime_ms,
+                "timeout_s": self.timeout_s, "on_timeout": self.on_timeout.value,
+                "auto": dataclasses.asdict(self.auto) if self.auto else None,
+                "steps": [list(s) for s in self.steps]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
+        """The inverse of `as_dict`.
+
+        >>> c = PolicyConfig(Policy.STEPPED, 500, 60.0, steps=((0.0, 0.05), (75.0, 0.1)))
+        >>> PolicyConfig.from_dict(c.as_dict()) == c
+        True
+        """
+        auto = d.get("auto")
+        return cls(Policy(d["policy"]), int(d["max_downtime_ms"]), float(d["timeout_s"]),
+                   OnTimeout(d["on_timeout"]), AutoSettings(**auto) if auto else None,
+                   tuple((float(a), float(b)) for a, b in d.get("steps") or ()))
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ferry.migration.copies import CopiedVolume
 from ferry.migration.engine import Recorder
 from ferry.migration.figures import Final
 from ferry.migration.pipeline import Claim, HostRef, Request, Unfinished
+from ferry.migration.policies import PolicyConfig
 from ferry.predict.dirty import MIB, DirtyCurve, tracking_factor
 from ferry.predict.inputs import History, Measurement
 from ferry.predict.precopy import Prediction
@@ -152,7 +153,8 @@ class MigrationStore:
                 out.append(Unfinished(
                     r.id, r.vm, int(memory or 1024), MigrationState(r.state),
                     hosts.get(r.source), hosts.get(r.destination), _aware(r.started_at),
-                    r.timeout_s, [CopiedVolume(c["pool"], c["volume"]) for c in r.copies or []]))
+                    r.timeout_s, [CopiedVolume(c["pool"], c["volume"]) for c in r.copies or []],
+                    PolicyConfig.from_dict(r.plan) if r.plan else None))
             return out
 
     def claim_of(self, mid: int) -> Claim:
@@ -203,12 +205,13 @@ class MigrationStore:
     def admitted(self, mid: int) -> bool:
         return self.transition(mid, MigrationState.RUNNING, started_at=self.clock.now())
 
-    def record_plan(self, mid: int, timeout_s: float, on_timeout: OnTimeout,
+    def record_plan(self, mid: int, timeout_s: float, policy: PolicyConfig,
                     copies: list[CopiedVolume]) -> None:
         with self.db.session() as s:
             row = s.get(MigrationRow, mid)
             assert row is not None
-            row.timeout_s, row.on_timeout = timeout_s, on_timeout.value
+            row.timeout_s, row.on_timeout = timeout_s, policy.on_timeout.value
+            row.plan = policy.as_dict()
             row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
 
     def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None:
