@@ -1,6 +1,6 @@
 """Every branch of the where-is-the-guest table in migration/outcome.py."""
 
-from ferry.hypervisor.types import DomainInfo, DomainState
+from ferry.hypervisor.types import DomainInfo, DomainState, PostcopyState
 from ferry.migration.outcome import Verdict, resolve
 
 
@@ -82,3 +82,23 @@ def test_running_on_both_hosts_is_split_and_touches_nothing() -> None:
 def test_nowhere_is_lost() -> None:
     assert resolve(None, None).verdict == Verdict.LOST
     assert resolve(dom(DomainState.SHUTOFF), None).verdict == Verdict.LOST
+
+
+def pc(state: DomainState, postcopy: PostcopyState) -> DomainInfo:
+    return DomainInfo(name="v", uuid="u", state=state, persistent=True, memory_mib=256,
+                      vcpus=1, cpu_xml="", postcopy=postcopy)
+
+
+def test_broken_postcopy_is_paused_and_touches_nothing() -> None:
+    r = resolve(pc(DomainState.PAUSED, PostcopyState.FAILED),
+                pc(DomainState.RUNNING, PostcopyState.FAILED), deadline_passed=True)
+    assert r.verdict == Verdict.POSTCOPY_PAUSED
+    assert not (r.resume_source or r.clean_source or r.clean_destination)
+
+
+def test_source_in_postcopy_without_destination_is_lost_never_resumed() -> None:
+    for phase in (PostcopyState.ACTIVE, PostcopyState.FAILED):
+        r = resolve(pc(DomainState.PAUSED, phase), None, deadline_passed=True)
+        assert r.verdict == Verdict.LOST and not r.resume_source, phase
+    # before the switch the same picture is an ordinary failure: resume the source
+    assert resolve(pc(DomainState.PAUSED, PostcopyState.NONE), None).resume_source

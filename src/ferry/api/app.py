@@ -194,6 +194,10 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
     def cancel_migration(mid: Id) -> Migration:
         return svc.migrations.cancel(mid)
 
+    @app.post("/migrations/{mid}/recover", dependencies=dep)
+    def recover_migration(mid: Id) -> Migration:
+        return svc.migrations.resume_postcopy(mid)
+
     @app.get("/predict", dependencies=dep)
     def predict_migration(vm: str, to: str, bandwidth_mib_s: int | None = None,
                           max_downtime_ms: int | None = None) -> dict[str, Any]:

@@ -42,7 +42,8 @@ app = typer.Typer(help="Ferry: safe, predictable live migration of KVM virtual m
 lab_app = typer.Typer(help="A real libvirt cluster on this machine.", no_args_is_help=True)
 host_app = typer.Typer(help="Hypervisor hosts.", no_args_is_help=True)
 vm_app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
-mig_app = typer.Typer(help="Migrations: history, details, cancel.", no_args_is_help=True)
+mig_app = typer.Typer(help="Migrations: history, details, cancel, recover.",
+                      no_args_is_help=True)
 secret_app = typer.Typer(help="The controller's key for stored secrets.",
                          no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
@@ -454,6 +455,15 @@ def predict(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
             st["downtime_ms"] if st["converges"] else "-", mib(st["transferred_bytes"]),
             st["rounds"], st["note"]] for n, st in res["strategies"].items()])
     console.print(f"recommended: [bold]{res['recommended']}[/bold]")
+
+
+@mig_app.command("recover")
+@handles_errors
+def migration_recover(mid: int, as_json: JsonOpt = False) -> None:
+    """Resume a post-copy migration that broke (state postcopy-paused), now."""
+    m = Client().post(f"/migrations/{mid}/recover")
+    print_json(m) if as_json else console.print(
+        f"migration {mid}: resuming its post-copy ({m['state']})")
 
 
 @mig_app.command("cancel")

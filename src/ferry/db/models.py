@@ -112,7 +112,7 @@ class SettingRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-UNFINISHED_SQL = "state IN ('queued', 'prechecking', 'running')"
+UNFINISHED_SQL = "state IN ('queued', 'prechecking', 'running', 'postcopy-paused')"
 
 
 class MigrationRow(Base):

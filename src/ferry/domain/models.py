@@ -34,6 +34,7 @@ class MigrationState(StrEnum):
     PRECHECKING = "prechecking"
     QUEUED = "queued"
     RUNNING = "running"
+    POSTCOPY_PAUSED = "postcopy-paused"  # post-copy broke: resumed when the link is back
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -43,14 +44,18 @@ class MigrationState(StrEnum):
         return self not in UNFINISHED
 
 
-UNFINISHED = (MigrationState.PRECHECKING, MigrationState.QUEUED, MigrationState.RUNNING)
+UNFINISHED = (MigrationState.PRECHECKING, MigrationState.QUEUED, MigrationState.RUNNING,
+              MigrationState.POSTCOPY_PAUSED)
 TRANSITIONS: dict[MigrationState, frozenset[MigrationState]] = {
     MigrationState.PRECHECKING: frozenset({MigrationState.QUEUED, MigrationState.FAILED,
                                            MigrationState.CANCELLED}),
     MigrationState.QUEUED: frozenset({MigrationState.RUNNING, MigrationState.FAILED,
                                       MigrationState.CANCELLED}),
     MigrationState.RUNNING: frozenset({MigrationState.COMPLETED, MigrationState.FAILED,
-                                       MigrationState.CANCELLED}),
+                                       MigrationState.CANCELLED,
+                                       MigrationState.POSTCOPY_PAUSED}),
+    MigrationState.POSTCOPY_PAUSED: frozenset({MigrationState.RUNNING,
+                                               MigrationState.FAILED}),
 }
 
 
@@ -58,7 +63,7 @@ def sources_of(state: MigrationState) -> list[MigrationState]:
     """The states a migration may reach `state` from.
 
     >>> [s.value for s in sources_of(MigrationState.RUNNING)]
-    ['queued']
+    ['queued', 'postcopy-paused']
     """
     return [a for a, targets in TRANSITIONS.items() if state in targets]
 

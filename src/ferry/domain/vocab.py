@@ -82,6 +82,7 @@ class EventKind(StrEnum):
     TIMEOUT = "timeout"
     ABORT_FAILED = "abort_failed"
     JOB_FAILED = "job_failed"
+    POSTCOPY_PAUSED = "postcopy_paused"  # post-copy broke; resumed when the link is back
     # settling: where the guest is, and tidying the losing side
     RESOLVED = "resolved"
     UNREACHABLE = "unreachable"

@@ -32,6 +32,7 @@ from ferry.hypervisor.types import (
     HostInfo,
     JobStats,
     MigrationOptions,
+    PostcopyState,
 )
 
 _STATES = {
@@ -39,6 +40,13 @@ _STATES = {
     libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
     libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
     libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
+}
+_POSTCOPY = {
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY): PostcopyState.ACTIVE,
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY): PostcopyState.ACTIVE,
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED): PostcopyState.FAILED,
+    (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED):
+        PostcopyState.FAILED,
 }
 _MISSING_FEATURES = re.compile(r"does not provide required features?: ([\w.,\s-]+)")
 
@@ -136,7 +144,7 @@ class LibvirtHost(LibvirtStorage):
             raise self._translate(exc) from exc
 
     def _read_domain(self, dom: libvirt.virDomain) -> DomainInfo:
-        state, _reason = dom.state()
+        state, reason = dom.state()
         xml = ET.fromstring(dom.XMLDesc(0))
         cpu = xml.find("cpu")
         targets: dict[str, str] = {}
@@ -164,6 +172,7 @@ class LibvirtHost(LibvirtStorage):
             migrating=job not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED,
                                   libvirt.VIR_DOMAIN_JOB_FAILED,
                                   libvirt.VIR_DOMAIN_JOB_CANCELLED),
+            postcopy=_POSTCOPY.get((state, reason), PostcopyState.NONE),
         )
 
     def list_domains(self) -> list[DomainInfo]:
@@ -226,8 +235,11 @@ class LibvirtHost(LibvirtStorage):
             flags |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
         if opts.auto_converge:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-        if opts.postcopy:
+        if opts.postcopy or opts.postcopy_resume:
             flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if opts.postcopy_resume:
+            # the same job taken up where it broke: libvirt keeps its state on both sides
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY_RESUME
         params: dict[str, Any] = {}
         if opts.copy_disks:
             # copy exactly these disks (NBD, destination pre-creates them in its
@@ -236,7 +248,7 @@ class LibvirtHost(LibvirtStorage):
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(opts.copy_disks)
         if opts.bandwidth_mib_s:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(opts.bandwidth_mib_s)
-        if opts.max_downtime_ms is not None:
+        if opts.max_downtime_ms is not None and not opts.postcopy_resume:
             # Must be set before the job starts; libvirt has no migrate param for it.
             self._call(dom.migrateSetMaxDowntime, int(opts.max_downtime_ms), 0)
         try:

@@ -17,6 +17,14 @@ class DomainState(StrEnum):
     OTHER = "other"
 
 
+class PostcopyState(StrEnum):
+    """Where a domain is in a post-copy migration (libvirt's state reasons)."""
+
+    NONE = ""
+    ACTIVE = "active"  # source paused / destination running while pages are pulled
+    FAILED = "failed"  # the connection broke mid-way: neither side has the whole guest
+
+
 @dataclass(frozen=True)
 class HostInfo:
     hostname: str
@@ -41,6 +49,7 @@ class DomainInfo:
     disks: list[str] = field(default_factory=list)  # file paths, or "pool/image" for rbd
     disk_targets: dict[str, str] = field(default_factory=dict)  # disk -> vda, vdb, ...
     migrating: bool = False  # an incoming or outgoing migration job is active
+    postcopy: PostcopyState = PostcopyState.NONE
 
     @property
     def active(self) -> bool:
@@ -92,6 +101,7 @@ class MigrationOptions:
     auto_converge: bool = False
     postcopy: bool = False
     copy_disks: tuple[str, ...] = ()  # targets (vdb, ...) to copy to the destination
+    postcopy_resume: bool = False  # take up a post-copy migration that broke
 
 
 @dataclass(frozen=True)

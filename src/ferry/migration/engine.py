@@ -20,7 +20,7 @@ from ferry.domain.models import Sample
 from ferry.domain.vocab import AbortReason, EventKind
 from ferry.hypervisor.base import Hypervisor
 from ferry.hypervisor.errors import HostUnreachable, HypervisorError
-from ferry.hypervisor.types import DomainInfo, JobStats, MigrationOptions
+from ferry.hypervisor.types import DomainInfo, JobStats, MigrationOptions, PostcopyState
 from ferry.migration.outcome import Resolution, Verdict, resolve
 from ferry.migration.policies import Action, ActionKind, Adapter
 
@@ -134,7 +134,9 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
             recorder: Recorder, cancel: threading.Event, timeout_s: float, clock: Clock,
             adapter: Adapter | None = None) -> JobResult:
     """Run the migration job to its end and settle where the guest is."""
-    recorder.event(EventKind.STARTED, f"libvirt p2p live migration to {opts.dest_uri}")
+    recorder.event(EventKind.STARTED, (
+        f"resuming the broken post-copy to {opts.dest_uri}" if opts.postcopy_resume
+        else f"libvirt p2p live migration to {opts.dest_uri}"))
     watch = _Watch(vm, source, recorder, cancel, timeout_s, clock, adapter)
     try:
         job = source.start_migration(vm, opts)
@@ -167,7 +169,8 @@ def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: R
             dom = source.find_domain(vm)
         except HostUnreachable:
             return False  # settle asks again, patiently
-        return dom is not None and dom.migrating
+        # a post-copy that broke keeps its job, paused: settling says so
+        return dom is not None and dom.migrating and dom.postcopy != PostcopyState.FAILED
 
     watch = _Watch(vm, source, recorder, cancel, timeout_s, clock, adapter, spent_s)
     if running():

@@ -9,6 +9,8 @@ after the source goes away.  Those are `transitional`: wait and ask again.
 
 | source          | destination      | verdict      | cleanup                      |
 |-----------------|------------------|--------------|------------------------------|
+| in post-copy    | absent           | lost         | none: its memory is stale    |
+| post-copy failed (either side)     | postcopy_paused | none: resume the post-copy |
 | job running     | any              | in_progress  | — (transitional)             |
 | paused          | present          | in_progress  | — (transitional)             |
 | absent/inactive | paused           | in_progress  | — (transitional)             |
@@ -23,7 +25,9 @@ after the source goes away.  Those are `transitional`: wait and ask again.
 
 `settled` applies this table once the state is no longer transitional (or a
 deadline passed): then a paused source with a paused destination is `split`
-(nobody can tell which copy is newest), never cleaned automatically.
+(nobody can tell which copy is newest), never cleaned automatically.  After
+the switch to post-copy the source is never resumed: the guest's newest
+memory is on the destination.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ferry.hypervisor.types import DomainInfo, DomainState
+from ferry.hypervisor.types import DomainInfo, DomainState, PostcopyState
 
 
 class Verdict(StrEnum):
@@ -41,6 +45,7 @@ class Verdict(StrEnum):
     SPLIT = "split"
     LOST = "lost"
     UNKNOWN = "unknown"  # a host did not answer
+    POSTCOPY_PAUSED = "postcopy_paused"  # post-copy broke: take it up again (RESUME)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,14 @@ def resolve(src: DomainInfo | None, dst: DomainInfo | None, *, deadline_passed: 
     src_paused = src is not None and src.state == DomainState.PAUSED
     dst_running = dst is not None and dst.state == DomainState.RUNNING
     dst_paused = dst is not None and dst.state == DomainState.PAUSED
+    failed = PostcopyState.FAILED
+    if src is not None and src.postcopy != PostcopyState.NONE and dst is None:
+        return Resolution(Verdict.LOST, reason="the destination is gone after the switch to "
+                          "post-copy: the source's memory is stale and is not resumed")
+    if (src is not None and src.postcopy == failed) or (dst is not None and
+                                                        dst.postcopy == failed):
+        return Resolution(Verdict.POSTCOPY_PAUSED, reason="post-copy broke after the switch: "
+                          "the guest's memory is split between the hosts until it is resumed")
     if src is not None and src.migrating:
         return Resolution(Verdict.IN_PROGRESS, reason="the source still has a migration job")
     if not deadline_passed:

@@ -16,7 +16,7 @@ service implements; it calls nothing above itself.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -26,8 +26,9 @@ from ferry.domain.vocab import EventKind, OnTimeout, Policy
 from ferry.errors import FerryError, MigrationRefused, Unavailable
 from ferry.hypervisor.base import Connector
 from ferry.hypervisor.errors import HostUnreachable, HypervisorError
+from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.copies import CopiedVolume, tidy_copies
-from ferry.migration.engine import Recorder, follow_job, run_job
+from ferry.migration.engine import JobResult, Recorder, follow_job, run_job, settle
 from ferry.migration.figures import Final, final_of
 from ferry.migration.measure import QUICK_WINDOWS_MS, measure
 from ferry.migration.outcome import Verdict
@@ -38,6 +39,10 @@ from ferry.predict.dirty import MIB
 from ferry.predict.inputs import History, Measurement, build_inputs, nonzero_bytes
 from ferry.predict.precopy import Prediction
 from ferry.storage.sharing import StorageCatalog
+
+POSTCOPY_FIRST_GAP_S = 10.0
+POSTCOPY_MAX_GAP_S = 300.0
+POSTCOPY_RETRY_FOR_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class Unfinished:
     timeout_s: float | None  # as planned (older rows: unknown)
     copies: list[CopiedVolume] = field(default_factory=list)
     policy: PolicyConfig | None = None  # as planned, resumed (older rows: the timeout only)
+    options: MigrationOptions | None = None  # the job's, to resume a broken post-copy
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,9 @@ class MigrationRecords(Protocol):
     def recorder(self, mid: int) -> Recorder: ...
 
     def record_plan(self, mid: int, timeout_s: float, policy: PolicyConfig,
-                    copies: list[CopiedVolume]) -> None: ...
+                    options: MigrationOptions, copies: list[CopiedVolume]) -> None: ...
+
+    def transition(self, mid: int, to: MigrationState, **fields: object) -> bool: ...
 
     def incoming_mib(self, destination: str, excluding: int) -> int: ...
 
@@ -212,9 +220,8 @@ class MigrationPipeline:
             source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
             result = run_job(claim.request.vm, source, destination, plan.options, rec, cancel,
                              plan.hard_stop_s, self.clock, Adapter(plan.policy))
-            self._tidy(claim.id, copies, result.resolution.verdict, claim.source,
-                       claim.destination)
-            self._record(claim.id, final_of(result))
+            self._conclude(claim.id, claim.request.vm, result, copies, claim.source,
+                           claim.destination, plan.options, cancel)
         except FerryError as exc:  # e.g. the guest could not be measured
             self.records.finish(claim.id, Final(MigrationState.FAILED, error=exc.message))
         except Exception as exc:  # never leave a migration "running" because of a bug
@@ -239,7 +246,7 @@ class MigrationPipeline:
         for kind, message in plan.events:
             rec.event(kind, message)
         copies = [CopiedVolume(d.pool, d.volume) for d in checked.storage.disks if d.copy]
-        self.records.record_plan(claim.id, timeout, plan.policy, copies)
+        self.records.record_plan(claim.id, timeout, plan.policy, plan.options, copies)
         return plan, copies
 
     # -- after a controller restart ---------------------------------------------
@@ -261,14 +268,71 @@ class MigrationPipeline:
         spent = (self.clock.now() - u.started_at).total_seconds() if u.started_at else 0.0
         try:
             source, destination = self.hosts(u.source.uri), self.hosts(u.destination.uri)
-            result = follow_job(u.vm, source, destination, rec, cancel, hard_stop_s(planned),
-                                self.clock, Adapter(u.policy) if u.policy else None, spent)
-            self._tidy(u.id, u.copies, result.resolution.verdict, u.source, u.destination)
-            self._record(u.id, final_of(result))
+            if u.state == MigrationState.POSTCOPY_PAUSED:
+                result = settle(u.vm, source, destination, rec, self.clock, error="",
+                                aborted_for=None)
+            else:
+                result = follow_job(u.vm, source, destination, rec, cancel,
+                                    hard_stop_s(planned), self.clock,
+                                    Adapter(u.policy) if u.policy else None, spent)
+            self._conclude(u.id, u.vm, result, u.copies, u.source, u.destination,
+                           u.options, cancel)
         except Exception as exc:
             rec.event(EventKind.RECOVER_FAILED, f"{type(exc).__name__}: {exc}")
             self.records.finish(u.id, Final(MigrationState.FAILED,
                                             error=f"internal error while recovering: {exc}"))
+
+    def _conclude(self, mid: int, vm: str, result: JobResult, copies: list[CopiedVolume],
+                  source: HostRef, destination: HostRef, options: MigrationOptions | None,
+                  cancel: threading.Event) -> None:
+        """Tidy and record; a post-copy that broke is resumed first (never the source
+        rolled back: the guest's newest memory is on the destination)."""
+        if result.resolution.verdict == Verdict.POSTCOPY_PAUSED:
+            resumed = self._resume_postcopy(mid, vm, source, destination, options, cancel)
+            if resumed is None:
+                return  # still paused: the VM stays locked; `ferry migration recover`
+            result = resumed
+        self._tidy(mid, copies, result.resolution.verdict, source, destination)
+        self._record(mid, final_of(result))
+
+    def _resume_postcopy(self, mid: int, vm: str, source: HostRef, destination: HostRef,
+                         options: MigrationOptions | None, wake: threading.Event
+                         ) -> JobResult | None:
+        """Take the broken post-copy up again (POSTCOPY_RESUME, the original job's
+        options) as soon as the link is back: attempts back off from 10 s to 5 min for
+        POSTCOPY_RETRY_FOR_S; `wake` (a `ferry migration recover`) tries at once."""
+        rec = self.records.recorder(mid)
+        self.records.transition(mid, MigrationState.POSTCOPY_PAUSED)
+        rec.event(EventKind.POSTCOPY_PAUSED, "post-copy broke after the switch: the guest "
+                  "waits on the destination for its last pages; resuming it as soon as "
+                  "the hosts reach each other (the source is never resumed)")
+        if options is None:
+            rec.event(EventKind.RECOVER_FAILED, "the job's options were not stored (a "
+                      "migration from an older Ferry): resume it with virsh")
+            return None
+        src, dst = self.hosts(source.uri), self.hosts(destination.uri)
+        gap, give_up = POSTCOPY_FIRST_GAP_S, self.clock.monotonic() + POSTCOPY_RETRY_FOR_S
+        while self.clock.monotonic() < give_up:
+            self._nap(gap, wake)
+            wake.clear()
+            if not self.records.transition(mid, MigrationState.RUNNING):
+                return None  # taken up elsewhere
+            result = run_job(vm, src, dst, replace(options, postcopy_resume=True), rec,
+                             threading.Event(), POSTCOPY_RETRY_FOR_S, self.clock)
+            if result.resolution.verdict != Verdict.POSTCOPY_PAUSED:
+                return result
+            self.records.transition(mid, MigrationState.POSTCOPY_PAUSED)
+            gap = min(2 * gap, POSTCOPY_MAX_GAP_S)
+        rec.event(EventKind.POSTCOPY_PAUSED, f"still broken after "
+                  f"{POSTCOPY_RETRY_FOR_S / 60:.0f} min: run `ferry migration recover {mid}` "
+                  "once the hosts reach each other")
+        return None
+
+    def _nap(self, seconds: float, wake: threading.Event) -> None:
+        waited = 0.0
+        while waited < seconds and not wake.is_set():
+            self.clock.sleep(1.0)
+            waited += 1.0
 
     def _tidy(self, mid: int, copies: list[CopiedVolume], verdict: Verdict,
               source: HostRef, destination: HostRef) -> None:

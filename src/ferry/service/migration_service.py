@@ -108,8 +108,9 @@ class MigrationService:
         """Start every queued migration the limits admit now, oldest first; say once
         why each of the others waits."""
         with self._dispatching:
-            admitted, why = admit(self.store.moves(MigrationState.QUEUED),
-                                  self.store.moves(MigrationState.RUNNING), self.limits)
+            busy = (self.store.moves(MigrationState.RUNNING)
+                    + self.store.moves(MigrationState.POSTCOPY_PAUSED))  # both QEMUs still up
+            admitted, why = admit(self.store.moves(MigrationState.QUEUED), busy, self.limits)
             for mid in admitted:
                 if not self.store.admitted(mid):
                     continue  # cancelled (or taken by another controller) meanwhile
@@ -151,6 +152,10 @@ class MigrationService:
         m = self.store.get(mid)
         if m.state.finished:
             raise Conflict(f"migration {mid} already {m.state}")
+        if m.state == MigrationState.POSTCOPY_PAUSED:
+            raise Conflict(f"migration {mid} broke in post-copy: the guest runs on "
+                           f"{m.destination} already and cannot go back; recover it with "
+                           f"`ferry migration recover {mid}`")
         self.store.recorder(mid).event(EventKind.CANCEL_REQUESTED,
                                        "cancel requested through the API")
         if m.state == MigrationState.QUEUED and self.store.finish(
@@ -166,6 +171,26 @@ class MigrationService:
         if ev is None:
             raise Conflict(f"migration {mid} is not running in this controller")
         ev.set()
+        return self.store.get(mid)
+
+    def resume_postcopy(self, mid: int) -> Migration:
+        """`ferry migration recover ID`: try to resume a post-copy that broke, now (its
+        worker wakes up; after a restart or once it gave up, a new one starts)."""
+        m = self.store.get(mid)
+        if m.state != MigrationState.POSTCOPY_PAUSED:
+            raise Conflict(f"migration {mid} is {m.state}, not postcopy-paused: nothing to "
+                           "recover")
+        self.store.recorder(mid).event(EventKind.RECOVERING,
+                                       "resuming the post-copy requested through the API")
+        wake = self._cancels.get(mid)
+        if wake is not None:
+            wake.set()  # the worker's pause between attempts ends now
+        else:
+            u = next((u for u in self.store.unfinished() if u.id == mid), None)
+            if u is not None:
+                self._cancels[mid] = threading.Event()
+                self._cancels[mid].set()  # the first attempt at once
+                self.executor.submit(self._resume, u, self._cancels[mid])
         return self.store.get(mid)
 
     def recover(self) -> None:

@@ -8,9 +8,11 @@ Writes are short transactions, so a sample or an event is visible to
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +30,7 @@ from ferry.domain.models import (
 )
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
 from ferry.errors import Conflict, InvalidRequest, NotFound
+from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.admission import Move
 from ferry.migration.copies import CopiedVolume
 from ferry.migration.engine import Recorder
@@ -135,8 +138,12 @@ class MigrationStore:
             return Claim(row.id, req, vrow.memory_mib, _ref(src), _ref(dest))
 
     def release(self, vm: str) -> None:
-        """The VM leaves MIGRATING; reconciling then says where it really is."""
+        """The VM leaves MIGRATING once no migration of it is unfinished (a post-copy
+        that broke keeps it); reconciling then says where it really is."""
         with self.db.session() as s:
+            if s.scalar(select(MigrationRow.id).where(MigrationRow.vm == vm,
+                                                      MigrationRow.state.in_(_UNFINISHED))):
+                return
             row = s.scalar(select(VmRow).where(VmRow.name == vm))
             if row is not None and row.state == VmState.MIGRATING:
                 row.state = VmState.RUNNING
@@ -148,13 +155,15 @@ class MigrationStore:
             hosts = {h.name: _ref(h) for h in s.scalars(select(HostRow))}
             out = []
             for r in s.scalars(select(MigrationRow).where(MigrationRow.state.in_(
-                    [MigrationState.PRECHECKING.value, MigrationState.RUNNING.value]))):
+                    [MigrationState.PRECHECKING.value, MigrationState.RUNNING.value,
+                     MigrationState.POSTCOPY_PAUSED.value]))):
                 memory = s.scalar(select(VmRow.memory_mib).where(VmRow.name == r.vm))
                 out.append(Unfinished(
                     r.id, r.vm, int(memory or 1024), MigrationState(r.state),
                     hosts.get(r.source), hosts.get(r.destination), _aware(r.started_at),
                     r.timeout_s, [CopiedVolume(c["pool"], c["volume"]) for c in r.copies or []],
-                    PolicyConfig.from_dict(r.plan) if r.plan else None))
+                    PolicyConfig.from_dict(r.plan) if r.plan else None,
+                    _options(r.plan)))
             return out
 
     def claim_of(self, mid: int) -> Claim:
@@ -206,12 +215,12 @@ class MigrationStore:
         return self.transition(mid, MigrationState.RUNNING, started_at=self.clock.now())
 
     def record_plan(self, mid: int, timeout_s: float, policy: PolicyConfig,
-                    copies: list[CopiedVolume]) -> None:
+                    options: MigrationOptions, copies: list[CopiedVolume]) -> None:
         with self.db.session() as s:
             row = s.get(MigrationRow, mid)
             assert row is not None
             row.timeout_s, row.on_timeout = timeout_s, policy.on_timeout.value
-            row.plan = policy.as_dict()
+            row.plan = {**policy.as_dict(), "options": dataclasses.asdict(options)}
             row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
 
     def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None:
@@ -345,6 +354,14 @@ class MigrationStore:
             return None, ""
         setup = statistics.median(est)
         return setup, f"set-up {setup:.2f} s (last {len(est)} migrations)"
+
+
+def _options(plan: dict[str, Any] | None) -> MigrationOptions | None:
+    if not plan or "options" not in plan:
+        return None
+    o = dict(plan["options"])
+    o["copy_disks"] = tuple(o.get("copy_disks") or ())
+    return MigrationOptions(**o)
 
 
 def _ref(row: HostRow) -> HostRef:

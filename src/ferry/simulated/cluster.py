@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from ferry.hypervisor.base import Connector, MigrationJob
 from ferry.hypervisor.errors import HypervisorError, MigrationJobError
-from ferry.hypervisor.types import DomainState, MigrationOptions
+from ferry.hypervisor.types import DomainState, MigrationOptions, PostcopyState
 from ferry.predict.dirty import MIB
 from ferry.predict.precopy import Guest
 from ferry.simulated.clock import SimClock
@@ -157,8 +157,9 @@ class SimCluster:
         dst = self.hosts[job.destination].domains.get(job.vm)
         if src is not None and job.source_paused():
             src.state = DomainState.PAUSED
+            src.postcopy = PostcopyState.ACTIVE if job.postcopy else PostcopyState.NONE
         if dst is not None and job.destination_running():
-            dst.state = DomainState.RUNNING
+            dst.state, dst.postcopy = DomainState.RUNNING, PostcopyState.ACTIVE
 
     # -- jobs -------------------------------------------------------------------------------
     def start_job(self, source: SimHost, d: SimDomain, opts: MigrationOptions) -> MigrationJob:
@@ -167,6 +168,8 @@ class SimCluster:
         def refused(msg: str) -> JobHandle:
             return JobHandle(self, None, source, early_error=MigrationJobError(msg))
 
+        if opts.postcopy_resume:
+            return self._resume_postcopy(source, d, opts)
         if d.state != DomainState.RUNNING:
             raise HypervisorError("Requested operation is not valid: domain is not running")
         if d.job is not None and d.job.active:
@@ -205,6 +208,29 @@ class SimCluster:
         self.jobs.append(job)
         return JobHandle(self, job, source)
 
+    def _resume_postcopy(self, source: SimHost, d: SimDomain, opts: MigrationOptions
+                         ) -> MigrationJob:
+        """Take up a post-copy that broke: both sides must still be there, and the
+        destination reachable over the link again."""
+        prev = d.job
+        if d.postcopy != PostcopyState.FAILED or prev is None:
+            raise HypervisorError("Requested operation is not valid: no failed post-copy "
+                                  "migration to resume")
+        dest = self.connect(opts.dest_uri)
+        dst = dest.domains.get(d.name)
+        if dst is None or dst.postcopy != PostcopyState.FAILED:
+            return JobHandle(self, None, source, early_error=MigrationJobError(
+                "the destination has no paused post-copy migration of this domain"))
+        if not dest.alive or dest.unreachable or \
+                frozenset((source.name, dest.name)) in self.down_links:
+            return JobHandle(self, None, source, early_error=MigrationJobError(
+                f"unable to connect to server at '{dest.name}': Connection refused"))
+        job = prev.resume_postcopy(self.clock.monotonic(), self.setup_s)
+        d.job = job
+        d.postcopy = dst.postcopy = PostcopyState.ACTIVE
+        self.jobs.append(job)
+        return JobHandle(self, job, source)
+
     def _precreate(self, source: SimHost, dest: SimHost, path: str) -> str:
         """Block migration: libvirt creates the disk in the destination's pool of the
         same directory before copying into it."""
@@ -233,15 +259,16 @@ class SimCluster:
                     src.state, src.job = DomainState.SHUTOFF, None
             if dst is not None:
                 dst.state, dst.incoming = DomainState.RUNNING, False
+                dst.postcopy = PostcopyState.NONE
                 dst.persistent = job.opts.persist_dest
                 dst.completed = outcome.stats
                 dst.started_at = self.clock.monotonic()
             return
-        if outcome.both_paused:  # lost in post-copy: nobody has the whole guest
+        if outcome.both_paused:  # broken in post-copy: nobody has the whole guest
             if src is not None:
-                src.state, src.postcopy_failed = DomainState.PAUSED, True
-            if dst is not None:
-                dst.state, dst.postcopy_failed = DomainState.PAUSED, True
+                src.state, src.postcopy = DomainState.PAUSED, PostcopyState.FAILED
+            if dst is not None:  # libvirt shows it running; its vCPUs wait for pages
+                dst.state, dst.postcopy = DomainState.RUNNING, PostcopyState.FAILED
             return
         if src is not None and src.state == DomainState.PAUSED:
             src.state = DomainState.RUNNING  # libvirt resumes the source of a failed job

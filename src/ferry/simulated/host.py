@@ -35,6 +35,7 @@ from ferry.hypervisor.types import (
     MigrationOptions,
     PoolSpec,
     PoolState,
+    PostcopyState,
     VolumeInfo,
 )
 from ferry.predict.dirty import MIB, DirtyCurve
@@ -104,7 +105,7 @@ class SimDomain:
     max_downtime_ms: int = 300
     job: SimJob | None = None  # outgoing migration (on the source)
     incoming: bool = False  # the destination side of a migration
-    postcopy_failed: bool = False  # paused in post-copy: its memory is not whole
+    postcopy: PostcopyState = PostcopyState.NONE  # in post-copy, or broken in it
     completed: JobStats | None = None
     busy: float = IDLE_BUSY
     cpu_used_s: float = 0.0
@@ -120,7 +121,8 @@ class SimDomain:
                           persistent=self.persistent, memory_mib=self.memory_mib,
                           vcpus=self.vcpus, cpu_xml=self.cpu_xml, disks=list(self.disks),
                           disk_targets=dict(self.disks),
-                          migrating=self.job is not None and self.job.active)
+                          migrating=self.job is not None and self.job.active,
+                          postcopy=self.postcopy)
 
 
 def _reachable(fn: F) -> F:
@@ -312,7 +314,7 @@ class SimHost:
     @_reachable
     def resume(self, name: str) -> None:
         d = self._get(name)
-        if d.postcopy_failed:
+        if d.postcopy != PostcopyState.NONE:
             raise HypervisorError("Requested operation is not valid: resuming failed "
                                   "post-copy migration is not supported")
         if d.state != DomainState.PAUSED:

@@ -79,6 +79,21 @@ class SimJob:
         self.frozen_since: float | None = None  # link down: nothing moves
         self.frozen_total = 0.0
         self.outcome: Outcome | None = None
+        self.left_bytes = 0.0
+
+    def resume_postcopy(self, started_at: float, setup_s: float) -> SimJob:
+        """The same job taken up again (POSTCOPY_RESUME): the guest already runs on
+        the destination; what was left is pulled, then it completes."""
+        job = SimJob(self.vm, self.source, self.destination, self.opts, self.model.guest,
+                     self.model.link.final_bytes_s, round(self.model.limit_at(0) * 1000),
+                     False, setup_s, 0, started_at)
+        job.phase = Phase.POSTCOPY
+        job.switch_at = -POSTCOPY_PAUSE_S  # the destination runs from the start
+        job.end_at = setup_s + self.left_bytes / self.model.link.bandwidth_bytes_s
+        job.final_bytes = self.final_bytes
+        job.downtime_s = self.downtime_s
+        job.model = self.model
+        return job
 
     # -- progress -----------------------------------------------------------------
     @property
@@ -145,6 +160,10 @@ class SimJob:
 
     def fail(self, message: str, *, cancelled: bool = False) -> Outcome:
         both = self.phase == Phase.POSTCOPY
+        if both:  # what post-copy still had to pull when it broke
+            assert self.end_at is not None
+            t = self.elapsed - self.frozen_total
+            self.left_bytes = max(0.0, (self.end_at - t) * self.model.link.bandwidth_bytes_s)
         self.phase = Phase.FAILED
         self.outcome = Outcome(False, MigrationJobError(message, cancelled=cancelled),
                                both_paused=both)

@@ -13,7 +13,7 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-UNFINISHED = "state IN ('queued', 'prechecking', 'running')"
+UNFINISHED = "state IN ('queued', 'prechecking', 'running', 'postcopy-paused')"
 
 
 def upgrade() -> None:

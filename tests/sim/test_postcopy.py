@@ -1,0 +1,94 @@
+"""Post-copy done safely: after the switch the source is never resumed; a post-copy
+that broke is `postcopy-paused`, resumed when the link is back (by itself, after a
+restart, or by `recover`), and a destination that died takes the guest with it."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferry.domain.models import MigrationState, VmState
+from ferry.domain.vocab import EventKind as K
+from ferry.domain.vocab import Policy
+from ferry.errors import Conflict
+from tests.sim.conftest import ControllerCrash, SimEnv, crash
+
+
+def _when_in_postcopy(env: SimEnv, fn: object) -> None:
+    """Run `fn` at the first moment (checked every 0.1 s) the job is in post-copy."""
+    def check() -> None:
+        if env.cluster.jobs and env.cluster.jobs[-1].postcopy:
+            fn()  # type: ignore[operator]
+        else:
+            env.at(env.clock.monotonic() + 0.1, check)
+
+    env.at(0.5, check)
+
+
+def _slow_postcopy(env: SimEnv) -> str:
+    env.cluster.set_link("node1", "node2", 32)
+    return env.vm(memory=256, dirty=64, wss=160)
+
+
+def test_link_lost_in_postcopy_is_resumed_when_it_returns(env: SimEnv) -> None:
+    vm = _slow_postcopy(env)
+
+    def cut() -> None:
+        env.cluster.link_down("node1", "node2")
+        env.at(env.clock.monotonic() + 120, lambda: env.cluster.link_up("node1", "node2"))
+
+    _when_in_postcopy(env, cut)
+    m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    assert m.state == MigrationState.COMPLETED, m.error
+    kinds = env.kinds(m)
+    assert K.POSTCOPY_PAUSED in kinds and K.RESUMED not in kinds
+    assert env.cluster.where(vm) == {"node2": "running"}
+    assert env.svc.vms.get(vm).host == "node2"
+
+
+def test_still_broken_after_an_hour_stays_paused_and_locked_until_recovered(
+        env: SimEnv) -> None:
+    vm = _slow_postcopy(env)
+    _when_in_postcopy(env, lambda: env.cluster.link_down("node1", "node2"))
+    m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    assert m.state == MigrationState.POSTCOPY_PAUSED
+    assert env.svc.vms.get(vm).state == VmState.MIGRATING  # nothing else may touch it
+    assert env.cluster.where(vm) == {"node1": "paused", "node2": "running"}
+    with pytest.raises(Conflict, match="cannot go back"):
+        env.svc.migrations.cancel(m.id)
+    with pytest.raises(Conflict):
+        env.svc.vms.delete(vm, "keep")
+    assert "ferry migration recover" in env.svc.store.get(m.id).events[-1].message
+    env.cluster.link_up("node1", "node2")
+    assert env.svc.migrations.resume_postcopy(m.id).state == MigrationState.COMPLETED
+    assert env.cluster.where(vm) == {"node2": "running"}
+    assert env.svc.vms.get(vm).state == VmState.RUNNING
+
+
+def test_a_restart_while_postcopy_is_paused_resumes_it(env: SimEnv) -> None:
+    vm = _slow_postcopy(env)
+
+    def cut_then_crash() -> None:
+        env.cluster.link_down("node1", "node2")
+        env.at(env.clock.monotonic() + 60, crash)
+
+    _when_in_postcopy(env, cut_then_crash)
+    with pytest.raises(ControllerCrash):
+        env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    mid = env.svc.store.list_migrations(vm)[0].id
+    assert env.svc.store.get(mid).state == MigrationState.POSTCOPY_PAUSED
+    env.cluster.link_up("node1", "node2")
+    svc = env.restart()
+    svc.migrations.recover()
+    assert svc.store.get(mid).state == MigrationState.COMPLETED
+    assert env.cluster.where(vm) == {"node2": "running"}
+
+
+def test_destination_dying_after_the_switch_loses_the_guest_and_never_resumes_the_source(
+        env: SimEnv) -> None:
+    vm = _slow_postcopy(env)
+    _when_in_postcopy(env, lambda: env.cluster.kill_domain("node2", vm))
+    m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    assert m.state == MigrationState.FAILED and "lost" in m.error
+    assert "stale" in m.error
+    assert K.RESUMED not in env.kinds(m)
+    assert env.cluster.where(vm) == {"node1": "paused"}  # for an operator, not resumed
