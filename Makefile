@@ -21,7 +21,7 @@ test: install
 	$(VENV)/bin/pytest -v
 
 test-unit: install
-	$(VENV)/bin/pytest -q -m "not lab and not postgres"
+	$(VENV)/bin/pytest -q -m "not lab and not postgres and not fuzz"
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

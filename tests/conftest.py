@@ -1,5 +1,6 @@
 """Markers by directory, so the split cannot drift: tests/lab is `lab`, tests/db is
-`postgres` (`make test-unit` runs neither: it starts nothing).  A test marked
+`postgres`, tests/fuzz is `fuzz` (`make test-unit` runs none of them: it starts
+nothing and stays under a minute).  A test marked
 `destroys_lab` runs after every other test, whatever its file is called."""
 
 from __future__ import annotations
@@ -18,4 +19,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.lab)
         if HERE / "db" in path.parents:
             item.add_marker(pytest.mark.postgres)
+        if HERE / "fuzz" in path.parents:
+            item.add_marker(pytest.mark.fuzz)
     items.sort(key=lambda i: i.get_closest_marker("destroys_lab") is not None)
