@@ -1,0 +1,202 @@
+"""Faults on the real lab: each ends with the VM where the hosts say it is (on exactly
+one host unless the fault killed it), the record matching, nothing left behind, and
+the guest's own check clean.
+
+Faults are made with what an operator's machines do: signals to libvirtd, QEMU and
+the controller; a blackhole route inside a host's network namespace (a cut link);
+the lab's own link shaping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from ferry.lab import cluster, hostd
+from ferry.lab.layout import lab_dir, lab_host
+from ferry.lab.procs import read_pid
+from tests.lab.conftest import (
+    Lab,
+    ferry,
+    ferry_json,
+    wait_finished,
+    wait_for,
+    wait_samples,
+)
+
+MIB = 2**20
+
+
+def libvirtd_pid(host: str) -> int:
+    pid = read_pid(lab_dir() / "hosts" / host / "libvirtd.pid")
+    assert pid, f"no libvirtd pid for {host}"
+    return pid
+
+
+@contextmanager
+def stopped_libvirtd(host: str) -> Iterator[None]:
+    """SIGSTOP the host's libvirtd: it accepts connections and never answers."""
+    pid = libvirtd_pid(host)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@contextmanager
+def cut(a: str, b: str) -> Iterator[None]:
+    """Drop everything between two lab hosts (a blackhole route in each namespace);
+    the controller still reaches both."""
+    ha, hb = lab_host(int(a[4:])), lab_host(int(b[4:]))
+    for h, other in ((ha, hb), (hb, ha)):
+        subprocess.run(["ip", "-n", h.netns, "route", "add", "blackhole",
+                        f"{other.address}/32"], check=True)
+    try:
+        yield
+    finally:
+        for h, other in ((ha, hb), (hb, ha)):
+            subprocess.run(["ip", "-n", h.netns, "route", "del", "blackhole",
+                            f"{other.address}/32"], check=False)
+
+
+def assert_clean(lab: Lab, vm: str, host: str, m: dict[str, Any]) -> None:
+    """The VM runs on `host` only, Ferry says so, and the guest saw nothing wrong."""
+    assert lab.where(vm) == {host: "running"}, (lab.where(vm), m["state"], m["error"])
+    shown = wait_for(lambda: (v := ferry_json("vm", "show", vm))["state"] == "running"
+                     and v, 60, "VM released")
+    assert shown["host"] == host
+    check = ferry_json("lab", "check", vm)
+    assert check["boots"] == 1 and check["memory_errors"] == 0 and check["disk_errors"] == 0
+
+
+def test_a_hung_libvirtd_holds_nobody(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    vm = make_vm("node1", memory=128)
+    with stopped_libvirtd("node2"):
+        # requests that need no host answer; /health always does
+        with httpx.Client(base_url=lab.url, timeout=5,
+                          headers={"Authorization": f"Bearer {lab.token}"}) as fast:
+            assert fast.get("/health").status_code == 200
+            assert fast.get("/vms").status_code == 200
+            assert fast.get("/hosts").status_code == 200
+        r = ferry("migrate", vm, "--to", "node2", "--json", check=False, timeout=90)
+        assert r.returncode in (5, 6), r.stdout  # refused or unavailable, within bounds
+        with lab.api() as api:
+            assert api.get("/health").status_code == 200
+        host = wait_for(lambda: (h := ferry_json("host", "show", "node2"))["state"]
+                        == "unreachable" and h, 60, "node2 marked unreachable")
+        assert host["error"]
+    ferry("host", "refresh", "node2", timeout=90)
+    assert ferry_json("host", "show", "node2")["state"] == "up"
+    m = ferry_json("migrate", vm, "--to", "node2", "--wait")
+    assert m["state"] == "completed"
+    assert_clean(lab, vm, "node2", m)
+
+
+def test_controller_killed_during_a_block_copy_finishes_and_tidies(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    vm = make_vm("node1", memory=128, dirty=2, wss=16, disks=("local:0.25",))
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "16")
+    with lab.api() as api:
+        wait_for(lambda: any(s for s in api.get(f"/migrations/{m['id']}/samples").json()),
+                 60, "the job under way")
+    ferry("lab", "controller", "stop", "--kill")
+    ferry("lab", "controller", "start")
+    done = wait_finished(lab, m["id"], timeout=240)
+    assert done["state"] == "completed", done
+    kinds = [e["kind"] for e in done["events"]]
+    assert "recovering" in kinds and "storage" in kinds, kinds
+    vols = {v["name"]: v for v in ferry_json("volume", "list", "--pool", "local")}
+    assert vols[f"{vm}-data1"]["host"] == "node2"
+    assert_clean(lab, vm, "node2", done)
+
+
+def test_twenty_concurrent_migrates_of_one_vm_start_one(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    vm = make_vm("node1", memory=128)
+    codes: list[int] = []
+
+    def one() -> None:
+        with lab.api() as api:
+            codes.append(api.post("/migrations", json={"vm": vm, "to": "node2"}).status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [201] + [409] * 19, codes
+    mid = ferry_json("migration", "list", "--vm", vm)[0]["id"]
+    assert wait_finished(lab, mid)["state"] == "completed"
+    assert_clean(lab, vm, "node2", ferry_json("migration", "show", str(mid)))
+
+
+def test_delete_during_a_migration_is_refused(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    vm = make_vm("node1", memory=128, dirty=2, wss=16)
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "4")
+    r = ferry("vm", "delete", vm, "--delete-volumes", "--json", check=False)
+    assert r.returncode == 3 and "migrating" in r.stdout
+    done = wait_finished(lab, m["id"])
+    assert done["state"] == "completed"
+    assert_clean(lab, vm, "node2", done)
+
+
+def test_link_cut_between_hosts_during_precopy_fails_cleanly(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    vm = make_vm("node1", memory=128, dirty=4, wss=32)
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "2", "--policy", "precopy")
+    wait_samples(lab, m["id"])
+    with cut("node1", "node2"):
+        done = wait_finished(lab, m["id"], timeout=180)
+    assert done["state"] == "failed", done
+    assert_clean(lab, vm, "node1", done)
+    assert ferry_json("migrate", vm, "--to", "node2", "--wait")["state"] == "completed"
+
+
+def test_source_qemu_killed_mid_migration_is_recorded_lost(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    vm = make_vm("node1", memory=128, dirty=4, wss=32)
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "2")
+    wait_samples(lab, m["id"])
+    pid = wait_for(lambda: cluster.qemu_pid("node1", vm), 30, "source QEMU")
+    os.kill(pid, signal.SIGKILL)
+    done = wait_finished(lab, m["id"])
+    assert done["state"] == "failed" and done["error"]
+    where = lab.where(vm)
+    assert not any(s == "running" for s in where.values()), where  # nothing half-alive
+    assert all(s == "shutoff" for s in where.values()), where
+
+
+def test_link_shaped_to_almost_nothing_mid_migration_times_out_cleanly(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    vm = make_vm("node1", memory=128, dirty=4, wss=32)
+    m = ferry_json("migrate", vm, "--to", "node2", "--policy", "precopy",
+                   "--timeout-per-gib", "120", "--bandwidth", "8")
+    wait_samples(lab, m["id"])
+    ferry("lab", "link", "--rate", "1")
+    try:
+        done = wait_finished(lab, m["id"], timeout=180)
+    finally:
+        ferry("lab", "link", "--unlimited")
+    if done["state"] == "completed":  # it finished before the squeeze bit: still clean
+        assert_clean(lab, vm, "node2", done)
+    else:
+        assert done["state"] == "failed" and "timed out" in done["error"], done
+        assert_clean(lab, vm, "node1", done)
+
+
+def test_libvirtd_killed_and_restarted_is_found_again(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    vm = make_vm("node2", memory=128)
+    host = lab_host(2)
+    os.kill(libvirtd_pid("node2"), signal.SIGKILL)  # its guests live on
+    assert cluster.qemu_pid("node2", vm)
+    hostd.start(host, lab_dir())
+    hostd.wait_ready(host, lab_dir())
+    wait_for(lambda: ferry_json("host", "show", "node2")["state"] == "up"
+             or ferry("host", "refresh", "node2", check=False).returncode == 0, 90,
+             "node2 up again")
+    m = ferry_json("migrate", vm, "--to", "node1", "--wait")
+    assert m["state"] == "completed"
+    assert_clean(lab, vm, "node1", m)
