@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -200,3 +201,28 @@ def test_libvirtd_killed_and_restarted_is_found_again(lab: Lab, make_vm) -> None
     m = ferry_json("migrate", vm, "--to", "node1", "--wait")
     assert m["state"] == "completed"
     assert_clean(lab, vm, "node1", m)
+
+
+def test_link_cut_during_postcopy_never_resumes_the_source_and_ends_recorded(
+        lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """A cut after the switch: libvirt marks the source's post-copy failed, Ferry calls
+    the migration postcopy-paused and touches nothing; the connection (dropped, not
+    reset) survives, QEMU finishes once the link is back, and Ferry records that."""
+    vm = make_vm("node1", memory=256, dirty=64, wss=160)
+    ferry("lab", "link", "--rate", "8")
+    try:
+        m = ferry_json("migrate", vm, "--to", "node2", "--policy", "postcopy")
+        with lab.api() as api:
+            wait_for(lambda: any(e["kind"] == "start_postcopy" for e in
+                                 api.get(f"/migrations/{m['id']}").json()["events"]),
+                     120, "the switch to post-copy")
+        with cut("node1", "node2"):
+            time.sleep(35)  # past libvirt's keepalive: the source says post-copy failed
+            assert lab.where(vm).get("node1") != "running"  # never resumed
+        done = wait_finished(lab, m["id"], timeout=300)
+    finally:
+        ferry("lab", "link", "--unlimited")
+    assert done["state"] == "completed", done
+    kinds = [e["kind"] for e in done["events"]]
+    assert "job_failed" in kinds and "resumed" not in kinds, kinds
+    assert_clean(lab, vm, "node2", done)

@@ -93,7 +93,8 @@ class SimEnv:
 
 def make_env(tmp_path: Path, executor: Executor | None = None,
              cpu_models: dict[str, str] | None = None,
-             registered: tuple[str, ...] = HOSTS, **cluster_kw: Any) -> SimEnv:
+             registered: tuple[str, ...] = HOSTS, settings_kw: dict[str, Any] | None = None,
+             **cluster_kw: Any) -> SimEnv:
     """Three hosts (Haswell unless `cpu_models` says otherwise), a shared directory
     registered as pool `shared` and each host's own directory as pool `local`."""
     clock = SimClock()
@@ -103,7 +104,8 @@ def make_env(tmp_path: Path, executor: Executor | None = None,
     cluster.add_shared_dir(SHARED)
     url = f"sqlite:///{tmp_path / 'ferry.db'}"
     settings = Settings(db_url=url, token="t" * 32,
-                        guest_image=GuestImage(kernel="/img/vmlinuz", initrd="/img/initrd"))
+                        guest_image=GuestImage(kernel="/img/vmlinuz", initrd="/img/initrd"),
+                        **(settings_kw or {}))
     svc = build(settings, cluster.connector, clock, executor or InlineExecutor(),
                 InlineQueries())
     for name in registered:

@@ -4,13 +4,26 @@ restart, or by `recover`), and a destination that died takes the guest with it."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from ferry.domain.models import MigrationState, VmState
 from ferry.domain.vocab import EventKind as K
 from ferry.domain.vocab import Policy
 from ferry.errors import Conflict
-from tests.sim.conftest import ControllerCrash, SimEnv, crash
+from ferry.hypervisor.types import PostcopyState
+from tests.sim.conftest import ControllerCrash, SimEnv, crash, make_env
+
+
+@pytest.fixture
+def auto(tmp_path: Path) -> Iterator[SimEnv]:
+    """A controller that resumes a broken post-copy by itself (postcopy_auto_resume)."""
+    e = make_env(tmp_path, settings_kw={"postcopy_auto_resume": True})
+    yield e
+    for s in [e.svc, *e.others]:
+        s.shutdown()
 
 
 def _when_in_postcopy(env: SimEnv, fn: object) -> None:
@@ -29,7 +42,8 @@ def _slow_postcopy(env: SimEnv) -> str:
     return env.vm(memory=256, dirty=64, wss=160)
 
 
-def test_link_lost_in_postcopy_is_resumed_when_it_returns(env: SimEnv) -> None:
+def test_link_lost_in_postcopy_is_resumed_when_it_returns(auto: SimEnv) -> None:
+    env = auto
     vm = _slow_postcopy(env)
 
     def cut() -> None:
@@ -46,7 +60,8 @@ def test_link_lost_in_postcopy_is_resumed_when_it_returns(env: SimEnv) -> None:
 
 
 def test_still_broken_after_an_hour_stays_paused_and_locked_until_recovered(
-        env: SimEnv) -> None:
+        auto: SimEnv) -> None:
+    env = auto
     vm = _slow_postcopy(env)
     _when_in_postcopy(env, lambda: env.cluster.link_down("node1", "node2"))
     m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
@@ -64,7 +79,8 @@ def test_still_broken_after_an_hour_stays_paused_and_locked_until_recovered(
     assert env.svc.vms.get(vm).state == VmState.RUNNING
 
 
-def test_a_restart_while_postcopy_is_paused_resumes_it(env: SimEnv) -> None:
+def test_a_restart_while_postcopy_is_paused_resumes_it(auto: SimEnv) -> None:
+    env = auto
     vm = _slow_postcopy(env)
 
     def cut_then_crash() -> None:
@@ -92,3 +108,49 @@ def test_destination_dying_after_the_switch_loses_the_guest_and_never_resumes_th
     assert "stale" in m.error
     assert K.RESUMED not in env.kinds(m)
     assert env.cluster.where(vm) == {"node1": "paused"}  # for an operator, not resumed
+
+
+def test_by_default_a_broken_postcopy_waits_for_the_operator(env: SimEnv) -> None:
+    vm = _slow_postcopy(env)
+
+    def cut() -> None:
+        env.cluster.link_down("node1", "node2")
+        env.at(env.clock.monotonic() + 60, lambda: env.cluster.link_up("node1", "node2"))
+
+    _when_in_postcopy(env, cut)
+    m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    assert m.state == MigrationState.POSTCOPY_PAUSED  # not resumed unasked
+    assert "ferry migration recover" in env.svc.store.get(m.id).events[-1].message
+    env.cluster.run_until(env.clock.monotonic() + 120)  # the link is back
+    assert env.cluster.where(vm) == {"node1": "paused", "node2": "running"}
+    m = env.svc.migrations.resume_postcopy(m.id)
+    assert m.state == MigrationState.COMPLETED, m.error
+    assert env.cluster.where(vm) == {"node2": "running"}
+
+
+def test_recover_while_the_link_is_still_down_says_so_and_stays_paused(env: SimEnv) -> None:
+    vm = _slow_postcopy(env)
+    _when_in_postcopy(env, lambda: env.cluster.link_down("node1", "node2"))
+    m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    m = env.svc.migrations.resume_postcopy(m.id)
+    assert m.state == MigrationState.POSTCOPY_PAUSED
+    assert env.cluster.where(vm) == {"node1": "paused", "node2": "running"}
+
+
+def test_a_paused_postcopy_that_ends_by_itself_is_recorded(env: SimEnv) -> None:
+    """QEMU's connection survived the cut and it finished by itself (seen on the lab
+    with a dropped, not reset, link): the background look settles and records it."""
+    vm = _slow_postcopy(env)
+    _when_in_postcopy(env, lambda: env.cluster.link_down("node1", "node2"))
+    m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    assert m.state == MigrationState.POSTCOPY_PAUSED
+    env.svc.migrations.look_at_paused()
+    assert env.svc.store.get(m.id).state == MigrationState.POSTCOPY_PAUSED  # nothing new
+    env.cluster.link_up("node1", "node2")
+    for host in ("node1", "node2"):  # as if virsh (or QEMU itself) finished it
+        env.cluster.host(host).domains[vm].postcopy = PostcopyState.NONE
+    del env.cluster.host("node1").domains[vm]
+    env.svc.migrations.look_at_paused()
+    m = env.svc.store.get(m.id)
+    assert m.state == MigrationState.COMPLETED, m.error
+    assert env.svc.vms.get(vm).host == "node2"

@@ -55,6 +55,7 @@ TRANSITIONS: dict[MigrationState, frozenset[MigrationState]] = {
                                        MigrationState.CANCELLED,
                                        MigrationState.POSTCOPY_PAUSED}),
     MigrationState.POSTCOPY_PAUSED: frozenset({MigrationState.RUNNING,
+                                               MigrationState.COMPLETED,
                                                MigrationState.FAILED}),
 }
 

@@ -107,6 +107,10 @@ class MigrationOps(Protocol):
         """Switch a job started with `postcopy=True` to post-copy now."""
         ...
 
+    def pause_postcopy(self, name: str) -> None:
+        """Interrupt a post-copy whose connection hangs, so that it can be resumed."""
+        ...
+
 
 class MeasureOps(Protocol):
     def dirty_rate_mib_s(self, name: str, window_ms: int, sample_pages: int = 4096) -> float:

@@ -157,8 +157,13 @@ class LibvirtHost(LibvirtStorage):
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 raise
-            # e.g. an incoming domain: "statistics are available only on the source"
-            job = libvirt.VIR_DOMAIN_JOB_NONE
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_TIMEOUT:
+                # another job holds the domain (seen: the destination's finish phase of
+                # a post-copy whose link broke): busy, so a job is in progress
+                job = libvirt.VIR_DOMAIN_JOB_UNBOUNDED
+            else:
+                # e.g. an incoming domain: "statistics are available only on the source"
+                job = libvirt.VIR_DOMAIN_JOB_NONE
         return DomainInfo(
             name=dom.name(),
             uuid=dom.UUIDString(),
@@ -274,6 +279,11 @@ class LibvirtHost(LibvirtStorage):
 
     def abort_job(self, name: str) -> None:
         self._call(self._dom(name).abortJob)
+
+    def pause_postcopy(self, name: str) -> None:
+        """Interrupt a post-copy migration whose connection hangs, so that it can be
+        resumed (libvirt's abort with VIR_DOMAIN_ABORT_JOB_POSTCOPY: QEMU pauses it)."""
+        self._call(self._dom(name).abortJobFlags, libvirt.VIR_DOMAIN_ABORT_JOB_POSTCOPY)
 
     def set_max_downtime(self, name: str, downtime_ms: int) -> None:
         self._call(self._dom(name).migrateSetMaxDowntime, int(downtime_ms), 0)

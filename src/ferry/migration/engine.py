@@ -185,10 +185,14 @@ def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: R
 
 
 def _read(host: Hypervisor, vm: str) -> DomainInfo | HostUnreachable | None:
+    """The domain as the host sees it; a host that cannot say now (no answer, or a
+    call that failed: e.g. its job lock held by a hung finish phase) is asked again."""
     try:
         return host.find_domain(vm)
     except HostUnreachable as exc:
         return exc
+    except HypervisorError as exc:
+        return HostUnreachable(f"cannot read the domain now: {exc}")
 
 
 def settle(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recorder,
@@ -213,6 +217,14 @@ def settle(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recor
         now = clock.monotonic()
         late = now >= deadline
         src, dst = _read(source, vm), _read(destination, vm)
+        broken = [d for d in (src, dst) if isinstance(d, DomainInfo)
+                  and d.postcopy == PostcopyState.FAILED]
+        unreadable = isinstance(src, HostUnreachable) or isinstance(dst, HostUnreachable)
+        if broken and unreadable:  # one side says so: enough (the other may hang in its
+            # finish phase for minutes: seen with libvirt 11.3)
+            res = Resolution(Verdict.POSTCOPY_PAUSED, reason="post-copy broke after the "
+                             "switch: the guest's memory is split between the hosts")
+            break
         if isinstance(src, HostUnreachable) or isinstance(dst, HostUnreachable):
             down = src if isinstance(src, HostUnreachable) else dst
             if not said_unreachable:

@@ -24,14 +24,14 @@ from ferry.clock import Clock
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
 from ferry.errors import FerryError, MigrationRefused, Unavailable
-from ferry.hypervisor.base import Connector
+from ferry.hypervisor.base import Connector, Hypervisor
 from ferry.hypervisor.errors import HostUnreachable, HypervisorError
-from ferry.hypervisor.types import MigrationOptions
+from ferry.hypervisor.types import MigrationOptions, PostcopyState
 from ferry.migration.copies import CopiedVolume, tidy_copies
 from ferry.migration.engine import JobResult, Recorder, follow_job, run_job, settle
 from ferry.migration.figures import Final, final_of
 from ferry.migration.measure import QUICK_WINDOWS_MS, measure
-from ferry.migration.outcome import Verdict
+from ferry.migration.outcome import Verdict, resolve
 from ferry.migration.planning import Plan, hard_stop_s, make_plan, timeout_s
 from ferry.migration.policies import Adapter, PolicyConfig
 from ferry.migration.prechecks import PrecheckResult, run_prechecks
@@ -94,8 +94,11 @@ class Unfinished:
 
 @dataclass(frozen=True)
 class Timeouts:
+    """How long things may take, and whether a broken post-copy is resumed unasked."""
+
     per_gib_s: float = 300.0
     min_s: float = 30.0
+    postcopy_auto_resume: bool = False
 
 
 class MigrationRecords(Protocol):
@@ -250,11 +253,25 @@ class MigrationPipeline:
         return plan, copies
 
     # -- after a controller restart ---------------------------------------------
-    def resume(self, u: Unfinished, cancel: threading.Event) -> None:
+    def still_paused(self, u: Unfinished) -> bool:
+        """A quiet look at a postcopy-paused migration: False once the hosts say
+        otherwise (QEMU resumed it by itself when its connection survived the cut, or
+        someone resumed it with virsh), so that it is settled and recorded."""
+        if u.source is None or u.destination is None:
+            return True
+        try:
+            src = self.hosts(u.source.uri).find_domain(u.vm)
+            dst = self.hosts(u.destination.uri).find_domain(u.vm)
+        except HypervisorError:
+            return True
+        return resolve(src, dst).verdict in (Verdict.POSTCOPY_PAUSED, Verdict.IN_PROGRESS)
+
+    def resume(self, u: Unfinished, cancel: threading.Event,
+               why: str = "controller restarted; asking both hosts") -> None:
         """Follow a job an earlier process started (if still running), then settle,
         tidy copied disks and record the true outcome."""
         rec = self.records.recorder(u.id)
-        rec.event(EventKind.RECOVERING, "controller restarted; asking both hosts")
+        rec.event(EventKind.RECOVERING, why)
         if u.state == MigrationState.PRECHECKING:
             self.records.finish(u.id, Final(MigrationState.FAILED, error=(
                 "the controller restarted during the prechecks; nothing was started")))
@@ -299,22 +316,40 @@ class MigrationPipeline:
                          options: MigrationOptions | None, wake: threading.Event
                          ) -> JobResult | None:
         """Take the broken post-copy up again (POSTCOPY_RESUME, the original job's
-        options) as soon as the link is back: attempts back off from 10 s to 5 min for
-        POSTCOPY_RETRY_FOR_S; `wake` (a `ferry migration recover`) tries at once."""
+        options): at once when asked (`wake`: `ferry migration recover`), and by itself
+        when `auto_resume` is on, attempts backing off from 10 s to 5 min for an hour.
+        An attempt is made only when both hosts can be read and both say the post-copy
+        broke (libvirt 11.3 crashed a destination whose finish phase still hung)."""
         rec = self.records.recorder(mid)
-        self.records.transition(mid, MigrationState.POSTCOPY_PAUSED)
-        rec.event(EventKind.POSTCOPY_PAUSED, "post-copy broke after the switch: the guest "
-                  "waits on the destination for its last pages; resuming it as soon as "
-                  "the hosts reach each other (the source is never resumed)")
+        if self.records.transition(mid, MigrationState.POSTCOPY_PAUSED):
+            rec.event(EventKind.POSTCOPY_PAUSED, "post-copy broke after the switch: the guest "
+                      "waits on the destination for its last pages; the source is never "
+                      "resumed; " + ("resuming it as soon as both hosts are ready"
+                                     if self.timeouts.postcopy_auto_resume else
+                                     f"resume it with `ferry migration recover {mid}`"))
         if options is None:
             rec.event(EventKind.RECOVER_FAILED, "the job's options were not stored (a "
                       "migration from an older Ferry): resume it with virsh")
             return None
+        if not self.timeouts.postcopy_auto_resume and not wake.is_set():
+            return None
         src, dst = self.hosts(source.uri), self.hosts(destination.uri)
         gap, give_up = POSTCOPY_FIRST_GAP_S, self.clock.monotonic() + POSTCOPY_RETRY_FOR_S
         while self.clock.monotonic() < give_up:
-            self._nap(gap, wake)
+            if not wake.is_set():
+                self._nap(gap, wake)
+            asked = wake.is_set()
             wake.clear()
+            gap = min(2 * gap, POSTCOPY_MAX_GAP_S)
+            self._pause_both(vm, src, dst, rec)
+            if not self._both_broken(vm, src, dst):
+                if asked:
+                    rec.event(EventKind.RECOVER_FAILED, "not resumed: both hosts must be "
+                              "readable and say the post-copy broke (the destination's "
+                              "libvirt may still hold the migration: see the README)")
+                    if not self.timeouts.postcopy_auto_resume:
+                        return None
+                continue
             if not self.records.transition(mid, MigrationState.RUNNING):
                 return None  # taken up elsewhere
             result = run_job(vm, src, dst, replace(options, postcopy_resume=True), rec,
@@ -322,11 +357,33 @@ class MigrationPipeline:
             if result.resolution.verdict != Verdict.POSTCOPY_PAUSED:
                 return result
             self.records.transition(mid, MigrationState.POSTCOPY_PAUSED)
-            gap = min(2 * gap, POSTCOPY_MAX_GAP_S)
+            if not self.timeouts.postcopy_auto_resume:
+                return None
         rec.event(EventKind.POSTCOPY_PAUSED, f"still broken after "
                   f"{POSTCOPY_RETRY_FOR_S / 60:.0f} min: run `ferry migration recover {mid}` "
                   "once the hosts reach each other")
         return None
+
+    def _both_broken(self, vm: str, src: Hypervisor, dst: Hypervisor) -> bool:
+        try:
+            a, b = src.find_domain(vm), dst.find_domain(vm)
+        except HypervisorError:
+            return False
+        return a is not None and b is not None and \
+            a.postcopy == b.postcopy == PostcopyState.FAILED
+
+    def _pause_both(self, vm: str, src: Hypervisor, dst: Hypervisor, rec: Recorder) -> None:
+        """A side that still believes its post-copy runs (its socket hangs rather than
+        breaks: seen on the lab's destination) is paused, so both can resume."""
+        for side, host in (("source", src), ("destination", dst)):
+            try:
+                d = host.find_domain(vm)
+                if d is not None and d.postcopy == PostcopyState.ACTIVE:
+                    host.pause_postcopy(vm)
+                    rec.event(EventKind.POSTCOPY_PAUSED, f"paused the {side}'s hanging "
+                                                         "post-copy so that it can resume")
+            except HypervisorError:
+                pass  # asked again at the next attempt
 
     def _nap(self, seconds: float, wake: threading.Event) -> None:
         waited = 0.0

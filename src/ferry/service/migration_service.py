@@ -193,6 +193,18 @@ class MigrationService:
                 self.executor.submit(self._resume, u, self._cancels[mid])
         return self.store.get(mid)
 
+    def look_at_paused(self) -> None:
+        """A paused post-copy nobody is working on may have ended without us (QEMU
+        resumes by itself when its connection survived): settle it when the hosts
+        say so.  Run from the background loop."""
+        for u in self.store.unfinished():
+            if u.state != MigrationState.POSTCOPY_PAUSED or u.id in self._cancels:
+                continue
+            if not self.pipeline.still_paused(u):
+                self._cancels[u.id] = threading.Event()
+                self.executor.submit(self._resume, u, self._cancels[u.id],
+                                     "the hosts no longer show the post-copy paused")
+
     def recover(self) -> None:
         """After a restart: settle what an earlier process was doing, then start what
         waits in the queue."""
@@ -201,9 +213,10 @@ class MigrationService:
             self.executor.submit(self._resume, u, cancel)
         self.dispatch()
 
-    def _resume(self, u: Unfinished, cancel: threading.Event) -> None:
+    def _resume(self, u: Unfinished, cancel: threading.Event,
+                why: str = "controller restarted; asking both hosts") -> None:
         try:
-            self.pipeline.resume(u, cancel)
+            self.pipeline.resume(u, cancel, why)
         finally:
             self._cancels.pop(u.id, None)
             self._release(u.vm)

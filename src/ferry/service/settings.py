@@ -34,6 +34,9 @@ class Settings(BaseModel):
     migrations_per_source: int = Field(2, ge=1, le=64)
     migrations_per_destination: int = Field(2, ge=1, le=64)
     migrations_per_cluster: int = Field(4, ge=1, le=1024)
+    # resume a post-copy that broke without being asked (off: libvirt 11.3 crashed the
+    # destination's daemon on POSTCOPY_RESUME in our lab; `ferry migration recover` asks)
+    postcopy_auto_resume: bool = False
     # the key that seals stored secrets (cephx keys); default: beside a SQLite database
     secret_key_file: str | None = None
 

@@ -61,6 +61,7 @@ class Services:
                 try:
                     self.inventory.reconcile()
                     self.migrations.dispatch()  # e.g. one another controller ended
+                    self.migrations.look_at_paused()
                 except Exception:  # keep the loop alive; the next round retries
                     log.exception("reconcile failed")
 
@@ -110,7 +111,8 @@ def build(settings: Settings, connector: Connector, clock: Clock | None = None,
     cpu = CpuService(db, conns, inventory)
     vms = VmService(db, conns, settings, inventory, pools, volumes, cpu)
     store = MigrationStore(db, clock, box)
-    timeouts = Timeouts(settings.migration_timeout_per_gib_s, settings.migration_timeout_min_s)
+    timeouts = Timeouts(settings.migration_timeout_per_gib_s, settings.migration_timeout_min_s,
+                        settings.postcopy_auto_resume)
     pipeline = MigrationPipeline(conns.get, store, clock, timeouts)
     limits = Limits(settings.migrations_per_source, settings.migrations_per_destination,
                     settings.migrations_per_cluster)

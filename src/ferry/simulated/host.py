@@ -375,6 +375,16 @@ class SimHost:
                                   "requires migration to be started with the POSTCOPY flag")
         d.job.model.postcopy_requested = True
 
+    @_reachable
+    def pause_postcopy(self, name: str) -> None:
+        d = self._get(name)
+        if d.postcopy == PostcopyState.NONE:
+            raise HypervisorError("Requested operation is not valid: no post-copy migration "
+                                  "to pause")
+        job = d.job
+        if job is not None and job.active and job.postcopy:
+            self.cluster.end_job(job, job.fail("post-copy paused by request"))
+
     # -- measuring ----------------------------------------------------------------------
     def dirty_rate_mib_s(self, name: str, window_ms: int, sample_pages: int = 4096) -> float:
         self.check_reachable()
