@@ -2,8 +2,9 @@
 delays nothing by more than the deadline and blocks nobody.
 
 `ThreadedQueries` asks each host in a thread of its own and stops waiting at
-the deadline; a host whose previous answer is still outstanding is not asked
-again (no thread pile-up behind a hung daemon) but reported as not answering.
+the deadline; a question still outstanding from an earlier caller (same key:
+the same question) is not asked again but waited on and its answer shared, so
+a hung daemon never piles up threads and concurrent requests agree.
 `InlineQueries` asks one after another in the caller's thread: what the
 simulated cluster's deterministic tests use (its hung hosts cost virtual time).
 """
@@ -70,8 +71,7 @@ class ThreadedQueries:
             for name, call in calls.items():
                 prev = self._pending.get(name)
                 if prev is not None and not prev.done.is_set():
-                    out[name] = HostUnreachable(f"{name}: still no answer to an earlier "
-                                                "request")
+                    asked[name] = prev  # the same question, already on its way
                     continue
                 asked[name] = self._pending[name] = _Pending(call)
         deadline = time.monotonic() + timeout_s

@@ -76,12 +76,16 @@ class HostService:
         return replace(self.get(name), warnings=storage_errors)
 
     def refresh(self, name: str) -> Host:
-        """Re-read the host's CPU inventory and reconcile every VM's whereabouts."""
+        """Re-read the host's CPU inventory, define and start its pools again where
+        they are missing or stopped (e.g. an rbd pool whose autostart failed when its
+        libvirtd restarted), and reconcile every VM's whereabouts."""
         host = self.get(name)
+        conn = self.conns.get(host.uri)
         try:
-            inventory = _inventory(self.conns.get(host.uri), host.virt_type)
+            inventory = _inventory(conn, host.virt_type)
         except HypervisorError as exc:
             raise Unavailable(f"cannot reach host {name}: {exc}") from exc
+        storage_errors = self.pools.attach(name, conn)
         with self.db.session() as s:
             row = s.scalar(select(HostRow).where(HostRow.name == name))
             assert row is not None
@@ -89,4 +93,4 @@ class HostService:
                 setattr(row, k, v)
         self.verdicts.forget(name)
         self.inventory.reconcile()
-        return self.get(name)
+        return replace(self.get(name), warnings=storage_errors)

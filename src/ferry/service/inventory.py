@@ -8,7 +8,6 @@ flight are left to the migration.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -30,30 +29,37 @@ class Inventory:
                  queries: HostQueries) -> None:
         self.db, self.conns, self.verdicts, self.queries = db, conns, verdicts, queries
 
-    def _look(self, uri: str) -> tuple[HostInfo, list[DomainInfo]]:
-        conn = self.conns.get(uri)
-        return conn.info(), conn.list_domains()
-
     def reconcile(self) -> None:
         """Refresh every host's state and every VM's whereabouts from the hosts, asked
-        all at once; a host that does not answer in time is `unreachable` and its VMs
-        are left as they were recorded."""
+        all at once.  A host whose daemon does not answer in time is `unreachable`;
+        one that answers but cannot list its domains in time (a domain's job lock is
+        held, e.g. by a migration's finish phase) stays up, with its VMs left as
+        recorded this round."""
         with self.db.session() as s:
             host_rows = list(s.scalars(select(HostRow)))
             hosts = [(r.name, r.uri) for r in host_rows]
             virt = {r.name: (r.uri, r.virt_type) for r in host_rows}
-        answers = self.queries.ask({name: functools.partial(self._look, uri)
-                                    for name, uri in hosts})
+        infos = self.queries.ask({f"{name}:info": self.conns.get(uri).info
+                                  for name, uri in hosts})
+        up = [(name, uri) for name, uri in hosts
+              if not isinstance(infos[f"{name}:info"], HypervisorError)]
+        lists = self.queries.ask({f"{name}:domains": self.conns.get(uri).list_domains
+                                  for name, uri in up})
         seen: dict[str, list[DomainInfo]] = {}
         updates: dict[str, dict[str, object]] = {}
-        for name, answer in answers.items():
-            if isinstance(answer, HypervisorError):
-                updates[name] = {"state": HostState.UNREACHABLE, "error": str(answer)}
+        for name, _uri in hosts:
+            info = infos[f"{name}:info"]
+            if isinstance(info, HypervisorError):
+                updates[name] = {"state": HostState.UNREACHABLE, "error": str(info)}
                 continue
-            info, seen[name] = answer
-            updates[name] = {"state": HostState.UP, "error": "",
-                             "memory_free_mib": info.memory_free_mib,
-                             "memory_total_mib": info.memory_total_mib}
+            assert isinstance(info, HostInfo)
+            domains = lists[f"{name}:domains"]
+            updates[name] = {"state": HostState.UP, "memory_free_mib": info.memory_free_mib,
+                             "memory_total_mib": info.memory_total_mib,
+                             "error": f"domains not read this round: {domains}"
+                             if isinstance(domains, HypervisorError) else ""}
+            if not isinstance(domains, HypervisorError):
+                seen[name] = domains
         now = datetime.now(UTC)
         with self.db.session() as s:
             for hrow in s.scalars(select(HostRow)):
