@@ -164,3 +164,15 @@ def test_the_policy_is_resumed_after_a_restart(env: SimEnv) -> None:
     kinds = [e.kind for e in m.events]
     assert kinds.index(K.RECOVERING) < kinds.index(K.START_POSTCOPY)
     assert env.cluster.where(vm) == {"node2": "running"}
+
+
+def test_a_host_that_answers_but_cannot_list_its_domains_stays_up(env: SimEnv) -> None:
+    vm = env.vm(host="node2")
+    env.cluster.host("node2").faults.domains_locked = True
+    env.svc.inventory.reconcile()
+    host = env.svc.hosts.get("node2")
+    assert host.state == HostState.UP and "domains not read" in host.error
+    assert env.svc.vms.get(vm).host == "node2"  # left as recorded, not 'missing'
+    env.cluster.host("node2").faults.domains_locked = False
+    env.svc.inventory.reconcile()
+    assert env.svc.hosts.get("node2").error == ""

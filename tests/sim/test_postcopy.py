@@ -42,15 +42,20 @@ def _slow_postcopy(env: SimEnv) -> str:
     return env.vm(memory=256, dirty=64, wss=160)
 
 
+def _cut_for(env: SimEnv, seconds: float) -> None:
+    """Cut the link once the job is in post-copy; it comes back `seconds` later."""
+    def cut() -> None:
+        env.cluster.link_down("node1", "node2")
+        env.at(env.clock.monotonic() + seconds,
+               lambda: env.cluster.link_up("node1", "node2"))
+
+    _when_in_postcopy(env, cut)
+
+
 def test_link_lost_in_postcopy_is_resumed_when_it_returns(auto: SimEnv) -> None:
     env = auto
     vm = _slow_postcopy(env)
-
-    def cut() -> None:
-        env.cluster.link_down("node1", "node2")
-        env.at(env.clock.monotonic() + 120, lambda: env.cluster.link_up("node1", "node2"))
-
-    _when_in_postcopy(env, cut)
+    _cut_for(env, 120)
     m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
     assert m.state == MigrationState.COMPLETED, m.error
     kinds = env.kinds(m)
@@ -112,12 +117,7 @@ def test_destination_dying_after_the_switch_loses_the_guest_and_never_resumes_th
 
 def test_by_default_a_broken_postcopy_waits_for_the_operator(env: SimEnv) -> None:
     vm = _slow_postcopy(env)
-
-    def cut() -> None:
-        env.cluster.link_down("node1", "node2")
-        env.at(env.clock.monotonic() + 60, lambda: env.cluster.link_up("node1", "node2"))
-
-    _when_in_postcopy(env, cut)
+    _cut_for(env, 60)
     m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
     assert m.state == MigrationState.POSTCOPY_PAUSED  # not resumed unasked
     assert "ferry migration recover" in env.svc.store.get(m.id).events[-1].message

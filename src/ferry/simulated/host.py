@@ -141,6 +141,7 @@ def _reachable(fn: F) -> F:
 class _Faults:
     unreachable: bool = False
     hangs: bool = False
+    domains_locked: bool = False  # domain calls time out on a job lock; the daemon answers
 
 
 class SimHost:
@@ -233,6 +234,10 @@ class SimHost:
 
     @_reachable
     def list_domains(self) -> list[DomainInfo]:
+        if self.faults.domains_locked:
+            self.cluster.clock.sleep(30.0)  # libvirt's wait for a domain's job lock
+            raise HypervisorError("Timed out during operation: cannot acquire state change "
+                                  "lock (held by monitor=remoteDispatchDomainMigrateFinish3)")
         return [d.info() for d in self.domains.values()]
 
     @_reachable
