@@ -9,6 +9,7 @@ the lab's own link shaping.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -229,3 +230,26 @@ def test_link_cut_during_postcopy_never_resumes_the_source_and_ends_recorded(
     kinds = [e["kind"] for e in done["events"]]
     assert "job_failed" in kinds and "resumed" not in kinds, kinds
     assert_clean(lab, vm, "node2", done)
+
+
+def test_two_vms_into_a_destination_with_room_for_one(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """Memory promised to a migration still running into node2 counts: the second
+    is refused before any transfer.  Sized from node2's free memory (the lab's hosts
+    share one machine); guests touch little of it (QEMU allocates lazily)."""
+    free = ferry_json("host", "show", "node2")["memory_free_mib"]
+    size = max(256, min(16384, int(free * 0.6) // 64 * 64))
+    a = make_vm("node1", memory=size, dirty=1, wss=16)
+    b = make_vm("node1", memory=size, dirty=1, wss=16)
+    first = ferry_json("migrate", a, "--to", "node2", "--bandwidth", "2", "--policy",
+                       "precopy")
+    try:
+        r = ferry("migrate", b, "--to", "node2", "--json", check=False)
+        assert r.returncode == 5, r.stdout
+        refusal = json.loads(r.stdout)
+        assert refusal["details"]["reason"] == "insufficient_memory"
+        assert refusal["details"]["reserved_mib"] >= size
+        assert lab.where(b) == {"node1": "running"}
+    finally:
+        ferry("migration", "cancel", str(first["id"]), check=False)
+    done = wait_finished(lab, first["id"])
+    assert done["state"] in ("cancelled", "completed"), done
