@@ -6,6 +6,7 @@ check the truth with libvirt on the lab hosts directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -107,7 +108,19 @@ def make_vm(lab: Lab) -> Iterator[Callable[..., str]]:
 
     yield create
     for name in made:
-        ferry("vm", "delete", name, "--delete-volumes", check=False)
+        if ferry("vm", "delete", name, "--delete-volumes", check=False).returncode == 3:
+            _stop_migrations(lab, name)  # a failed test may leave one running
+            ferry("vm", "delete", name, "--delete-volumes", check=False)
+
+
+def _stop_migrations(lab: Lab, vm: str) -> None:
+    """Cancel the VM's unfinished migration and wait for its end (test hygiene: a
+    leftover busy guest would slow every test after it)."""
+    for m in ferry_json("migration", "list", "--vm", vm):
+        if m["state"] not in ("completed", "failed", "cancelled"):
+            ferry("migration", "cancel", str(m["id"]), check=False)
+            with contextlib.suppress(AssertionError):  # best effort: a teardown
+                wait_finished(lab, int(m["id"]), timeout=240)
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
