@@ -23,7 +23,8 @@ import httpx
 
 from ferry.lab import cluster, hostd
 from ferry.lab.layout import lab_dir, lab_host
-from ferry.lab.procs import read_pid
+from ferry.lab.procs import pid_alive, read_pid
+from ferry.lab.run import LabError
 from tests.lab.conftest import (
     Lab,
     ferry,
@@ -34,6 +35,21 @@ from tests.lab.conftest import (
 )
 
 MIB = 2**20
+
+
+def restart_libvirtd(name: str) -> None:
+    """Start the host's libvirtd again (as `lab up` does); one retry, since a port just
+    freed by a killed daemon can take a moment."""
+    host = lab_host(int(name[4:]))
+    for attempt in (1, 2):
+        hostd.start(host, lab_dir())
+        try:
+            hostd.wait_ready(host, lab_dir())
+            return
+        except LabError:
+            if attempt == 2:
+                raise
+            time.sleep(2)
 
 
 def libvirtd_pid(host: str) -> int:
@@ -191,11 +207,11 @@ def test_link_shaped_to_almost_nothing_mid_migration_times_out_cleanly(lab: Lab,
 
 def test_libvirtd_killed_and_restarted_is_found_again(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
     vm = make_vm("node2", memory=128)
-    host = lab_host(2)
-    os.kill(libvirtd_pid("node2"), signal.SIGKILL)  # its guests live on
+    old = libvirtd_pid("node2")
+    os.kill(old, signal.SIGKILL)  # its guests live on
+    wait_for(lambda: not pid_alive(old), 30, "the killed libvirtd gone (its socket freed)")
     assert cluster.qemu_pid("node2", vm)
-    hostd.start(host, lab_dir())
-    hostd.wait_ready(host, lab_dir())
+    restart_libvirtd("node2")
     # what an operator runs after restarting a daemon: re-read it, its pools started again
     wait_for(lambda: ferry("host", "refresh", "node2", check=False).returncode == 0, 90,
              "node2 answering again")
