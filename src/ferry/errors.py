@@ -48,3 +48,8 @@ class Unavailable(FerryError):
 
     status = 503
     code = "unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The controller's database did not answer.  Never a verdict on a migration: what
+    could not be recorded is settled from the hosts once it answers (or at restart)."""

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from sqlalchemy import inspect
 
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import EventKind
-from ferry.errors import NotFound
+from ferry.errors import DatabaseUnavailable, NotFound
 from ferry.service.host_queries import InlineQueries
 from ferry.service.settings import GuestImage, Settings
 from ferry.service.wiring import build
@@ -39,23 +40,50 @@ def _as_postgres(*args: str) -> None:
                    capture_output=True, timeout=120)
 
 
+@dataclass
+class Postgres:
+    url: str
+    data: Path
+    log: Path
+    options: str
+
+    def stop(self) -> None:
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def new_database(self, name: str) -> str:
+        port = self.url.rsplit(":", 1)[1].split("/")[0]
+        _as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", port, name)
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def start(self) -> None:
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.log),
+                     "-o", self.options, "start")
+
+
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
+def pg() -> Iterator[Postgres]:
     if not (PG_BIN / "initdb").exists():
         pytest.fail("PostgreSQL 15 server binaries missing (postgresql-15 package)")
     tmp = Path(tempfile.mkdtemp(prefix="ferry-pg-"))
-    data = tmp / "data"
     shutil.chown(tmp, "postgres", "postgres")
     port = _free_port()
-    _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(tmp / "log"),
-                 "-o", f"-c listen_addresses=127.0.0.1 -c port={port} -k {tmp}", "start")
+    server = Postgres(f"postgresql+psycopg://postgres@127.0.0.1:{port}/ferry", tmp / "data",
+                      tmp / "log", f"-c listen_addresses=127.0.0.1 -c port={port} -k {tmp}")
+    _as_postgres(str(PG_BIN / "initdb"), "-D", str(server.data), "-A", "trust",
+                 "-U", "postgres")
+    server.start()
     try:
         _as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "ferry")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/ferry"
+        yield server
     finally:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(server.data), "-m", "immediate",
+                     "stop")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg: Postgres) -> str:
+    return pg.url
 
 
 def test_schema_and_a_whole_migration_on_postgres(pg_url: str, tmp_path: Path) -> None:
@@ -95,3 +123,47 @@ def test_schema_and_a_whole_migration_on_postgres(pg_url: str, tmp_path: Path) -
         assert [h.name for h in again.hosts.list_hosts()] == ["node1", "node2"]
     finally:
         again.shutdown()
+
+
+def test_postgres_stopped_mid_migration_the_job_goes_on_and_is_recorded(
+        pg: Postgres, tmp_path: Path) -> None:
+    """The server stopped (fast shutdown: every connection closed) while the job runs,
+    started again 40 s later: the migration completes on the hosts, the API answers
+    503 meanwhile, and the record is whole once the server is back."""
+    clock = SimClock()
+    cluster = SimCluster(clock)
+    for n in ("node1", "node2"):
+        cluster.add_host(n)
+    cluster.add_shared_dir("/srv/shared")
+    settings = Settings(db_url=pg.new_database("outage"), token="x" * 32,
+                        secret_key_file=str(tmp_path / "k"),
+                        guest_image=GuestImage(kernel="/k", initrd="/i"))
+    svc = build(settings, cluster.connector, clock, InlineExecutor(), InlineQueries())
+    answers: list[int] = []
+
+    def ask() -> None:
+        try:
+            svc.store.list_migrations()
+            answers.append(200)
+        except DatabaseUnavailable as exc:
+            answers.append(exc.status)
+
+    try:
+        for n in ("node1", "node2"):
+            svc.hosts.add(n, cluster.host(n).uri)
+        svc.pools.add("shared", "dir-shared", "/srv/shared")
+        cluster.workloads["db1"] = Workload(dirty_mib_s=8, wss_mib=64)
+        svc.vms.create("db1", "node1", 512, workload_dirty_mib_s=8, workload_wss_mib=64)
+        clock.call_at(3.0, pg.stop)  # the job runs from ~1 s to ~12 s
+        clock.call_at(5.0, ask)
+        clock.call_at(40.0, pg.start)
+        m = svc.migrations.start("db1", "node2", bandwidth_mib_s=16)
+        assert answers == [503]
+        m = svc.store.get(m.id)
+        assert m.state == MigrationState.COMPLETED, m.error
+        assert [e.kind for e in m.events][-1] == EventKind.RESOLVED
+        assert svc.store.samples(m.id)[-1].t_ms > 9000  # taken during the outage
+        assert cluster.where("db1") == {"node2": "running"}
+        assert svc.vms.get("db1").host == "node2"
+    finally:
+        svc.shutdown()

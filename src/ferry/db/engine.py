@@ -15,10 +15,11 @@ SCHEMA_DIR = Path(__file__).parent / "schema"  # Alembic: one file per schema ve
 
 
 def make_engine(url: str) -> Engine:
-    """Parameters are never logged (a row may hold a key), not even in an error."""
+    """Parameters are never logged (a row may hold a key), not even in an error.  SQLite
+    waits 10 s for a lock (writes are short; longer is an outage: see Database)."""
     if url.startswith("sqlite"):
         private_file(url)
-        eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+        eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
                             hide_parameters=True)
 
         @event.listens_for(eng, "connect")

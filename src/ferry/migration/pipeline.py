@@ -23,7 +23,7 @@ from typing import Protocol
 from ferry.clock import Clock
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
-from ferry.errors import FerryError, MigrationRefused, Unavailable
+from ferry.errors import DatabaseUnavailable, FerryError, MigrationRefused, Unavailable
 from ferry.hypervisor.base import Connector, Hypervisor
 from ferry.hypervisor.errors import HostUnreachable, HypervisorError
 from ferry.hypervisor.types import MigrationOptions, PostcopyState
@@ -144,6 +144,8 @@ class MigrationPipeline:
         rec = self.records.recorder(claim.id)
         try:
             checked = self._precheck(claim)
+        except DatabaseUnavailable:
+            raise  # nothing was started; the request answers 503, a restart tidies
         except FerryError as exc:
             rec.event(EventKind.REFUSED, exc.message)
             self.records.finish(claim.id, Final(MigrationState.FAILED, error=exc.message))
@@ -225,6 +227,8 @@ class MigrationPipeline:
                              plan.hard_stop_s, self.clock, Adapter(plan.policy))
             self._conclude(claim.id, claim.request.vm, result, copies, claim.source,
                            claim.destination, plan.options, cancel)
+        except DatabaseUnavailable:
+            raise  # not a verdict: the job may have ended well; a restart settles it
         except FerryError as exc:  # e.g. the guest could not be measured
             self.records.finish(claim.id, Final(MigrationState.FAILED, error=exc.message))
         except Exception as exc:  # never leave a migration "running" because of a bug
@@ -294,6 +298,8 @@ class MigrationPipeline:
                                     Adapter(u.policy) if u.policy else None, spent)
             self._conclude(u.id, u.vm, result, u.copies, u.source, u.destination,
                            u.options, cancel)
+        except DatabaseUnavailable:
+            raise  # not a verdict: the next restart asks the hosts again
         except Exception as exc:
             rec.event(EventKind.RECOVER_FAILED, f"{type(exc).__name__}: {exc}")
             self.records.finish(u.id, Final(MigrationState.FAILED,

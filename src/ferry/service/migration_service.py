@@ -14,6 +14,7 @@ outcome, and starts the queue again.
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Executor
 from typing import Any
@@ -22,7 +23,7 @@ from ferry.clock import Clock
 from ferry.domain.models import Migration, MigrationState
 from ferry.domain.names import check_name
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
-from ferry.errors import Conflict, InvalidRequest
+from ferry.errors import Conflict, DatabaseUnavailable, FerryError, InvalidRequest
 from ferry.migration.admission import Limits, admit
 from ferry.migration.figures import Final
 from ferry.migration.measure import measure
@@ -37,6 +38,8 @@ from ferry.service.hosts import HostService
 from ferry.service.inventory import Inventory
 from ferry.service.migration_store import MigrationStore
 from ferry.service.vms import VmService
+
+log = logging.getLogger("ferry.migrations")
 
 
 def _enum(kind: type[Policy] | type[OnTimeout], value: str, field: str) -> Any:
@@ -91,6 +94,10 @@ class MigrationService:
         cancel = self._cancels[claim.id] = threading.Event()
         try:
             checked = self.pipeline.precheck(claim)
+        except DatabaseUnavailable:
+            self._cancels.pop(claim.id, None)
+            self.executor.submit(self._abandon, claim.id, vm)  # once the database is back
+            raise
         except BaseException:
             self._cancels.pop(claim.id, None)
             self._release(vm)
@@ -134,7 +141,17 @@ class MigrationService:
 
     def _release(self, vm: str) -> None:
         self.store.release(vm)
-        self.inventory.reconcile()
+        try:
+            self.inventory.reconcile()
+        except FerryError as exc:  # e.g. the database went away again: the loop retries
+            log.warning("reconcile after a migration failed: %s", exc.message)
+
+    def _abandon(self, mid: int, vm: str) -> None:
+        """The database went away during a request's prechecks: end the migration (no
+        job was started) and free the VM when it answers again."""
+        self.store.finish(mid, Final(MigrationState.FAILED, error=(
+            "the database stopped answering during the prechecks; nothing was started")))
+        self._release(vm)
 
     def _end_before_start(self, mid: int, vm: str, when: str) -> None:
         if self.store.finish(mid, Final(MigrationState.CANCELLED,

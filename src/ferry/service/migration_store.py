@@ -3,16 +3,23 @@ what earlier migrations teach the next prediction.
 
 `MigrationStore` is the pipeline's `MigrationRecords` port on SQLAlchemy.
 Writes are short transactions, so a sample or an event is visible to
-`ferry migration show` the moment it happens.
+`ferry migration show` the moment it happens.  While the database does not
+answer, the pipeline's calls wait for it (`durable`: the migration never
+ends half-recorded) except samples and events, which wait in memory, in
+order, so that watching a job never holds the job up.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import statistics
 import threading
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +36,7 @@ from ferry.domain.models import (
     sources_of,
 )
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
-from ferry.errors import Conflict, InvalidRequest, NotFound
+from ferry.errors import Conflict, DatabaseUnavailable, InvalidRequest, NotFound
 from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.admission import Move
 from ferry.migration.copies import CopiedVolume
@@ -49,26 +56,81 @@ SETUP_HISTORY = 5
 _UNFINISHED = [s.value for s in UNFINISHED]
 
 
-class _DbRecorder:
-    """Stores a job's samples and events as they happen."""
+P = ParamSpec("P")
+T = TypeVar("T")
+log = logging.getLogger("ferry.migration_store")
+PENDING_MAX = 50_000  # samples and events kept while the database is away (oldest dropped)
+RETRY_WRITES_S = 5.0  # while it is away, a write is tried at most this often
 
-    def __init__(self, db: Database, clock: Clock, migration_id: int) -> None:
-        self.db, self.clock, self.id = db, clock, migration_id
+
+def durable(method: Callable[P, T]) -> Callable[P, T]:
+    """A pipeline call that waits for a database that does not answer (see Database)."""
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        store = args[0]
+        assert isinstance(store, MigrationStore)
+        return store.db.durably(lambda: method(*args, **kwargs), store.clock,
+                                method.__name__)
+    return wrapper
+
+
+class _DbRecorder:
+    """Stores a job's samples and events as they happen (through the store's queue)."""
+
+    def __init__(self, store: MigrationStore, migration_id: int) -> None:
+        self.store, self.id = store, migration_id
 
     def sample(self, sample: Sample) -> None:
-        with self.db.session() as s:
-            s.add(SampleRow(migration_id=self.id, **sample.__dict__))
+        self.store.write(SampleRow, migration_id=self.id, **sample.__dict__)
 
     def event(self, kind: EventKind, message: str) -> None:
-        with self.db.session() as s:
-            s.add(EventRow(migration_id=self.id, kind=kind.value, message=message,
-                           at=self.clock.now()))
+        self.store.write(EventRow, migration_id=self.id, kind=kind.value, message=message,
+                         at=self.store.clock.now())
 
 
 class MigrationStore:
     def __init__(self, db: Database, clock: Clock, box: SecretBox) -> None:
         self.db, self.clock, self.box = db, clock, box
         self._claim_lock = threading.Lock()  # check-then-insert of one migration per VM
+        self._pending: deque[tuple[type[SampleRow] | type[EventRow], dict[str, Any]]] = \
+            deque(maxlen=PENDING_MAX)
+        self._writing = threading.Lock()
+        self._failing_since: float | None = None
+        self.dropped = 0  # samples and events lost to a very long outage
+
+    # -- samples and events: queued, written in order, never blocking a job ----------
+    def write(self, row: type[SampleRow] | type[EventRow], **values: Any) -> None:
+        with self._writing:
+            if len(self._pending) == PENDING_MAX:
+                self.dropped += 1
+            self._pending.append((row, values))
+            if self._failing_since is not None and \
+                    self.clock.monotonic() - self._failing_since < RETRY_WRITES_S:
+                return  # it was away a moment ago: try again a little later
+            self._flush()
+
+    def flush(self) -> None:
+        """Write what waits; raises DatabaseUnavailable if the database is still away."""
+        with self._writing:
+            self._flush()
+            if self._pending:
+                raise DatabaseUnavailable("the database does not answer")
+
+    def _flush(self) -> None:
+        try:
+            with self.db.session() as s:
+                s.add_all([row(**values) for row, values in self._pending])
+        except DatabaseUnavailable as exc:
+            if self._failing_since is None:
+                log.warning("%s: %d samples/events wait in memory", exc.message,
+                            len(self._pending))
+            self._failing_since = self.clock.monotonic()
+            return
+        if self._failing_since is not None:
+            log.warning("database back: %d samples/events written (%d dropped)",
+                        len(self._pending), self.dropped)
+        self._pending.clear()
+        self._failing_since = None
 
     # -- reading ----------------------------------------------------------------
     def list_migrations(self, vm: str | None = None, limit: int = 100) -> list[Migration]:
@@ -137,6 +199,7 @@ class MigrationStore:
                 raise Conflict(f"VM {req.vm} is not running (being deleted?)")
             return Claim(row.id, req, vrow.memory_mib, _ref(src), _ref(dest))
 
+    @durable
     def release(self, vm: str) -> None:
         """The VM leaves MIGRATING once no migration of it is unfinished (a post-copy
         that broke keeps it); reconciling then says where it really is."""
@@ -148,6 +211,7 @@ class MigrationStore:
             if row is not None and row.state == VmState.MIGRATING:
                 row.state = VmState.RUNNING
 
+    @durable
     def unfinished(self) -> list[Unfinished]:
         """What an earlier process was doing: prechecking or running (queued ones
         simply wait for admission again)."""
@@ -166,6 +230,7 @@ class MigrationStore:
                     _options(r.plan)))
             return out
 
+    @durable
     def claim_of(self, mid: int) -> Claim:
         """A stored migration as the pipeline's claim (to start one that waited)."""
         with self.db.session() as s:
@@ -181,12 +246,14 @@ class MigrationStore:
             return Claim(r.id, req, int(memory or 1024), hosts.get(r.source, missing),
                          hosts.get(r.destination, missing))
 
+    @durable
     def moves(self, state: MigrationState) -> list[Move]:
         with self.db.session() as s:
             return [Move(r.id, r.source, r.destination) for r in s.scalars(
                 select(MigrationRow).where(MigrationRow.state == state)
                 .order_by(MigrationRow.id))]
 
+    @durable
     def incoming_mib(self, destination: str, excluding: int) -> int:
         """Guest memory of the migrations running into `destination` (reserved there)."""
         with self.db.session() as s:
@@ -198,8 +265,9 @@ class MigrationStore:
 
     # -- the pipeline's records (MigrationRecords) -----------------------------------
     def recorder(self, mid: int) -> Recorder:
-        return _DbRecorder(self.db, self.clock, mid)
+        return _DbRecorder(self, mid)
 
+    @durable
     def transition(self, mid: int, to: MigrationState, **fields: object) -> bool:
         """Move the migration to `to` if its state allows it (TRANSITIONS), atomically
         in the database; False when it does not (another path got there first: e.g. a
@@ -214,6 +282,7 @@ class MigrationStore:
     def admitted(self, mid: int) -> bool:
         return self.transition(mid, MigrationState.RUNNING, started_at=self.clock.now())
 
+    @durable
     def record_plan(self, mid: int, timeout_s: float, policy: PolicyConfig,
                     options: MigrationOptions, copies: list[CopiedVolume]) -> None:
         with self.db.session() as s:
@@ -223,6 +292,7 @@ class MigrationStore:
             row.plan = {**policy.as_dict(), "options": dataclasses.asdict(options)}
             row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
 
+    @durable
     def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None:
         with self.db.session() as s:
             row = s.get(MigrationRow, mid)
@@ -234,8 +304,11 @@ class MigrationStore:
             row.measured_rate_mib_s = m.curve.rate_bytes_s / MIB
             row.measured_wss_mib = m.curve.wss_bytes / MIB
 
+    @durable
     def finish(self, mid: int, final: Final) -> bool:
-        """End the migration with its figures; False if it had already ended."""
+        """End the migration with its figures (its events first); False if it had
+        already ended."""
+        self.flush()
         now = self.clock.now()
         with self.db.session() as s:
             created = s.scalar(select(MigrationRow.created_at).where(MigrationRow.id == mid))
@@ -246,6 +319,7 @@ class MigrationStore:
             downtime_ms=final.downtime_ms, rounds=final.rounds,
             transferred_bytes=final.transferred_bytes, disk_bytes=final.disk_bytes)
 
+    @durable
     def storage_catalog(self) -> StorageCatalog:
         with self.db.session() as s:
             pools = list(s.scalars(select(PoolRow)))
@@ -253,6 +327,7 @@ class MigrationStore:
                                   [convert.volume(v) for v in s.scalars(select(VolumeRow))],
                                   {p.name: self.box.open(p.key) for p in pools if p.key})
 
+    @durable
     def volumes_moved(self, moved: list[CopiedVolume], host: str) -> None:
         with self.db.session() as s:
             for c in moved:
@@ -262,6 +337,7 @@ class MigrationStore:
                     row.host = host
 
     # -- history: what earlier migrations teach ----------------------------------------
+    @durable
     def history(self, vm: str, source: str, destination: str) -> History:
         link, link_how = self._link_bytes_s(source, destination)
         setup, setup_how = self._setup_s(source, destination)

@@ -99,7 +99,7 @@ def build(settings: Settings, connector: Connector, clock: Clock | None = None,
     clock = clock or SystemClock()
     executor = executor or ThreadPoolExecutor(max_workers=WORKERS,
                                               thread_name_prefix="ferry-job")
-    db = Database(settings.db_url)
+    db = Database(settings.db_url, settings.database_outage_s)
     box = SecretBox(settings.secret_key_path())
     conns = HostConnections(connector)
     verdicts = CpuVerdicts(conns)
