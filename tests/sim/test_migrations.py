@@ -94,6 +94,21 @@ def test_cancel_mid_job_leaves_the_vm_on_the_source_only(env: SimEnv) -> None:
     assert env.migrate(vm, "node2").state == MigrationState.COMPLETED
 
 
+def test_cancel_through_another_controller_reaches_the_job(env: SimEnv) -> None:
+    """Two controllers on one database: the cancel arrives at the one not running the
+    job; it is stored, and the one running the job aborts it at its next look."""
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    other = env.restart()
+    env.at(2.0, lambda: other.migrations.cancel(other.store.list_migrations(vm)[0].id))
+    env.at(2.5, lambda: env.svc.migrations.watch_cancels())  # its background poll
+    m = env.migrate(vm, "node2", bandwidth_mib_s=4)
+    assert m.state == MigrationState.CANCELLED
+    messages = [e.message for e in env.svc.store.get(m.id).events]
+    assert "cancel stored by another controller: acting" in messages
+    assert env.cluster.where(vm) == {"node1": "running"}
+    assert env.svc.store.cancels_asked() == []  # the flag ends with the migration
+
+
 def test_destination_qemu_dying_mid_job_fails_cleanly(env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32)
     env.at(2.0, lambda: env.cluster.kill_domain("node2", vm))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -152,6 +153,9 @@ class MigrationRow(Base):
     on_timeout: Mapped[str] = mapped_column(String(16), default="abort")
     # the policy as planned (PolicyConfig.as_dict), resumed after a restart
     plan: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    # asked through any controller; the one running the job aborts it
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())
     # volumes a block migration copies: [{"pool": ..., "volume": ...}]
     copies: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 

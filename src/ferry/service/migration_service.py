@@ -164,8 +164,9 @@ class MigrationService:
     def cancel(self, mid: int) -> Migration:
         """Cancel in any phase: a queued migration ends at once (no job was started),
         one in its prechecks or plan before its job starts, a running job is aborted
-        (the VM stays on the source).  After a post-copy switch the job cannot be
-        aborted: libvirt refuses, and the event says so."""
+        (the VM stays on the source).  The request is stored: the controller running
+        the job acts on it even if it is not this one.  After a post-copy switch the
+        job cannot be aborted: libvirt refuses, and the event says so."""
         m = self.store.get(mid)
         if m.state.finished:
             raise Conflict(f"migration {mid} already {m.state}")
@@ -184,11 +185,22 @@ class MigrationService:
             self._release(m.vm)
             self.dispatch()
             return self.store.get(mid)
+        self.store.request_cancel(mid)  # the controller running it may be another one
         ev = self._cancels.get(mid)
-        if ev is None:
-            raise Conflict(f"migration {mid} is not running in this controller")
-        ev.set()
+        if ev is not None:
+            ev.set()
         return self.store.get(mid)
+
+    def watch_cancels(self) -> None:
+        """Act on cancels stored through another controller (or before a restart):
+        each job this controller runs and somebody asked to cancel is told now.
+        Run from a background loop every `CANCEL_POLL_S`."""
+        for mid in self.store.cancels_asked():
+            ev = self._cancels.get(mid)
+            if ev is not None and not ev.is_set():
+                self.store.recorder(mid).event(EventKind.CANCEL_REQUESTED,
+                                               "cancel stored by another controller: acting")
+                ev.set()
 
     def resume_postcopy(self, mid: int) -> Migration:
         """`ferry migration recover ID`: try to resume a post-copy that broke, now (its

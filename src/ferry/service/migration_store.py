@@ -253,6 +253,18 @@ class MigrationStore:
                 select(MigrationRow).where(MigrationRow.state == state)
                 .order_by(MigrationRow.id))]
 
+    def request_cancel(self, mid: int) -> None:
+        """Stored, so that whichever controller runs the job sees it (`cancels_asked`)."""
+        with self.db.session() as s:
+            s.execute(update(MigrationRow).where(MigrationRow.id == mid)
+                      .values(cancel_requested=True))
+
+    def cancels_asked(self) -> list[int]:
+        """Unfinished migrations somebody asked to cancel."""
+        with self.db.session() as s:
+            return list(s.scalars(select(MigrationRow.id).where(
+                MigrationRow.cancel_requested, MigrationRow.state.in_(_UNFINISHED))))
+
     @durable
     def incoming_mib(self, destination: str, excluding: int) -> int:
         """Guest memory of the migrations running into `destination` (reserved there)."""

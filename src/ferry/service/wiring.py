@@ -34,6 +34,7 @@ from ferry.service.volumes import VolumeService
 
 log = logging.getLogger("ferry.controller")
 WORKERS = 16
+CANCEL_POLL_S = 2.0  # a cancel asked through another controller reaches the job this fast
 
 
 @dataclass
@@ -65,7 +66,15 @@ class Services:
                 except Exception:  # keep the loop alive; the next round retries
                     log.exception("reconcile failed")
 
+        def cancels() -> None:
+            while not self.stopping.wait(CANCEL_POLL_S):
+                try:
+                    self.migrations.watch_cancels()
+                except Exception:
+                    log.exception("looking for cancel requests failed")
+
         threading.Thread(target=loop, name="ferry-reconcile", daemon=True).start()
+        threading.Thread(target=cancels, name="ferry-cancels", daemon=True).start()
 
     def shutdown(self) -> None:
         self.stopping.set()
