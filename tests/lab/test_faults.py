@@ -12,19 +12,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import httpx
 
-from ferry.lab import cluster, hostd
-from ferry.lab.layout import lab_dir, lab_host
-from ferry.lab.procs import pid_alive, read_pid
-from ferry.lab.run import LabError
+from ferry.lab import cluster
+from ferry.lab.procs import pid_alive
 from tests.lab.conftest import (
     Lab,
     ferry,
@@ -33,66 +27,13 @@ from tests.lab.conftest import (
     wait_for,
     wait_samples,
 )
-
-MIB = 2**20
-
-
-def restart_libvirtd(name: str) -> None:
-    """Start the host's libvirtd again (as `lab up` does); one retry, since a port just
-    freed by a killed daemon can take a moment."""
-    host = lab_host(int(name[4:]))
-    for attempt in (1, 2):
-        hostd.start(host, lab_dir())
-        try:
-            hostd.wait_ready(host, lab_dir())
-            return
-        except LabError:
-            if attempt == 2:
-                raise
-            time.sleep(2)
-
-
-def libvirtd_pid(host: str) -> int:
-    pid = read_pid(lab_dir() / "hosts" / host / "libvirtd.pid")
-    assert pid, f"no libvirtd pid for {host}"
-    return pid
-
-
-@contextmanager
-def stopped_libvirtd(host: str) -> Iterator[None]:
-    """SIGSTOP the host's libvirtd: it accepts connections and never answers."""
-    pid = libvirtd_pid(host)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
-@contextmanager
-def cut(a: str, b: str) -> Iterator[None]:
-    """Drop everything between two lab hosts (a blackhole route in each namespace);
-    the controller still reaches both."""
-    ha, hb = lab_host(int(a[4:])), lab_host(int(b[4:]))
-    for h, other in ((ha, hb), (hb, ha)):
-        subprocess.run(["ip", "-n", h.netns, "route", "add", "blackhole",
-                        f"{other.address}/32"], check=True)
-    try:
-        yield
-    finally:
-        for h, other in ((ha, hb), (hb, ha)):
-            subprocess.run(["ip", "-n", h.netns, "route", "del", "blackhole",
-                            f"{other.address}/32"], check=False)
-
-
-def assert_clean(lab: Lab, vm: str, host: str, m: dict[str, Any]) -> None:
-    """The VM runs on `host` only, Ferry says so, and the guest saw nothing wrong."""
-    assert lab.where(vm) == {host: "running"}, (lab.where(vm), m["state"], m["error"])
-    shown = wait_for(lambda: (v := ferry_json("vm", "show", vm))["state"] == "running"
-                     and v, 60, "VM released")
-    assert shown["host"] == host
-    check = ferry_json("lab", "check", vm)
-    assert check["boots"] == 1 and check["memory_errors"] == 0 and check["disk_errors"] == 0
+from tests.lab.faults import (
+    assert_clean,
+    cut,
+    libvirtd_pid,
+    restart_libvirtd,
+    stopped_libvirtd,
+)
 
 
 def test_a_hung_libvirtd_holds_nobody(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]

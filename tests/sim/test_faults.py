@@ -68,6 +68,22 @@ def test_source_unreachable_while_running_then_back_records_the_true_outcome(
     assert env.svc.vms.get(vm).host == "node2"
 
 
+def test_a_lost_call_is_followed_and_its_policy_still_applies(env: SimEnv) -> None:
+    """The source's daemon stops answering for 20 s: the migrate call dies with its
+    connection, the job does not.  Ferry follows the job once the source answers and
+    its policy still switches the non-converging guest to post-copy."""
+    vm = env.vm(memory=512, dirty=24, wss=256)
+    src = env.cluster.host("node1")
+    env.at(3.0, lambda: setattr(src, "hangs", True))
+    env.at(23.0, lambda: setattr(src, "hangs", False))
+    m = env.migrate(vm, "node2", bandwidth_mib_s=16)
+    assert m.state == MigrationState.COMPLETED, m.error
+    kinds = env.kinds(m)
+    assert kinds.index(K.JOB_FAILED) < kinds.index(K.REATTACHED)
+    assert K.START_POSTCOPY in kinds, kinds
+    assert env.cluster.where(vm) == {"node2": "running"}
+
+
 def test_destination_unreachable_at_settle_is_unknown_and_touches_nothing(
         env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32)

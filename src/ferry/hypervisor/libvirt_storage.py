@@ -82,6 +82,8 @@ class LibvirtStorage(LibvirtConnection):
         matches = _matches(self._call(p.XMLDesc, 0), spec)
         if not self._call(p.isActive):
             return PoolState(defined=True, active=False, matches=matches)
+        if spec.kind == "dir":  # libvirt keeps the figures of its last refresh: a stat
+            self._call(p.refresh, 0)
         _state, capacity, _alloc, available = self._call(p.info)
         return PoolState(True, True, int(capacity), int(available), matches)
 

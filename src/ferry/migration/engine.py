@@ -19,7 +19,12 @@ from ferry.clock import Clock
 from ferry.domain.models import Sample
 from ferry.domain.vocab import AbortReason, EventKind
 from ferry.hypervisor.base import Hypervisor
-from ferry.hypervisor.errors import HostUnreachable, HypervisorError
+from ferry.hypervisor.errors import (
+    DomainNotFound,
+    HostUnreachable,
+    HypervisorError,
+    MigrationJobError,
+)
 from ferry.hypervisor.types import DomainInfo, JobStats, MigrationOptions, PostcopyState
 from ferry.migration.outcome import Resolution, Verdict, resolve
 from ferry.migration.policies import Action, ActionKind, Adapter
@@ -149,14 +154,54 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
         watch.step()
         if job.wait(SAMPLE_INTERVAL_S):  # returns early when the job ends
             break
-    job_ms = round(watch.elapsed_s() * 1000)
     error = str(job.error) if job.error is not None else ""
     if error:
         recorder.event(EventKind.JOB_FAILED, error)
+    if isinstance(job.error, MigrationJobError) and job.error.call_lost:
+        # the call ended with its connection, not necessarily the job: follow it on
+        # the source (policy, cancel and timeout still apply) until it has ended
+        _follow(vm, source, watch, recorder, clock)
+    job_ms = round(watch.elapsed_s() * 1000)
     res = settle(vm, source, destination, recorder, clock, error=error,
                  aborted_for=watch.aborted_for, job_returned=True)
     return replace(res, job_ms=job_ms, last_sample=watch.last_sample,
                    disk_bytes=watch.disk_bytes)
+
+
+def _job_running(source: Hypervisor, vm: str) -> bool | None:
+    """Is a migration job still active on the source?  None: it cannot say now.
+    Job statistics are asked, not the domain's state: libvirt answers them while
+    the job holds the domain's state lock."""
+    try:
+        return source.job_stats(vm).active
+    except DomainNotFound:
+        return False
+    except HypervisorError:
+        return None
+
+
+def _follow(vm: str, source: Hypervisor, watch: _Watch, recorder: Recorder,
+            clock: Clock) -> None:
+    """Watch a job whose call was lost until the source says it ended; a source that
+    cannot say is asked until the job's hard timeout has passed (then settling asks,
+    patiently)."""
+    said_following = said_lost = False
+    while True:
+        running = _job_running(source, vm)
+        if running is False:
+            return
+        if running is None:
+            if not said_lost:
+                recorder.event(EventKind.UNREACHABLE, "cannot see the job on the source "
+                                                      "now; asking again")
+                said_lost = True
+            if watch.elapsed_s() > watch.timeout_s:
+                return
+        elif not said_following:
+            recorder.event(EventKind.REATTACHED, "the job runs on: following it")
+            said_following = True
+        watch.step()
+        clock.sleep(SAMPLE_INTERVAL_S if running else 2.0)
 
 
 def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recorder,
@@ -169,6 +214,8 @@ def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: R
             dom = source.find_domain(vm)
         except HostUnreachable:
             return False  # settle asks again, patiently
+        except HypervisorError:  # e.g. the domain's state lock, held by the job itself
+            return bool(_job_running(source, vm))
         # a post-copy that broke keeps its job, paused: settling says so
         return dom is not None and dom.migrating and dom.postcopy != PostcopyState.FAILED
 

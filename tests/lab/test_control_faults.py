@@ -1,0 +1,181 @@
+"""Faults between the controller and what it relies on, on the real lab: a source
+libvirtd that stops answering, the controller's link to a host cut, the controller
+killed during prechecks and during a broken post-copy, its database locked, and a
+destination pool that fills up during a block copy.
+
+Each ends with the VM on exactly one host, the record saying which, nothing left
+behind and the guest's own check clean (`assert_clean`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from ferry.lab.layout import lab_dir
+from tests.lab.conftest import (
+    Lab,
+    ferry,
+    ferry_json,
+    wait_finished,
+    wait_for,
+    wait_samples,
+)
+from tests.lab.faults import (
+    assert_clean,
+    cut,
+    cut_from_controller,
+    in_host_mounts,
+    small_local_pool,
+    stopped_libvirtd,
+)
+
+WHERE = {"completed": "node2", "failed": "node1", "cancelled": "node1"}
+
+
+def assert_true_outcome(lab: Lab, vm: str, done: dict[str, Any]) -> None:
+    """Whatever the verdict, it is the hosts' truth and the guest is clean."""
+    assert done["state"] in WHERE, done
+    assert_clean(lab, vm, WHERE[done["state"]], done)
+
+
+def health_answers(lab: Lab) -> None:
+    with lab.api() as api:
+        api.timeout = 5
+        assert api.get("/health").status_code == 200
+
+
+def test_source_libvirtd_stopped_mid_migration(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """The source's daemon stops answering (SIGSTOP) for 20 s while QEMU sends: the
+    controller's calls time out, the API stays up, and the outcome is read from the
+    hosts once the daemon answers again."""
+    vm = make_vm("node1", memory=128, dirty=4, wss=32)
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "4")
+    wait_samples(lab, m["id"])
+    with stopped_libvirtd("node1"):
+        time.sleep(20)
+        health_answers(lab)
+    done = wait_finished(lab, m["id"], timeout=300)
+    assert_true_outcome(lab, vm, done)
+
+
+def test_controller_cut_from_the_source_during_precopy(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """The controller loses the source (its packets dropped) for 30 s; the hosts still
+    reach each other and the job goes on without it.  The host is marked unreachable,
+    and the outcome is settled when it answers again."""
+    vm = make_vm("node1", memory=128, dirty=4, wss=32)
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "4")
+    wait_samples(lab, m["id"])
+    with cut_from_controller("node1"), lab.api() as api:
+        wait_for(lambda: api.get("/hosts/node1").json()["state"] == "unreachable", 60,
+                 "node1 marked unreachable")
+        health_answers(lab)
+        time.sleep(10)
+    done = wait_finished(lab, m["id"], timeout=300)
+    assert_true_outcome(lab, vm, done)
+    ferry("host", "refresh", "node1")
+    assert ferry_json("host", "show", "node1")["state"] == "up"
+
+
+def test_controller_killed_during_prechecks(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """Killed while a request's prechecks wait for a source that does not answer
+    (SIGSTOPped: each call waits out its timeout, ~10 s): after the restart the
+    migration is failed (nothing was started), the VM is free, and it migrates."""
+    vm = make_vm("node1", memory=128)
+    answer: list[int] = []
+
+    def request() -> None:
+        try:
+            with lab.api() as api:
+                answer.append(api.post("/migrations", json={"vm": vm, "to": "node2"})
+                              .status_code)
+        except Exception:  # the controller died under it: expected
+            answer.append(0)
+
+    with stopped_libvirtd("node1"), lab.api() as api:
+        t = threading.Thread(target=request)
+        t.start()
+        mid = wait_for(lambda: next((m["id"] for m in api.get("/migrations").json()
+                                     if m["vm"] == vm and m["state"] == "prechecking"), None),
+                       60, "the migration in its prechecks")
+        ferry("lab", "controller", "stop", "--kill")
+        t.join(30)
+    ferry("lab", "controller", "start")
+    done = wait_finished(lab, mid, timeout=120)
+    assert done["state"] == "failed" and "prechecks" in done["error"], done
+    assert_clean(lab, vm, "node1", done)
+    assert ferry_json("migrate", vm, "--to", "node2", "--wait")["state"] == "completed"
+
+
+def test_controller_killed_during_a_broken_postcopy(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """Post-copy broken by a cut link, and the controller killed and restarted during
+    the cut: the restarted controller never resumes the source, and records the end
+    QEMU makes once the link is back."""
+    vm = make_vm("node1", memory=256, dirty=64, wss=160)
+    ferry("lab", "link", "--rate", "8")
+    try:
+        m = ferry_json("migrate", vm, "--to", "node2", "--policy", "postcopy")
+        wait_for(lambda: lab.where(vm) == {"node1": "paused", "node2": "running"}, 120,
+                 "the guest running on node2 in post-copy")
+        with cut("node1", "node2"):
+            ferry("lab", "controller", "stop", "--kill")
+            time.sleep(30)  # past libvirt's keepalive: the source says post-copy failed
+            ferry("lab", "controller", "start")
+            time.sleep(10)
+            assert lab.where(vm).get("node1") != "running"  # never resumed
+        done = wait_finished(lab, m["id"], timeout=300)
+    finally:
+        ferry("lab", "link", "--unlimited")
+    assert done["state"] == "completed", done
+    kinds = [e["kind"] for e in done["events"]]
+    assert "recovering" in kinds and "resumed" not in kinds, kinds
+    assert_clean(lab, vm, "node2", done)
+
+
+def test_database_locked_mid_migration(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """Another process holds the controller's SQLite database locked for 30 s (longer
+    than its 10 s busy timeout): writes fail meanwhile, the job goes on, and the
+    migration is recorded whole once the lock is gone."""
+    vm = make_vm("node1", memory=128, dirty=4, wss=32)
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "4")
+    wait_samples(lab, m["id"])
+    db = sqlite3.connect(lab_dir() / "controller" / "ferry.db", timeout=30,
+                         isolation_level=None)
+    try:
+        db.execute("BEGIN EXCLUSIVE")
+        time.sleep(30)
+        health_answers(lab)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    done = wait_finished(lab, m["id"], timeout=300)
+    assert done["events"][-1]["kind"] == "resolved", done["events"][-3:]
+    log = (lab_dir() / "controller" / "controller.log").read_text(errors="replace")
+    assert "the database does not answer" in log
+    assert_true_outcome(lab, vm, done)
+
+
+def test_destination_pool_filling_during_a_block_copy(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """node2's local pool has room for the disk when checked, then fills (another
+    writer) while the disk is copied: the copy fails, the VM stays on node1 with its
+    disk, and the partial copy is deleted from node2."""
+    vm = make_vm("node1", memory=128, dirty=2, wss=16, disks=("local:0.25",))
+    with small_local_pool("node2", 320) as path:
+        m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "8")
+        with lab.api() as api:
+            wait_for(lambda: api.get(f"/migrations/{m['id']}/samples").json(), 60,
+                     "the disk copy under way")
+        # writes until the tmpfs is full (dd then fails: that is the point)
+        in_host_mounts("node2", "sh", "-c", f"dd if=/dev/zero of={path}/filler bs=1M "
+                       "count=400 2>/dev/null || true")
+        done = wait_finished(lab, m["id"], timeout=300)
+        in_host_mounts("node2", "rm", "-f", f"{path}/filler")
+        left = ferry_json("pool", "show", "local")
+    assert_true_outcome(lab, vm, done)
+    vols = {v["name"]: v for v in ferry_json("volume", "list", "--pool", "local")}
+    assert vols[f"{vm}-data1"]["host"] == WHERE[done["state"]]
+    if done["state"] == "failed":
+        assert "storage" in [e["kind"] for e in done["events"]]
+    assert left["hosts"]["node2"]["state"] == "active"
