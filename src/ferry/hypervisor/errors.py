@@ -18,10 +18,6 @@ class DomainNotFound(HypervisorError):
 class MigrationJobError(HypervisorError):
     """The hypervisor failed or aborted a migration job."""
 
-    def __init__(self, message: str, *, cancelled: bool = False,
-                 call_lost: bool = False) -> None:
+    def __init__(self, message: str, *, cancelled: bool = False) -> None:
         super().__init__(message)
         self.cancelled = cancelled
-        # the connection that carried the call broke (keepalive, reset): the job itself
-        # may still run on the source, to be followed there
-        self.call_lost = call_lost

@@ -260,12 +260,9 @@ class LibvirtHost(LibvirtStorage):
             dom.migrateToURI3(opts.dest_uri, params, flags)
         except libvirt.libvirtError as exc:
             msg = exc.get_error_message()
-            code = exc.get_error_code()
-            cancelled = code == libvirt.VIR_ERR_OPERATION_ABORTED or (
+            cancelled = exc.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED or (
                 "canceled" in msg or "cancelled" in msg)
-            lost = code in (libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_SYSTEM_ERROR,
-                            libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN)
-            raise MigrationJobError(msg, cancelled=cancelled, call_lost=lost) from exc
+            raise MigrationJobError(msg, cancelled=cancelled) from exc
 
     def job_stats(self, name: str) -> JobStats:
         return _job_stats(self._call(self._dom(name).jobStats, 0))

@@ -19,12 +19,7 @@ from ferry.clock import Clock
 from ferry.domain.models import Sample
 from ferry.domain.vocab import AbortReason, EventKind
 from ferry.hypervisor.base import Hypervisor
-from ferry.hypervisor.errors import (
-    DomainNotFound,
-    HostUnreachable,
-    HypervisorError,
-    MigrationJobError,
-)
+from ferry.hypervisor.errors import DomainNotFound, HostUnreachable, HypervisorError
 from ferry.hypervisor.types import DomainInfo, JobStats, MigrationOptions, PostcopyState
 from ferry.migration.outcome import Resolution, Verdict, resolve
 from ferry.migration.policies import Action, ActionKind, Adapter
@@ -157,9 +152,10 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
     error = str(job.error) if job.error is not None else ""
     if error:
         recorder.event(EventKind.JOB_FAILED, error)
-    if isinstance(job.error, MigrationJobError) and job.error.call_lost:
-        # the call ended with its connection, not necessarily the job: follow it on
-        # the source (policy, cancel and timeout still apply) until it has ended
+    if error:
+        # the call may have ended with its connection (libvirt says "internal error:
+        # connection closed due to keepalive timeout"), not the job: follow it on the
+        # source (policy, cancel and timeout still apply) until the source says it ended
         _follow(vm, source, watch, recorder, clock)
     job_ms = round(watch.elapsed_s() * 1000)
     res = settle(vm, source, destination, recorder, clock, error=error,

@@ -481,7 +481,7 @@ class JobHandle:
             return self.early_error
         if self.lost:
             return MigrationJobError(f"{self.source.uri}: connection to the host lost "
-                                     "while the job ran", call_lost=True)
+                                     "while the job ran")
         if self.job is not None and self.job.outcome is not None:
             return self.job.outcome.error
         return None
