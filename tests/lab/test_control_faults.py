@@ -1,7 +1,8 @@
 """Faults between the controller and what it relies on, on the real lab: a source
-libvirtd that stops answering, the controller's link to a host cut, the controller
-killed during prechecks and during a broken post-copy, its database locked, and a
-destination pool that fills up during a block copy.
+libvirtd that stops answering, the controller's link to a host cut (in pre-copy and
+in post-copy), the controller killed during prechecks, in a broken post-copy and
+while settling, its database locked, and a destination pool that fills up during a
+block copy.
 
 Each ends with the VM on exactly one host, the record saying which, nothing left
 behind and the guest's own check clean (`assert_clean`).
@@ -79,6 +80,27 @@ def test_controller_cut_from_the_source_during_precopy(lab: Lab, make_vm) -> Non
     assert ferry_json("host", "show", "node1")["state"] == "up"
 
 
+def test_controller_cut_from_the_destination_during_postcopy(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """After the switch to post-copy the controller loses the destination for 30 s: the
+    hosts finish between themselves, the source is never resumed, and the end is
+    recorded once the destination answers."""
+    vm = make_vm("node1", memory=256, dirty=64, wss=160)
+    ferry("lab", "link", "--rate", "8")
+    try:
+        m = ferry_json("migrate", vm, "--to", "node2", "--policy", "postcopy")
+        wait_for(lambda: lab.where(vm) == {"node1": "paused", "node2": "running"}, 120,
+                 "the guest running on node2 in post-copy")
+        with cut_from_controller("node2"):
+            time.sleep(30)
+            health_answers(lab)
+        done = wait_finished(lab, m["id"], timeout=300)
+    finally:
+        ferry("lab", "link", "--unlimited")
+    assert done["state"] == "completed", done
+    assert "resumed" not in [e["kind"] for e in done["events"]]
+    assert_clean(lab, vm, "node2", done)
+
+
 def test_controller_killed_during_prechecks(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
     """Killed while a request's prechecks wait for a source that does not answer
     (SIGSTOPped: each call waits out its timeout, ~10 s): after the restart the
@@ -134,6 +156,24 @@ def test_controller_killed_during_a_broken_postcopy(lab: Lab, make_vm) -> None: 
     assert_clean(lab, vm, "node2", done)
 
 
+def test_controller_killed_while_settling(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """The destination's daemon stops answering mid-job, so settling waits for it; the
+    controller is killed then, the daemon comes back, and the restarted controller
+    settles the migration from both hosts."""
+    vm = make_vm("node1", memory=128, dirty=4, wss=32)
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "4")
+    wait_samples(lab, m["id"])
+    with stopped_libvirtd("node2"), lab.api() as api:
+        wait_for(lambda: "unreachable" in [e["kind"] for e in
+                                           api.get(f"/migrations/{m['id']}").json()["events"]],
+                 180, "settling waiting for node2")
+        ferry("lab", "controller", "stop", "--kill")
+    ferry("lab", "controller", "start")
+    done = wait_finished(lab, m["id"], timeout=300)
+    assert "recovering" in [e["kind"] for e in done["events"]], done["events"]
+    assert_true_outcome(lab, vm, done)
+
+
 def test_database_locked_mid_migration(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
     """Another process holds the controller's SQLite database locked for 30 s (longer
     than its 10 s busy timeout): writes fail meanwhile, the job goes on, and the
@@ -161,7 +201,10 @@ def test_destination_pool_filling_during_a_block_copy(lab: Lab, make_vm) -> None
     """node2's local pool has room for the disk when checked, then fills (another
     writer) while the disk is copied: the copy fails, the VM stays on node1 with its
     disk, and the partial copy is deleted from node2."""
-    vm = make_vm("node1", memory=128, dirty=2, wss=16, disks=("local:0.25",))
+    vm = make_vm("node1", memory=128, dirty=2, wss=16, disks=("local:0.25",), fill=True)
+    # the guest writes every block of its disk first: the copy has 256 MiB to write
+    wait_for(lambda: ferry_json("lab", "check", vm)["disk_records"] >= 60_000, 300,
+             "the data disk filled by the guest")
     with small_local_pool("node2", 320) as path:
         m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "8")
         with lab.api() as api:
@@ -173,9 +216,9 @@ def test_destination_pool_filling_during_a_block_copy(lab: Lab, make_vm) -> None
         done = wait_finished(lab, m["id"], timeout=300)
         in_host_mounts("node2", "rm", "-f", f"{path}/filler")
         left = ferry_json("pool", "show", "local")
-    assert_true_outcome(lab, vm, done)
+    assert done["state"] == "failed", done  # the copy could not finish
+    assert_clean(lab, vm, "node1", done)
     vols = {v["name"]: v for v in ferry_json("volume", "list", "--pool", "local")}
-    assert vols[f"{vm}-data1"]["host"] == WHERE[done["state"]]
-    if done["state"] == "failed":
-        assert "storage" in [e["kind"] for e in done["events"]]
+    assert vols[f"{vm}-data1"]["host"] == "node1"
+    assert "storage" in [e["kind"] for e in done["events"]], done["events"]
     assert left["hosts"]["node2"]["state"] == "active"

@@ -84,6 +84,23 @@ def test_a_lost_call_is_followed_and_its_policy_still_applies(env: SimEnv) -> No
     assert env.cluster.where(vm) == {"node2": "running"}
 
 
+def test_no_switch_to_postcopy_while_the_destination_does_not_answer(env: SimEnv) -> None:
+    """Post-copy hands the guest to the destination for good: while its daemon does
+    not answer, pre-copy goes on; the switch comes once it answers again."""
+    vm = env.vm(memory=512, dirty=24, wss=256)
+    dst = env.cluster.host("node2")
+    env.at(3.0, lambda: setattr(dst, "hangs", True))
+    env.at(60.0, lambda: setattr(dst, "hangs", False))
+    m = env.migrate(vm, "node2", bandwidth_mib_s=16, policy="postcopy")
+    assert m.state == MigrationState.COMPLETED, m.error
+    events = env.svc.store.get(m.id).events
+    kinds = [e.kind for e in events]
+    assert kinds.count(K.START_POSTCOPY_FAILED) == 1  # said once, not every sample
+    switched = next(e for e in events if e.kind == K.START_POSTCOPY)
+    assert (switched.at - m.created_at).total_seconds() >= 60  # not before it answered
+    assert env.cluster.where(vm) == {"node2": "running"}
+
+
 def test_destination_unreachable_at_settle_is_unknown_and_touches_nothing(
         env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32)

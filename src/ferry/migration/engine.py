@@ -73,10 +73,12 @@ class _Watch:
     """Samples one job; aborts it on cancel or at the hard timeout; applies the
     adapter's actions."""
 
-    def __init__(self, vm: str, source: Hypervisor, recorder: Recorder, cancel: threading.Event,
-                 timeout_s: float, clock: Clock, adapter: Adapter | None = None,
-                 spent_s: float = 0.0) -> None:
+    def __init__(self, vm: str, source: Hypervisor, destination: Hypervisor,
+                 recorder: Recorder, cancel: threading.Event, timeout_s: float, clock: Clock,
+                 adapter: Adapter | None = None, spent_s: float = 0.0) -> None:
         self.vm, self.source, self.recorder, self.clock = vm, source, recorder, clock
+        self.destination = destination
+        self.said_not_switching = False
         self.cancel, self.timeout_s, self.adapter = cancel, timeout_s, adapter
         self.started = clock.monotonic() - spent_s  # a followed job began before us
         self.aborted_for: AbortReason | None = None
@@ -112,6 +114,8 @@ class _Watch:
         if action.kind == ActionKind.ABORT:
             self._abort(AbortReason.TIMEOUT, EventKind.TIMEOUT, action.reason)
             return
+        if action.kind == ActionKind.START_POSTCOPY and not self._destination_ready():
+            return
         self.recorder.event(action.kind.event, action.reason)
         try:
             if action.kind == ActionKind.SET_DOWNTIME and action.downtime_ms is not None:
@@ -120,6 +124,27 @@ class _Watch:
                 self.source.start_postcopy(self.vm)
         except HypervisorError as exc:
             self.recorder.event(action.kind.failed_event, str(exc))
+
+    def _destination_ready(self) -> bool:
+        """Post-copy hands the guest to the destination for good: switch only when its
+        daemon answers and holds the incoming guest (a daemon that stopped answering
+        cannot start it there; seen on the lab: the guest was lost on both hosts).
+        Otherwise pre-copy goes on and the adapter asks again at the next sample."""
+        try:
+            incoming = self.destination.find_domain(self.vm)
+            why = "" if incoming is not None else "it has no incoming guest"
+        except HypervisorError as exc:
+            why = f"it does not answer ({exc})"
+        if not why:
+            return True
+        if self.adapter is not None:
+            self.adapter.postcopy = False  # decided again at the next sample
+        if not self.said_not_switching:
+            self.recorder.event(EventKind.START_POSTCOPY_FAILED, "not switching to "
+                                f"post-copy while the destination cannot take the guest: "
+                                f"{why}; pre-copy goes on")
+            self.said_not_switching = True
+        return False
 
     def _abort(self, reason: AbortReason, kind: EventKind, message: str) -> None:
         self.aborted_for = reason
@@ -137,7 +162,7 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
     recorder.event(EventKind.STARTED, (
         f"resuming the broken post-copy to {opts.dest_uri}" if opts.postcopy_resume
         else f"libvirt p2p live migration to {opts.dest_uri}"))
-    watch = _Watch(vm, source, recorder, cancel, timeout_s, clock, adapter)
+    watch = _Watch(vm, source, destination, recorder, cancel, timeout_s, clock, adapter)
     try:
         job = source.start_migration(vm, opts)
     except HypervisorError as exc:
@@ -215,7 +240,8 @@ def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: R
         # a post-copy that broke keeps its job, paused: settling says so
         return dom is not None and dom.migrating and dom.postcopy != PostcopyState.FAILED
 
-    watch = _Watch(vm, source, recorder, cancel, timeout_s, clock, adapter, spent_s)
+    watch = _Watch(vm, source, destination, recorder, cancel, timeout_s, clock, adapter,
+                   spent_s)
     if running():
         recorder.event(EventKind.REATTACHED, "found the migration job still running; "
                                              "following it")
