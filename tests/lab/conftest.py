@@ -66,7 +66,10 @@ class Lab:
         for host in URIS:
             d = self.domains(host).get(vm)
             if d is not None:
-                state = d.state()[0]
+                try:
+                    state = d.state()[0]
+                except libvirt.libvirtError:  # gone since it was listed (migrated away)
+                    continue
                 out[host] = {libvirt.VIR_DOMAIN_RUNNING: "running",
                              libvirt.VIR_DOMAIN_PAUSED: "paused",
                              libvirt.VIR_DOMAIN_SHUTOFF: "shutoff"}.get(state, str(state))

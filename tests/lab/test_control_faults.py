@@ -205,17 +205,21 @@ def test_destination_pool_filling_during_a_block_copy(lab: Lab, make_vm) -> None
     # the guest writes every block of its disk first: the copy has 256 MiB to write
     wait_for(lambda: ferry_json("lab", "check", vm)["disk_records"] >= 60_000, 300,
              "the data disk filled by the guest")
-    with small_local_pool("node2", 320) as path:
-        m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "8")
-        with lab.api() as api:
-            wait_for(lambda: api.get(f"/migrations/{m['id']}/samples").json(), 60,
-                     "the disk copy under way")
-        # writes until the tmpfs is full (dd then fails: that is the point)
-        in_host_mounts("node2", "sh", "-c", f"dd if=/dev/zero of={path}/filler bs=1M "
-                       "count=400 2>/dev/null || true")
-        done = wait_finished(lab, m["id"], timeout=300)
-        in_host_mounts("node2", "rm", "-f", f"{path}/filler")
-        left = ferry_json("pool", "show", "local")
+    ferry("lab", "link", "--rate", "8")  # the copy takes ~30 s
+    try:
+        with small_local_pool("node2", 320) as path:
+            m = ferry_json("migrate", vm, "--to", "node2")
+            with lab.api() as api:
+                wait_for(lambda: api.get(f"/migrations/{m['id']}/samples").json(), 60,
+                         "the disk copy under way")
+            # writes until the tmpfs is full (dd then fails: that is the point)
+            in_host_mounts("node2", "sh", "-c", f"dd if=/dev/zero of={path}/filler bs=1M "
+                           "count=400 2>/dev/null || true")
+            done = wait_finished(lab, m["id"], timeout=300)
+            in_host_mounts("node2", "rm", "-f", f"{path}/filler")
+            left = ferry_json("pool", "show", "local")
+    finally:
+        ferry("lab", "link", "--unlimited")
     assert done["state"] == "failed", done  # the copy could not finish
     assert_clean(lab, vm, "node1", done)
     vols = {v["name"]: v for v in ferry_json("volume", "list", "--pool", "local")}

@@ -127,12 +127,13 @@ class _Watch:
 
     def _destination_ready(self) -> bool:
         """Post-copy hands the guest to the destination for good: switch only when its
-        daemon answers and holds the incoming guest (a daemon that stopped answering
-        cannot start it there; seen on the lab: the guest was lost on both hosts).
-        Otherwise pre-copy goes on and the adapter asks again at the next sample."""
+        daemon answers (one that stopped answering cannot start the guest there; seen
+        on the lab: the guest was lost on both hosts).  Otherwise pre-copy goes on and
+        the adapter asks again at the next sample.  A host-wide call: the incoming
+        domain itself is locked by its migration job on the destination."""
         try:
-            incoming = self.destination.find_domain(self.vm)
-            why = "" if incoming is not None else "it has no incoming guest"
+            self.destination.info()
+            why = ""
         except HypervisorError as exc:
             why = f"it does not answer ({exc})"
         if not why:

@@ -30,7 +30,6 @@ from ferry.storage.specs import disk_spec
 
 BOOT_DISK_BYTES = 8 * 1024 * 1024
 HEARTBEAT_TIMEOUT_S = 90
-GUEST_RESERVED_MIB = 48  # kernel + initramfs of the lab guest
 DATA_TARGETS = ("vdb", "vdc", "vdd", "vde")
 
 
@@ -65,10 +64,11 @@ class VmService:
         if not 1 <= vcpus <= 16:
             raise InvalidRequest("vcpus must be between 1 and 16")
         wss = workload_wss_mib if workload_wss_mib is not None else min(64, memory_mib // 4)
-        if not 1 <= wss <= memory_mib - GUEST_RESERVED_MIB:
-            raise InvalidRequest(f"workload working set must be 1.."
-                                 f"{memory_mib - GUEST_RESERVED_MIB} MiB for a {memory_mib} "
-                                 "MiB VM")
+        most = memory_mib - self.settings.guest_reserved_mib  # the guest's kernel needs it
+        if not 1 <= wss <= most:
+            raise InvalidRequest(f"workload working set must be 1..{most} MiB for a "
+                                 f"{memory_mib} MiB VM (its kernel keeps "
+                                 f"{self.settings.guest_reserved_mib} MiB)")
         if not 0 <= workload_dirty_mib_s <= 4096:
             raise InvalidRequest("workload dirty rate must be between 0 and 4096 MiB/s")
         disks = list(disks or [])
