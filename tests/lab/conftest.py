@@ -99,15 +99,12 @@ def make_vm(lab: Lab) -> Iterator[Callable[..., str]]:
     made: list[str] = []
 
     def create(host: str = "node1", memory: int = 256, dirty: int = 0, wss: int = 32,
-               disks: tuple[str, ...] = (), boot_pool: str | None = None,
-               fill: bool = False) -> str:
+               disks: tuple[str, ...] = (), boot_pool: str | None = None) -> str:
         name = f"t{uuid.uuid4().hex[:8]}"
         made.append(name)
         extra = [a for d in disks for a in ("--disk", d)]
         if boot_pool:
             extra += ["--boot-pool", boot_pool]
-        if fill:
-            extra.append("--workload-fill")
         ferry("vm", "create", name, "--host", host, "--memory", str(memory),
               "--workload-dirty", str(dirty), "--workload-wss", str(wss), *extra)
         return name

@@ -1,8 +1,7 @@
 """Faults between the controller and what it relies on, on the real lab: a source
 libvirtd that stops answering, the controller's link to a host cut (in pre-copy and
 in post-copy), the controller killed during prechecks, in a broken post-copy and
-while settling, its database locked, and a destination pool that fills up during a
-block copy.
+while settling, its database locked, and a full destination pool.
 
 Each ends with the VM on exactly one host, the record saying which, nothing left
 behind and the guest's own check clean (`assert_clean`).
@@ -197,32 +196,23 @@ def test_database_locked_mid_migration(lab: Lab, make_vm) -> None:  # type: igno
     assert_true_outcome(lab, vm, done)
 
 
-def test_destination_pool_filling_during_a_block_copy(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
-    """node2's local pool has room for the disk when checked, then fills (another
-    writer) while the disk is copied: the copy fails, the VM stays on node1 with its
-    disk, and the partial copy is deleted from node2."""
-    vm = make_vm("node1", memory=128, dirty=2, wss=16, disks=("local:0.25",), fill=True)
-    # the guest writes every block of its disk first: the copy has 256 MiB to write
-    wait_for(lambda: ferry_json("lab", "check", vm)["disk_records"] >= 60_000, 300,
-             "the data disk filled by the guest")
-    ferry("lab", "link", "--rate", "8")  # the copy takes ~30 s
-    try:
-        with small_local_pool("node2", 320) as path:
-            m = ferry_json("migrate", vm, "--to", "node2")
-            with lab.api() as api:
-                wait_for(lambda: api.get(f"/migrations/{m['id']}/samples").json(), 60,
-                         "the disk copy under way")
-            # writes until the tmpfs is full (dd then fails: that is the point)
-            in_host_mounts("node2", "sh", "-c", f"dd if=/dev/zero of={path}/filler bs=1M "
-                           "count=400 2>/dev/null || true")
-            done = wait_finished(lab, m["id"], timeout=300)
-            in_host_mounts("node2", "rm", "-f", f"{path}/filler")
-            left = ferry_json("pool", "show", "local")
-    finally:
-        ferry("lab", "link", "--unlimited")
-    assert done["state"] == "failed", done  # the copy could not finish
-    assert_clean(lab, vm, "node1", done)
+def test_full_destination_pool_is_refused_before_transfer(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """node2's local pool (a 320 MiB tmpfs) filled by another writer down to less than
+    the disk needs: refused before any transfer, the VM stays on node1 with its disk,
+    nothing is created on node2.  A pool cannot fill under a running copy: libvirt
+    creates the destination volume at its full size before copying (measured: the
+    copy of a 256 MiB disk the guest never wrote takes 256 MiB at once)."""
+    vm = make_vm("node1", memory=128, dirty=2, wss=16, disks=("local:0.25",))
+    with small_local_pool("node2", 320) as path:
+        in_host_mounts("node2", "fallocate", "-l", "128M", f"{path}/filler")
+        r = ferry("migrate", vm, "--to", "node2", "--json", check=False)
+        in_host_mounts("node2", "rm", "-f", f"{path}/filler")
+        assert r.returncode == 5, r.stdout
+        assert "MiB free, the disk needs 256 MiB" in r.stdout, r.stdout
+        in_host_mounts("node2", "sh", "-c", f"test -z \"$(ls -A {path})\"")  # nothing made
+    assert lab.where(vm) == {"node1": "running"}
     vols = {v["name"]: v for v in ferry_json("volume", "list", "--pool", "local")}
     assert vols[f"{vm}-data1"]["host"] == "node1"
-    assert "storage" in [e["kind"] for e in done["events"]], done["events"]
-    assert left["hosts"]["node2"]["state"] == "active"
+    m = ferry_json("migrate", vm, "--to", "node2", "--wait")  # with room again
+    assert m["state"] == "completed"
+    assert_clean(lab, vm, "node2", m)

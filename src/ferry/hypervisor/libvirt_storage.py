@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -22,6 +23,7 @@ RBD_NS = "http://libvirt.org/schemas/storagepool/rbd/1.0"
 ET.register_namespace("rbd", RBD_NS)
 # librados waits 30 s for an unreachable monitor by libvirt's default: a host that
 # cannot reach Ceph should say so sooner.
+REFRESH_TRIES, REFRESH_GAP_S = 20, 0.5  # waiting for a volume being built in the pool
 RBD_OPTIONS = {"client_mount_timeout": "10", "rados_mon_op_timeout": "10"}
 _GONE = (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL,
          libvirt.VIR_ERR_NO_SECRET)
@@ -83,7 +85,7 @@ class LibvirtStorage(LibvirtConnection):
         if not self._call(p.isActive):
             return PoolState(defined=True, active=False, matches=matches)
         if spec.kind == "dir":  # libvirt keeps the figures of its last refresh: a stat
-            self._call(p.refresh, 0)
+            self._refresh(p)
         _state, capacity, _alloc, available = self._call(p.info)
         return PoolState(True, True, int(capacity), int(available), matches)
 
@@ -121,13 +123,28 @@ class LibvirtStorage(LibvirtConnection):
             self._call(p.destroy)
         self._call(p.undefine)
 
+    def _refresh(self, p: libvirt.virStoragePool) -> None:
+        """Re-read the pool; libvirt refuses while a volume is being built in it ("has
+        asynchronous jobs running": two VMs created at once), so wait for that a
+        little, then go on with what it knows."""
+        for _ in range(REFRESH_TRIES):
+            try:
+                p.refresh(0)
+                return
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in _GONE:
+                    return  # the lookup that follows says so
+                if "asynchronous jobs" not in (exc.get_error_message() or ""):
+                    raise self._storage_error(f"pool {p.name()}", exc) from exc
+            time.sleep(REFRESH_GAP_S)
+
     def _vol(self, pool: str, name: str, refresh: bool = True) -> libvirt.virStorageVol | None:
         p = self._pool(pool)
         if p is None:
             raise HypervisorError(f"{self.uri}: no pool named {pool}")
+        if refresh:
+            self._refresh(p)
         try:
-            if refresh:
-                p.refresh(0)
             return p.storageVolLookupByName(name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() in _GONE:
@@ -153,8 +170,8 @@ class LibvirtStorage(LibvirtConnection):
         ET.SubElement(vol, "capacity", unit="bytes").text = str(int(capacity_bytes))
         ET.SubElement(ET.SubElement(vol, "target"), "format", type="raw")
         xml = ET.tostring(vol, encoding="unicode")
+        self._refresh(p)
         try:
-            p.refresh(0)
             if clone_of is None:
                 created = p.createXML(xml, 0)
             else:

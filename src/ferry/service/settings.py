@@ -37,9 +37,9 @@ class Settings(BaseModel):
     # resume a post-copy that broke without being asked (off: libvirt 11.3 crashed the
     # destination's daemon on POSTCOPY_RESUME in our lab; `ferry migration recover` asks)
     postcopy_auto_resume: bool = False
-    # memory of a lab guest its workload may not take (kernel, initramfs): see
-    # bench/results/guest_memory.md
-    guest_reserved_mib: int = Field(48, ge=0, le=4096)
+    # memory of a lab guest its workload may not take (kernel, initramfs), plus 1/32
+    # of its memory (the kernel's page tables grow with it): bench/results/guest_memory.md
+    guest_reserved_mib: int = Field(72, ge=0, le=4096)
     # how long migration workers wait for a database that stopped answering (then give
     # up; a restart's recovery settles what they were doing)
     database_outage_s: float = Field(3600.0, ge=0, le=86_400)
