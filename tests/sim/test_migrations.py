@@ -127,3 +127,22 @@ def test_link_cut_mid_job_fails_after_keepalive(env: SimEnv) -> None:
     assert m.state == MigrationState.FAILED and "keepalive" in m.error
     assert env.clock.monotonic() >= 2.0 + env.cluster.keepalive_s
     assert env.cluster.where(vm) == {"node1": "running"}
+
+
+def test_history_follows_the_vm_not_its_name(env: SimEnv) -> None:
+    """What a migration taught (round 1's non-zero bytes, how dirtying slowed) is used
+    for the same VM's next move; a VM deleted and created again under that name is a
+    new VM and starts without it."""
+    vm = env.vm(memory=256, dirty=8, wss=64)
+    assert env.migrate(vm, "node2", bandwidth_mib_s=16).state == MigrationState.COMPLETED
+    first = env.svc.vms.get(vm).uuid
+    assert first
+    h = env.svc.store.history(vm, "node2", "node1")
+    assert h.nonzero_how.startswith("round 1 of migration")
+    env.svc.vms.delete(vm, "delete")
+    env.vm(vm, memory=256, dirty=8, wss=64)
+    assert env.svc.vms.get(vm).uuid not in (None, first)
+    h = env.svc.store.history(vm, "node1", "node2")
+    assert h.nonzero_bytes is None and h.nonzero_how == ""  # not the old VM's
+    assert h.tracking == 1.0 and h.tracking_how == ""
+    assert h.setup_s is not None  # what the hosts taught is kept

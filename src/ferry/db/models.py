@@ -53,6 +53,7 @@ class VmRow(Base):
     __tablename__ = "vms"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)  # libvirt's
     host: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state: Mapped[str] = mapped_column(String(16))
     memory_mib: Mapped[int] = mapped_column(Integer)
@@ -125,6 +126,9 @@ class MigrationRow(Base):
                             postgresql_where=text(UNFINISHED_SQL)),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     vm: Mapped[str] = mapped_column(String(64), index=True)
+    # which VM exactly (a name can be reused) and its size then: history is per identity
+    vm_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
     source: Mapped[str] = mapped_column(String(64))
     destination: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), index=True)

@@ -102,6 +102,7 @@ class Vm:
     workload_wss_mib: int = 0
     managed: bool = True  # created by Ferry (False: found on a host)
     updated_at: datetime | None = None
+    uuid: str | None = None  # libvirt's: what its history is kept by
 
 
 class PoolKind(StrEnum):

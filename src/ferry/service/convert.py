@@ -36,7 +36,7 @@ def vm(row: VmRow) -> Vm:
               mobility=RESTART_NEEDED if row.cpu_blocked else "full",
               workload_dirty_mib_s=row.workload_dirty_mib_s,
               workload_wss_mib=row.workload_wss_mib, managed=row.managed,
-              updated_at=row.updated_at)
+              updated_at=row.updated_at, uuid=row.uuid)
 
 
 def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migration:

@@ -76,9 +76,9 @@ class Inventory:
             for vm_name, places in by_vm.items():
                 if vm_name not in rows:
                     host_name, d = places[0]
-                    s.add(VmRow(name=vm_name, host=host_name, state=vm_state(d),
-                                memory_mib=d.memory_mib, vcpus=d.vcpus, cpu_xml=d.cpu_xml,
-                                disks=d.disks, managed=False))
+                    s.add(VmRow(name=vm_name, uuid=d.uuid, host=host_name,
+                                state=vm_state(d), memory_mib=d.memory_mib, vcpus=d.vcpus,
+                                cpu_xml=d.cpu_xml, disks=d.disks, managed=False))
             for name, row in rows.items():
                 if name in busy or row.state == VmState.DELETING:
                     continue
@@ -88,7 +88,7 @@ class Inventory:
                     row.state = VmState.SPLIT
                 elif active:
                     row.host, row.state = active[0][0], vm_state(active[0][1])
-                    row.cpu_xml = active[0][1].cpu_xml
+                    row.cpu_xml, row.uuid = active[0][1].cpu_xml, active[0][1].uuid
                     _follow_local_volumes(s, name, row.host)
                 elif places:
                     row.host, row.state = places[0][0], VmState.SHUTOFF

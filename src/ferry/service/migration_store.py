@@ -21,8 +21,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, false, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ferry.clock import Clock
 from ferry.db.models import EventRow, HostRow, MigrationRow, PoolRow, SampleRow, VmRow, VolumeRow
@@ -179,7 +180,8 @@ class MigrationStore:
                 raise Conflict(f"VM {req.vm} is not running (state {vrow.state})")
             src = s.scalar(select(HostRow).where(HostRow.name == vrow.host))
             assert src is not None
-            row = MigrationRow(vm=req.vm, source=src.name, destination=dest.name,
+            row = MigrationRow(vm=req.vm, vm_uuid=vrow.uuid, memory_mib=vrow.memory_mib,
+                               source=src.name, destination=dest.name,
                                state=MigrationState.PRECHECKING,
                                bandwidth_mib_s=req.bandwidth_mib_s,
                                max_downtime_ms=req.max_downtime_ms, policy=req.policy.value,
@@ -358,11 +360,20 @@ class MigrationStore:
         return History(link, link_how, setup, setup_how, nonzero, nonzero_how, tracking,
                        tracking_how)
 
+    def _same_vm(self, s: Session, vm: str) -> ColumnElement[bool]:
+        """Migrations of this very VM at its present size: its libvirt UUID, not its
+        name (a VM deleted and created again under the name starts afresh); rows of
+        an older Ferry, which stored no UUID, are not used."""
+        row = s.scalar(select(VmRow).where(VmRow.name == vm))
+        if row is None or row.uuid is None:
+            return false()
+        return and_(MigrationRow.vm_uuid == row.uuid, MigrationRow.memory_mib == row.memory_mib)
+
     def _nonzero(self, vm: str) -> tuple[float | None, str]:
         """Round 1 of the VM's last completed migration sent its non-zero pages."""
         with self.db.session() as s:
             last = s.scalar(select(MigrationRow.id).where(
-                MigrationRow.vm == vm, MigrationRow.state == MigrationState.COMPLETED)
+                self._same_vm(s, vm), MigrationRow.state == MigrationState.COMPLETED)
                 .order_by(MigrationRow.id.desc()).limit(1))
             if last is None:
                 return None, ""
@@ -378,7 +389,7 @@ class MigrationStore:
         """How the VM's dirtying slowed during its last migration (1.0 without history)."""
         with self.db.session() as s:
             row = s.scalar(select(MigrationRow).where(
-                MigrationRow.vm == vm, MigrationRow.measured_rate_mib_s.is_not(None),
+                self._same_vm(s, vm), MigrationRow.measured_rate_mib_s.is_not(None),
                 MigrationRow.state == MigrationState.COMPLETED)
                 .order_by(MigrationRow.id.desc()).limit(1))
             if row is None or not row.measured_rate_mib_s:

@@ -143,6 +143,7 @@ class VmService:
             row = s.scalar(select(VmRow).where(VmRow.name == name))
             assert row is not None
             row.state, row.cpu_xml, row.disks = VmState.RUNNING, dom.cpu_xml, dom.disks
+            row.uuid = dom.uuid
             row.cpu_model = _cpu_model(dom.cpu_xml)
         if wait and self.settings.heartbeat_glob:
             _wait_heartbeat(self.settings.heartbeat_glob, name, started)
