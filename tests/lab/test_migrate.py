@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 
 from tests.lab.conftest import URIS, Lab, ferry, ferry_json
 
@@ -61,3 +62,23 @@ def test_migration_outside_ferry_is_reconciled(lab: Lab, make_vm) -> None:  # ty
     # and Ferry can move it back from where it really is
     m = ferry_json("migrate", vm, "--to", "node1", "--wait")
     assert m["state"] == "completed" and m["source"] == "node2"
+
+
+def test_recreated_vm_of_the_same_name_does_not_inherit_history(lab: Lab) -> None:
+    """A moved VM's next prediction uses what its move taught; deleted and created
+    again under its name, it is a new VM (a new libvirt UUID) and starts afresh."""
+    name = f"h{uuid.uuid4().hex[:8]}"
+    try:
+        ferry("vm", "create", name, "--host", "node1", "--memory", "128",
+              "--workload-dirty", "8", "--workload-wss", "32")
+        m = ferry_json("migrate", name, "--to", "node2", "--bandwidth", "16", "--wait")
+        assert m["state"] == "completed", m
+        taught = ferry_json("predict", name, "--to", "node1")["inputs"]["nonzero_source"]
+        assert taught.startswith("round 1 of migration"), taught
+        ferry("vm", "delete", name, "--delete-volumes")
+        ferry("vm", "create", name, "--host", "node1", "--memory", "128",
+              "--workload-dirty", "8", "--workload-wss", "32")
+        fresh = ferry_json("predict", name, "--to", "node2")["inputs"]["nonzero_source"]
+        assert "migration" not in fresh, fresh
+    finally:
+        ferry("vm", "delete", name, "--delete-volumes", check=False)
