@@ -82,3 +82,14 @@ def test_recreated_vm_of_the_same_name_does_not_inherit_history(lab: Lab) -> Non
         assert "migration" not in fresh, fresh
     finally:
         ferry("vm", "delete", name, "--delete-volumes", check=False)
+
+
+def test_fresh_vm_prediction_reads_its_nonzero_memory(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """A VM that never moved: what round 1 will send comes from guest pages read now
+    (most of a fresh guest's memory is zero), not from QEMU's resident memory."""
+    vm = make_vm("node1", memory=256, dirty=4, wss=32)
+    inputs = ferry_json("predict", vm, "--to", "node2")["inputs"]
+    assert inputs["nonzero_source"].startswith("sampled:"), inputs
+    assert inputs["pages_read"] >= 100, inputs
+    assert 0 < inputs["pages_nonzero"] < inputs["pages_read"], inputs
+    assert inputs["zero_share"] > 0.3, inputs  # 32 MiB of workload + the kernel in 256

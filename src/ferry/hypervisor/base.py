@@ -24,6 +24,7 @@ from ferry.hypervisor.types import (
     HostInfo,
     JobStats,
     MigrationOptions,
+    PageSample,
     PoolSpec,
     PoolState,
     VolumeInfo,
@@ -123,6 +124,11 @@ class MeasureOps(Protocol):
 
     def resident_mib(self, name: str) -> int:
         """Resident memory of the guest's QEMU process."""
+        ...
+
+    def sample_pages(self, name: str, pages: int, budget_s: float) -> PageSample:
+        """Read random guest pages (at most `pages`, for at most `budget_s`) and count
+        those that are not zero."""
         ...
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
+from ferry.hypervisor import page_sample
 from ferry.hypervisor.base import MigrationJob
 from ferry.hypervisor.errors import (
     DomainNotFound,
@@ -32,6 +33,7 @@ from ferry.hypervisor.types import (
     HostInfo,
     JobStats,
     MigrationOptions,
+    PageSample,
     PostcopyState,
 )
 
@@ -333,6 +335,23 @@ class LibvirtHost(LibvirtStorage):
         guest pages that are not zero, plus QEMU's own ~60 MB)."""
         stats = self._call(self._dom(name).memoryStats)
         return int(stats.get("rss", 0)) // 1024
+
+    def sample_pages(self, name: str, pages: int, budget_s: float) -> PageSample:
+        dom = self._dom(name)
+        memory = int(self._call(dom.info)[2]) * 1024  # KiB, the guest's current memory
+
+        def peek(address: int) -> bytes:
+            try:
+                return bytes(dom.memoryPeek(address, page_sample.PAGE,
+                                            libvirt.VIR_MEMORY_PHYSICAL))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_NO_CONNECT,
+                                            libvirt.VIR_ERR_INVALID_CONN,
+                                            libvirt.VIR_ERR_NO_DOMAIN):
+                    raise self._translate(exc) from exc
+                raise LookupError(address) from exc  # not RAM in this machine type
+
+        return page_sample.sample(peek, memory, pages, budget_s)
 
 
 class _ThreadJob:

@@ -57,6 +57,22 @@ class DomainInfo:
 
 
 @dataclass(frozen=True)
+class PageSample:
+    """Random guest pages read: how many, and how many held anything but zeros."""
+
+    pages: int
+    nonzero: int
+
+    def share(self) -> float:
+        return self.nonzero / self.pages if self.pages else 1.0
+
+    def stderr(self) -> float:
+        """Standard error of `share` (binomial)."""
+        p = self.share()
+        return (p * (1 - p) / self.pages) ** 0.5 if self.pages else 1.0
+
+
+@dataclass(frozen=True)
 class JobStats:
     """One reading of a migration job (libvirt job stats, units normalised)."""
 

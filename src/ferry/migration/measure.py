@@ -4,7 +4,8 @@ Dirtying saturates at the guest's writable working set, so one rate would
 mispredict: QEMU page sampling over several windows gives points of the
 curve that `predict.dirty.fit` turns into a rate and a working set.  The
 vCPU time over the same span says whether the dirtying is CPU-bound (only
-then can auto-converge's throttling slow it).
+then can auto-converge's throttling slow it).  Random guest pages read say
+how much of its memory is not zero (what round 1 will really send).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ferry.predict.inputs import Measurement
 
 FULL_WINDOWS_MS = (250, 500, 1000, 2000)  # `ferry predict`: about 4 s
 QUICK_WINDOWS_MS = (250, 750)  # before a migration: about 1 s
+SAMPLE_PAGES = 1024  # guest pages read for the non-zero share (+-3 % at worst)...
+SAMPLE_BUDGET_S = 1.0  # ...or as many as this allows
 
 
 def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock,
@@ -30,4 +33,10 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock,
         rss = host.resident_mib(vm)
     except HypervisorError as exc:
         raise Unavailable(f"cannot measure {vm}: {exc}") from exc
-    return Measurement(points, fit(points, memory_mib * MIB), rss, min(busy, 1.0))
+    try:
+        pages = host.sample_pages(vm, SAMPLE_PAGES, SAMPLE_BUDGET_S)
+        read, nonzero = pages.pages, pages.nonzero
+    except HypervisorError:  # no page reading here: the resident memory bounds it
+        read = nonzero = 0
+    return Measurement(points, fit(points, memory_mib * MIB), rss, min(busy, 1.0),
+                       read, nonzero)

@@ -33,6 +33,7 @@ from ferry.hypervisor.types import (
     HostInfo,
     JobStats,
     MigrationOptions,
+    PageSample,
     PoolSpec,
     PoolState,
     PostcopyState,
@@ -409,6 +410,12 @@ class SimHost:
     @_reachable
     def resident_mib(self, name: str) -> int:
         return round(self._get(name).nonzero_mib) + QEMU_OVERHEAD_MIB
+
+    @_reachable
+    def sample_pages(self, name: str, pages: int, budget_s: float) -> PageSample:
+        """The exact share (a sample without sampling error)."""
+        d = self._get(name)
+        return PageSample(pages, round(pages * min(1.0, d.nonzero_mib / d.memory_mib)))
 
     # -- storage --------------------------------------------------------------------------
     @_reachable
