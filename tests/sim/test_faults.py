@@ -209,3 +209,24 @@ def test_a_host_that_answers_but_cannot_list_its_domains_stays_up(env: SimEnv) -
     env.cluster.host("node2").faults.domains_locked = False
     env.svc.inventory.reconcile()
     assert env.svc.hosts.get("node2").error == ""
+
+
+def test_a_completed_move_is_recorded_on_the_destination_even_if_it_then_vanishes(
+        env: SimEnv) -> None:
+    """Settling saw the guest on node2; node2 stops answering before the reconcile
+    that follows: the VM's record says node2 all the same (lab: a cut controller)."""
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    reconcile = env.svc.inventory.reconcile
+    calls: list[int] = []
+
+    def reconcile_with_node2_gone() -> None:
+        calls.append(1)
+        if len(calls) > 1:  # the first is the request's, before the move
+            env.cluster.host("node2").unreachable = True
+        reconcile()
+
+    env.svc.migrations.inventory.reconcile = reconcile_with_node2_gone  # type: ignore[method-assign]
+    m = env.migrate(vm, "node2")
+    assert m.state == MigrationState.COMPLETED
+    v = env.svc.vms.get(vm)
+    assert v.host == "node2" and v.state == VmState.RUNNING

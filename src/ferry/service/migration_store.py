@@ -321,17 +321,25 @@ class MigrationStore:
     @durable
     def finish(self, mid: int, final: Final) -> bool:
         """End the migration with its figures (its events first); False if it had
-        already ended."""
+        already ended.  A completed one moves the VM's record to the destination at
+        once: both hosts said so, and a reconcile while one of them does not answer
+        must not leave the VM where it was."""
         self.flush()
         now = self.clock.now()
         with self.db.session() as s:
-            created = s.scalar(select(MigrationRow.created_at).where(MigrationRow.id == mid))
-        created = _aware(created) or now
-        return self.transition(
+            row = s.get(MigrationRow, mid)
+            created = _aware(row.created_at) if row is not None else None
+            vm, destination = (row.vm, row.destination) if row is not None else ("", "")
+        created = created or now
+        ended = self.transition(
             mid, final.state, error=final.error, finished_at=now,
             wall_ms=int((now - created).total_seconds() * 1000), total_ms=final.total_ms,
             downtime_ms=final.downtime_ms, rounds=final.rounds,
             transferred_bytes=final.transferred_bytes, disk_bytes=final.disk_bytes)
+        if ended and final.state == MigrationState.COMPLETED:
+            with self.db.session() as s:
+                s.execute(update(VmRow).where(VmRow.name == vm).values(host=destination))
+        return ended
 
     @durable
     def storage_catalog(self) -> StorageCatalog:
