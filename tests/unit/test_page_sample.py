@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ferry.hypervisor.page_sample import PAGE, ZERO, ram_ranges, sample
+from ferry.hypervisor.page_sample import CHUNK, PAGE, ram_ranges, sample
 
 MIB = 2**20
 
@@ -12,29 +12,32 @@ MIB = 2**20
 def test_the_share_of_nonzero_pages_is_found_within_its_error() -> None:
     memory, data = 512 * MIB, 128 * MIB  # a quarter of the pages hold something
 
-    def peek(address: int) -> bytes:
-        return b"\x01" * PAGE if address < data else ZERO
+    def peek(address: int, size: int) -> bytes:
+        return b"".join(b"\x01" * PAGE if a < data else bytes(PAGE)
+                        for a in range(address, address + size, PAGE))
 
-    s = sample(peek, memory, 2000, budget_s=30, rng=random.Random(7))
-    assert s.pages == 2000
-    assert abs(s.share() - (data - MIB) / (memory - MIB)) < 3 * s.stderr()
+    s = sample(peek, memory, 4096, budget_s=30, rng=random.Random(7))
+    assert s.pages == 4096 and s.pages % CHUNK == 0
+    truth = (data - MIB) / (memory - MIB)
+    assert 0 < s.stderr < 0.05
+    assert abs(s.nonzero / s.pages - truth) < 3 * s.stderr
 
 
 def test_addresses_the_guest_does_not_map_are_skipped_not_counted() -> None:
     memory = 6 * 2**30  # RAM below 2 GiB and from 4 GiB: say the high part is unmapped
 
-    def peek(address: int) -> bytes:
+    def peek(address: int, size: int) -> bytes:
         if address >= 4 * 2**30:
             raise LookupError(address)
-        return ZERO
+        return bytes(size)
 
-    s = sample(peek, memory, 300, budget_s=30, rng=random.Random(1))
+    s = sample(peek, memory, 1600, budget_s=30, rng=random.Random(1))
     # two thirds of the picks fall where nothing is mapped: it stops after as many
     # misses as pages asked for, with what it could read
-    assert 100 < s.pages < 300 and s.nonzero == 0
+    assert 0 < s.pages <= 1600 and s.nonzero == 0
     assert all(a % PAGE == 0 and b % PAGE == 0 for a, b in ram_ranges(memory))
 
 
 def test_the_time_budget_bounds_the_reads() -> None:
-    s = sample(lambda _a: ZERO, 256 * MIB, 10**9, budget_s=0.05)
+    s = sample(lambda _a, size: bytes(size), 256 * MIB, 10**9, budget_s=0.05)
     assert 0 < s.pages < 10**9

@@ -340,10 +340,9 @@ class LibvirtHost(LibvirtStorage):
         dom = self._dom(name)
         memory = int(self._call(dom.info)[2]) * 1024  # KiB, the guest's current memory
 
-        def peek(address: int) -> bytes:
+        def peek(address: int, size: int) -> bytes:
             try:
-                return bytes(dom.memoryPeek(address, page_sample.PAGE,
-                                            libvirt.VIR_MEMORY_PHYSICAL))
+                return bytes(dom.memoryPeek(address, size, libvirt.VIR_MEMORY_PHYSICAL))
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() in (libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_NO_CONNECT,
                                             libvirt.VIR_ERR_INVALID_CONN,

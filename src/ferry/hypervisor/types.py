@@ -58,18 +58,12 @@ class DomainInfo:
 
 @dataclass(frozen=True)
 class PageSample:
-    """Random guest pages read: how many, and how many held anything but zeros."""
+    """Guest pages read at random places: how many, how many held anything but
+    zeros, and the standard error of that share."""
 
     pages: int
     nonzero: int
-
-    def share(self) -> float:
-        return self.nonzero / self.pages if self.pages else 1.0
-
-    def stderr(self) -> float:
-        """Standard error of `share` (binomial)."""
-        p = self.share()
-        return (p * (1 - p) / self.pages) ** 0.5 if self.pages else 1.0
+    stderr: float
 
 
 @dataclass(frozen=True)

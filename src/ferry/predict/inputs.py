@@ -33,6 +33,7 @@ class Measurement:
     cpu_busy: float  # vCPU busy share over the measurement, 0..1
     pages_read: int = 0  # random guest pages read (hypervisor/page_sample.py)...
     pages_nonzero: int = 0  # ...and how many of them were not zero
+    nonzero_stderr: float = 1.0  # standard error of that share
 
 
 @dataclass(frozen=True)
@@ -49,34 +50,33 @@ class History:
     tracking_how: str = ""
 
 
-MIN_PAGES = 100  # fewer pages read than this: the share is too uncertain to use
+MIN_PAGES = 256  # fewer pages read than this (16 reads): too uncertain to use
 
 
 def nonzero_bytes(m: Measurement, h: History, memory_mib: int) -> tuple[float, str]:
     """What round 1 will send: the last migration's round 1 (what QEMU really sent),
     else the share of non-zero pages read from the guest, else the resident memory
-    less QEMU's own (an upper bound); never less than what the guest dirties in an
-    hour (those pages are not zero when sent).
+    less QEMU's own (an upper bound, raised to what the guest dirties in an hour).
 
     >>> m = Measurement([], DirtyCurve(0.0, 64 * MIB), resident_mib=160, cpu_busy=0.1)
     >>> nonzero_bytes(m, History(), 256)[0] / MIB
     100.0
     >>> m = Measurement([], DirtyCurve(0.0, 64 * MIB), 160, 0.1, pages_read=400,
-    ...                 pages_nonzero=100)
+    ...                 pages_nonzero=100, nonzero_stderr=0.03)
     >>> est, how = nonzero_bytes(m, History(), 256)
     >>> est / MIB, how
-    (64.0, 'sampled: 100 of 400 guest pages non-zero (25% +- 2%)')
+    (64.0, 'sampled: 100 of 400 guest pages non-zero (25% +- 3%)')
     """
     if h.nonzero_bytes is not None:
         return h.nonzero_bytes, h.nonzero_how
     mem = memory_mib * MIB
-    floor = max(m.curve.bytes_in(3600), MIB)
-    if m.pages_read >= MIN_PAGES:
+    if m.pages_read >= MIN_PAGES:  # what was read counts the dirtied pages too
         share = m.pages_nonzero / m.pages_read
-        err = (share * (1 - share) / m.pages_read) ** 0.5
-        return max(share * mem, floor), (f"sampled: {m.pages_nonzero} of {m.pages_read} "
-                                         f"guest pages non-zero ({share:.0%} +- {err:.0%})")
-    est = max(min(mem, (m.resident_mib - QEMU_OVERHEAD_MIB) * MIB), floor)
+        return max(share * mem, MIB), (f"sampled: {m.pages_nonzero} of {m.pages_read} "
+                                         f"guest pages non-zero ({share:.0%} +- "
+                                         f"{m.nonzero_stderr:.0%})")
+    est = max(min(mem, (m.resident_mib - QEMU_OVERHEAD_MIB) * MIB), m.curve.bytes_in(3600),
+              MIB)
     return est, "QEMU resident memory (an upper bound)"
 
 
@@ -110,6 +110,7 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
         "zero_share": round(1 - nonzero / (memory_mib * MIB), 3),
         "nonzero_source": source,
         "pages_read": m.pages_read, "pages_nonzero": m.pages_nonzero,
+        "nonzero_stderr": round(m.nonzero_stderr, 3),
         "cpu_busy": round(m.cpu_busy, 2),
         "dirty_during_migration": round(h.tracking, 2),
     }
