@@ -14,7 +14,7 @@ from ferry.lab import hostd
 from ferry.lab.layout import lab_dir, lab_host
 from ferry.lab.procs import read_pid
 from ferry.lab.run import LabError
-from tests.lab.conftest import Lab, ferry_json, wait_for
+from tests.lab.conftest import Lab, ferry, ferry_json, wait_for
 
 
 def restart_libvirtd(name: str) -> None:
@@ -104,3 +104,19 @@ def small_local_pool(name: str, size_mib: int) -> Iterator[str]:
         yield path
     finally:
         in_host_mounts(name, "umount", "-l", path)
+
+
+@contextmanager
+def in_postcopy(lab: Lab, vm: str) -> Iterator[dict[str, Any]]:
+    """Migrate `vm` node1 -> node2 with `--policy postcopy` on a link shaped to 8 MiB/s
+    and yield the migration once QEMU has switched (the guest runs on node2 while node1
+    holds the paused source); the link is unlimited again afterwards."""
+    ferry("lab", "link", "--rate", "8")
+    try:
+        m = ferry_json("migrate", vm, "--to", "node2", "--policy", "postcopy")
+        # the switch is done when QEMU does it, not when it is asked for
+        wait_for(lambda: lab.where(vm) == {"node1": "paused", "node2": "running"}, 120,
+                 "the guest running on node2 in post-copy")
+        yield m
+    finally:
+        ferry("lab", "link", "--unlimited")

@@ -28,6 +28,7 @@ from tests.lab.faults import (
     cut,
     cut_from_controller,
     in_host_mounts,
+    in_postcopy,
     small_local_pool,
     stopped_libvirtd,
 )
@@ -84,17 +85,11 @@ def test_controller_cut_from_the_destination_during_postcopy(lab: Lab, make_vm) 
     hosts finish between themselves, the source is never resumed, and the end is
     recorded once the destination answers."""
     vm = make_vm("node1", memory=256, dirty=64, wss=160)
-    ferry("lab", "link", "--rate", "8")
-    try:
-        m = ferry_json("migrate", vm, "--to", "node2", "--policy", "postcopy")
-        wait_for(lambda: lab.where(vm) == {"node1": "paused", "node2": "running"}, 120,
-                 "the guest running on node2 in post-copy")
+    with in_postcopy(lab, vm) as m:
         with cut_from_controller("node2"):
             time.sleep(20)
             health_answers(lab)
         done = wait_finished(lab, m["id"], timeout=300)
-    finally:
-        ferry("lab", "link", "--unlimited")
     assert done["state"] == "completed", done
     assert "resumed" not in [e["kind"] for e in done["events"]]
     assert_clean(lab, vm, "node2", done)
@@ -135,11 +130,7 @@ def test_controller_killed_during_a_broken_postcopy(lab: Lab, make_vm) -> None: 
     the cut: the restarted controller never resumes the source, and records the end
     QEMU makes once the link is back."""
     vm = make_vm("node1", memory=256, dirty=64, wss=160)
-    ferry("lab", "link", "--rate", "8")
-    try:
-        m = ferry_json("migrate", vm, "--to", "node2", "--policy", "postcopy")
-        wait_for(lambda: lab.where(vm) == {"node1": "paused", "node2": "running"}, 120,
-                 "the guest running on node2 in post-copy")
+    with in_postcopy(lab, vm) as m:
         with cut("node1", "node2"):
             ferry("lab", "controller", "stop", "--kill")
             time.sleep(30)  # past libvirt's keepalive: the source says post-copy failed
@@ -147,8 +138,6 @@ def test_controller_killed_during_a_broken_postcopy(lab: Lab, make_vm) -> None: 
             time.sleep(10)
             assert lab.where(vm).get("node1") != "running"  # never resumed
         done = wait_finished(lab, m["id"], timeout=300)
-    finally:
-        ferry("lab", "link", "--unlimited")
     assert done["state"] == "completed", done
     kinds = [e["kind"] for e in done["events"]]
     assert "recovering" in kinds and "resumed" not in kinds, kinds

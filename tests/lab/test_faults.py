@@ -30,6 +30,7 @@ from tests.lab.conftest import (
 from tests.lab.faults import (
     assert_clean,
     cut,
+    in_postcopy,
     libvirtd_pid,
     restart_libvirtd,
     stopped_libvirtd,
@@ -170,19 +171,11 @@ def test_link_cut_during_postcopy_never_resumes_the_source_and_ends_recorded(
     the migration postcopy-paused and touches nothing; the connection (dropped, not
     reset) survives, QEMU finishes once the link is back, and Ferry records that."""
     vm = make_vm("node1", memory=256, dirty=64, wss=160)
-    ferry("lab", "link", "--rate", "8")
-    try:
-        m = ferry_json("migrate", vm, "--to", "node2", "--policy", "postcopy")
-        # the switch is done when QEMU does it, not when it is asked for: the guest
-        # then runs on node2 while node1 holds the paused source
-        wait_for(lambda: lab.where(vm) == {"node1": "paused", "node2": "running"}, 120,
-                 "the guest running on node2 in post-copy")
+    with in_postcopy(lab, vm) as m:
         with cut("node1", "node2"):
             time.sleep(35)  # past libvirt's keepalive: the source says post-copy failed
             assert lab.where(vm).get("node1") != "running"  # never resumed
         done = wait_finished(lab, m["id"], timeout=300)
-    finally:
-        ferry("lab", "link", "--unlimited")
     assert done["state"] == "completed", done
     kinds = [e["kind"] for e in done["events"]]
     assert "job_failed" in kinds and "resumed" not in kinds, kinds
