@@ -154,3 +154,24 @@ def test_a_paused_postcopy_that_ends_by_itself_is_recorded(env: SimEnv) -> None:
     m = env.svc.store.get(m.id)
     assert m.state == MigrationState.COMPLETED, m.error
     assert env.svc.vms.get(vm).host == "node2"
+
+
+def test_a_lost_call_whose_postcopy_then_broke_is_not_followed_forever(env: SimEnv) -> None:
+    """The source's daemon stops answering in post-copy (the call dies) and the link
+    breaks for good: libvirt keeps the broken post-copy's job active, so following
+    it by job statistics alone never ended.  It ends as postcopy-paused."""
+    vm = _slow_postcopy(env)
+    src = env.cluster.host("node1")
+
+    def lose_all() -> None:
+        src.hangs = True
+        env.cluster.link_down("node1", "node2")
+        env.at(env.clock.monotonic() + 20, lambda: setattr(src, "hangs", False))
+
+    _when_in_postcopy(env, lose_all)
+    m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    assert m.state == MigrationState.POSTCOPY_PAUSED, m.error
+    kinds = env.kinds(m)
+    assert K.JOB_FAILED in kinds
+    assert env.cluster.where(vm) == {"node1": "paused", "node2": "running"}
+    assert env.svc.vms.get(vm).state == VmState.MIGRATING  # locked until recovered

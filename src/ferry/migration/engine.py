@@ -29,6 +29,7 @@ SETTLE_GAP_S = 0.3  # two agreeing readings this far apart make a verdict
 SETTLE_WAIT_S = 120.0  # after this, the last reading decides
 UNREACHABLE_WAIT_S = 3600.0  # a host that does not answer is asked again this long,
 UNREACHABLE_GAP_S = 30.0  # this often once SETTLE_WAIT_S has passed
+FOLLOW_GRACE_S = 60.0  # a job that outlives its hard stop this long is left to settling
 
 
 class Recorder(Protocol):
@@ -191,24 +192,38 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
 
 
 def _job_running(source: Hypervisor, vm: str) -> bool | None:
-    """Is a migration job still active on the source?  None: it cannot say now.
-    Job statistics are asked, not the domain's state: libvirt answers them while
-    the job holds the domain's state lock."""
+    """Is a migration job still moving the guest?  None: the source cannot say now.
+
+    Job statistics are asked first: libvirt answers them while the job holds the
+    domain's state lock.  A post-copy that broke keeps its job active (paused, to be
+    resumed), so an active job is over for us when the domain says its post-copy
+    failed: settling then reports it (seen on the lab: followed forever otherwise)."""
     try:
-        return source.job_stats(vm).active
+        if not source.job_stats(vm).active:
+            return False
     except DomainNotFound:
         return False
     except HypervisorError:
         return None
+    try:
+        dom = source.find_domain(vm)
+    except HypervisorError:  # e.g. its state lock, held by the job: the job runs
+        return True
+    return dom is not None and dom.postcopy != PostcopyState.FAILED
+
+
+def _past_hard_stop(watch: _Watch) -> bool:
+    """The hard stop was tried FOLLOW_GRACE_S ago and the job still runs: leave it
+    to settling, which asks both hosts where the guest is (never wait forever)."""
+    return watch.elapsed_s() > watch.timeout_s + FOLLOW_GRACE_S
 
 
 def _follow(vm: str, source: Hypervisor, watch: _Watch, recorder: Recorder,
             clock: Clock) -> None:
-    """Watch a job whose call was lost until the source says it ended; a source that
-    cannot say is asked until the job's hard timeout has passed (then settling asks,
-    patiently)."""
+    """Watch a job whose call was lost until the source says it ended, or until
+    FOLLOW_GRACE_S after its hard stop."""
     said_following = said_lost = False
-    while True:
+    while not _past_hard_stop(watch):
         running = _job_running(source, vm)
         if running is False:
             return
@@ -217,8 +232,6 @@ def _follow(vm: str, source: Hypervisor, watch: _Watch, recorder: Recorder,
                 recorder.event(EventKind.UNREACHABLE, "cannot see the job on the source "
                                                       "now; asking again")
                 said_lost = True
-            if watch.elapsed_s() > watch.timeout_s:
-                return
         elif not said_following:
             recorder.event(EventKind.REATTACHED, "the job runs on: following it")
             said_following = True
@@ -232,14 +245,8 @@ def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: R
     """Follow a job an earlier controller process started `spent_s` ago until it ends,
     applying its policy (`adapter`) and timeout as the first process would, then settle."""
     def running() -> bool:
-        try:
-            dom = source.find_domain(vm)
-        except HostUnreachable:
-            return False  # settle asks again, patiently
-        except HypervisorError:  # e.g. the domain's state lock, held by the job itself
-            return bool(_job_running(source, vm))
-        # a post-copy that broke keeps its job, paused: settling says so
-        return dom is not None and dom.migrating and dom.postcopy != PostcopyState.FAILED
+        # a source that cannot say now: settling asks again, patiently
+        return bool(_job_running(source, vm)) and not _past_hard_stop(watch)
 
     watch = _Watch(vm, source, destination, recorder, cancel, timeout_s, clock, adapter,
                    spent_s)
