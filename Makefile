@@ -18,7 +18,7 @@ demo: install
 	bash scripts/demo.sh
 
 test: install
-	$(VENV)/bin/pytest -v
+	$(VENV)/bin/pytest -v --durations=30
 
 test-unit: install
 	$(VENV)/bin/pytest -q -m "not lab and not postgres and not fuzz"
