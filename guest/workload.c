@@ -12,6 +12,12 @@
  * Parameters come from the kernel command line:
  *   ferry.wss=MiB     working set size (default 16)
  *   ferry.dirty=MiB/s dirty rate over the working set (default 0)
+ *   ferry.pattern=P   how the writes spread over the working set (default uniform):
+ *                     uniform     each write to a random page of the working set
+ *                     hotcold     9 of 10 writes to a hot eighth of the working set,
+ *                                 the rest to random pages of the whole set (skewed)
+ *                     burst       2 s at twice the rate, then 2 s idle (same average)
+ *                     sequential  streams through the working set page by page
  *   ferry.disk=PATH   disk holding the boot counter (default /dev/vda)
  *   ferry.data=vdb,.. data disks: numbered, checksummed 4 KiB records
  *   ferry.fill=1      first fill every slot of a fresh data disk (benchmarks:
@@ -27,7 +33,7 @@
  * hard reset, which was never acknowledged).
  *
  * Output lines (ttyS1):
- *   FERRY BOOT <n> wss=<MiB> dirty=<MiB/s>
+ *   FERRY BOOT <n> wss=<MiB> dirty=<MiB/s> pattern=<P>
  *   HB <seq> <memory_errors> <disk_errors> <disk_records>
  *   MEMERR page=<i> gen=<g> word=<w>
  *   DISK <dev> slots=<n> resume=<record> checked=<n>
@@ -114,6 +120,36 @@ static inline uint64_t pattern(uint64_t page, uint64_t gen, uint64_t word) {
 
 static void fill(uint64_t *p, uint64_t page, uint64_t gen) {
     for (uint64_t w = 0; w < PAGE_WORDS; w++) p[w] = pattern(page, gen, w);
+}
+
+enum pattern { UNIFORM, HOTCOLD, BURST, SEQUENTIAL };
+
+static enum pattern parse_pattern(const char *name) {
+    if (strcmp(name, "hotcold") == 0) return HOTCOLD;
+    if (strcmp(name, "burst") == 0) return BURST;
+    if (strcmp(name, "sequential") == 0) return SEQUENTIAL;
+    return UNIFORM;
+}
+
+static const char *pattern_names[] = {"uniform", "hotcold", "burst", "sequential"};
+
+static inline uint64_t xorshift(uint64_t *rng) {
+    *rng ^= *rng << 13; *rng ^= *rng >> 7; *rng ^= *rng << 17;
+    return *rng;
+}
+
+/* The next page to dirty under pattern `p` (cursor: the sequential position). */
+static uint64_t next_page(enum pattern p, uint64_t pages, uint64_t *rng, uint64_t *cursor) {
+    if (p == SEQUENTIAL) {
+        uint64_t i = *cursor;
+        *cursor = (*cursor + 1) % pages;
+        return i;
+    }
+    if (p == HOTCOLD) {
+        uint64_t hot = pages / 8 ? pages / 8 : 1;
+        if (xorshift(rng) % 10 != 0) return xorshift(rng) % hot;
+    }
+    return xorshift(rng) % pages;
 }
 
 static int open_console(void) {
@@ -313,7 +349,9 @@ int main(void) {
     char disk[128] = "/dev/vda";
     long wss_mib = cmdline_param("ferry.wss", 16, NULL, 0);
     long dirty_mib_s = cmdline_param("ferry.dirty", 0, NULL, 0);
-    char data[128] = "";
+    char data[128] = "", pattern_name[32] = "uniform";
+    cmdline_param("ferry.pattern", 0, pattern_name, sizeof pattern_name);
+    enum pattern pat = parse_pattern(pattern_name);
     cmdline_param("ferry.disk", 0, disk, sizeof disk);
     cmdline_param("ferry.data", 0, data, sizeof data);
     fill_disks = cmdline_param("ferry.fill", 0, NULL, 0) == 1;
@@ -332,25 +370,28 @@ int main(void) {
         for (;;) pause();
     }
     for (uint64_t i = 0; i < pages; i++) fill(mem + i * PAGE_WORDS, i, 0);
-    emit("FERRY BOOT %ld wss=%ld dirty=%ld\n", boots, wss_mib, dirty_mib_s);
+    emit("FERRY BOOT %ld wss=%ld dirty=%ld pattern=%s\n", boots, wss_mib, dirty_mib_s,
+         pattern_names[pat]);
     if (data[0]) start_disks(data);
 
     double pages_per_tick = (double)dirty_mib_s * 256.0 * TICK_NS / 1e9;
     double carry = 0;
     uint64_t rng = 0x2545F4914F6CDD1DULL ^ (uint64_t)now_ns();
-    uint64_t verify_cursor = 0, seq = 0, errors = 0;
-    int64_t next = now_ns();
+    uint64_t verify_cursor = 0, write_cursor = 0, seq = 0, errors = 0;
+    int64_t next = now_ns(), started = next;
 
     for (;;) {
         emit("HB %llu %llu %llu %llu\n", (unsigned long long)seq++,
              (unsigned long long)errors, (unsigned long long)atomic_load(&disk_errors),
              (unsigned long long)atomic_load(&disk_records));
 
-        carry += pages_per_tick;
+        if (pat != BURST)
+            carry += pages_per_tick;
+        else if ((now_ns() - started) / 2000000000LL % 2 == 0)
+            carry += 2 * pages_per_tick; /* on: twice the rate; off: nothing */
         while (carry >= 1.0) {
             carry -= 1.0;
-            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
-            uint64_t i = rng % pages;
+            uint64_t i = next_page(pat, pages, &rng, &write_cursor);
             gen[i]++;
             fill(mem + i * PAGE_WORDS, i, gen[i]);
         }

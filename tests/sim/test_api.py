@@ -42,6 +42,8 @@ def test_closed_vocabularies_are_enums_in_openapi_and_422_outside(
     assert api.delete(f"/vms/{vm}", params={"volumes": "shred"}).status_code == 422
     assert api.post("/hosts", json={"name": "n9", "uri": "qemu+tcp://x/system",
                                     "virt_type": "xen"}).status_code == 422
+    r = api.post("/vms", json={"name": "w1", "host": "node1", "workload_pattern": "zipf"})
+    assert r.status_code == 422 and "hotcold" in r.text
     assert env.svc.store.list_migrations(vm) == []  # nothing was started
 
 

@@ -68,6 +68,11 @@ def test_guest_cmdline_lists_data_disks() -> None:
     assert "ferry.data" not in domxml.guest_cmdline(8, 0)
 
 
+def test_guest_cmdline_names_a_pattern_other_than_uniform() -> None:
+    assert domxml.guest_cmdline(8, 4, pattern="hotcold").endswith("ferry.pattern=hotcold")
+    assert "ferry.pattern" not in domxml.guest_cmdline(8, 4)
+
+
 @pytest.mark.parametrize("bad", ["relative", "/a/../etc", "/a/./b", "/a//b", "/a b",
                                  "/a;rm", "/", "/a/"])
 def test_bad_paths(bad: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferry.domain.models import PoolKind
-from ferry.domain.vocab import OnTimeout, Policy, VirtType
+from ferry.domain.vocab import OnTimeout, Policy, VirtType, WorkloadPattern
 
 
 class Body(BaseModel):
@@ -55,6 +55,7 @@ class VmCreate(Body):
     vcpus: int = 1
     workload_dirty_mib_s: int = 0
     workload_wss_mib: int | None = None
+    workload_pattern: WorkloadPattern = WorkloadPattern.UNIFORM
     wait: bool = True
     boot_pool: str | None = None  # default: the controller's boot_pool setting
     disks: list[DiskRequest] = Field(default_factory=list)  # data disks (vdb, vdc, ...)

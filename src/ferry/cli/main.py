@@ -30,7 +30,7 @@ from ferry.cli.render import (
 from ferry.cli.storage_cmds import parse_disks, pool_app, volume_app
 from ferry.cli.watch import follow
 from ferry.domain.names import check_name
-from ferry.domain.vocab import OnTimeout, Policy, VirtType
+from ferry.domain.vocab import OnTimeout, Policy, VirtType, WorkloadPattern
 from ferry.errors import InvalidRequest
 from ferry.lab import cluster, netns
 from ferry.lab.check import check_vm
@@ -293,12 +293,17 @@ def vm_create(name: str,
                        "verifies checksummed records on it.")] = None,
               workload_fill: Annotated[bool, typer.Option(
                   help="The guest first fills its data disks with records.")] = False,
+              workload_pattern: Annotated[WorkloadPattern, typer.Option(
+                  help="How the guest's writes spread over its working set: uniform, "
+                       "hotcold (9 in 10 to a hot eighth), burst (2 s on at twice the "
+                       "rate, 2 s off), sequential (streams through it).")
+              ] = WorkloadPattern.UNIFORM,
               as_json: JsonOpt = False) -> None:
     """Define and start a VM from the guest image; returns once its heartbeat is seen."""
     body = {"name": name, "host": host, "memory_mib": memory, "vcpus": vcpus,
             "workload_dirty_mib_s": workload_dirty, "workload_wss_mib": workload_wss,
             "boot_pool": boot_pool, "disks": parse_disks(disk or []),
-            "workload_fill": workload_fill}
+            "workload_fill": workload_fill, "workload_pattern": workload_pattern.value}
     if not as_json:
         console.print(f"creating {name} on {host} and waiting for its heartbeat ...")
     v = Client().post("/vms", json=body)
@@ -318,7 +323,8 @@ def vm_show(name: str, as_json: JsonOpt = False) -> None:
     v = Client().get(f"/vms/{name}")
     print_json(v) if as_json else kv(f"vm {name}", v, [*VM_COLS, "cpu_blocked", "disks", "managed",
                                                       "workload_dirty_mib_s",
-                                                      "workload_wss_mib", "updated_at"])
+                                                      "workload_wss_mib", "workload_pattern",
+                                                      "updated_at"])
 
 
 @vm_app.command("delete")

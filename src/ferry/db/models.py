@@ -65,6 +65,7 @@ class VmRow(Base):
     cpu_blocked: Mapped[dict[str, list[str]]] = mapped_column(JSON, default=dict)
     workload_dirty_mib_s: Mapped[int] = mapped_column(Integer, default=0)
     workload_wss_mib: Mapped[int] = mapped_column(Integer, default=0)
+    workload_pattern: Mapped[str] = mapped_column(String(16), default="uniform")
     managed: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from ferry.domain.vocab import EventKind, Policy
+from ferry.domain.vocab import EventKind, Policy, WorkloadPattern
 
 
 class HostState(StrEnum):
@@ -100,6 +100,7 @@ class Vm:
     mobility: str = "full"
     workload_dirty_mib_s: int = 0
     workload_wss_mib: int = 0
+    workload_pattern: WorkloadPattern = WorkloadPattern.UNIFORM
     managed: bool = True  # created by Ferry (False: found on a host)
     updated_at: datetime | None = None
     uuid: str | None = None  # libvirt's: what its history is kept by

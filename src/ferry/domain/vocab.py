@@ -49,6 +49,17 @@ class VolumeFate(StrEnum):
     KEEP = "keep"
 
 
+class WorkloadPattern(StrEnum):
+    """How the lab guest's writes spread over its working set (guest/workload.c):
+    one uniform dirtier hides modelling errors that skewed, bursty or streaming
+    writers show."""
+
+    UNIFORM = "uniform"  # each write to a random page of the working set
+    HOTCOLD = "hotcold"  # 9 in 10 writes to a hot eighth, the rest anywhere in the set
+    BURST = "burst"  # 2 s at twice the rate, then 2 s idle
+    SEQUENTIAL = "sequential"  # streams through the working set page by page
+
+
 class CpuModeKind(StrEnum):
     """Which CPU new VMs get (the argument of `ferry cpu mode set`)."""
 

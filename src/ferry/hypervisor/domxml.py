@@ -92,10 +92,12 @@ def disk_element(disk: DiskSpec) -> ET.Element:
 
 
 def guest_cmdline(wss_mib: int, dirty_mib_s: int, data_disks: tuple[str, ...] = (),
-                  fill: bool = False) -> str:
+                  fill: bool = False, pattern: str = "uniform") -> str:
     """The workload's parameters; `data_disks` (vdb, ...) get checksummed records,
-    filled completely first if `fill`."""
+    filled completely first if `fill`; `pattern` is how writes spread (workload.c)."""
     line = f"console=ttyS0 quiet panic=-1 ferry.wss={wss_mib} ferry.dirty={dirty_mib_s}"
+    if pattern != "uniform":
+        line += f" ferry.pattern={pattern}"
     if data_disks:
         line += " ferry.data=" + ",".join(data_disks)
         if fill:

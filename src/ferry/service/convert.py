@@ -16,7 +16,7 @@ from ferry.domain.models import (
     VmState,
     Volume,
 )
-from ferry.domain.vocab import EventKind, Policy
+from ferry.domain.vocab import EventKind, Policy, WorkloadPattern
 
 RESTART_NEEDED = "restart needed for full mobility"
 
@@ -35,7 +35,9 @@ def vm(row: VmRow) -> Vm:
               disks=list(row.disks or []), cpu_blocked=dict(row.cpu_blocked or {}),
               mobility=RESTART_NEEDED if row.cpu_blocked else "full",
               workload_dirty_mib_s=row.workload_dirty_mib_s,
-              workload_wss_mib=row.workload_wss_mib, managed=row.managed,
+              workload_wss_mib=row.workload_wss_mib,
+              workload_pattern=WorkloadPattern(row.workload_pattern or "uniform"),
+              managed=row.managed,
               updated_at=row.updated_at, uuid=row.uuid)
 
 

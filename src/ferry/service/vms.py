@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from ferry.db.models import HostRow, VmRow, VolumeRow
 from ferry.domain.models import HostState, Vm, VmState, Volume
 from ferry.domain.names import check_name
-from ferry.domain.vocab import VolumeFate
+from ferry.domain.vocab import VolumeFate, WorkloadPattern
 from ferry.errors import Conflict, FerryError, InvalidRequest, NotFound, Unavailable
 from ferry.hypervisor import domxml
 from ferry.hypervisor.errors import HypervisorError
@@ -65,7 +65,8 @@ class VmService:
     def create(self, name: str, host: str, memory_mib: int, vcpus: int = 1,
                workload_dirty_mib_s: int = 0, workload_wss_mib: int | None = None,
                wait: bool = True, boot_pool: str | None = None,
-               disks: list[tuple[str, float]] | None = None, workload_fill: bool = False) -> Vm:
+               disks: list[tuple[str, float]] | None = None, workload_fill: bool = False,
+               workload_pattern: WorkloadPattern = WorkloadPattern.UNIFORM) -> Vm:
         """Create the VM's volumes (boot disk + `disks` as (pool, GiB)), define and start it.
 
         The guest writes checksummed records to every data disk and verifies them."""
@@ -106,7 +107,8 @@ class VmService:
             uri, virt_type = hrow.uri, hrow.virt_type
             s.add(VmRow(name=name, host=host, state=VmState.SHUTOFF, memory_mib=memory_mib,
                         vcpus=vcpus, workload_dirty_mib_s=workload_dirty_mib_s,
-                        workload_wss_mib=wss, managed=True))
+                        workload_wss_mib=wss, workload_pattern=workload_pattern,
+                        managed=True))
         made: list[tuple[str, str]] = []
         try:
             cpu_xml = self.cpu.guest_cpu_for_new_vm()
@@ -123,7 +125,7 @@ class VmService:
                 initrd=image.initrd,
                 cmdline=domxml.guest_cmdline(wss, workload_dirty_mib_s,
                                              tuple(t for _p, _g, t, _s in wanted[1:]),
-                                             workload_fill),
+                                             workload_fill, workload_pattern),
                 cpu_xml=cpu_xml, virt_type=virt_type, disks=specs,
                 console_dir=self.settings.console_dir)
             started = time.time()
