@@ -69,6 +69,20 @@ class SimEnv:
         """Do `fn` when the virtual clock reaches `t` seconds."""
         self.clock.call_at(t, fn)
 
+    def in_job(self, t: float, fn: Callable[[], object]) -> None:
+        """Do `fn` `t` seconds after the next migration job starts (measuring the guest
+        before it takes a while, so absolute times would land before it)."""
+        seen = len(self.cluster.jobs)
+
+        def check() -> None:
+            if len(self.cluster.jobs) > seen:
+                self.at(max(self.cluster.jobs[seen].started_at + t,
+                            self.clock.monotonic()), fn)
+            else:
+                self.at(self.clock.monotonic() + 0.05, check)
+
+        self.at(self.clock.monotonic(), check)
+
     def vm(self, name: str = "web1", host: str = "node1", memory: int = 256, dirty: int = 0,
            wss: int = 32, disks: list[tuple[str, float]] | None = None) -> str:
         self.svc.vms.create(name, host, memory, workload_dirty_mib_s=dirty,

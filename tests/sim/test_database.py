@@ -41,6 +41,21 @@ class Outage:
         if end is not None:
             self.env.at(end, lambda: setattr(self, "down", False))
 
+    def once_running(self, after_s: float, for_s: float | None,
+                     during: Any = None) -> None:
+        """Down `after_s` into the migration job (measuring before it takes a while)
+        for `for_s` (None: until set otherwise); `during` runs 1 s into the outage."""
+        def check() -> None:
+            if not self.env.cluster.jobs:
+                self.env.at(self.env.clock.monotonic() + 0.1, check)
+                return
+            start = self.env.clock.monotonic() + after_s
+            self.between(start, None if for_s is None else start + for_s)
+            if during is not None:
+                self.env.at(start + 1.0, during)
+
+        self.env.at(0.1, check)
+
     def from_statement(self, fragment: str, until: float) -> None:
         """Down from the first statement containing `fragment` (itself included)."""
         self._armed = (fragment, until)
@@ -50,7 +65,6 @@ def test_database_away_while_the_job_runs_the_job_goes_on_and_all_is_recorded(
         env: SimEnv) -> None:
     vm = env.vm(memory=512, dirty=8, wss=64)
     outage = Outage(env)
-    outage.between(3.0, 40.0)  # the job runs from ~1 s to ~12 s
     answers: list[str] = []
 
     def ask() -> None:
@@ -60,7 +74,7 @@ def test_database_away_while_the_job_runs_the_job_goes_on_and_all_is_recorded(
         except DatabaseUnavailable as exc:
             answers.append(f"{exc.status} {exc.message}")
 
-    env.at(5.0, ask)
+    outage.once_running(2.0, 37.0, during=ask)  # the job takes ~11 s
     m = env.migrate(vm, "node2", bandwidth_mib_s=16)
     assert answers == ["503 the database does not answer: OperationalError"]
     assert m.state == MigrationState.COMPLETED, m.error
@@ -103,7 +117,7 @@ def test_database_away_longer_than_the_controller_waits_is_settled_at_restart(
     try:
         vm = env.vm(memory=512, dirty=8, wss=64)
         outage = Outage(env)
-        outage.between(3.0, None)
+        outage.once_running(2.0, None)
         with pytest.raises(DatabaseUnavailable):
             env.migrate(vm, "node2", bandwidth_mib_s=16)
         assert env.cluster.where(vm) == {"node2": "running"}  # the job ended meanwhile

@@ -58,8 +58,8 @@ def test_source_unreachable_while_running_then_back_records_the_true_outcome(
     def back() -> None:
         src.unreachable = False
 
-    env.at(2.5, lose)
-    env.at(20.0, back)
+    env.in_job(1.5, lose)
+    env.in_job(19, back)
     m = env.migrate(vm, "node2", bandwidth_mib_s=16)
     assert m.state == MigrationState.COMPLETED, m.error
     kinds = env.kinds(m)
@@ -74,8 +74,8 @@ def test_a_lost_call_is_followed_and_its_policy_still_applies(env: SimEnv) -> No
     its policy still switches the non-converging guest to post-copy."""
     vm = env.vm(memory=512, dirty=24, wss=256)
     src = env.cluster.host("node1")
-    env.at(3.0, lambda: setattr(src, "hangs", True))
-    env.at(23.0, lambda: setattr(src, "hangs", False))
+    env.in_job(2, lambda: setattr(src, "hangs", True))
+    env.in_job(22, lambda: setattr(src, "hangs", False))
     m = env.migrate(vm, "node2", bandwidth_mib_s=16)
     assert m.state == MigrationState.COMPLETED, m.error
     kinds = env.kinds(m)
@@ -89,8 +89,8 @@ def test_no_switch_to_postcopy_while_the_destination_does_not_answer(env: SimEnv
     not answer, pre-copy goes on; the switch comes once it answers again."""
     vm = env.vm(memory=512, dirty=24, wss=256)
     dst = env.cluster.host("node2")
-    env.at(3.0, lambda: setattr(dst, "hangs", True))
-    env.at(60.0, lambda: setattr(dst, "hangs", False))
+    env.in_job(2, lambda: setattr(dst, "hangs", True))
+    env.in_job(59, lambda: setattr(dst, "hangs", False))
     m = env.migrate(vm, "node2", bandwidth_mib_s=16, policy="postcopy")
     assert m.state == MigrationState.COMPLETED, m.error
     events = env.svc.store.get(m.id).events
@@ -104,7 +104,7 @@ def test_no_switch_to_postcopy_while_the_destination_does_not_answer(env: SimEnv
 def test_destination_unreachable_at_settle_is_unknown_and_touches_nothing(
         env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32)
-    env.at(1.5, lambda: setattr(env.cluster.host("node2"), "unreachable", True))
+    env.in_job(0.5, lambda: setattr(env.cluster.host("node2"), "unreachable", True))
     m = env.migrate(vm, "node2")
     assert m.state == MigrationState.FAILED
     assert "unknown" in m.error
@@ -120,8 +120,8 @@ def test_destination_unreachable_at_settle_is_unknown_and_touches_nothing(
 def test_destination_back_during_settle_gives_the_verdict(env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32)
     dst = env.cluster.host("node2")
-    env.at(1.5, lambda: setattr(dst, "unreachable", True))
-    env.at(40.0, lambda: setattr(dst, "unreachable", False))
+    env.in_job(0.5, lambda: setattr(dst, "unreachable", True))
+    env.in_job(39, lambda: setattr(dst, "unreachable", False))
     m = env.migrate(vm, "node2")
     assert m.state == MigrationState.COMPLETED, m.error
     assert env.cluster.where(vm) == {"node2": "running"}
@@ -130,7 +130,7 @@ def test_destination_back_during_settle_gives_the_verdict(env: SimEnv) -> None:
 def test_controller_crash_mid_job_is_followed_after_restart_and_the_copy_tidied(
         env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32, disks=[("local", 0.5)])
-    env.at(8.0, crash)  # during the block copy (0.5 GiB at 32 MiB/s)
+    env.in_job(7, crash)  # during the block copy (0.5 GiB at 32 MiB/s)
     with pytest.raises(ControllerCrash):
         env.migrate(vm, "node2", bandwidth_mib_s=32)
     mid = env.svc.store.list_migrations(vm)[0].id
@@ -185,7 +185,7 @@ def test_the_policy_is_resumed_after_a_restart(env: SimEnv) -> None:
     raises the limit and switches to post-copy as the first one would have."""
     env.cluster.set_link("node1", "node2", 32)
     vm = env.vm(memory=256, dirty=64, wss=160)
-    env.at(4.0, crash)
+    env.in_job(3, crash)
     with pytest.raises(ControllerCrash):
         env.migrate(vm, "node2", policy="auto")
     mid = env.svc.store.list_migrations(vm)[0].id

@@ -84,7 +84,7 @@ def test_force_with_a_policy_that_cannot_postcopy_is_refused_up_front(env: SimEn
 
 def test_cancel_mid_job_leaves_the_vm_on_the_source_only(env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32)
-    env.at(2.0, lambda: env.svc.migrations.cancel(env.svc.store.list_migrations(vm)[0].id))
+    env.in_job(1, lambda: env.svc.migrations.cancel(env.svc.store.list_migrations(vm)[0].id))
     m = env.migrate(vm, "node2", bandwidth_mib_s=4)
     assert m.state == MigrationState.CANCELLED
     kinds = env.kinds(m)
@@ -99,8 +99,8 @@ def test_cancel_through_another_controller_reaches_the_job(env: SimEnv) -> None:
     job; it is stored, and the one running the job aborts it at its next look."""
     vm = env.vm(memory=256, dirty=4, wss=32)
     other = env.restart()
-    env.at(2.0, lambda: other.migrations.cancel(other.store.list_migrations(vm)[0].id))
-    env.at(2.5, lambda: env.svc.migrations.watch_cancels())  # its background poll
+    env.in_job(1, lambda: other.migrations.cancel(other.store.list_migrations(vm)[0].id))
+    env.in_job(1.5, lambda: env.svc.migrations.watch_cancels())  # its background poll
     m = env.migrate(vm, "node2", bandwidth_mib_s=4)
     assert m.state == MigrationState.CANCELLED
     messages = [e.message for e in env.svc.store.get(m.id).events]
@@ -111,7 +111,7 @@ def test_cancel_through_another_controller_reaches_the_job(env: SimEnv) -> None:
 
 def test_destination_qemu_dying_mid_job_fails_cleanly(env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32)
-    env.at(2.0, lambda: env.cluster.kill_domain("node2", vm))
+    env.in_job(1, lambda: env.cluster.kill_domain("node2", vm))
     m = env.migrate(vm, "node2", bandwidth_mib_s=8)
     assert m.state == MigrationState.FAILED
     assert "QEMU" in m.error
@@ -122,7 +122,7 @@ def test_destination_qemu_dying_mid_job_fails_cleanly(env: SimEnv) -> None:
 
 def test_link_cut_mid_job_fails_after_keepalive(env: SimEnv) -> None:
     vm = env.vm(memory=256, dirty=4, wss=32)
-    env.at(2.0, lambda: env.cluster.link_down("node1", "node2"))
+    env.in_job(1, lambda: env.cluster.link_down("node1", "node2"))
     m = env.migrate(vm, "node2", bandwidth_mib_s=8)
     assert m.state == MigrationState.FAILED and "keepalive" in m.error
     assert env.clock.monotonic() >= 2.0 + env.cluster.keepalive_s

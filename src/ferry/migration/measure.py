@@ -1,11 +1,16 @@
-"""Measuring a guest just before it moves: its dirty-page curve and CPU use.
+"""Measuring a guest just before it moves: its non-zero memory, its dirty-page curve
+and its CPU use.
 
-Dirtying saturates at the guest's writable working set, so one rate would
-mispredict: QEMU page sampling over several windows gives points of the
-curve that `predict.dirty.fit` turns into a rate and a working set.  The
+Random guest pages read first say how much of its memory is not zero (what
+round 1 will really send), and so how long round 1 will take at the link's
+speed: the dirty curve matters up to there.  Dirtying saturates at the
+guest's writable working set, so one rate would mispredict: QEMU page
+sampling over windows that double (0.25, 0.5, 1, 2 s, ...) gives points of
+the curve until the curve flattens, the windows reach round 1's length, or
+the measurement budget is spent (`predict.windows` decides, pure).
+`predict.dirty.fit` turns the points into a rate and a working set.  The
 vCPU time over the same span says whether the dirtying is CPU-bound (only
-then can auto-converge's throttling slow it).  Random guest pages read say
-how much of its memory is not zero (what round 1 will really send).
+then can auto-converge's throttling slow it).
 """
 
 from __future__ import annotations
@@ -16,27 +21,42 @@ from ferry.hypervisor.base import MeasureOps
 from ferry.hypervisor.errors import HypervisorError
 from ferry.predict.dirty import MIB, fit
 from ferry.predict.inputs import Measurement
+from ferry.predict.windows import next_window_s
 
-FULL_WINDOWS_MS = (250, 500, 1000, 2000)  # `ferry predict`: about 4 s
-QUICK_WINDOWS_MS = (250, 750)  # before a migration: about 1 s
+PREDICT_BUDGET_S = 16.0  # `ferry predict`: the operator asked and waits
+MIGRATE_BUDGET_S = 4.0  # before a migration: every second delays the move
 SAMPLE_PAGES = 2048  # guest pages read for the non-zero share (128 reads of 16)...
 SAMPLE_BUDGET_S = 1.0  # ...or as many as this allows (~100 reads on the lab)
+# QEMU's maximum; its default (512 per GiB) sees only ~128 pages of a small guest
+SAMPLE_PAGES_PER_GIB = 16384
 
 
-def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock,
-            windows_ms: tuple[int, ...] = FULL_WINDOWS_MS) -> Measurement:
-    try:
-        cpu0, t0 = host.vcpu_time_ns(vm), clock.monotonic()
-        points = [(ms / 1000, host.dirty_rate_mib_s(vm, ms) * MIB * ms / 1000)
-                  for ms in windows_ms]
-        busy = (host.vcpu_time_ns(vm) - cpu0) / 1e9 / max(clock.monotonic() - t0, 1e-3)
-        rss = host.resident_mib(vm)
-    except HypervisorError as exc:
-        raise Unavailable(f"cannot measure {vm}: {exc}") from exc
+def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
+            bandwidth_bytes_s: float, budget_s: float = PREDICT_BUDGET_S) -> Measurement:
+    """Measure `vm` for a move at `bandwidth_bytes_s` (the pre-copy rate expected),
+    spending at most about `budget_s` on dirty-page windows."""
     try:
         pages = host.sample_pages(vm, SAMPLE_PAGES, SAMPLE_BUDGET_S)
         read, nonzero, err = pages.pages, pages.nonzero, pages.stderr
     except HypervisorError:  # no page reading here: the resident memory bounds it
         read, nonzero, err = 0, 0, 1.0
+    share = nonzero / read if read else 1.0
+    horizon_s = share * memory_mib * MIB / max(bandwidth_bytes_s, 1.0)
+    points: list[tuple[float, float]] = []
+    try:
+        cpu0, t0 = host.vcpu_time_ns(vm), clock.monotonic()
+        window = next_window_s(points, horizon_s, budget_s)
+        while window is not None:
+            ms = max(50, round(window * 1000))  # QEMU's shortest
+            rate = host.dirty_rate_mib_s(vm, ms, SAMPLE_PAGES_PER_GIB)
+            points.append((ms / 1000, rate * MIB * ms / 1000))
+            window = next_window_s(points, horizon_s, budget_s)
+        spent = max(clock.monotonic() - t0, 1e-3)
+        busy = (host.vcpu_time_ns(vm) - cpu0) / 1e9 / spent
+        rss = host.resident_mib(vm)
+    except HypervisorError as exc:
+        raise Unavailable(f"cannot measure {vm}: {exc}") from exc
+    hashed = max(128, round(SAMPLE_PAGES_PER_GIB * memory_mib / 1024))
     return Measurement(points, fit(points, memory_mib * MIB), rss, min(busy, 1.0),
-                       read, nonzero, err)
+                       read, nonzero, err, horizon_s=horizon_s, spent_s=spent,
+                       dirty_sample_pages=hashed)

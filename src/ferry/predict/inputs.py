@@ -10,13 +10,14 @@ the guest's resident memory and stated assumptions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ferry.hypervisor.types import QEMU_OVERHEAD_MIB
 from ferry.predict.dirty import MIB, DirtyCurve
 from ferry.predict.precopy import Guest, Link
 from ferry.predict.strategy import Inputs
+from ferry.predict.uncertainty import spread
 
 ASSUMED_LINK_MIB_S = 100.0
 DEFAULT_SETUP_S = 0.1  # before any history between two hosts
@@ -34,6 +35,9 @@ class Measurement:
     pages_read: int = 0  # random guest pages read (hypervisor/page_sample.py)...
     pages_nonzero: int = 0  # ...and how many of them were not zero
     nonzero_stderr: float = 1.0  # standard error of that share
+    horizon_s: float = 0.0  # round 1's expected length: the curve was wanted up to here
+    dirty_sample_pages: int = 0  # pages QEMU hashed per window (0: exact, e.g. simulated)
+    spent_s: float = 0.0  # time the dirty-page windows took
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,18 @@ def nonzero_bytes(m: Measurement, h: History, memory_mib: int) -> tuple[float, s
     return est, "QEMU resident memory (an upper bound)"
 
 
+def link_bytes_s(h: History, bandwidth_mib_s: int | None) -> tuple[float, float]:
+    """(pre-copy rate, link rate): the link from history or assumed; a cap limits
+    pre-copy only (the final copy runs at link speed)."""
+    link = h.link_bytes_s if h.link_bytes_s is not None else ASSUMED_LINK_MIB_S * MIB
+    pre = min(bandwidth_mib_s * MIB, link) if bandwidth_mib_s else link
+    return pre, link
+
+
 def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: int | None,
                  max_downtime_ms: int | None, timeout_s: float) -> tuple[Inputs, str]:
     """The model's inputs and, for people, where the link figures came from."""
-    link = h.link_bytes_s if h.link_bytes_s is not None else ASSUMED_LINK_MIB_S * MIB
+    pre, link = link_bytes_s(h, bandwidth_mib_s)
     how = h.link_how if h.link_bytes_s is not None else \
         f"assumed {ASSUMED_LINK_MIB_S:.0f} MiB/s (no history)"
     if h.setup_s is not None and h.setup_how:
@@ -91,12 +103,42 @@ def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: i
     if h.tracking < 1.0:
         how += f"; {h.tracking_how}"
     nonzero, _ = nonzero_bytes(m, h, memory_mib)
-    pre = min(bandwidth_mib_s * MIB, link) if bandwidth_mib_s else link
     inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking)), Link(pre, link),
                  max_downtime_ms / 1000 if max_downtime_ms else None,
                  cpu_bound=1.0 if m.cpu_busy >= CPU_BOUND_BUSY else 0.0, timeout_s=timeout_s,
                  setup_s=h.setup_s if h.setup_s is not None else DEFAULT_SETUP_S)
     return inp, how
+
+
+HISTORY_NONZERO_SD = 0.05  # round 1 of the last move: QEMU's own figure, but it ages
+BOUND_NONZERO_SD = 0.25  # the resident memory: an upper bound, not a reading
+
+
+def input_spread(m: Measurement, h: History, memory_mib: int, inp: Inputs
+                 ) -> tuple[Inputs, Inputs]:
+    """`inp` with every measured reading low, and high (predict/uncertainty.py)."""
+    nonzero, _ = nonzero_bytes(m, h, memory_mib)
+    if h.nonzero_bytes is not None:
+        sd = HISTORY_NONZERO_SD * nonzero
+    elif m.pages_read >= MIN_PAGES:
+        sd = m.nonzero_stderr * memory_mib * MIB
+    else:
+        sd = BOUND_NONZERO_SD * nonzero
+    s = spread(inp.guest, m.points, m.dirty_sample_pages or 1 << 30, sd, h.tracking)
+    return replace(inp, guest=s.low), replace(inp, guest=s.high)
+
+
+def sources(m: Measurement, h: History, bandwidth_mib_s: int | None) -> dict[str, str]:
+    """Which inputs were measured now, taken from history, or assumed."""
+    return {
+        "nonzero_memory": "history" if h.nonzero_bytes is not None else
+        "measured" if m.pages_read >= MIN_PAGES else "assumed (upper bound)",
+        "dirty_curve": "measured" if m.points else "assumed (idle)",
+        "link": "history" if h.link_bytes_s is not None else
+        "capped" if bandwidth_mib_s else "assumed",
+        "setup": "history" if h.setup_s is not None else "assumed",
+        "dirtying_while_migrating": "history" if h.tracking < 1.0 else "assumed (as measured)",
+    }
 
 
 def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
@@ -111,6 +153,8 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
         "nonzero_source": source,
         "pages_read": m.pages_read, "pages_nonzero": m.pages_nonzero,
         "nonzero_stderr": round(m.nonzero_stderr, 3),
+        "dirty_wanted_up_to_s": round(m.horizon_s, 2),
+        "dirty_measured_s": round(m.spent_s, 2),
         "cpu_busy": round(m.cpu_busy, 2),
         "dirty_during_migration": round(h.tracking, 2),
     }

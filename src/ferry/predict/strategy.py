@@ -120,11 +120,23 @@ def predict_all(inp: Inputs) -> dict[Policy, Prediction]:
     return {p: simulate(inp.guest, inp.link, schedule_for(p, inp)) for p in Policy}
 
 
-def report(inp: Inputs) -> dict[str, Any]:
-    """Every policy's prediction and the recommendation, as `ferry predict` shows them."""
+def report(inp: Inputs, spread: tuple[Inputs, Inputs] | None = None) -> dict[str, Any]:
+    """Every policy's prediction and the recommendation, as `ferry predict` shows them;
+    with `spread` (the inputs with every reading low, and high) each gets the range
+    the model gives between them, on the same schedule."""
     preds = predict_all(inp)
-    return {"strategies": {p.value: r.as_dict() for p, r in preds.items()},
-            "recommended": recommend(preds, inp.limit_s).value}
+    out = {p.value: r.as_dict() for p, r in preds.items()}
+    if spread is not None:
+        for p in Policy:
+            sched = schedule_for(p, inp)
+            ends = [simulate(i.guest, i.link, sched) for i in spread]
+            out[p.value]["range"] = {
+                "total_ms": sorted(round(e.total_s * 1000) for e in ends),
+                "downtime_ms": sorted(round(e.downtime_s * 1000) for e in ends),
+                "transferred_bytes": sorted(round(e.transferred_bytes) for e in ends),
+                "converges": sorted({e.converges for e in ends}),
+            }
+    return {"strategies": out, "recommended": recommend(preds, inp.limit_s).value}
 
 
 def recommend(preds: dict[Policy, Prediction], limit_s: float) -> Policy:

@@ -31,7 +31,13 @@ from ferry.migration.pipeline import MigrationPipeline, Request, Timeouts, Unfin
 from ferry.migration.planning import POSTCOPY_CAPABLE, timeout_s
 from ferry.migration.prechecks import PrecheckResult
 from ferry.predict.dirty import MIB
-from ferry.predict.inputs import build_inputs, describe
+from ferry.predict.inputs import (
+    build_inputs,
+    describe,
+    input_spread,
+    link_bytes_s,
+    sources,
+)
 from ferry.predict.strategy import report
 from ferry.service.connections import HostConnections
 from ferry.service.hosts import HostService
@@ -263,12 +269,15 @@ class MigrationService:
         if v.host is None or v.host == to:
             raise InvalidRequest(f"VM {vm} runs on {v.host}: pick another destination")
         src = self.hosts.get(v.host)
-        m = measure(self.conns.get(src.uri), vm, v.memory_mib, self.clock)
         h = self.store.history(vm, src.name, dest.name)
+        m = measure(self.conns.get(src.uri), vm, v.memory_mib, self.clock,
+                    bandwidth_bytes_s=link_bytes_s(h, bandwidth_mib_s)[0])
         timeout = timeout_s(v.memory_mib, 0, self.timeouts.per_gib_s, self.timeouts.min_s)
         inp, link_how = build_inputs(m, h, v.memory_mib, bandwidth_mib_s, max_downtime_ms,
                                      timeout)
-        return {**report(inp), "vm": vm, "source": src.name, "destination": dest.name,
+        return {**report(inp, input_spread(m, h, v.memory_mib, inp)), "vm": vm,
+                "source": src.name, "destination": dest.name,
+                "sources": sources(m, h, bandwidth_mib_s),
                 "inputs": {**describe(m, h, v.memory_mib), "memory_mib": v.memory_mib,
                            "link_mib_s": round(inp.link.final_bytes_s / MIB, 1),
                            "link": link_how, "bandwidth_mib_s": bandwidth_mib_s,

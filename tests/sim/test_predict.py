@@ -1,0 +1,43 @@
+"""`ferry predict` on simulated guests: how long it looks at the dirty curve, where
+each input came from, and the range the readings' errors allow."""
+
+from __future__ import annotations
+
+from tests.sim.conftest import SimEnv
+
+
+def _windows(out: dict) -> list[int]:  # type: ignore[type-arg]
+    return [w["window_ms"] for w in out["inputs"]["dirty_windows"]]
+
+
+def test_a_slow_wide_dirtier_is_watched_up_to_round_one_or_the_budget(env: SimEnv) -> None:
+    """2 MiB/s over 256 MiB: nowhere near flat within seconds; round 1 of a 512 MiB
+    guest at 16 MiB/s lasts longer than the budget, so the windows grow to it."""
+    vm = env.vm(memory=512, dirty=2, wss=256)
+    out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=16)
+    w = _windows(out)
+    assert w[:4] == [250, 500, 1000, 2000] and len(w) >= 5, w
+    assert sum(w) <= 16_000
+    assert out["inputs"]["dirty_wanted_up_to_s"] > 16
+    assert out["sources"]["link"] == "capped"
+    assert out["sources"]["nonzero_memory"] == "measured"
+    assert out["sources"]["dirty_curve"] == "measured"
+
+
+def test_a_curve_that_flattens_or_a_short_round_one_ends_the_look_early(env: SimEnv) -> None:
+    flat = env.vm("flat", memory=256, dirty=64, wss=8)  # 8 MiB dirtied within ~0.25 s
+    assert len(_windows(env.svc.migrations.predict(flat, "node2", bandwidth_mib_s=64))) <= 3
+    idle = env.vm("idle", memory=256, dirty=0)  # nothing seen in a second: enough
+    assert _windows(env.svc.migrations.predict(idle, "node2", bandwidth_mib_s=16)) == \
+        [250, 500, 1000]
+    short = env.svc.migrations.predict(idle, "node2")  # round 1 takes < 1 s at 100 MiB/s
+    assert _windows(short)[-1] == round(short["inputs"]["dirty_wanted_up_to_s"] * 1000)
+
+
+def test_every_policy_has_a_range_around_its_prediction(env: SimEnv) -> None:
+    vm = env.vm(memory=512, dirty=8, wss=128)
+    out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=32)
+    for name, p in out["strategies"].items():
+        lo, hi = p["range"]["total_ms"]
+        assert lo <= p["total_ms"] <= hi, (name, p)
+        assert p["converges"] in p["range"]["converges"], (name, p)
