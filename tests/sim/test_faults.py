@@ -230,3 +230,16 @@ def test_a_completed_move_is_recorded_on_the_destination_even_if_it_then_vanishe
     assert m.state == MigrationState.COMPLETED
     v = env.svc.vms.get(vm)
     assert v.host == "node2" and v.state == VmState.RUNNING
+
+
+def test_source_qemu_killed_mid_job_is_settled_at_once_not_at_the_hard_stop(
+        env: SimEnv) -> None:
+    """libvirt answers job questions about a domain whose QEMU died with "domain is
+    not running": no job to follow (the lab waited for the hard stop before)."""
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    env.in_job(2, lambda: env.cluster.kill_domain("node1", vm))
+    m = env.migrate(vm, "node2", bandwidth_mib_s=2)
+    assert m.state == MigrationState.FAILED, m
+    kinds = env.kinds(m)
+    assert K.TIMEOUT not in kinds and K.ABORT_FAILED not in kinds, kinds
+    assert "running" not in env.cluster.where(vm).values()

@@ -197,14 +197,22 @@ def _job_running(source: Hypervisor, vm: str) -> bool | None:
     Job statistics are asked first: libvirt answers them while the job holds the
     domain's state lock.  A post-copy that broke keeps its job active (paused, to be
     resumed), so an active job is over for us when the domain says its post-copy
-    failed: settling then reports it (seen on the lab: followed forever otherwise)."""
+    failed: settling then reports it (seen on the lab: followed forever otherwise).
+    A domain that is not running has no job (its QEMU was killed: seen on the lab,
+    followed until the hard stop otherwise)."""
     try:
         if not source.job_stats(vm).active:
             return False
     except DomainNotFound:
         return False
-    except HypervisorError:
+    except HostUnreachable:
         return None
+    except HypervisorError:  # e.g. "domain is not running": its QEMU is gone, or not?
+        try:
+            dom = source.find_domain(vm)
+        except HypervisorError:
+            return None
+        return None if dom is not None and dom.active else False
     try:
         dom = source.find_domain(vm)
     except HypervisorError:  # e.g. its state lock, held by the job: the job runs

@@ -344,6 +344,8 @@ class SimHost:
     @_reachable
     def job_stats(self, name: str) -> JobStats:
         d = self._get(name)
+        if d.state == DomainState.SHUTOFF:
+            raise HypervisorError("Requested operation is not valid: domain is not running")
         if d.job is not None and not d.job.active and d.postcopy == PostcopyState.FAILED:
             return JobStats(active=True)  # libvirt keeps a broken post-copy's job, paused
         if d.job is None or not d.job.active:
