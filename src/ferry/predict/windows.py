@@ -3,8 +3,9 @@
 The curve D(t) only matters up to the length of round 1 (the `horizon`):
 later rounds are shorter.  Windows double from 0.25 s, so one more window
 costs as much as all before it, and stop at the first of: the curve has
-flattened (doubling the window added under FLAT - 1 of what the shorter saw:
-the working set is in view), nothing was dirtied in a whole second (an idle
+flattened (twice in a row, doubling the window changed what was dirtied by
+under FLAT - 1: the working set is in view; once could be a bursty guest
+between bursts), nothing was dirtied in a whole second (an idle
 guest), the horizon is reached (the last window is cut to it), or the budget
 would be overspent (the last window is cut to what is left, unless that
 would add little).
@@ -33,15 +34,17 @@ def next_window_s(points: list[tuple[float, float]], horizon_s: float,
     ([0.25], [0.25, 0.5, 1.0, 2.0])
     >>> grow(12, 16), grow(6, 16)
     ([0.25, 0.5, 1.0, 2.0, 4.0, 8.0], [0.25, 0.5, 1.0, 2.0, 4.0, 6.0])
-    >>> _windows(lambda t: min(10 * t, 4), 30, 16)  # flat after 1 s: the set is in view
-    [0.25, 0.5, 1.0]
+    >>> _windows(lambda t: min(10 * t, 4), 30, 16)  # flat from 0.5 s: the set is in view
+    [0.25, 0.5, 1.0, 2.0]
+    >>> _windows(lambda t: 10 * t if t < 0.4 else 0.5, 30, 16)  # a burst, then quiet
+    [0.25, 0.5, 1.0, 2.0]
     >>> _windows(lambda t: 0.0, 30, 16)  # idle
     [0.25, 0.5, 1.0]
     """
     if not points:
         return FIRST_S
     t, d = points[-1]
-    if len(points) >= 2 and points[-2][1] > 0 and d <= FLAT * points[-2][1]:
+    if len(points) >= 3 and _flat(points[-3:-1]) and _flat(points[-2:]):
         return None
     if d <= 0 and t >= IDLE_AFTER_S:
         return None
@@ -51,6 +54,13 @@ def next_window_s(points: list[tuple[float, float]], horizon_s: float,
     left = budget_s - sum(w for w, _ in points)
     nxt = min(nxt, left)
     return nxt if nxt >= WORTH * t else None
+
+
+def _flat(pair: list[tuple[float, float]]) -> bool:
+    """Doubling the window changed what was dirtied by less than FLAT either way (a
+    drop is a bursty guest between bursts, not a working set in view)."""
+    (_, a), (_, b) = pair
+    return a > 0 and a / FLAT <= b <= a * FLAT
 
 
 def _windows(dirtied: object, horizon_s: float, budget_s: float) -> list[float]:
