@@ -110,7 +110,10 @@ def warm_up() -> None:
     run may have shaped the lab's link (a stale speed is not what is measured here)."""
     ferry("lab", "link", "--unlimited")
     ferry("vm", "delete", "prwarm", "--delete-volumes", check=False)
-    ferry("vm", "create", "prwarm", "--host", "node1", "--memory", "256")
+    # long enough for several samples of the transfer rate (an idle 256 MiB guest
+    # moved in under the first sampling interval: no rate recorded)
+    ferry("vm", "create", "prwarm", "--host", "node1", "--memory", "512", "--workload-wss",
+          "256")
     try:
         ferry("migrate", "prwarm", "--to", "node2", "--policy", "precopy", "--wait")
     finally:

@@ -175,3 +175,17 @@ def test_a_lost_call_whose_postcopy_then_broke_is_not_followed_forever(env: SimE
     assert K.JOB_FAILED in kinds
     assert env.cluster.where(vm) == {"node1": "paused", "node2": "running"}
     assert env.svc.vms.get(vm).state == VmState.MIGRATING  # locked until recovered
+
+
+def test_the_switch_gives_postcopy_a_share_of_the_link_and_drains_first(env: SimEnv) -> None:
+    """Pages the guest touches after the switch queue behind post-copy's background
+    copy: it gets a quarter of the rate pre-copy reached, and pre-copy is slowed
+    just before the switch so that the switch does not queue either."""
+    vm = _slow_postcopy(env)
+    m = env.migrate(vm, "node2", policy=Policy.POSTCOPY)
+    assert m.state == MigrationState.COMPLETED, m.error
+    events = env.svc.store.get(m.id).events
+    kinds = [e.kind for e in events]
+    assert kinds.index(K.SET_BANDWIDTH) == kinds.index(K.START_POSTCOPY) + 1, kinds
+    said = next(e.message for e in events if e.kind == K.SET_BANDWIDTH)
+    assert "post-copy background copy at 8 MiB/s" in said, said  # 25 % of 32 MiB/s

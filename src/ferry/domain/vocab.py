@@ -86,6 +86,8 @@ class EventKind(StrEnum):
     STARTED = "started"
     SET_DOWNTIME = "set_downtime"
     SET_DOWNTIME_FAILED = "set_downtime_failed"
+    SET_BANDWIDTH = "set_bandwidth"  # post-copy's share, the drain before the switch
+    SET_BANDWIDTH_FAILED = "set_bandwidth_failed"
     START_POSTCOPY = "start_postcopy"
     START_POSTCOPY_FAILED = "start_postcopy_failed"
     CANCEL_REQUESTED = "cancel_requested"

@@ -104,6 +104,10 @@ class MigrationOps(Protocol):
 
     def set_max_downtime(self, name: str, downtime_ms: int) -> None: ...
 
+    def set_bandwidth(self, name: str, mib_s: int, *, postcopy: bool = False) -> None:
+        """Cap the running job's pre-copy (or, with `postcopy`, its post-copy) rate."""
+        ...
+
     def start_postcopy(self, name: str) -> None:
         """Switch a job started with `postcopy=True` to post-copy now."""
         ...

@@ -7,6 +7,7 @@ Callers get the plain records of `types.py` and the errors of `errors.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -258,13 +259,18 @@ class LibvirtHost(LibvirtStorage):
         if opts.max_downtime_ms is not None and not opts.postcopy_resume:
             # Must be set before the job starts; libvirt has no migrate param for it.
             self._call(dom.migrateSetMaxDowntime, int(opts.max_downtime_ms), 0)
+        completed = _CompletedEvent(self.conn(), dom)
         try:
             dom.migrateToURI3(opts.dest_uri, params, flags)
         except libvirt.libvirtError as exc:
+            completed.close(wait=False)
             msg = exc.get_error_message()
             cancelled = exc.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED or (
                 "canceled" in msg or "cancelled" in msg)
             raise MigrationJobError(msg, cancelled=cancelled) from exc
+        figures = completed.close(wait=True)
+        if figures:
+            _COMPLETED[(self.uri, name)] = figures
 
     def job_stats(self, name: str) -> JobStats:
         return _job_stats(self._call(self._dom(name).jobStats, 0))
@@ -274,10 +280,11 @@ class LibvirtHost(LibvirtStorage):
         try:
             raw = self._dom(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
         except (libvirt.libvirtError, HypervisorError):
-            return None
-        if not raw or raw.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
-            return None
-        return _job_stats(raw)
+            raw = {}
+        if raw and raw.get("type") == libvirt.VIR_DOMAIN_JOB_COMPLETED:
+            return _job_stats(raw)
+        event = _COMPLETED.pop((self.uri, name), None)  # e.g. after post-copy
+        return _job_stats({**event, "type": libvirt.VIR_DOMAIN_JOB_COMPLETED}) if event else None
 
     def abort_job(self, name: str) -> None:
         self._call(self._dom(name).abortJob)
@@ -289,6 +296,10 @@ class LibvirtHost(LibvirtStorage):
 
     def set_max_downtime(self, name: str, downtime_ms: int) -> None:
         self._call(self._dom(name).migrateSetMaxDowntime, int(downtime_ms), 0)
+
+    def set_bandwidth(self, name: str, mib_s: int, *, postcopy: bool = False) -> None:
+        flags = libvirt.VIR_DOMAIN_MIGRATE_MAX_SPEED_POSTCOPY if postcopy else 0
+        self._call(self._dom(name).migrateSetMaxSpeed, int(mib_s), flags)
 
     def start_postcopy(self, name: str) -> None:
         """Switch a migration started with postcopy=True to post-copy now."""
@@ -355,6 +366,41 @@ class LibvirtHost(LibvirtStorage):
                 raise LookupError(address) from exc  # not RAM in this machine type
 
         return page_sample.sample(peek, memory, pages, budget_s)
+
+
+# the figures libvirt's job-completed event carried, by (source URI, domain): after
+# post-copy the domain is gone from the source and the destination keeps none
+_COMPLETED: dict[tuple[str, str], dict[str, Any]] = {}
+EVENT_WAIT_S = 2.0
+
+
+class _CompletedEvent:
+    """libvirt's job-completed event for one domain while its migrate call runs (the
+    event loop thread delivers it, possibly just after the call returns)."""
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain) -> None:
+        self.conn, self.params = conn, dict[str, Any]()
+        self.arrived = threading.Event()
+        self.cb: int | None = None
+        try:
+            self.cb = conn.domainEventRegisterAny(
+                dom, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on, None)
+        except libvirt.libvirtError:
+            self.cb = None
+
+    def _on(self, _conn: Any, _dom: Any, params: dict[str, Any], _opaque: Any) -> None:
+        self.params = dict(params)
+        self.arrived.set()
+
+    def close(self, *, wait: bool) -> dict[str, Any]:
+        """Stop listening (after waiting a little for the event, if the job completed)."""
+        if self.cb is None:
+            return {}
+        if wait:
+            self.arrived.wait(EVENT_WAIT_S)
+        with contextlib.suppress(libvirt.libvirtError):
+            self.conn.domainEventDeregisterAny(self.cb)
+        return self.params
 
 
 class _ThreadJob:

@@ -108,6 +108,7 @@ class SimDomain:
     incoming: bool = False  # the destination side of a migration
     postcopy: PostcopyState = PostcopyState.NONE  # in post-copy, or broken in it
     completed: JobStats | None = None
+    speeds: list[tuple[str, int]] = field(default_factory=list)  # set_bandwidth calls
     busy: float = IDLE_BUSY
     cpu_used_s: float = 0.0
 
@@ -374,6 +375,14 @@ class SimHost:
         d.max_downtime_ms = int(downtime_ms)
         if d.job is not None and d.job.active:
             d.job.model.limit_s = downtime_ms / 1000
+
+    @_reachable
+    def set_bandwidth(self, name: str, mib_s: int, *, postcopy: bool = False) -> None:
+        """Recorded, not modelled (the model has no socket queue to drain)."""
+        d = self._get(name)
+        if d.job is None or not d.job.active:
+            raise HypervisorError("Requested operation is not valid: no job is active")
+        d.speeds.append(("postcopy" if postcopy else "precopy", int(mib_s)))
 
     @_reachable
     def start_postcopy(self, name: str) -> None:
