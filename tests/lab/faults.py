@@ -108,10 +108,12 @@ def small_local_pool(name: str, size_mib: int) -> Iterator[str]:
 
 @contextmanager
 def in_postcopy(lab: Lab, vm: str) -> Iterator[dict[str, Any]]:
-    """Migrate `vm` node1 -> node2 with `--policy postcopy` on a link shaped to 8 MiB/s
+    """Migrate `vm` node1 -> node2 with `--policy postcopy` on a link shaped to 16 MiB/s
     and yield the migration once QEMU has switched (the guest runs on node2 while node1
-    holds the paused source); the link is unlimited again afterwards."""
-    ferry("lab", "link", "--rate", "8")
+    holds the paused source); the link is unlimited again afterwards.  Post-copy's
+    background copy gets a quarter of that, so a guest dirtying its working set for
+    seconds is still pulling pages when the caller breaks something."""
+    ferry("lab", "link", "--rate", "16")
     try:
         m = ferry_json("migrate", vm, "--to", "node2", "--policy", "postcopy")
         # the switch is done when QEMU does it, not when it is asked for
