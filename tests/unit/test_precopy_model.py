@@ -104,3 +104,14 @@ def test_fit_recovers_a_linear_dirtier() -> None:
 
 def test_fit_of_idle_guest_is_zero() -> None:
     assert fit([(0.25, 0), (1, 0)], 256 * MIB).bytes_in(10) == 0
+
+
+def test_a_capped_job_looks_again_only_in_the_next_rate_window() -> None:
+    """Seen on the lab (44 MiB/s over 32 MiB, capped at 32 MiB/s): ~10 rounds a
+    second, ~7 MiB pending for a minute, never finishing.  Capped, QEMU sends a
+    window's budget and syncs at most once per window, so the dirtying of a whole
+    window joins every sync; looking again after each 5 ms step would let the
+    rounds shrink towards nothing and 'converge'."""
+    g = Guest(256 * MIB, 121 * MIB, DirtyCurve(44 * MIB, 33 * MIB))
+    sched = Schedule(0.3, setup_s=0.1, max_time_s=76.8)
+    assert simulate(g, Link(32 * MIB, 300 * MIB), sched).converges is False

@@ -25,18 +25,23 @@ from ferry.predict.windows import next_window_s
 
 PREDICT_BUDGET_S = 16.0  # `ferry predict`: the operator asked and waits
 MIGRATE_BUDGET_S = 4.0  # before a migration: every second delays the move
-SAMPLE_PAGES = 2048  # guest pages read for the non-zero share (128 reads of 16)...
-SAMPLE_BUDGET_S = 1.0  # ...or as many as this allows (~100 reads on the lab)
+# guest pages read for the non-zero share (reads of 16 contiguous pages, ~9 ms each
+# on the lab), or as many as the time allows: non-zero pages cluster, so the error
+# goes with the number of reads (bench/nonzero.py: 5-20 % off with ~110 reads)
+SAMPLE_PAGES = {"predict": 6144, "migrate": 2048}
+SAMPLE_BUDGET_S = {"predict": 3.0, "migrate": 1.0}
 # QEMU's maximum; its default (512 per GiB) sees only ~128 pages of a small guest
 SAMPLE_PAGES_PER_GIB = 16384
 
 
 def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
-            bandwidth_bytes_s: float, budget_s: float = PREDICT_BUDGET_S) -> Measurement:
-    """Measure `vm` for a move at `bandwidth_bytes_s` (the pre-copy rate expected),
-    spending at most about `budget_s` on dirty-page windows."""
+            bandwidth_bytes_s: float, before_move: bool = False) -> Measurement:
+    """Measure `vm` for a move at `bandwidth_bytes_s` (the pre-copy rate expected);
+    `before_move`: a migration waits for it, so look for less long."""
+    kind = "migrate" if before_move else "predict"
+    budget_s = MIGRATE_BUDGET_S if before_move else PREDICT_BUDGET_S
     try:
-        pages = host.sample_pages(vm, SAMPLE_PAGES, SAMPLE_BUDGET_S)
+        pages = host.sample_pages(vm, SAMPLE_PAGES[kind], SAMPLE_BUDGET_S[kind])
         read, nonzero, err = pages.pages, pages.nonzero, pages.stderr
     except HypervisorError:  # no page reading here: the resident memory bounds it
         read, nonzero, err = 0, 0, 1.0

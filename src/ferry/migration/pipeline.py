@@ -30,7 +30,7 @@ from ferry.hypervisor.types import MigrationOptions, PostcopyState
 from ferry.migration.copies import CopiedVolume, tidy_copies
 from ferry.migration.engine import JobResult, Recorder, follow_job, run_job, settle
 from ferry.migration.figures import Final, final_of
-from ferry.migration.measure import MIGRATE_BUDGET_S, measure
+from ferry.migration.measure import measure
 from ferry.migration.outcome import Verdict, resolve
 from ferry.migration.planning import Plan, hard_stop_s, make_plan, timeout_s
 from ferry.migration.policies import Adapter, PolicyConfig
@@ -193,7 +193,7 @@ class MigrationPipeline:
             h = self.records.history(req.vm, claim.source.name, claim.destination.name)
             m = measure(self.hosts(claim.source.uri), req.vm, claim.memory_mib, self.clock,
                         bandwidth_bytes_s=link_bytes_s(h, req.bandwidth_mib_s)[0],
-                        budget_s=MIGRATE_BUDGET_S)
+                        before_move=True)
             inputs, link_how = build_inputs(m, h, claim.memory_mib, req.bandwidth_mib_s,
                                             req.max_downtime_ms, timeout)
             nonzero, source = nonzero_bytes(m, h, claim.memory_mib)

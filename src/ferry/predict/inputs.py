@@ -20,6 +20,10 @@ from ferry.predict.strategy import Inputs
 from ferry.predict.uncertainty import spread
 
 ASSUMED_LINK_MIB_S = 100.0
+# what a switchover costs beyond the pages (stopping, device state, starting): QEMU's
+# downtime figure exceeded the pages' share by a median ~10 ms on the lab (TCG;
+# bench/predict.py, tune seeds)
+SWITCHOVER_S = 0.01
 DEFAULT_SETUP_S = 0.1  # before any history between two hosts
 CPU_BOUND_BUSY = 0.9  # vCPU busy share from which throttling slows the dirtying
 
@@ -103,7 +107,8 @@ def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: i
     if h.tracking < 1.0:
         how += f"; {h.tracking_how}"
     nonzero, _ = nonzero_bytes(m, h, memory_mib)
-    inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking)), Link(pre, link),
+    inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking)),
+                 Link(pre, link, SWITCHOVER_S),
                  max_downtime_ms / 1000 if max_downtime_ms else None,
                  cpu_bound=1.0 if m.cpu_busy >= CPU_BOUND_BUSY else 0.0, timeout_s=timeout_s,
                  setup_s=h.setup_s if h.setup_s is not None else DEFAULT_SETUP_S)
@@ -137,6 +142,7 @@ def sources(m: Measurement, h: History, bandwidth_mib_s: int | None) -> dict[str
         "link": "history" if h.link_bytes_s is not None else
         "capped" if bandwidth_mib_s else "assumed",
         "setup": "history" if h.setup_s is not None else "assumed",
+        "switchover": f"assumed ({SWITCHOVER_S * 1000:.0f} ms beyond the pages)",
         "dirtying_while_migrating": "history" if h.tracking < 1.0 else "assumed (as measured)",
     }
 

@@ -39,6 +39,7 @@ class Guest:
 class Link:
     bandwidth_bytes_s: float  # pre-copy rate (a configured cap, or the link)
     final_bytes_s: float  # stop-and-copy rate (the link: caps do not apply)
+    switchover_s: float = 0.0  # the pause beyond the pages: stop, device state, start
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Schedule:
 
 
 STEP_S = 0.005
+RATE_WINDOW_S = 0.1  # QEMU's rate limiter (BUFFER_DELAY): a capped job's budget period
 MAX_STEPS = 40_000  # a long horizon takes longer steps: every prediction is bounded
 
 
@@ -115,6 +117,9 @@ class PrecopyRun:
         self._since_sync = 0.0
         self._sent_in_round = 0.0
         self._syncs: list[float] = []
+        # a capped job sends in rate-limit windows and looks again only in the next
+        # one (seen on the lab: ~10 rounds a second at an equilibrium, never finishing)
+        self._min_gap = RATE_WINDOW_S if link.bandwidth_bytes_s < link.final_bytes_s else 0.0
         horizon = sched.max_time_s - sched.setup_s
         self._step = max(STEP_S, horizon / MAX_STEPS) if math.isfinite(horizon) else STEP_S
 
@@ -141,14 +146,15 @@ class PrecopyRun:
         self.t += step
         threshold = b * self.limit_at(self.t)
         estimate = self.remaining_bytes
-        if estimate <= threshold or self.unsent <= 0 or self.postcopy_requested:
+        due = estimate <= threshold or self.unsent <= 0 or self.postcopy_requested
+        if due and self._since_sync >= self._min_gap:
             # a page dirtied while still pending is one bitmap bit, not two
             pool = g.nonzero_bytes if self.first else min(g.curve.wss_bytes, g.memory_bytes)
             dirtied = self._curve.bytes_in(self._since_sync) * max(0.0, 1.0 - self.unsent / pool)
             exact = estimate + dirtied
             if exact <= threshold and not self.postcopy_requested:
                 rest = self.unsent + dirtied
-                pause = rest / self.link.final_bytes_s
+                pause = self.link.switchover_s + rest / self.link.final_bytes_s
                 return Prediction(True, self.t + pause, pause, self.sent + rest,
                                   len(self.rounds), self.rounds)
             # sync: the dirtied pages join the bitmap and a new round starts
