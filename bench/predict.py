@@ -27,7 +27,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from common import ferry, median, write
+from common import RESULTS, ferry, median, write
 
 MIB = 2**20
 PATTERNS = ("uniform", "hotcold", "burst", "sequential")
@@ -181,6 +181,34 @@ def table(name: str, rows: list[dict[str, Any]], s: dict[str, Any]) -> str:
     return "\n".join(md)
 
 
+def plot(name: str, rows: list[dict[str, Any]]) -> None:
+    """Predicted against actual total time, with each prediction's range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    both = [r for r in rows if "total_err" in r]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for pattern, marker in zip(PATTERNS, "osD^", strict=True):
+        mine = [r for r in both if r["pattern"] == pattern]
+        if not mine:
+            continue
+        act = [r["actual"]["total_ms"] / 1000 for r in mine]
+        pred = [r["predicted"]["total_ms"] / 1000 for r in mine]
+        lo = [p - r["range"]["total_ms"][0] / 1000 for p, r in zip(pred, mine, strict=True)]
+        hi = [r["range"]["total_ms"][1] / 1000 - p for p, r in zip(pred, mine, strict=True)]
+        ax.errorbar(act, pred, yerr=[lo, hi], fmt=marker, label=pattern, capsize=2)
+    top = max([r["actual"]["total_ms"] / 1000 for r in both] + [1.0]) * 1.1
+    ax.plot([0, top], [0, top], "k:", lw=1)
+    ax.set_xlabel("actual total time (s)")
+    ax.set_ylabel("predicted (s), with its range")
+    ax.set_title(f"fresh VMs, {name} seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"predict-{name}.png", dpi=100)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--set", choices=tuple(FIRST_SEED), default="heldout")
@@ -198,6 +226,7 @@ def main() -> None:
                                   "machine": platform.node(), "set": args.set,
                                   "seeds": seeds, "summary": s, "rows": rows},
           table(args.set, rows, s))
+    plot(args.set, rows)
 
 
 if __name__ == "__main__":
