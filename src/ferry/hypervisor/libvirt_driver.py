@@ -259,6 +259,7 @@ class LibvirtHost(LibvirtStorage):
         if opts.max_downtime_ms is not None and not opts.postcopy_resume:
             # Must be set before the job starts; libvirt has no migrate param for it.
             self._call(dom.migrateSetMaxDowntime, int(opts.max_downtime_ms), 0)
+        _COMPLETED.pop((self.uri, name), None)  # never an earlier job's figures
         completed = _CompletedEvent(self.conn(), dom)
         try:
             dom.migrateToURI3(opts.dest_uri, params, flags)
