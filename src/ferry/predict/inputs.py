@@ -61,6 +61,13 @@ class History:
 MIN_PAGES = 256  # fewer pages read than this (16 reads): too uncertain to use
 
 
+def nonzero_source(m: Measurement, h: History) -> str:
+    """Where round 1's bytes come from: "history", "measured" or "bound" (RSS)."""
+    if h.nonzero_bytes is not None:
+        return "history"
+    return "measured" if m.pages_read >= MIN_PAGES else "bound"
+
+
 def nonzero_bytes(m: Measurement, h: History, memory_mib: int) -> tuple[float, str]:
     """What round 1 will send: the last migration's round 1 (what QEMU really sent),
     else the share of non-zero pages read from the guest, else the resident memory
@@ -78,7 +85,7 @@ def nonzero_bytes(m: Measurement, h: History, memory_mib: int) -> tuple[float, s
     if h.nonzero_bytes is not None:
         return h.nonzero_bytes, h.nonzero_how
     mem = memory_mib * MIB
-    if m.pages_read >= MIN_PAGES:  # what was read counts the dirtied pages too
+    if nonzero_source(m, h) == "measured":  # what was read counts the dirtied pages too
         share = m.pages_nonzero / m.pages_read
         return max(share * mem, MIB), (f"sampled: {m.pages_nonzero} of {m.pages_read} "
                                          f"guest pages non-zero ({share:.0%} +- "
@@ -123,12 +130,9 @@ def input_spread(m: Measurement, h: History, memory_mib: int, inp: Inputs
                  ) -> tuple[Inputs, Inputs]:
     """`inp` with every measured reading low, and high (predict/uncertainty.py)."""
     nonzero, _ = nonzero_bytes(m, h, memory_mib)
-    if h.nonzero_bytes is not None:
-        sd = HISTORY_NONZERO_SD * nonzero
-    elif m.pages_read >= MIN_PAGES:
-        sd = m.nonzero_stderr * memory_mib * MIB
-    else:
-        sd = BOUND_NONZERO_SD * nonzero
+    sd = {"history": HISTORY_NONZERO_SD * nonzero,
+          "measured": m.nonzero_stderr * memory_mib * MIB,
+          "bound": BOUND_NONZERO_SD * nonzero}[nonzero_source(m, h)]
     s = spread(inp.guest, m.points, m.dirty_sample_pages or 1 << 30, sd, h.tracking)
     return replace(inp, guest=s.low), replace(inp, guest=s.high)
 
@@ -136,8 +140,8 @@ def input_spread(m: Measurement, h: History, memory_mib: int, inp: Inputs
 def sources(m: Measurement, h: History, bandwidth_mib_s: int | None) -> dict[str, str]:
     """Which inputs were measured now, taken from history, or assumed."""
     return {
-        "nonzero_memory": "history" if h.nonzero_bytes is not None else
-        "measured" if m.pages_read >= MIN_PAGES else "assumed (upper bound)",
+        "nonzero_memory": {"history": "history", "measured": "measured",
+                           "bound": "assumed (upper bound)"}[nonzero_source(m, h)],
         "dirty_curve": "measured" if m.points else "assumed (idle)",
         "link": "history" if h.link_bytes_s is not None else
         "capped" if bandwidth_mib_s else "assumed",

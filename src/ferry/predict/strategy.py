@@ -116,19 +116,25 @@ def schedule_for(policy: Policy, inp: Inputs, auto: AutoSettings | None = None) 
                    downtime_steps=((stall_at.total_s, chosen.raise_to_s),))
 
 
-def predict_all(inp: Inputs) -> dict[Policy, Prediction]:
-    return {p: simulate(inp.guest, inp.link, schedule_for(p, inp)) for p in Policy}
+def schedules(inp: Inputs) -> dict[Policy, Schedule]:
+    return {p: schedule_for(p, inp) for p in Policy}
+
+
+def predict_all(inp: Inputs, scheds: dict[Policy, Schedule] | None = None
+                ) -> dict[Policy, Prediction]:
+    scheds = scheds if scheds is not None else schedules(inp)
+    return {p: simulate(inp.guest, inp.link, s) for p, s in scheds.items()}
 
 
 def report(inp: Inputs, spread: tuple[Inputs, Inputs] | None = None) -> dict[str, Any]:
     """Every policy's prediction and the recommendation, as `ferry predict` shows them;
     with `spread` (the inputs with every reading low, and high) each gets the range
     the model gives between them, on the same schedule."""
-    preds = predict_all(inp)
+    scheds = schedules(inp)  # `auto`'s is chosen by simulating: once, not per guest
+    preds = predict_all(inp, scheds)
     out = {p.value: r.as_dict() for p, r in preds.items()}
     if spread is not None:
-        for p in Policy:
-            sched = schedule_for(p, inp)
+        for p, sched in scheds.items():
             ends = [simulate(i.guest, i.link, sched) for i in spread]
             out[p.value]["range"] = {
                 "total_ms": sorted(round(e.total_s * 1000) for e in ends),
