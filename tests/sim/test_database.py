@@ -45,16 +45,11 @@ class Outage:
                      during: Any = None) -> None:
         """Down `after_s` into the migration job (measuring before it takes a while)
         for `for_s` (None: until set otherwise); `during` runs 1 s into the outage."""
-        def check() -> None:
-            if not self.env.cluster.jobs:
-                self.env.at(self.env.clock.monotonic() + 0.1, check)
-                return
-            start = self.env.clock.monotonic() + after_s
-            self.between(start, None if for_s is None else start + for_s)
-            if during is not None:
-                self.env.at(start + 1.0, during)
-
-        self.env.at(0.1, check)
+        self.env.in_job(after_s, lambda: setattr(self, "down", True))
+        if for_s is not None:
+            self.env.in_job(after_s + for_s, lambda: setattr(self, "down", False))
+        if during is not None:
+            self.env.in_job(after_s + 1.0, during)
 
     def from_statement(self, fragment: str, until: float) -> None:
         """Down from the first statement containing `fragment` (itself included)."""
