@@ -11,7 +11,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ferry"
 # top to bottom: a package may import only packages after it in this list
-LAYERS = ["cli", "api", "service", "simulated", "migration", "predict", "cpu", "storage",
+LAYERS = ["cli", "api", "service", "simulated", "migration", "drain", "predict", "cpu", "storage",
           "hypervisor", "lab", "db", "domain", "clock", "errors"]
 # the CLI loads the server's stack only inside `ferry serve` (every other command is a
 # thin HTTP client and would pay ~1 s to import it)

@@ -24,6 +24,8 @@ from ferry.api.guard import Guard
 from ferry.api.schemas import (
     CpuModeSet,
     CpuPolicySet,
+    DrainCreate,
+    HostActivate,
     HostCreate,
     MigrationCreate,
     PoolCreate,
@@ -34,6 +36,7 @@ from ferry.domain.models import Host, Migration, Pool, Sample, Vm, Volume
 from ferry.domain.vocab import VolumeFate
 from ferry.errors import FerryError, Unavailable
 from ferry.hypervisor.errors import HypervisorError
+from ferry.service.drain_plan import DrainRequest
 from ferry.service.wiring import Services
 
 _bearer = HTTPBearer(auto_error=False)
@@ -118,6 +121,28 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
     def refresh_host(name: str) -> Host:
         return svc.hosts.refresh(name)
 
+    @app.post("/hosts/{name}/drain", dependencies=dep)
+    def drain_host(name: str, body: DrainCreate) -> dict[str, Any]:
+        req = DrainRequest(name, tuple(body.to), body.max_parallel, body.link_mib_s,
+                           body.max_downtime_ms)
+        return svc.drains.plan(req) if body.dry_run else svc.drains.start(req)
+
+    @app.post("/hosts/{name}/activate", dependencies=dep)
+    def activate_host(name: str, body: HostActivate) -> dict[str, Any]:
+        return svc.drains.activate(name, body.back, body.max_parallel)
+
+    @app.get("/drains", dependencies=dep)
+    def list_drains(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+        return svc.drains.drains.all(limit)
+
+    @app.get("/drains/{did}", dependencies=dep)
+    def get_drain(did: Id) -> dict[str, Any]:
+        return svc.drains.drains.get(did)
+
+    @app.post("/drains/{did}/cancel", dependencies=dep)
+    def cancel_drain(did: Id) -> dict[str, Any]:
+        return svc.drains.cancel(did)
+
     @app.get("/vms", dependencies=dep)
     def list_vms() -> list[Vm]:
         return svc.vms.list_vms()
@@ -177,9 +202,10 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
 
     @app.post("/migrations", dependencies=dep, status_code=201)
     def start_migration(body: MigrationCreate) -> Migration:
-        return svc.migrations.start(body.vm, body.to, body.bandwidth_mib_s,
-                                    body.max_downtime_ms, body.policy, body.timeout_per_gib_s,
-                                    body.on_timeout)
+        return svc.drains.migrate(body.vm, body.to, bandwidth_mib_s=body.bandwidth_mib_s,
+                                  max_downtime_ms=body.max_downtime_ms, policy=body.policy,
+                                  timeout_per_gib_s=body.timeout_per_gib_s,
+                                  on_timeout=body.on_timeout)
 
     @app.get("/migrations/{mid}", dependencies=dep)
     def get_migration(mid: Id) -> Migration:

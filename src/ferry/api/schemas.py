@@ -64,7 +64,7 @@ class VmCreate(Body):
 
 class MigrationCreate(Body):
     vm: str
-    to: str
+    to: str | None = None  # none, or "h2,h3": placement chooses (among those)
     bandwidth_mib_s: int | None = None
     max_downtime_ms: int | None = None
     policy: Policy = Policy.AUTO
@@ -80,3 +80,16 @@ class CpuPolicySet(Body):
     """The older name of CpuModeSet (`PUT /cpu/policy`), kept for existing scripts."""
 
     policy: str
+
+
+class DrainCreate(Body):
+    to: list[str] = Field(default_factory=list)  # empty: any host placement accepts
+    max_parallel: int = 2
+    link_mib_s: float | None = None  # the host's link, when no migration measured it
+    max_downtime_ms: int | None = None
+    dry_run: bool = False
+
+
+class HostActivate(Body):
+    back: bool = False  # move the VMs the last drain moved away back here
+    max_parallel: int = 2

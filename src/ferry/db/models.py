@@ -47,6 +47,8 @@ class HostRow(Base):
     memory_free_mib: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # set by a drain (or `ferry host drain`), cleared by `ferry host activate`
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class VmRow(Base):
@@ -189,3 +191,24 @@ class EventRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
+
+
+class DrainRow(Base):
+    """A host being emptied: its plan's moves and their fate (JSON: a drain is read
+    and written whole, by the one controller running it)."""
+
+    __tablename__ = "drains"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    request: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    moves: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+    blocked: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    eta_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    planned_eta_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -12,6 +12,7 @@ from ferry.domain.vocab import EventKind, Policy, WorkloadPattern
 class HostState(StrEnum):
     UP = "up"
     UNREACHABLE = "unreachable"  # its daemon did not answer (refused, or not in time)
+    MAINTENANCE = "maintenance"  # up, but takes no new VMs and no incoming migrations
 
 
 class VmState(StrEnum):
@@ -84,6 +85,7 @@ class Host:
     error: str = ""
     updated_at: datetime | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. pools it could not define
+    maintenance: bool = False  # set by a drain; `ferry host activate` ends it
 
 
 @dataclass

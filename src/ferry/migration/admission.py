@@ -17,12 +17,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ferry.drain.schedule import Limits
 
-@dataclass(frozen=True)
-class Limits:
-    per_source: int = 2
-    per_destination: int = 2
-    cluster: int = 4
+__all__ = ["Limits", "Move", "admit"]
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class HostRef:
     uri: str
     virt_type: str
     up: bool = True
+    maintenance: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,11 @@ class MigrationPipeline:
         if not dest.up:
             raise MigrationRefused("destination_unreachable",
                                    f"destination host {dest.name} is unreachable")
+        if dest.maintenance:
+            raise MigrationRefused("destination_maintenance",
+                                   f"destination host {dest.name} is in maintenance (it takes "
+                                   f"no incoming migrations until `ferry host activate "
+                                   f"{dest.name}`)")
         try:
             return run_prechecks(claim.request.vm, self.hosts(claim.source.uri),
                                  self.hosts(dest.uri), source_name=claim.source.name,

@@ -22,11 +22,15 @@ RESTART_NEEDED = "restart needed for full mobility"
 
 
 def host(row: HostRow) -> Host:
-    return Host(name=row.name, uri=row.uri, state=HostState(row.state), virt_type=row.virt_type,
+    state = HostState(row.state)
+    if row.maintenance and state == HostState.UP:
+        state = HostState.MAINTENANCE
+    return Host(name=row.name, uri=row.uri, state=state, virt_type=row.virt_type,
                 cpu_model=row.cpu_model, cpu_vendor=row.cpu_vendor, cpus=row.cpus,
                 cpu_models=list(row.cpu_models or []),
                 memory_total_mib=row.memory_total_mib, memory_free_mib=row.memory_free_mib,
-                error=row.error, updated_at=row.updated_at)
+                error=row.error, updated_at=row.updated_at,
+                maintenance=bool(row.maintenance))
 
 
 def vm(row: VmRow) -> Vm:

@@ -29,6 +29,27 @@ class Inventory:
                  queries: HostQueries) -> None:
         self.db, self.conns, self.verdicts, self.queries = db, conns, verdicts, queries
 
+    def locate(self, vm: str) -> None:
+        """Make sure the VM record says where the VM runs, asking only its recorded host
+        (a full `reconcile` waits on every host, and a host whose domain is migrating
+        answers its domain list slowly: requests started side by side would queue
+        behind each other).  Reconciles everything when the recorded host says no."""
+        with self.db.session() as s:
+            row = s.scalar(select(VmRow).where(VmRow.name == vm))
+            if row is None or row.host is None:
+                found = None
+            else:
+                host = s.scalar(select(HostRow).where(HostRow.name == row.host))
+                found = (host.uri, row.state) if host is not None else None
+        if found is not None and found[1] in (VmState.RUNNING, VmState.MIGRATING):
+            uri = found[0]
+            answer = self.queries.ask({f"{uri}:find:{vm}":
+                                       lambda: self.conns.get(uri).find_domain(vm)})
+            d = next(iter(answer.values()))
+            if isinstance(d, DomainInfo) and d.active:
+                return
+        self.reconcile()
+
     def reconcile(self) -> None:
         """Refresh every host's state and every VM's whereabouts from the hosts, asked
         all at once.  A host whose daemon does not answer in time is `unreachable`;

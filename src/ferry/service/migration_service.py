@@ -95,7 +95,7 @@ class MigrationService:
         if timeout_per_gib_s is not None and not 1 <= timeout_per_gib_s <= 86_400:
             raise InvalidRequest("timeout per GiB must be between 1 and 86400 s")
         _check_limits(bandwidth_mib_s, max_downtime_ms)
-        self.inventory.reconcile()  # where the VM really is, right now
+        self.inventory.locate(vm)  # where the VM really is, right now
         claim = self.store.claim(req)
         cancel = self._cancels[claim.id] = threading.Event()
         try:

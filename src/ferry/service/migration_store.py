@@ -472,7 +472,8 @@ def _options(plan: dict[str, Any] | None) -> MigrationOptions | None:
 
 
 def _ref(row: HostRow) -> HostRef:
-    return HostRef(row.name, row.uri, row.virt_type, row.state == HostState.UP)
+    return HostRef(row.name, row.uri, row.virt_type, row.state == HostState.UP,
+                   bool(row.maintenance))
 
 
 def _aware(t: datetime | None) -> datetime | None:

@@ -102,6 +102,9 @@ class VmService:
                 raise NotFound(f"no host named {host!r}")
             if hrow.state != HostState.UP:
                 raise Unavailable(f"host {host} is unreachable: {hrow.error}")
+            if hrow.maintenance:
+                raise Conflict(f"host {host} is in maintenance: it takes no new VMs until "
+                               f"`ferry host activate {host}`")
             if s.scalar(select(VmRow).where(VmRow.name == name)) is not None:
                 raise Conflict(f"VM {name!r} already exists")
             uri, virt_type = hrow.uri, hrow.virt_type

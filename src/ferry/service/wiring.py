@@ -21,6 +21,9 @@ from ferry.service.connections import HostConnections
 from ferry.service.cpu import CpuService
 from ferry.service.cpu_verdicts import CpuVerdicts
 from ferry.service.database import Database
+from ferry.service.drain_plan import DrainPlanner
+from ferry.service.drain_store import DrainStore
+from ferry.service.drains import DrainService
 from ferry.service.host_queries import HostQueries, ThreadedQueries
 from ferry.service.hosts import HostService
 from ferry.service.inventory import Inventory
@@ -50,12 +53,14 @@ class Services:
     cpu: CpuService
     migrations: MigrationService
     store: MigrationStore
+    drains: DrainService
     executor: Executor
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         """Recover unfinished migrations, then reconcile periodically."""
         self.migrations.recover()
+        self.drains.recover()
 
         def loop() -> None:
             while not self.stopping.wait(self.settings.reconcile_interval_s):
@@ -112,7 +117,8 @@ def build(settings: Settings, connector: Connector, clock: Clock | None = None,
     box = SecretBox(settings.secret_key_path())
     conns = HostConnections(connector)
     verdicts = CpuVerdicts(conns)
-    inventory = Inventory(db, conns, verdicts, queries or ThreadedQueries())
+    queries = queries or ThreadedQueries()
+    inventory = Inventory(db, conns, verdicts, queries)
     pools = PoolService(db, conns, box)
     pools.seal_stored_keys()  # an older Ferry stored keys in clear
     volumes = VolumeService(db, conns, pools)
@@ -127,5 +133,9 @@ def build(settings: Settings, connector: Connector, clock: Clock | None = None,
                     settings.migrations_per_cluster)
     migrations = MigrationService(store, pipeline, inventory, conns, hosts, vms, clock,
                                   executor, timeouts, limits)
+    planner = DrainPlanner(db, conns, store, queries, clock, limits, timeouts.per_gib_s,
+                           timeouts.min_s)
+    drains = DrainService(DrainStore(db, clock), planner, migrations, store, hosts, inventory,
+                          clock, executor)
     return Services(settings, db, conns, inventory, hosts, pools, volumes, vms, cpu,
-                    migrations, store, executor)
+                    migrations, store, drains, executor)

@@ -1,0 +1,1 @@
+"""Emptying a host: where each VM goes (placement) and when (schedule); pure."""

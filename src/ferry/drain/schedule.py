@@ -1,0 +1,270 @@
+"""When each move of a drain runs, and how many share a link: chosen from the model
+(pure).
+
+Migrations leaving one host share its link: n of them get a share of 1/n
+each, and a move whose share is too small for its dirtying does not converge
+(or needs post-copy).  Each move also spends time off the link first
+(measuring the guest, prechecks, libvirt's start): that part can overlap
+another move's transfer.  The heuristic, simulated forward on a fluid model
+of the links:
+
+- order: moves that need the whole link (they converge only alone) first,
+  then the longest predicted first (longest-processing-time for makespan:
+  no long move is left alone at the end);
+- a move starts when the limits allow (per source, per destination, the
+  cluster, `max_parallel`) and, at the moment its transfer will begin, every
+  transfer then on its links (itself included) still converges in pre-copy
+  within its pause limit at its share: heavy dirtiers run alone, small idle
+  guests side by side;
+- a move whose transfer would have to wait starts its preparation
+  `overhead_s` before the link frees, so preparation overlaps transfers;
+- a move that cannot start now does not hold up those behind it.
+
+The same function plans a drain (`--dry-run`), decides live which moves start
+now (from what is running, with what remains of it), and gives the ETA.
+
+Worked example (link 48 MiB/s, overhead 2 s; a: 200 MiB idle, b: 100 MiB idle,
+c: 100 MiB dirtying 30 MiB/s, which converges only alone):
+
+| t      | what happens                                                   |
+|--------|----------------------------------------------------------------|
+| 0 s    | c starts (alone first), prepares until 2 s                     |
+| ~2 s   | c transfers at 48 MiB/s; a prepares so as to follow it         |
+| ~4.1 s | c ends; a transfers; b prepares and joins: a and b share       |
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from ferry.domain.vocab import Policy
+from ferry.predict.dirty import MIB
+from ferry.predict.precopy import Guest, Link, Prediction, simulate
+from ferry.predict.strategy import Inputs, choose_auto, schedule_for
+
+DEFAULT_OVERHEAD_S = 3.0  # measured on the lab: a move spends ~2-3.5 s off the link
+SWITCHOVER_S = 0.01
+SHARE_STEP = 0.02  # shares are rounded to 2 % of a link for the predictions' cache
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class MoveSpec:
+    """One VM to move, with what the model needs."""
+
+    vm: str
+    source: str
+    destination: str
+    memory_mib: int
+    guest: Guest
+    limit_s: float  # the pause allowed
+    cpu_bound: float = 0.0
+    overhead_s: float = DEFAULT_OVERHEAD_S
+    setup_s: float = 0.1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Concurrent migrations allowed (the admission limits of migration/admission.py)."""
+
+    per_source: int = 2
+    per_destination: int = 2
+    cluster: int = 4
+
+
+@dataclass(frozen=True)
+class Active:
+    """A move already under way: preparing (bytes_left None) or transferring."""
+
+    spec: MoveSpec
+    started_s: float
+    transfer_from_s: float
+    bytes_left: float | None = None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One move as planned: when it starts, transfers and ends, at which share."""
+
+    vm: str
+    source: str
+    destination: str
+    start_s: float
+    transfer_s: float
+    end_s: float
+    share_bytes_s: float
+    prediction: Prediction
+    alone: bool  # converges only with the whole link
+
+    @property
+    def total_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class Schedule:
+    slots: list[Slot]
+    eta_s: float  # from `now` to the last move's end
+    max_parallel: dict[str, int] = field(default_factory=dict)  # transfers per source
+
+
+class Model:
+    """Predictions of a move at a share of its link, cached (shares rounded)."""
+
+    def __init__(self, links: dict[str, float]) -> None:
+        self.links = links
+        self._cache: dict[tuple[str, int], tuple[Prediction, bool]] = {}
+
+    def link(self, host: str) -> float:
+        return self.links[host]
+
+    def _at(self, m: MoveSpec, share: float) -> tuple[Prediction, bool]:
+        top = min(self.link(m.source), self.link(m.destination))
+        k = max(1, round(min(share, top) / top / SHARE_STEP))
+        key = (m.vm, k)
+        if key not in self._cache:
+            rate = k * SHARE_STEP * top
+            inp = Inputs(m.guest, Link(rate, rate, SWITCHOVER_S), m.limit_s,
+                         cpu_bound=m.cpu_bound, timeout_s=math.inf, setup_s=m.setup_s)
+            auto = choose_auto(inp)
+            sched = replace(schedule_for(Policy.AUTO, inp, auto), max_time_s=3600.0)
+            self._cache[key] = (simulate(m.guest, inp.link, sched),
+                                auto.postcopy_after_round is None)
+        return self._cache[key]
+
+    def predict(self, m: MoveSpec, share: float) -> Prediction:
+        return self._at(m, share)[0]
+
+    def fits(self, m: MoveSpec, share: float) -> bool:
+        """Converges in pre-copy within its pause limit at this share."""
+        return self._at(m, share)[1]
+
+    def alone(self, m: MoveSpec) -> bool:
+        return not self.fits(m, self.link(m.source))
+
+
+def order(moves: list[MoveSpec], model: Model) -> list[MoveSpec]:
+    """Alone-only moves first, then longest predicted (at the whole link) first."""
+    return sorted(moves, key=lambda m: (not model.alone(m),
+                                        -model.predict(m, model.link(m.source)).total_s))
+
+
+@dataclass
+class _Run:
+    spec: MoveSpec
+    start: float
+    transfer_from: float
+    bytes_left: float | None = None
+    share: float = 0.0
+    prediction: Prediction | None = None
+    end: float | None = None
+
+
+def _rates(runs: list[_Run], model: Model, t: float) -> dict[int, float]:
+    """Each transfer's rate now: an equal share of its source's and its destination's
+    link, whichever is smaller."""
+    live = [r for r in runs if r.bytes_left is not None and r.end is None]
+    out_n = Counter(r.spec.source for r in live)
+    in_n = Counter(r.spec.destination for r in live)
+    return {id(r): min(model.link(r.spec.source) / out_n[r.spec.source],
+                       model.link(r.spec.destination) / in_n[r.spec.destination])
+            for r in live}
+
+
+def _projected_end(r: _Run, rate: float, t: float) -> float:
+    if r.bytes_left is None:
+        return math.inf
+    return t + r.bytes_left / max(rate, EPS)
+
+
+def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
+               max_parallel: int, t: float) -> bool:
+    busy = [r for r in runs if r.end is None]
+    if len(busy) >= limits.cluster:
+        return False
+    if sum(r.spec.source == m.source for r in busy) >= min(limits.per_source, max_parallel):
+        return False
+    if sum(r.spec.destination == m.destination for r in busy) >= limits.per_destination:
+        return False
+    # transfers on this move's source link when its own would begin
+    at = t + m.overhead_s
+    rates = _rates(runs, model, t)
+    sharing = [r for r in busy if r.spec.source == m.source and
+               (r.bytes_left is None or _projected_end(r, rates[id(r)], t) > at + EPS)]
+    n = len(sharing) + 1
+    share = model.link(m.source) / n
+    if n > 1 and (model.alone(m) or any(model.alone(r.spec) for r in sharing)):
+        return False
+    return all(model.fits(x, share) for x in [m, *(r.spec for r in sharing)]) or n == 1
+
+
+def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
+         max_parallel: int = 2, active: list[Active] | None = None, now: float = 0.0,
+         model: Model | None = None) -> Schedule:
+    """Simulate the drain forward from `now`: `moves` not yet started (in the order
+    they should go), `active` those under way.  Returns every move's slot (active ones
+    included) and the ETA."""
+    model = model or Model(links)
+    runs = [_Run(a.spec, a.started_s, a.transfer_from_s, a.bytes_left,
+                 model.link(a.spec.source),
+                 None if a.bytes_left is None else
+                 model.predict(a.spec, model.link(a.spec.source)))
+            for a in active or []]
+    pending = list(moves)
+    t = now
+    peak: Counter[str] = Counter()
+    guard = 0
+    while pending or any(r.end is None for r in runs):
+        guard += 1
+        if guard > 100_000:
+            raise RuntimeError("drain schedule did not advance")
+        for m in list(pending):
+            if _may_start(m, runs, model, limits, max_parallel, t):
+                runs.append(_Run(m, t, t + m.overhead_s))
+                pending.remove(m)
+        # transfers that begin now get their bytes from the model at their share
+        for r in runs:
+            if r.bytes_left is None and r.transfer_from <= t + EPS and r.end is None:
+                r.bytes_left = 0.0  # joins the link, so its share counts itself
+        rates = _rates(runs, model, t)
+        for r in runs:
+            if r.prediction is None and r.bytes_left is not None and r.end is None:
+                r.share = rates[id(r)]
+                r.prediction = model.predict(r.spec, r.share)
+                r.bytes_left = r.prediction.transferred_bytes
+        live = [r for r in runs if r.bytes_left is not None and r.end is None]
+        peak_now = Counter(r.spec.source for r in live)
+        for k, v in peak_now.items():
+            peak[k] = max(peak[k], v)
+        # the next event: a transfer ends, a preparation ends, or a pending move could
+        # start ahead of a transfer's end
+        nxt = [_projected_end(r, rates[id(r)], t) for r in live]
+        nxt += [r.transfer_from for r in runs if r.bytes_left is None and r.end is None]
+        if pending:
+            nxt += [e - m.overhead_s for e in nxt for m in pending[:1]]
+        nxt = [x for x in nxt if x > t + EPS]
+        if not nxt:
+            if pending and not live:
+                # nothing runs and nothing can start: each remaining one goes alone
+                m = pending.pop(0)
+                runs.append(_Run(m, t, t + m.overhead_s))
+                continue
+            break
+        t2 = min(nxt)
+        for r in live:
+            r.bytes_left = max(0.0, (r.bytes_left or 0.0) - rates[id(r)] * (t2 - t))
+            if r.bytes_left <= rates[id(r)] * EPS + 1.0:
+                r.end = t2
+        t = t2
+    slots = [Slot(r.spec.vm, r.spec.source, r.spec.destination, r.start, r.transfer_from,
+                  r.end if r.end is not None else r.transfer_from,
+                  r.share, r.prediction or model.predict(r.spec, model.link(r.spec.source)),
+                  model.alone(r.spec)) for r in runs]
+    eta = max((s.end_s for s in slots), default=now) - now
+    return Schedule(sorted(slots, key=lambda s: (s.start_s, s.vm)), eta, dict(peak))
+
+
+def bytes_per_s(mib_s: float) -> float:
+    return mib_s * MIB

@@ -1,0 +1,189 @@
+"""A drain's plan from what the controller knows: placement over the inventory, each
+guest measured (all at once, in parallel), each move predicted, then scheduled.
+
+The plan is a list of moves in the order they start, each with its
+destination, its model inputs (so the runner re-plans from the same figures
+after a restart) and its prediction; the VMs that cannot move, with why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from ferry.clock import Clock
+from ferry.db.models import HostRow, PoolRow, VmRow, VolumeRow
+from ferry.domain.models import HostState, VmState
+from ferry.drain.placement import Candidate, Disk, Placement, Target, place
+from ferry.drain.schedule import Active, Limits, Model, MoveSpec, Schedule, order, plan
+from ferry.hypervisor.errors import HypervisorError
+from ferry.migration.measure import measure
+from ferry.migration.planning import timeout_s
+from ferry.predict.dirty import MIB, DirtyCurve
+from ferry.predict.inputs import ASSUMED_LINK_MIB_S, build_inputs, link_bytes_s
+from ferry.predict.precopy import Guest
+from ferry.service.connections import HostConnections
+from ferry.service.database import Database
+from ferry.service.host_queries import HostQueries
+from ferry.service.migration_store import MigrationStore
+
+MEASURE_WITHIN_S = 30.0
+PAGE_SAMPLE_S = 1.0  # before each move (migration/measure.py)
+PRECHECK_AND_START_S = 1.5  # prechecks, libvirt's p2p start and finish (lab: ~1-2 s)
+
+
+@dataclass(frozen=True)
+class DrainRequest:
+    host: str
+    to: tuple[str, ...] = ()
+    max_parallel: int = 2
+    link_mib_s: float | None = None  # the source's link, when history does not know it
+    max_downtime_ms: int | None = None
+
+
+def spec_dict(m: MoveSpec, link_bytes_s: float) -> dict[str, Any]:
+    g = m.guest
+    return {"link_bytes_s": round(link_bytes_s), "memory_mib": m.memory_mib,
+            "nonzero_bytes": round(g.nonzero_bytes),
+            "dirty_bytes_s": round(g.curve.rate_bytes_s),
+            "wss_bytes": None if g.curve.wss_bytes == float("inf") else round(g.curve.wss_bytes),
+            "limit_s": m.limit_s, "cpu_bound": m.cpu_bound, "overhead_s": round(m.overhead_s, 2),
+            "setup_s": round(m.setup_s, 3)}
+
+
+def spec_of(move: dict[str, Any], source: str) -> MoveSpec:
+    """A stored move back into the model's terms."""
+    s = move["model"]
+    wss = float(s["wss_bytes"]) if s["wss_bytes"] is not None else float("inf")
+    guest = Guest(s["memory_mib"] * MIB, float(s["nonzero_bytes"]),
+                  DirtyCurve(float(s["dirty_bytes_s"]), wss))
+    return MoveSpec(move["vm"], move.get("source", source), move["to"], s["memory_mib"], guest,
+                    float(s["limit_s"]), float(s["cpu_bound"]), float(s["overhead_s"]),
+                    float(s["setup_s"]))
+
+
+class DrainPlanner:
+    def __init__(self, db: Database, conns: HostConnections, store: MigrationStore,
+                 queries: HostQueries, clock: Clock, limits: Limits,
+                 timeout_per_gib_s: float, timeout_min_s: float) -> None:
+        self.db, self.conns, self.store, self.queries = db, conns, store, queries
+        self.clock, self.limits = clock, limits
+        self.timeout_per_gib_s, self.timeout_min_s = timeout_per_gib_s, timeout_min_s
+
+    def candidates(self, vms: list[str] | None = None, host: str | None = None
+                   ) -> tuple[list[Candidate], list[Target], dict[str, str]]:
+        """The VMs to place (those on `host`, or `vms`), every host as a target, and
+        each host's URI."""
+        with self.db.session() as s:
+            hosts = list(s.scalars(select(HostRow).order_by(HostRow.name)))
+            pools = {p.name: p for p in s.scalars(select(PoolRow))}
+            q = select(VmRow).order_by(VmRow.name)
+            rows = [r for r in s.scalars(q)
+                    if (vms is not None and r.name in vms) or (vms is None and r.host == host)]
+            vols: dict[str, list[VolumeRow]] = {}
+            for v in s.scalars(select(VolumeRow).where(VolumeRow.vm.in_([r.name
+                                                                          for r in rows]))):
+                vols.setdefault(str(v.vm), []).append(v)
+            targets = [Target(h.name, h.state == HostState.UP, bool(h.maintenance),
+                              h.memory_free_mib) for h in hosts]
+            cands = []
+            for r in rows:
+                disks = tuple(Disk(v.name, v.pool, pools[v.pool].kind if v.pool in pools
+                                   else "", tuple(pools[v.pool].hosts or ())
+                                   if v.pool in pools else ()) for v in vols.get(r.name, []))
+                cands.append(Candidate(r.name, r.host, r.memory_mib,
+                                       r.state == VmState.RUNNING, dict(r.cpu_blocked or {}),
+                                       disks))
+            return cands, targets, {h.name: h.uri for h in hosts}
+
+    def place(self, cands: list[Candidate], targets: list[Target],
+              to: tuple[str, ...]) -> Placement:
+        held: dict[str, int] = {}
+        for t in targets:
+            held[t.name] = self.store.incoming_mib(t.name, excluding=-1)
+        return place(cands, targets, set(to) if to else None, held)
+
+    def specs(self, cands: list[Candidate], placement: Placement, uris: dict[str, str],
+              link_mib_s: float | None, max_downtime_ms: int | None
+              ) -> tuple[list[MoveSpec], dict[str, float], dict[str, str]]:
+        """Measure every placed guest at once and turn it into the model's terms; a
+        guest that cannot be measured is blocked with the reason."""
+        by_name = {c.vm: c for c in cands}
+        placed = [by_name[v] for v in placement.to]
+        hist = {c.vm: self.store.history(c.vm, str(c.host), placement.to[c.vm])
+                for c in placed}
+        asked = self.queries.ask({
+            f"measure:{c.vm}": _measurer(self.conns, uris[str(c.host)], c, self.clock,
+                                         link_bytes_s(hist[c.vm], None)[0])
+            for c in placed}, timeout_s=MEASURE_WITHIN_S)
+        specs: list[MoveSpec] = []
+        links: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        for c in placed:
+            m = asked[f"measure:{c.vm}"]
+            if isinstance(m, HypervisorError) or m is None:
+                failed[c.vm] = f"cannot be measured: {m}"
+                continue
+            timeout = timeout_s(c.memory_mib, 0, self.timeout_per_gib_s, self.timeout_min_s)
+            inp, _ = build_inputs(m, hist[c.vm], c.memory_mib, None, max_downtime_ms,
+                                  timeout)
+            link = link_mib_s * MIB if link_mib_s else inp.link.final_bytes_s
+            src, dst = str(c.host), placement.to[c.vm]
+            links[src] = max(links.get(src, 0.0), link)
+            links[dst] = max(links.get(dst, 0.0), link)
+            specs.append(MoveSpec(c.vm, src, dst, c.memory_mib, inp.guest, inp.limit_s,
+                                  inp.cpu_bound,
+                                  PAGE_SAMPLE_S + m.spent_s + PRECHECK_AND_START_S,
+                                  inp.setup_s))
+        for h in uris:
+            links.setdefault(h, (link_mib_s or ASSUMED_LINK_MIB_S) * MIB)
+        return specs, links, failed
+
+    def schedule(self, specs: list[MoveSpec], links: dict[str, float], max_parallel: int
+                 ) -> Schedule:
+        """The plan: moves in the schedule's order, none started yet."""
+        model = Model(links)
+        return plan(order(specs, model), links, self.limits, max_parallel, model=model)
+
+    def schedule_from(self, specs: list[MoveSpec], links: dict[str, float],
+                      max_parallel: int, active: list[Active], now: float) -> Schedule:
+        """The plan again, from now: `specs` still to start (in the plan's order)."""
+        return plan(specs, links, self.limits, max_parallel, active, now)
+
+    @staticmethod
+    def default_link(link_mib_s: float | None) -> float:
+        return (link_mib_s or ASSUMED_LINK_MIB_S) * MIB
+
+
+def _measurer(conns: HostConnections, uri: str, c: Candidate, clock: Clock, rate: float
+              ) -> Any:
+    def run() -> Any:
+        try:
+            return measure(conns.get(uri), c.vm, c.memory_mib, clock, bandwidth_bytes_s=rate,
+                           before_move=True)
+        except Exception as exc:  # e.g. Unavailable: reported as the VM's reason
+            raise HypervisorError(str(getattr(exc, "message", exc))) from exc
+    return run
+
+
+def plan_dict(host: str, sched: Schedule, specs: list[MoveSpec], links: dict[str, float],
+              blocked: dict[str, str], max_parallel: int) -> dict[str, Any]:
+    """The plan as `ferry host drain --dry-run --json` shows it and the drain stores."""
+    by_vm = {m.vm: m for m in specs}
+    moves = []
+    for i, s in enumerate(sched.slots):
+        p = s.prediction
+        moves.append({"vm": s.vm, "to": s.destination, "source": s.source, "order": i,
+                      "start_ms": round(s.start_s * 1000), "end_ms": round(s.end_s * 1000),
+                      "predicted_total_ms": round(s.total_s * 1000),
+                      "predicted_transfer_ms": round((s.end_s - s.transfer_s) * 1000),
+                      "predicted_downtime_ms": round(p.downtime_s * 1000),
+                      "predicted_converges": p.converges,
+                      "share_mib_s": round(s.share_bytes_s / MIB, 1), "alone": s.alone,
+                      "model": spec_dict(by_vm[s.vm], links[s.source])})
+    return {"host": host, "moves": moves,
+            "blocked": [{"vm": v, "reason": r} for v, r in sorted(blocked.items())],
+            "eta_ms": round(sched.eta_s * 1000), "max_parallel": max_parallel,
+            "parallel": sched.max_parallel}

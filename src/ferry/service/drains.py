@@ -1,0 +1,311 @@
+"""Draining a host: plan, run, cancel, resume after a restart, and end maintenance.
+
+`plan` (dry run) places every VM of the host, measures them all at once,
+predicts each move and schedules them (`drain/schedule.py`).  `start` puts
+the host in maintenance, stores the plan and hands it to a runner, which
+every TICK_S looks at its moves' migrations and starts the moves the same
+schedule says start now, given what runs and what remains of it (so the
+plan is re-made as moves end early or late, and the ETA with it).  Moves are
+ordinary migrations: admitted under the concurrency limits, prechecked
+again, measured, recorded.  A move that fails is tried once more on another
+destination, then reported with its reason while the rest go on.  The
+drain's state is in the database: after a controller restart `recover`
+hands every unfinished drain to a new runner, which finds its migrations
+where the restarted controller left them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from typing import Any
+
+from ferry.clock import Clock
+from ferry.domain.models import Migration, MigrationState
+from ferry.domain.names import check_name
+from ferry.drain.schedule import Active
+from ferry.errors import Conflict, FerryError, InvalidRequest
+from ferry.service.drain_plan import DrainPlanner, DrainRequest, plan_dict, spec_of
+from ferry.service.drain_store import DrainStore
+from ferry.service.hosts import HostService
+from ferry.service.inventory import Inventory
+from ferry.service.migration_service import MigrationService
+from ferry.service.migration_store import MigrationStore
+
+log = logging.getLogger("ferry.drains")
+TICK_S = 1.0
+ATTEMPTS = 2  # a move that fails is tried once more, elsewhere
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _check(req: DrainRequest) -> None:
+    check_name("host", req.host)
+    for h in req.to:
+        check_name("host", h)
+    if not 1 <= req.max_parallel <= 64:
+        raise InvalidRequest("max parallel must be between 1 and 64",
+                             {"field": "max_parallel"})
+    if req.link_mib_s is not None and not 1 <= req.link_mib_s <= 100_000:
+        raise InvalidRequest("link must be between 1 and 100000 MiB/s", {"field": "link_mib_s"})
+    if req.max_downtime_ms is not None and not 1 <= req.max_downtime_ms <= 60_000:
+        raise InvalidRequest("max downtime must be between 1 and 60000 ms",
+                             {"field": "max_downtime_ms"})
+
+
+class DrainService:
+    def __init__(self, drains: DrainStore, planner: DrainPlanner, migrations: MigrationService,
+                 store: MigrationStore, hosts: HostService, inventory: Inventory,
+                 clock: Clock, executor: Executor) -> None:
+        self.drains, self.planner, self.migrations = drains, planner, migrations
+        self.store, self.hosts, self.inventory = store, hosts, inventory
+        self.clock, self.executor = clock, executor
+        self._running: set[int] = set()
+        self._lock = threading.Lock()
+
+    # -- planning --------------------------------------------------------------
+    def plan(self, req: DrainRequest, vms: list[str] | None = None) -> dict[str, Any]:
+        """Where every VM goes, in which order, how many at once, and the ETA; nothing
+        moves.  `vms`: move these to `req.host` instead (a return)."""
+        _check(req)
+        self.hosts.get(req.host)
+        for h in req.to:
+            self.hosts.get(h)
+        self.inventory.reconcile()
+        cands, targets, uris = self.planner.candidates(vms, None if vms else req.host)
+        to = (req.host,) if vms is not None else req.to
+        placement = self.planner.place(cands, targets, to)
+        specs, links, unmeasured = self.planner.specs(cands, placement, uris, req.link_mib_s,
+                                                      req.max_downtime_ms)
+        sched = self.planner.schedule(specs, links, req.max_parallel)
+        return plan_dict(req.host, sched, specs, links, {**placement.blocked, **unmeasured},
+                         req.max_parallel)
+
+    def choose(self, vm: str, to: tuple[str, ...] = ()) -> str:
+        """`ferry migrate VM` without `--to`: the drain's placement for one VM."""
+        check_name("vm", vm)
+        for h in to:
+            check_name("host", h)
+        self.inventory.locate(vm)
+        cands, targets, _ = self.planner.candidates([vm])
+        if not cands:
+            raise InvalidRequest(f"no VM named {vm!r}")
+        p = self.planner.place(cands, targets, to)
+        if vm not in p.to:
+            raise Conflict(f"VM {vm} has nowhere to go: {p.blocked[vm]}", {"reason":
+                                                                          p.blocked[vm]})
+        return p.to[vm]
+
+    def migrate(self, vm: str, to: str | None, **kw: Any) -> Migration:
+        """`ferry migrate VM [--to H | --to H2,H3]`: one host named goes there; none or
+        several: placement chooses (among those named)."""
+        hosts = tuple(h for h in (to or "").split(",") if h)
+        dest = hosts[0] if len(hosts) == 1 else self.choose(vm, hosts)
+        return self.migrations.start(vm, dest, **kw)
+
+    # -- running -----------------------------------------------------------------
+    def start(self, req: DrainRequest, vms: list[str] | None = None) -> dict[str, Any]:
+        """Plan, put the host in maintenance (unless it is a return), store, run."""
+        p = self.plan(req, vms)
+        request = {"to": list(req.to), "max_parallel": req.max_parallel,
+                   "link_mib_s": req.link_mib_s, "max_downtime_ms": req.max_downtime_ms,
+                   "return": vms is not None}
+        moves = [{**m, "state": "pending", "migration": None, "migrations": [],
+                  "tried": [], "error": ""} for m in p["moves"]]
+        did = self.drains.create(req.host, request, moves, p["blocked"], p["eta_ms"])
+        self._submit(did)
+        return self.drains.get(did)
+
+    def _submit(self, did: int) -> None:
+        with self._lock:
+            if did in self._running:
+                return
+            self._running.add(did)
+        self.executor.submit(self._drive, did)
+
+    def recover(self) -> None:
+        """After a restart: every unfinished drain gets a runner again."""
+        for did in self.drains.unfinished():
+            self._submit(did)
+
+    def cancel(self, did: int) -> dict[str, Any]:
+        """Queued moves do not start; running ones are cancelled (their VMs stay on the
+        source); the drain ends `cancelled` once none runs.  The host stays in
+        maintenance until `ferry host activate`."""
+        self.drains.request_cancel(did)
+        d = self.drains.get(did)
+        since = datetime.fromisoformat(d["started_at"])
+        for m in d["moves"]:  # at once, not at the runner's next look; a move being
+            if m["state"] not in ("pending", "running"):  # started has no id stored yet
+                continue
+            for mig in self.store.list_migrations(m["vm"], 5):
+                if mig.state.finished or (mig.created_at and _aware(mig.created_at) < since):
+                    continue
+                try:
+                    self.migrations.cancel(mig.id)
+                except FerryError as exc:  # finished meanwhile, or past its switch
+                    log.info("drain %s: migration %s not cancelled: %s", did, mig.id,
+                             exc.message)
+        return d
+
+    def _drive(self, did: int) -> None:
+        try:
+            while not self._tick(did):
+                self.clock.sleep(TICK_S)
+        except Exception as exc:  # never leave a drain running because of a bug
+            log.exception("drain %s failed", did)
+            d = self.drains.get(did)
+            self.drains.save(did, d["moves"], None, "failed", f"internal error: {exc}")
+        finally:
+            with self._lock:
+                self._running.discard(did)
+
+    def _tick(self, did: int) -> bool:
+        """One look: follow moves, retry or report failures, start what the schedule
+        says starts now, update the ETA.  True once the drain has ended."""
+        d = self.drains.get(did)
+        moves: list[dict[str, Any]] = d["moves"]
+        cancelling = self.drains.cancel_requested(did)
+        for m in moves:
+            if m["state"] == "running":
+                self._follow(m, d, cancelling)
+        if cancelling:
+            for m in moves:
+                if m["state"] == "pending":
+                    m["state"], m["error"] = "cancelled", "drain cancelled before it started"
+            if not any(m["state"] == "running" for m in moves):
+                self.drains.save(did, moves, 0, "cancelled")
+                return True
+            self.drains.save(did, moves, d["eta_ms"], "cancelling")
+            return False
+        pending = [m for m in moves if m["state"] == "pending"]
+        running = [m for m in moves if m["state"] == "running"]
+        if not pending and not running:
+            ok = all(m["state"] == "completed" for m in moves)
+            self.drains.save(did, moves, 0, "completed" if ok else "failed",
+                             "" if ok else "some VMs did not move: see each move's error")
+            return True
+        starts, eta = self._schedule(d, pending, running)
+        for m in starts:
+            if self.drains.cancel_requested(did):
+                break  # the next look cancels the rest
+            self._start_move(m, d)
+        self.drains.save(did, moves, eta)
+        return False
+
+    def _schedule(self, d: dict[str, Any], pending: list[dict[str, Any]],
+                  running: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """Which pending moves start now, and the ETA, from the same schedule as the
+        plan, fed with what is running and what remains of it."""
+        now = self.clock.monotonic()
+        active = [self._active(m, d["host"], now) for m in running]
+        specs = [spec_of(m, d["host"]) for m in sorted(pending, key=lambda m: m["order"])]
+        links = dict(self._links(d, [*pending, *running]))
+        sched = self.planner.schedule_from(specs, links, d["request"]["max_parallel"],
+                                           active, now)
+        start_now = {s.vm for s in sched.slots if s.start_s <= now + 1e-6}
+        return ([m for m in pending if m["vm"] in start_now],
+                round(sched.eta_s * 1000))
+
+    def _links(self, d: dict[str, Any], moves: list[dict[str, Any]]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for m in moves:
+            rate = float(m["model"].get("link_bytes_s") or 0.0) or self.planner.default_link(
+                d["request"].get("link_mib_s"))
+            for h in (m.get("source", d["host"]), m["to"]):
+                out[h] = max(out.get(h, 0.0), rate)
+        return out
+
+    def _active(self, m: dict[str, Any], host: str, now: float) -> Active:
+        spec = spec_of(m, host)
+        elapsed = self.clock.now().timestamp() - float(m["started_at"])
+        started = now - elapsed
+        mid = int(m["migration"])
+        samples = self.store.samples(mid)
+        last = next((s for s in reversed(samples) if s.memory_total_bytes > 0), None)
+        if last is None:
+            return Active(spec, started, max(now, started + spec.overhead_s))
+        return Active(spec, started, min(now, started + spec.overhead_s),
+                      float(last.memory_remaining_bytes))
+
+    def _start_move(self, m: dict[str, Any], d: dict[str, Any]) -> None:
+        req = d["request"]
+        m["started_at"] = self.clock.now().timestamp()
+        m["tried"] = [*m["tried"], m["to"]]
+        try:
+            mig = self.migrations.start(m["vm"], m["to"],
+                                        max_downtime_ms=req.get("max_downtime_ms"))
+        except FerryError as exc:
+            self._failed(m, d, exc.message)
+            return
+        m["migration"], m["migrations"] = mig.id, [*m["migrations"], mig.id]
+        m["state"] = "running"
+        if mig.state.finished:  # refused in its prechecks, or ran inline (simulation)
+            self._follow(m, d, False)
+
+    def _follow(self, m: dict[str, Any], d: dict[str, Any], cancelling: bool) -> None:
+        mig = self.store.get(int(m["migration"]))
+        if not mig.state.finished:
+            if cancelling and not m.get("cancel_sent"):
+                m["cancel_sent"] = True
+                try:
+                    self.migrations.cancel(mig.id)
+                except FerryError as exc:  # e.g. past its post-copy switch: it finishes
+                    m["error"] = f"not cancelled: {exc.message}"
+            return
+        m["total_ms"], m["downtime_ms"] = mig.total_ms, mig.downtime_ms
+        if mig.state == MigrationState.COMPLETED:
+            m["state"], m["to"], m["error"] = "completed", mig.destination, ""
+        elif mig.state == MigrationState.CANCELLED or cancelling:
+            m["state"], m["error"] = "cancelled", mig.error or "cancelled"
+        else:
+            self._failed(m, d, mig.error or str(mig.state))
+
+    def _failed(self, m: dict[str, Any], d: dict[str, Any], why: str) -> None:
+        """Try once more on another destination, else report it and go on."""
+        if len(m["tried"]) >= ATTEMPTS:
+            m["state"], m["error"] = "failed", why
+            return
+        try:
+            other = self.choose(m["vm"], tuple(h for h in self._allowed(d)
+                                               if h not in m["tried"]))
+        except FerryError as exc:
+            m["state"], m["error"] = "failed", f"{why}; no other destination: {exc.message}"
+            return
+        m["state"], m["to"], m["error"] = "pending", other, f"retrying on {other}: {why}"
+
+    def _allowed(self, d: dict[str, Any]) -> tuple[str, ...]:
+        to = tuple(d["request"].get("to") or ())
+        if to:
+            return to
+        return tuple(h.name for h in self.hosts.list_hosts() if h.name != d["host"])
+
+    # -- maintenance -------------------------------------------------------------
+    def activate(self, host: str, back: bool = False, max_parallel: int = 2
+                 ) -> dict[str, Any]:
+        """End maintenance; with `back`, move the VMs the last drain moved away (those
+        still where it put them) back, as a drain of their own."""
+        check_name("host", host)
+        self.hosts.get(host)
+        if any(d["host"] == host and d["state"] in ("running", "cancelling")
+               and not d["request"].get("return") for d in self.drains.all()):
+            raise Conflict(f"host {host} is being drained: cancel the drain first")
+        self.drains.set_maintenance(host, False)
+        out: dict[str, Any] = {"host": host, "state": self.hosts.get(host).state.value,
+                               "return": None}
+        if back:
+            last = self.drains.last_of(host)
+            vms = [m["vm"] for m in (last["moves"] if last else [])
+                   if m["state"] == "completed"]
+            self.inventory.reconcile()
+            where = {v.name: v.host for v in self.migrations.vms.list_vms()}
+            vms = [v for v in vms if v in where and where[v] != host]
+            if vms:
+                req = DrainRequest(host, max_parallel=max_parallel,
+                                   link_mib_s=(last or {}).get("request", {}).get("link_mib_s"))
+                out["return"] = self.start(req, vms)
+        return out

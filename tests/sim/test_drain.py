@@ -1,0 +1,159 @@
+"""Draining a host on the simulated cluster: plan, run, blocked VMs, retries,
+cancel, maintenance, return (the real services and database, virtual time)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferry.domain.models import HostState, MigrationState
+from ferry.errors import Conflict, MigrationRefused
+from ferry.service.drain_plan import DrainRequest
+from tests.sim.conftest import ControllerCrash, SimEnv, crash
+
+
+def _guests(env: SimEnv) -> list[str]:
+    return [env.vm("a1", memory=512, dirty=0), env.vm("b1", memory=256, dirty=8, wss=64),
+            env.vm("c1", memory=384, dirty=2, wss=32)]
+
+
+def test_dry_run_plans_every_vm_and_moves_nothing(env: SimEnv) -> None:
+    vms = _guests(env)
+    plan = env.svc.drains.plan(DrainRequest("node1", link_mib_s=64))
+    assert sorted(m["vm"] for m in plan["moves"]) == sorted(vms)
+    assert {m["to"] for m in plan["moves"]} <= {"node2", "node3"}
+    assert len({m["to"] for m in plan["moves"]}) == 2  # spread over both
+    assert all(m["predicted_total_ms"] > 0 and m["predicted_converges"]
+               for m in plan["moves"])
+    assert plan["eta_ms"] >= max(m["end_ms"] for m in plan["moves"]) - 1
+    assert plan["blocked"] == []
+    assert all(env.cluster.where(v) == {"node1": "running"} for v in vms)
+    assert env.svc.hosts.get("node1").state == HostState.UP  # a dry run changes nothing
+
+
+def test_to_restricts_the_destinations(env: SimEnv) -> None:
+    _guests(env)
+    plan = env.svc.drains.plan(DrainRequest("node1", to=("node3",)))
+    assert {m["to"] for m in plan["moves"]} == {"node3"}
+
+
+def test_drain_moves_every_vm_and_leaves_the_host_in_maintenance(env: SimEnv) -> None:
+    vms = _guests(env)
+    d = env.svc.drains.start(DrainRequest("node1", link_mib_s=64))
+    d = env.svc.drains.drains.get(d["id"])
+    assert d["state"] == "completed", d
+    for m in d["moves"]:
+        assert m["state"] == "completed" and m["migration"] is not None
+        assert env.cluster.where(m["vm"]) == {m["to"]: "running"}
+        assert env.svc.store.get(m["migration"]).state == MigrationState.COMPLETED
+    assert sorted(m["vm"] for m in d["moves"]) == sorted(vms)
+    assert env.svc.hosts.get("node1").state == HostState.MAINTENANCE
+    # maintenance: no new VMs, no incoming migrations
+    with pytest.raises(Conflict, match="maintenance"):
+        env.vm("late", host="node1")
+    with pytest.raises(MigrationRefused) as err:
+        env.migrate(vms[0], "node1")
+    assert err.value.reason == "destination_maintenance"
+    # placement for a plain migration never picks it either
+    m = env.svc.drains.migrate(vms[1], None)
+    assert m.destination not in ("node1",)
+
+
+def test_activate_back_returns_the_drained_vms(env: SimEnv) -> None:
+    vms = _guests(env)
+    env.svc.drains.start(DrainRequest("node1"))
+    out = env.svc.drains.activate("node1", back=True)
+    assert out["state"] == "up"
+    ret = env.svc.drains.drains.get(out["return"]["id"])
+    assert ret["state"] == "completed", ret
+    assert all(env.cluster.where(v) == {"node1": "running"} for v in vms)
+
+
+def test_a_vm_that_cannot_move_is_reported_and_the_others_move(env: SimEnv) -> None:
+    vms = _guests(env)
+    env.vm("fill2", host="node2", memory=8000)
+    env.vm("fill3", host="node3", memory=8000)
+    env.vm("huge", memory=60000)  # no other host has that much free now
+    d = env.svc.drains.start(DrainRequest("node1"))
+    d = env.svc.drains.drains.get(d["id"])
+    assert [b["vm"] for b in d["blocked"]] == ["huge"]
+    assert "MiB free" in d["blocked"][0]["reason"]
+    assert d["state"] == "completed"
+    assert sorted(m["vm"] for m in d["moves"]) == sorted(vms)
+    assert env.cluster.where("huge") == {"node1": "running"}
+
+
+def test_a_failed_move_is_retried_on_another_destination(env: SimEnv) -> None:
+    _guests(env)
+    first = env.svc.drains.plan(DrainRequest("node1"))["moves"][0]
+    # the first move's incoming QEMU dies one second into its job
+    env.in_job(1.0, lambda: env.cluster.kill_domain(first["to"], first["vm"]))
+    d = env.svc.drains.start(DrainRequest("node1"))
+    d = env.svc.drains.drains.get(d["id"])
+    assert d["state"] == "completed", d
+    retried = next(m for m in d["moves"] if m["vm"] == first["vm"])
+    assert retried["tried"] == [first["to"], retried["to"]] and retried["to"] != first["to"]
+    assert len(retried["migrations"]) == 2
+    assert env.svc.store.get(retried["migrations"][0]).state == MigrationState.FAILED
+    for m in d["moves"]:
+        assert env.cluster.where(m["vm"]) == {m["to"]: "running"}
+
+
+def test_a_vm_that_fails_everywhere_is_reported_with_its_reason(env: SimEnv) -> None:
+    _guests(env)
+    env.cluster.host("node2").unreachable = True
+    env.cluster.host("node3").unreachable = True
+    d = env.svc.drains.start(DrainRequest("node1"))
+    d = env.svc.drains.drains.get(d["id"])
+    assert d["moves"] == [] and len(d["blocked"]) == 3
+    assert all("unreachable" in b["reason"] for b in d["blocked"])
+
+
+def test_a_second_drain_of_the_same_host_is_refused_while_one_runs(env: SimEnv) -> None:
+    _guests(env)
+    env.svc.drains.drains.create("node1", {"to": [], "max_parallel": 2}, [], [], 0)
+    with pytest.raises(Conflict, match="already being drained"):
+        env.svc.drains.start(DrainRequest("node1"))
+
+
+def test_bad_requests_are_refused(env: SimEnv) -> None:
+    from ferry.errors import InvalidRequest, NotFound
+    with pytest.raises(InvalidRequest):
+        env.svc.drains.plan(DrainRequest("node1", max_parallel=0))
+    with pytest.raises(InvalidRequest):
+        env.svc.drains.plan(DrainRequest("../etc"))
+    with pytest.raises(NotFound):
+        env.svc.drains.plan(DrainRequest("node9"))
+
+
+def test_cancel_mid_drain_stops_the_rest_and_leaves_each_vm_whole(env: SimEnv) -> None:
+    vms = _guests(env)
+    env.in_job(1.0, lambda: env.svc.drains.cancel(1))  # the first drain of this database
+    d = env.svc.drains.start(DrainRequest("node1"))
+    assert d["id"] == 1
+    d = env.svc.drains.drains.get(1)
+    assert d["state"] == "cancelled", d
+    states = sorted(m["state"] for m in d["moves"])
+    assert states == ["cancelled"] * 3, d["moves"]
+    for v in vms:  # each VM runs on exactly one host: the source
+        assert env.cluster.where(v) == {"node1": "running"}
+    with pytest.raises(Conflict, match="already cancelled"):
+        env.svc.drains.cancel(1)
+    assert env.svc.hosts.get("node1").state == HostState.MAINTENANCE
+    env.svc.drains.activate("node1")
+    assert env.svc.hosts.get("node1").state == HostState.UP
+
+
+def test_controller_restart_mid_drain_resumes_it(env: SimEnv) -> None:
+    vms = _guests(env)
+    env.in_job(1.0, crash)
+    with pytest.raises(ControllerCrash):
+        env.svc.drains.start(DrainRequest("node1"))
+    assert env.svc.drains.drains.get(1)["state"] == "running"
+    svc = env.restart()
+    svc.migrations.recover()
+    svc.drains.recover()
+    d = svc.drains.drains.get(1)
+    assert d["state"] == "completed", d
+    for m in d["moves"]:
+        assert env.cluster.where(m["vm"]) == {m["to"]: "running"}
+    assert sorted(m["vm"] for m in d["moves"]) == sorted(vms)
