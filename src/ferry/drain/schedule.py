@@ -111,14 +111,23 @@ class Schedule:
 
 
 class Model:
-    """Predictions of a move at a share of its link, cached (shares rounded)."""
+    """Predictions of a move at a share of its link, cached (shares rounded).
 
-    def __init__(self, links: dict[str, float]) -> None:
+    `streams`: what one migration from a host reaches alone (QEMU's migration
+    thread, TCP); a host absent there is one whose single migration fills its
+    link (then more at once only split it: each slower, none sooner)."""
+
+    def __init__(self, links: dict[str, float], streams: dict[str, float] | None = None
+                 ) -> None:
         self.links = links
+        self.streams = streams or {}
         self._cache: dict[tuple[str, int], tuple[Prediction, bool]] = {}
 
     def link(self, host: str) -> float:
         return self.links[host]
+
+    def stream(self, host: str) -> float:
+        return min(self.streams.get(host, math.inf), self.links[host])
 
     def _at(self, m: MoveSpec, share: float) -> tuple[Prediction, bool]:
         top = min(self.link(m.source), self.link(m.destination))
@@ -168,15 +177,34 @@ def _rates(runs: list[_Run], model: Model, t: float) -> dict[int, float]:
     live = [r for r in runs if r.bytes_left is not None and r.end is None]
     out_n = Counter(r.spec.source for r in live)
     in_n = Counter(r.spec.destination for r in live)
-    return {id(r): min(model.link(r.spec.source) / out_n[r.spec.source],
+    return {id(r): min(model.stream(r.spec.source),
+                       model.link(r.spec.source) / out_n[r.spec.source],
                        model.link(r.spec.destination) / in_n[r.spec.destination])
             for r in live}
 
 
-def _projected_end(r: _Run, rate: float, t: float) -> float:
+def _projected_end(r: _Run, rates: dict[int, float], t: float, model: Model) -> float:
+    """When a run leaves the link at the rates of now (one still preparing: when it
+    would, transferring alone)."""
     if r.bytes_left is None:
-        return math.inf
-    return t + r.bytes_left / max(rate, EPS)
+        alone = model.stream(r.spec.source)
+        return max(r.transfer_from, t) + \
+            model.predict(r.spec, alone).transferred_bytes / alone
+    return t + r.bytes_left / max(rates[id(r)], EPS)
+
+
+def _join(runs: list[_Run], model: Model, t: float) -> None:
+    """Preparations that end by `t` become transfers, with their bytes from the model at
+    the share they get."""
+    joining = [r for r in runs if r.bytes_left is None and r.transfer_from <= t + EPS
+               and r.end is None]
+    for r in joining:
+        r.bytes_left = 0.0  # on the link now, so the shares count it
+    rates = _rates(runs, model, t)
+    for r in joining:
+        r.share = rates[id(r)]
+        r.prediction = model.predict(r.spec, r.share)
+        r.bytes_left = r.prediction.transferred_bytes
 
 
 def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
@@ -192,21 +220,25 @@ def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
     at = t + m.overhead_s
     rates = _rates(runs, model, t)
     sharing = [r for r in busy if r.spec.source == m.source and
-               (r.bytes_left is None or _projected_end(r, rates[id(r)], t) > at + EPS)]
+               _projected_end(r, rates, t, model) > at + EPS]
     n = len(sharing) + 1
-    share = model.link(m.source) / n
-    if n > 1 and (model.alone(m) or any(model.alone(r.spec) for r in sharing)):
+    if n == 1:
+        return True
+    if (n - 1) * model.stream(m.source) >= model.link(m.source) * (1 - EPS):
+        return False  # the link will be full anyway: start later, when it frees
+    if model.alone(m) or any(model.alone(r.spec) for r in sharing):
         return False
-    return all(model.fits(x, share) for x in [m, *(r.spec for r in sharing)]) or n == 1
+    share = min(model.stream(m.source), model.link(m.source) / n)
+    return all(model.fits(x, share) for x in [m, *(r.spec for r in sharing)])
 
 
 def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
          max_parallel: int = 2, active: list[Active] | None = None, now: float = 0.0,
-         model: Model | None = None) -> Schedule:
+         model: Model | None = None, streams: dict[str, float] | None = None) -> Schedule:
     """Simulate the drain forward from `now`: `moves` not yet started (in the order
     they should go), `active` those under way.  Returns every move's slot (active ones
     included) and the ETA."""
-    model = model or Model(links)
+    model = model or Model(links, streams)
     runs = [_Run(a.spec, a.started_s, a.transfer_from_s, a.bytes_left,
                  model.link(a.spec.source),
                  None if a.bytes_left is None else
@@ -220,30 +252,24 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
         guard += 1
         if guard > 100_000:
             raise RuntimeError("drain schedule did not advance")
+        _join(runs, model, t)
         for m in list(pending):
             if _may_start(m, runs, model, limits, max_parallel, t):
                 runs.append(_Run(m, t, t + m.overhead_s))
                 pending.remove(m)
-        # transfers that begin now get their bytes from the model at their share
-        for r in runs:
-            if r.bytes_left is None and r.transfer_from <= t + EPS and r.end is None:
-                r.bytes_left = 0.0  # joins the link, so its share counts itself
+        _join(runs, model, t)
         rates = _rates(runs, model, t)
-        for r in runs:
-            if r.prediction is None and r.bytes_left is not None and r.end is None:
-                r.share = rates[id(r)]
-                r.prediction = model.predict(r.spec, r.share)
-                r.bytes_left = r.prediction.transferred_bytes
         live = [r for r in runs if r.bytes_left is not None and r.end is None]
         peak_now = Counter(r.spec.source for r in live)
         for k, v in peak_now.items():
             peak[k] = max(peak[k], v)
         # the next event: a transfer ends, a preparation ends, or a pending move could
         # start ahead of a transfer's end
-        nxt = [_projected_end(r, rates[id(r)], t) for r in live]
-        nxt += [r.transfer_from for r in runs if r.bytes_left is None and r.end is None]
+        preparing = [r for r in runs if r.bytes_left is None and r.end is None]
+        ends = [_projected_end(r, rates, t, model) for r in [*live, *preparing]]
+        nxt = ends[:len(live)] + [r.transfer_from for r in preparing]
         if pending:
-            nxt += [e - m.overhead_s for e in nxt for m in pending[:1]]
+            nxt += [e - m.overhead_s for e in ends for m in pending[:1]]
         nxt = [x for x in nxt if x > t + EPS]
         if not nxt:
             if pending and not live:

@@ -1,0 +1,90 @@
+"""The drain's schedule (pure): who shares a link, who goes alone, overlap, ETA."""
+
+from __future__ import annotations
+
+from ferry.drain.schedule import Active, Limits, Model, MoveSpec, order, plan
+from ferry.predict.dirty import MIB, DirtyCurve
+from ferry.predict.precopy import Guest
+
+LINK = 48 * MIB
+LINKS = {"a": LINK, "b": LINK, "c": LINK}
+
+
+def mv(vm: str, mem: int, nonzero: int, dirty: float = 0.0, wss: int = 1, to: str = "b",
+       overhead: float = 3.0) -> MoveSpec:
+    return MoveSpec(vm, "a", to, mem, Guest(mem * MIB, nonzero * MIB,
+                                            DirtyCurve(dirty * MIB, wss * MIB)), 0.3,
+                    overhead_s=overhead)
+
+
+def _overlap(x: tuple[float, float], y: tuple[float, float]) -> float:
+    return max(0.0, min(x[1], y[1]) - max(x[0], y[0]))
+
+
+def test_when_one_migration_fills_the_link_they_take_turns_and_prepare_meanwhile() -> None:
+    moves = [mv(f"v{i}", 256, 128, to="bc"[i % 2]) for i in range(4)]
+    model = Model(LINKS)
+    s = plan(order(moves, model), LINKS, Limits(), 2, model=model)
+    assert s.max_parallel["a"] == 1  # sharing would only slow each one down
+    # 512 MiB must leave over 48 MiB/s: the first preparation is the only time off it
+    physical = sum(x.prediction.transferred_bytes for x in s.slots) / LINK
+    assert physical + 3.0 - 0.1 <= s.eta_s <= physical + 3.0 + 0.5
+    for a, b in zip(s.slots, s.slots[1:], strict=False):
+        assert b.start_s < a.end_s  # the next one prepared during this transfer
+
+
+def test_when_one_migration_cannot_fill_the_link_they_share_it() -> None:
+    moves = [mv(f"v{i}", 256, 128, to="bc"[i % 2]) for i in range(4)]
+    streams = {"a": LINK / 2}
+    model = Model(LINKS, streams)
+    s = plan(order(moves, model), LINKS, Limits(per_source=4, per_destination=4), 4,
+             model=model)
+    assert s.max_parallel["a"] == 2
+    physical = sum(x.prediction.transferred_bytes for x in s.slots) / LINK
+    assert s.eta_s <= physical + 3.0 + 0.5
+
+
+def test_a_heavy_dirtier_transfers_alone() -> None:
+    heavy = mv("heavy", 256, 200, dirty=40, wss=128)
+    idle = [mv(f"i{i}", 256, 100) for i in range(3)]
+    model = Model(LINKS)
+    assert not model.fits(heavy, LINK / 2) and model.fits(heavy, LINK)
+    s = plan(order([*idle, heavy], model), LINKS, Limits(), 2, model=model)
+    slots = {x.vm: x for x in s.slots}
+    h = slots["heavy"]
+    assert s.slots[0].vm == "heavy"  # longest first
+    for x in s.slots:
+        if x.vm != "heavy":
+            assert _overlap((h.transfer_s, h.end_s), (x.transfer_s, x.end_s)) < 1e-6
+    # the next one prepared during the heavy transfer, so the link did not idle
+    nxt = min((x for x in s.slots if x.vm != "heavy"), key=lambda x: x.start_s)
+    assert nxt.start_s < h.end_s and nxt.transfer_s >= h.end_s - 1e-6
+
+
+def test_a_guest_that_never_converges_in_precopy_goes_alone_with_postcopy() -> None:
+    wild = mv("wild", 256, 200, dirty=80, wss=200)
+    model = Model(LINKS)
+    assert model.alone(wild)
+    s = plan(order([mv("x", 128, 64), wild], model), LINKS, Limits(), 2, model=model)
+    w = next(x for x in s.slots if x.vm == "wild")
+    assert w.alone and w.prediction.converges and "post-copy" in w.prediction.note
+
+
+def test_limits_and_max_parallel_bound_what_runs_at_once() -> None:
+    moves = [mv(f"v{i}", 128, 32, to="bc"[i % 2]) for i in range(6)]
+    s = plan(moves, LINKS, Limits(per_source=4, per_destination=4, cluster=8), 1)
+    spans = [(x.start_s, x.end_s) for x in s.slots]
+    for i, a in enumerate(spans):
+        for b in spans[i + 1:]:
+            assert _overlap(a, b) < 1e-6  # one at a time from the source
+
+
+def test_replanning_mid_drain_keeps_active_moves_and_starts_the_next_ahead() -> None:
+    a, b = mv("a1", 256, 200), mv("b1", 256, 200)
+    # a1 has 48 MiB left at 48 MiB/s: 1 s; b1 prepares 3 s, so it starts now
+    active = [Active(a, 0.0, 3.0, 48 * MIB)]
+    s = plan([b], LINKS, Limits(), 2, active, now=10.0)
+    slot = {x.vm: x for x in s.slots}
+    assert slot["b1"].start_s == 10.0
+    assert abs(slot["a1"].end_s - 11.0) < 0.05
+    assert s.eta_s > 3.0
