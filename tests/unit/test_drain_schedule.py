@@ -11,10 +11,10 @@ LINKS = {"a": LINK, "b": LINK, "c": LINK}
 
 
 def mv(vm: str, mem: int, nonzero: int, dirty: float = 0.0, wss: int = 1, to: str = "b",
-       overhead: float = 3.0) -> MoveSpec:
+       overhead: float = 3.0, finish: float = 0.0) -> MoveSpec:
     return MoveSpec(vm, "a", to, mem, Guest(mem * MIB, nonzero * MIB,
                                             DirtyCurve(dirty * MIB, wss * MIB)), 0.3,
-                    overhead_s=overhead)
+                    overhead_s=overhead, finish_s=finish)
 
 
 def _overlap(x: tuple[float, float], y: tuple[float, float]) -> float:
@@ -26,8 +26,8 @@ def test_when_one_migration_fills_the_link_they_take_turns_and_prepare_meanwhile
     model = Model(LINKS)
     s = plan(order(moves, model), LINKS, Limits(), 2, model=model)
     assert s.max_parallel["a"] == 1  # sharing would only slow each one down
-    # 512 MiB must leave over 48 MiB/s: the first preparation is the only time off it
-    physical = sum(x.prediction.transferred_bytes for x in s.slots) / LINK
+    # the link is busy from the first job's start to the last one's end
+    physical = sum(x.prediction.total_s for x in s.slots)  # each job's time alone
     assert physical + 3.0 - 0.1 <= s.eta_s <= physical + 3.0 + 0.5
     for a, b in zip(s.slots, s.slots[1:], strict=False):
         assert b.start_s < a.end_s  # the next one prepared during this transfer
@@ -40,7 +40,7 @@ def test_when_one_migration_cannot_fill_the_link_they_share_it() -> None:
     s = plan(order(moves, model), LINKS, Limits(per_source=4, per_destination=4), 4,
              model=model)
     assert s.max_parallel["a"] == 2
-    physical = sum(x.prediction.transferred_bytes for x in s.slots) / LINK
+    physical = sum(x.prediction.total_s for x in s.slots)  # each job's time alone
     assert s.eta_s <= physical + 3.0 + 0.5
 
 
@@ -88,3 +88,25 @@ def test_replanning_mid_drain_keeps_active_moves_and_starts_the_next_ahead() -> 
     assert slot["b1"].start_s == 10.0
     assert abs(slot["a1"].end_s - 11.0) < 0.05
     assert s.eta_s > 3.0
+
+
+def test_a_move_holds_its_slot_while_it_settles() -> None:
+    """The slot frees only once the previous move settled (libvirt's finish): with one
+    slot the next one prepares after it, and the ETA counts the last one's finish."""
+    moves = [mv(f"v{i}", 256, 128, finish=1.0) for i in range(2)]
+    s = plan(moves, LINKS, Limits(), 1)
+    first, second = s.slots
+    assert abs(second.start_s - first.end_s) < 1e-6
+    assert abs(s.eta_s - second.end_s) < 1e-6
+    assert second.end_s - second.transfer_s > second.prediction.total_s + 0.99
+
+
+def test_moves_from_several_sources_to_one_host() -> None:
+    """A return: VMs on b and c all go back to a; a's inbound limit paces them."""
+    moves = [MoveSpec(f"v{i}", "bc"[i % 2], "a", 256, Guest(256 * MIB, 128 * MIB,
+                                                          DirtyCurve(0.0, MIB)), 0.3)
+             for i in range(5)]
+    s = plan(moves, LINKS, Limits(), 2)
+    assert len(s.slots) == 5
+    for t in [x.start_s for x in s.slots]:
+        assert sum(x.start_s <= t < x.end_s for x in s.slots) <= 2  # per destination

@@ -16,6 +16,7 @@ import typer
 from ferry.cli.client import ApiError, Client
 from ferry.cli.common import JsonOpt, handles_errors
 from ferry.cli.cpu_cmds import cpu_app
+from ferry.cli.drain_cmds import drain_app, host_activate, host_drain
 from ferry.cli.lab_cmds import lab_app
 from ferry.cli.plot import plot_migration
 from ferry.cli.render import (
@@ -47,6 +48,9 @@ app.add_typer(secret_app, name="secret")
 app.add_typer(cpu_app, name="cpu")
 app.add_typer(pool_app, name="pool")
 app.add_typer(volume_app, name="volume")
+app.add_typer(drain_app, name="drain")
+host_app.command("drain")(host_drain)
+host_app.command("activate")(host_activate)
 
 # -- controller ---------------------------------------------------------------
 @app.command()
@@ -214,7 +218,9 @@ def vm_delete(name: str,
 # -- migrations -------------------------------------------------------------------
 @app.command()
 @handles_errors
-def migrate(vm: str, to: Annotated[str, typer.Option("--to", help="Destination host.")],
+def migrate(vm: str, to: Annotated[str | None, typer.Option(
+                "--to", help="Destination host, or several (comma-separated) for placement "
+                "to choose among; none: placement chooses.")] = None,
             wait: Annotated[bool, typer.Option(help="Follow until it finishes.")] = False,
             bandwidth: Annotated[int | None, typer.Option(help="Limit, MiB/s.")] = None,
             max_downtime: Annotated[int | None, typer.Option(help="Downtime limit, ms.")] = None,
@@ -234,7 +240,7 @@ def migrate(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
         "on_timeout": on_timeout.value})
     if not wait:
         print_json(m) if as_json else console.print(
-            f"migration {m['id']} {m['state']}: {vm} {m['source']} → {to}")
+            f"migration {m['id']} {m['state']}: {vm} {m['source']} → {m['destination']}")
         return
     final = follow(client, m["id"], show=not as_json)
     if as_json:

@@ -137,6 +137,9 @@ class MigrationRow(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     bandwidth_mib_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # the link's speed as the operator gave it (a drain's --link): predictions use it
+    # instead of history; not a cap
+    link_mib_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

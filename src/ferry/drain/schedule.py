@@ -45,6 +45,7 @@ from ferry.predict.precopy import Guest, Link, Prediction, simulate
 from ferry.predict.strategy import Inputs, choose_auto, schedule_for
 
 DEFAULT_OVERHEAD_S = 3.0  # measured on the lab: a move spends ~2-3.5 s off the link
+DEFAULT_FINISH_S = 1.2  # lab: the job's end to the VM settled on the destination
 SWITCHOVER_S = 0.01
 SHARE_STEP = 0.02  # shares are rounded to 2 % of a link for the predictions' cache
 EPS = 1e-6
@@ -63,6 +64,7 @@ class MoveSpec:
     cpu_bound: float = 0.0
     overhead_s: float = DEFAULT_OVERHEAD_S
     setup_s: float = 0.1
+    finish_s: float = DEFAULT_FINISH_S  # after its last byte: libvirt's finish, settling
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class Active:
-    """A move already under way: preparing (bytes_left None) or transferring."""
+    """A move already under way: preparing (bytes_left None) or transferring
+    (bytes_left: what it still has to send; its job's fixed costs count as bytes at
+    its share)."""
 
     spec: MoveSpec
     started_s: float
@@ -186,10 +190,11 @@ def _rates(runs: list[_Run], model: Model, t: float) -> dict[int, float]:
 def _projected_end(r: _Run, rates: dict[int, float], t: float, model: Model) -> float:
     """When a run leaves the link at the rates of now (one still preparing: when it
     would, transferring alone)."""
+    if r.end is not None:
+        return r.end
     if r.bytes_left is None:
-        alone = model.stream(r.spec.source)
-        return max(r.transfer_from, t) + \
-            model.predict(r.spec, alone).transferred_bytes / alone
+        return max(r.transfer_from, t) + model.predict(r.spec, model.stream(r.spec.source)
+                                                       ).total_s
     return t + r.bytes_left / max(rates[id(r)], EPS)
 
 
@@ -204,12 +209,14 @@ def _join(runs: list[_Run], model: Model, t: float) -> None:
     for r in joining:
         r.share = rates[id(r)]
         r.prediction = model.predict(r.spec, r.share)
-        r.bytes_left = r.prediction.transferred_bytes
+        # the link is taken for the job's whole time (its setup and pause too)
+        r.bytes_left = r.prediction.total_s * r.share
 
 
 def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
                max_parallel: int, t: float) -> bool:
-    busy = [r for r in runs if r.end is None]
+    # a move holds its admission slot until it has settled, not only while it transfers
+    busy = [r for r in runs if r.end is None or r.end + r.spec.finish_s > t + EPS]
     if len(busy) >= limits.cluster:
         return False
     if sum(r.spec.source == m.source for r in busy) >= min(limits.per_source, max_parallel):
@@ -221,15 +228,22 @@ def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
     rates = _rates(runs, model, t)
     sharing = [r for r in busy if r.spec.source == m.source and
                _projected_end(r, rates, t, model) > at + EPS]
+    return may_share(m, [r.spec for r in sharing], model)
+
+
+def may_share(m: MoveSpec, sharing: list[MoveSpec], model: Model) -> bool:
+    """May `m` transfer while `sharing` transfer from the same host: only if the link
+    is not full with them already, nobody among them converges only alone, and every
+    one still converges at its share."""
     n = len(sharing) + 1
     if n == 1:
         return True
     if (n - 1) * model.stream(m.source) >= model.link(m.source) * (1 - EPS):
         return False  # the link will be full anyway: start later, when it frees
-    if model.alone(m) or any(model.alone(r.spec) for r in sharing):
+    if model.alone(m) or any(model.alone(x) for x in sharing):
         return False
     share = min(model.stream(m.source), model.link(m.source) / n)
-    return all(model.fits(x, share) for x in [m, *(r.spec for r in sharing)])
+    return all(model.fits(x, share) for x in [m, *sharing])
 
 
 def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
@@ -270,6 +284,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
         nxt = ends[:len(live)] + [r.transfer_from for r in preparing]
         if pending:
             nxt += [e - m.overhead_s for e in ends for m in pending[:1]]
+        nxt += [r.end + r.spec.finish_s for r in runs if r.end is not None]
         nxt = [x for x in nxt if x > t + EPS]
         if not nxt:
             if pending and not live:
@@ -285,7 +300,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
                 r.end = t2
         t = t2
     slots = [Slot(r.spec.vm, r.spec.source, r.spec.destination, r.start, r.transfer_from,
-                  r.end if r.end is not None else r.transfer_from,
+                  (r.end if r.end is not None else r.transfer_from) + r.spec.finish_s,
                   r.share, r.prediction or model.predict(r.spec, model.link(r.spec.source)),
                   model.alone(r.spec)) for r in runs]
     eta = max((s.end_s for s in slots), default=now) - now

@@ -16,6 +16,7 @@ service implements; it calls nothing above itself.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -69,6 +70,7 @@ class Request:
     max_downtime_ms: int | None = None
     timeout_per_gib_s: float | None = None
     on_timeout: OnTimeout = OnTimeout.ABORT
+    link_mib_s: float | None = None  # the link as the operator gave it (a drain's --link)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,9 @@ class MigrationPipeline:
         inputs, m = None, None
         if req.policy != Policy.PRECOPY:
             h = self.records.history(req.vm, claim.source.name, claim.destination.name)
+            if req.link_mib_s is not None:
+                h = replace(h, link_bytes_s=req.link_mib_s * MIB,
+                            link_how=f"{req.link_mib_s:g} MiB/s as given")
             m = measure(self.hosts(claim.source.uri), req.vm, claim.memory_mib, self.clock,
                         bandwidth_bytes_s=link_bytes_s(h, req.bandwidth_mib_s)[0],
                         before_move=True)
@@ -219,10 +224,13 @@ class MigrationPipeline:
 
     # -- in a worker, once admitted: plan, run, settle, tidy, record --------------
     def run(self, claim: Claim, cancel: threading.Event,
-            checked: PrecheckResult | None = None) -> None:
+            checked: PrecheckResult | None = None,
+            before_job: Callable[[threading.Event], None] | None = None) -> None:
         """Plan and run the job to its end; the migration always ends in a final state.
         `checked` is the request's precheck when it was admitted at once; a migration
-        that waited in the queue is checked again (hosts change)."""
+        that waited in the queue is checked again (hosts change).  `before_job` is
+        called once the guest is measured and the plan made, and returns when the job
+        may start (a drain holds a move until its link is free)."""
         rec = self.records.recorder(claim.id)
         try:
             if checked is None:
@@ -233,6 +241,8 @@ class MigrationPipeline:
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
             plan, copies = self._plan_for(claim, checked)
+            if before_job is not None and not cancel.is_set():
+                before_job(cancel)
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
             source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)

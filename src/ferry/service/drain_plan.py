@@ -17,7 +17,15 @@ from ferry.clock import Clock
 from ferry.db.models import HostRow, PoolRow, VmRow, VolumeRow
 from ferry.domain.models import HostState, VmState
 from ferry.drain.placement import Candidate, Disk, Placement, Target, place
-from ferry.drain.schedule import Active, Limits, Model, MoveSpec, Schedule, order, plan
+from ferry.drain.schedule import (
+    Active,
+    Limits,
+    Model,
+    MoveSpec,
+    Schedule,
+    order,
+    plan,
+)
 from ferry.hypervisor.errors import HypervisorError
 from ferry.migration.measure import measure
 from ferry.migration.planning import timeout_s
@@ -43,9 +51,12 @@ class DrainRequest:
     max_downtime_ms: int | None = None
 
 
-def spec_dict(m: MoveSpec, link_bytes_s: float) -> dict[str, Any]:
+def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
     g = m.guest
-    return {"link_bytes_s": round(link_bytes_s), "memory_mib": m.memory_mib,
+    stream = model.streams.get(m.source)
+    return {"link_bytes_s": round(model.link(m.source)),
+            "stream_bytes_s": None if stream is None else round(stream),
+            "memory_mib": m.memory_mib,
             "nonzero_bytes": round(g.nonzero_bytes),
             "dirty_bytes_s": round(g.curve.rate_bytes_s),
             "wss_bytes": None if g.curve.wss_bytes == float("inf") else round(g.curve.wss_bytes),
@@ -107,9 +118,11 @@ class DrainPlanner:
 
     def specs(self, cands: list[Candidate], placement: Placement, uris: dict[str, str],
               link_mib_s: float | None, max_downtime_ms: int | None
-              ) -> tuple[list[MoveSpec], dict[str, float], dict[str, str]]:
+              ) -> tuple[list[MoveSpec], Model, dict[str, str]]:
         """Measure every placed guest at once and turn it into the model's terms; a
-        guest that cannot be measured is blocked with the reason."""
+        guest that cannot be measured is blocked with the reason.  A host's link is
+        `link_mib_s` if given, else what its last migration reached; one migration
+        is taken to reach what the last one did (its stream)."""
         by_name = {c.vm: c for c in cands}
         placed = [by_name[v] for v in placement.to]
         hist = {c.vm: self.store.history(c.vm, str(c.host), placement.to[c.vm])
@@ -120,6 +133,7 @@ class DrainPlanner:
             for c in placed}, timeout_s=MEASURE_WITHIN_S)
         specs: list[MoveSpec] = []
         links: dict[str, float] = {}
+        streams: dict[str, float] = {}
         failed: dict[str, str] = {}
         for c in placed:
             m = asked[f"measure:{c.vm}"]
@@ -131,30 +145,42 @@ class DrainPlanner:
                                   timeout)
             link = link_mib_s * MIB if link_mib_s else inp.link.final_bytes_s
             src, dst = str(c.host), placement.to[c.vm]
-            links[src] = max(links.get(src, 0.0), link)
-            links[dst] = max(links.get(dst, 0.0), link)
+            for h in (src, dst):
+                links[h] = max(links.get(h, 0.0), link)
+            if hist[c.vm].link_bytes_s is not None:
+                streams[src] = max(streams.get(src, 0.0), hist[c.vm].link_bytes_s or 0.0)
             specs.append(MoveSpec(c.vm, src, dst, c.memory_mib, inp.guest, inp.limit_s,
                                   inp.cpu_bound,
                                   PAGE_SAMPLE_S + m.spent_s + PRECHECK_AND_START_S,
                                   inp.setup_s))
         for h in uris:
             links.setdefault(h, (link_mib_s or ASSUMED_LINK_MIB_S) * MIB)
-        return specs, links, failed
+        return specs, Model(links, streams), failed
 
-    def schedule(self, specs: list[MoveSpec], links: dict[str, float], max_parallel: int
-                 ) -> Schedule:
+    def schedule(self, specs: list[MoveSpec], model: Model, max_parallel: int) -> Schedule:
         """The plan: moves in the schedule's order, none started yet."""
-        model = Model(links)
-        return plan(order(specs, model), links, self.limits, max_parallel, model=model)
+        return plan(order(specs, model), model.links, self.limits, max_parallel, model=model)
 
-    def schedule_from(self, specs: list[MoveSpec], links: dict[str, float],
-                      max_parallel: int, active: list[Active], now: float) -> Schedule:
+    def schedule_from(self, specs: list[MoveSpec], model: Model, max_parallel: int,
+                      active: list[Active], now: float) -> Schedule:
         """The plan again, from now: `specs` still to start (in the plan's order)."""
-        return plan(specs, links, self.limits, max_parallel, active, now)
+        return plan(specs, model.links, self.limits, max_parallel, active, now, model=model)
 
-    @staticmethod
-    def default_link(link_mib_s: float | None) -> float:
-        return (link_mib_s or ASSUMED_LINK_MIB_S) * MIB
+
+def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float | None
+             ) -> Model:
+    """The links and streams a drain's stored moves were planned with."""
+    links: dict[str, float] = {}
+    streams: dict[str, float] = {}
+    for m in moves:
+        s = m["model"]
+        rate = float(s.get("link_bytes_s") or 0.0) or (link_mib_s or ASSUMED_LINK_MIB_S) * MIB
+        src = m.get("source", default_host)
+        for h in (src, m["to"]):
+            links[h] = max(links.get(h, 0.0), rate)
+        if s.get("stream_bytes_s"):
+            streams[src] = max(streams.get(src, 0.0), float(s["stream_bytes_s"]))
+    return Model(links, streams)
 
 
 def _measurer(conns: HostConnections, uri: str, c: Candidate, clock: Clock, rate: float
@@ -168,7 +194,7 @@ def _measurer(conns: HostConnections, uri: str, c: Candidate, clock: Clock, rate
     return run
 
 
-def plan_dict(host: str, sched: Schedule, specs: list[MoveSpec], links: dict[str, float],
+def plan_dict(host: str, sched: Schedule, specs: list[MoveSpec], model: Model,
               blocked: dict[str, str], max_parallel: int) -> dict[str, Any]:
     """The plan as `ferry host drain --dry-run --json` shows it and the drain stores."""
     by_vm = {m.vm: m for m in specs}
@@ -182,7 +208,7 @@ def plan_dict(host: str, sched: Schedule, specs: list[MoveSpec], links: dict[str
                       "predicted_downtime_ms": round(p.downtime_s * 1000),
                       "predicted_converges": p.converges,
                       "share_mib_s": round(s.share_bytes_s / MIB, 1), "alone": s.alone,
-                      "model": spec_dict(by_vm[s.vm], links[s.source])})
+                      "model": spec_dict(by_vm[s.vm], model)})
     return {"host": host, "moves": moves,
             "blocked": [{"vm": v, "reason": r} for v, r in sorted(blocked.items())],
             "eta_ms": round(sched.eta_s * 1000), "max_parallel": max_parallel,

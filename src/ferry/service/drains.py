@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -25,9 +26,9 @@ from typing import Any
 from ferry.clock import Clock
 from ferry.domain.models import Migration, MigrationState
 from ferry.domain.names import check_name
-from ferry.drain.schedule import Active
+from ferry.drain.schedule import Active, may_share
 from ferry.errors import Conflict, FerryError, InvalidRequest
-from ferry.service.drain_plan import DrainPlanner, DrainRequest, plan_dict, spec_of
+from ferry.service.drain_plan import DrainPlanner, DrainRequest, model_of, plan_dict, spec_of
 from ferry.service.drain_store import DrainStore
 from ferry.service.hosts import HostService
 from ferry.service.inventory import Inventory
@@ -36,6 +37,7 @@ from ferry.service.migration_store import MigrationStore
 
 log = logging.getLogger("ferry.drains")
 TICK_S = 1.0
+GATE_POLL_S = 0.2
 ATTEMPTS = 2  # a move that fails is tried once more, elsewhere
 
 
@@ -66,6 +68,8 @@ class DrainService:
         self.clock, self.executor = clock, executor
         self._running: set[int] = set()
         self._lock = threading.Lock()
+        # per source host: VMs of drains whose job was let through and has not ended
+        self._on_link: dict[str, set[str]] = {}
 
     # -- planning --------------------------------------------------------------
     def plan(self, req: DrainRequest, vms: list[str] | None = None) -> dict[str, Any]:
@@ -79,10 +83,10 @@ class DrainService:
         cands, targets, uris = self.planner.candidates(vms, None if vms else req.host)
         to = (req.host,) if vms is not None else req.to
         placement = self.planner.place(cands, targets, to)
-        specs, links, unmeasured = self.planner.specs(cands, placement, uris, req.link_mib_s,
+        specs, model, unmeasured = self.planner.specs(cands, placement, uris, req.link_mib_s,
                                                       req.max_downtime_ms)
-        sched = self.planner.schedule(specs, links, req.max_parallel)
-        return plan_dict(req.host, sched, specs, links, {**placement.blocked, **unmeasured},
+        sched = self.planner.schedule(specs, model, req.max_parallel)
+        return plan_dict(req.host, sched, specs, model, {**placement.blocked, **unmeasured},
                          req.max_parallel)
 
     def choose(self, vm: str, to: tuple[str, ...] = ()) -> str:
@@ -204,21 +208,15 @@ class DrainService:
         now = self.clock.monotonic()
         active = [self._active(m, d["host"], now) for m in running]
         specs = [spec_of(m, d["host"]) for m in sorted(pending, key=lambda m: m["order"])]
-        links = dict(self._links(d, [*pending, *running]))
-        sched = self.planner.schedule_from(specs, links, d["request"]["max_parallel"],
+        model = model_of([*pending, *running], d["host"], d["request"].get("link_mib_s"))
+        sched = self.planner.schedule_from(specs, model, d["request"]["max_parallel"],
                                            active, now)
-        start_now = {s.vm for s in sched.slots if s.start_s <= now + 1e-6}
+        # a move may prepare one preparation early: its job waits at the gate anyway
+        early = {m["vm"]: float(m["model"]["overhead_s"]) for m in pending}
+        start_now = {s.vm for s in sched.slots
+                     if s.vm in early and s.start_s <= now + early[s.vm]}
         return ([m for m in pending if m["vm"] in start_now],
                 round(sched.eta_s * 1000))
-
-    def _links(self, d: dict[str, Any], moves: list[dict[str, Any]]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for m in moves:
-            rate = float(m["model"].get("link_bytes_s") or 0.0) or self.planner.default_link(
-                d["request"].get("link_mib_s"))
-            for h in (m.get("source", d["host"]), m["to"]):
-                out[h] = max(out.get(h, 0.0), rate)
-        return out
 
     def _active(self, m: dict[str, Any], host: str, now: float) -> Active:
         spec = spec_of(m, host)
@@ -238,7 +236,10 @@ class DrainService:
         m["tried"] = [*m["tried"], m["to"]]
         try:
             mig = self.migrations.start(m["vm"], m["to"],
-                                        max_downtime_ms=req.get("max_downtime_ms"))
+                                        max_downtime_ms=req.get("max_downtime_ms"),
+                                        link_mib_s=req.get("link_mib_s"),
+                                        before_job=self._gate(d["id"], m["vm"],
+                                                              m.get("source", d["host"])))
         except FerryError as exc:
             self._failed(m, d, exc.message)
             return
@@ -247,8 +248,55 @@ class DrainService:
         if mig.state.finished:  # refused in its prechecks, or ran inline (simulation)
             self._follow(m, d, False)
 
+    def _gate(self, did: int, vm: str, source: str) -> Callable[[threading.Event], None]:
+        """Hold a move's job (measured, planned) until its link can take it: a move
+        prepares while others transfer, and transfers only when the model says that
+        every transfer then on the link still converges (usually: when it is free)."""
+        def wait(cancel: threading.Event) -> None:
+            while not cancel.is_set():
+                with self._lock:
+                    on = self._on_link.setdefault(source, set())
+                    if self._link_takes(did, vm, on - {vm}):
+                        on.add(vm)
+                        return
+                self.clock.sleep(GATE_POLL_S)
+        return wait
+
+    def _link_takes(self, did: int, vm: str, others: set[str]) -> bool:
+        if not others:
+            return True
+        d = self.drains.get(did)
+        by_vm = {m["vm"]: m for m in d["moves"]}
+        others = {o for o in others if not self._sent_all(by_vm.get(o))}
+        if not others:
+            return True
+        specs = {m["vm"]: spec_of(m, d["host"]) for m in d["moves"]}
+        if vm not in specs or not others <= set(specs):
+            return False  # another drain's move: do not share with what we cannot model
+        model = model_of(d["moves"], d["host"], d["request"].get("link_mib_s"))
+        return may_share(specs[vm], [specs[o] for o in others], model)
+
+    def _sent_all(self, m: dict[str, Any] | None) -> bool:
+        """Has this move's job sent everything (QEMU done, libvirt finishing: ~1 s on
+        the lab that the next job's start can overlap), or ended?"""
+        if m is None or m.get("migration") is None:
+            return False
+        mid = int(m["migration"])
+        if self.store.get(mid).state.finished:
+            return True
+        samples = self.store.samples(mid)
+        last = samples[-1] if samples else None
+        return last is not None and last.memory_total_bytes > 0 and \
+            last.memory_remaining_bytes == 0
+
+    def _off_link(self, m: dict[str, Any], d: dict[str, Any]) -> None:
+        with self._lock:
+            self._on_link.get(m.get("source", d["host"]), set()).discard(m["vm"])
+
     def _follow(self, m: dict[str, Any], d: dict[str, Any], cancelling: bool) -> None:
         mig = self.store.get(int(m["migration"]))
+        if mig.state.finished:
+            self._off_link(m, d)
         if not mig.state.finished:
             if cancelling and not m.get("cancel_sent"):
                 m["cancel_sent"] = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -76,18 +77,22 @@ class MigrationService:
         self._fresh: dict[int, PrecheckResult] = {}  # checked in the request, not yet run
         self._waiting_why: dict[int, str] = {}
         self._dispatching = threading.RLock()
+        self._before_job: dict[int, Callable[[threading.Event], None]] = {}
 
     def start(self, vm: str, to: str, bandwidth_mib_s: int | None = None,
               max_downtime_ms: int | None = None, policy: Policy | str = Policy.AUTO,
               timeout_per_gib_s: float | None = None,
-              on_timeout: OnTimeout | str = OnTimeout.ABORT) -> Migration:
+              on_timeout: OnTimeout | str = OnTimeout.ABORT, link_mib_s: float | None = None,
+              before_job: Callable[[threading.Event], None] | None = None) -> Migration:
         """Validate, claim and precheck a migration (a refusal answers at once and
-        releases the VM), then queue it: it starts as soon as the limits admit it."""
+        releases the VM), then queue it: it starts as soon as the limits admit it.
+        `link_mib_s`: the link's speed for the prediction (not a cap); `before_job`:
+        see `MigrationPipeline.run` (kept in this process only)."""
         check_name("vm", vm)
         check_name("host", to)
         req = Request(vm, to, _enum(Policy, policy, "policy"), bandwidth_mib_s,
                       max_downtime_ms, timeout_per_gib_s, _enum(OnTimeout, on_timeout,
-                                                                 "on_timeout"))
+                                                                 "on_timeout"), link_mib_s)
         if req.on_timeout == OnTimeout.FORCE and req.policy not in POSTCOPY_CAPABLE:
             raise InvalidRequest(f"--on-timeout force finishes with post-copy, which policy "
                                  f"{req.policy} does not enable: use auto or postcopy",
@@ -95,17 +100,24 @@ class MigrationService:
         if timeout_per_gib_s is not None and not 1 <= timeout_per_gib_s <= 86_400:
             raise InvalidRequest("timeout per GiB must be between 1 and 86400 s")
         _check_limits(bandwidth_mib_s, max_downtime_ms)
+        if link_mib_s is not None and not 1 <= link_mib_s <= 100_000:
+            raise InvalidRequest("link must be between 1 and 100000 MiB/s",
+                                 {"field": "link_mib_s"})
         self.inventory.locate(vm)  # where the VM really is, right now
         claim = self.store.claim(req)
         cancel = self._cancels[claim.id] = threading.Event()
+        if before_job is not None:
+            self._before_job[claim.id] = before_job
         try:
             checked = self.pipeline.precheck(claim)
         except DatabaseUnavailable:
             self._cancels.pop(claim.id, None)
+            self._before_job.pop(claim.id, None)
             self.executor.submit(self._abandon, claim.id, vm)  # once the database is back
             raise
         except BaseException:
             self._cancels.pop(claim.id, None)
+            self._before_job.pop(claim.id, None)
             self._release(vm)
             raise
         if cancel.is_set():  # cancelled while its prechecks ran
@@ -139,14 +151,18 @@ class MigrationService:
     def _run(self, mid: int, cancel: threading.Event, checked: PrecheckResult | None) -> None:
         claim = self.store.claim_of(mid)
         try:
-            self.pipeline.run(claim, cancel, checked)
+            self.pipeline.run(claim, cancel, checked, self._before_job.get(mid))
         finally:
             self._cancels.pop(mid, None)
-            self._release(claim.request.vm)
-            self.dispatch()
+            self._before_job.pop(mid, None)
+            self._release(claim.request.vm, dispatch=True)
 
-    def _release(self, vm: str) -> None:
+    def _release(self, vm: str, dispatch: bool = False) -> None:
+        """Free the VM, start what waited for this slot (`dispatch`: before reading
+        every host again, which waits on busy hosts for seconds), then reconcile."""
         self.store.release(vm)
+        if dispatch:
+            self.dispatch()
         try:
             self.inventory.reconcile()
         except FerryError as exc:  # e.g. the database went away again: the loop retries
@@ -164,6 +180,7 @@ class MigrationService:
                                         error=f"cancelled {when}; nothing was started")):
             self.store.recorder(mid).event(EventKind.CANCEL, f"cancelled {when}")
         self._cancels.pop(mid, None)
+        self._before_job.pop(mid, None)
         self._waiting_why.pop(mid, None)
         self._release(vm)
 
@@ -254,8 +271,7 @@ class MigrationService:
             self.pipeline.resume(u, cancel, why)
         finally:
             self._cancels.pop(u.id, None)
-            self._release(u.vm)
-            self.dispatch()
+            self._release(u.vm, dispatch=True)
 
     def predict(self, vm: str, to: str, bandwidth_mib_s: int | None = None,
                 max_downtime_ms: int | None = None) -> dict[str, Any]:

@@ -184,6 +184,7 @@ class MigrationStore:
                                source=src.name, destination=dest.name,
                                state=MigrationState.PRECHECKING,
                                bandwidth_mib_s=req.bandwidth_mib_s,
+                               link_mib_s=req.link_mib_s,
                                max_downtime_ms=req.max_downtime_ms, policy=req.policy.value,
                                on_timeout=req.on_timeout.value,
                                timeout_per_gib_s=req.timeout_per_gib_s,
@@ -243,7 +244,8 @@ class MigrationStore:
                 HostRow.name.in_([r.source, r.destination])))}
             memory = s.scalar(select(VmRow.memory_mib).where(VmRow.name == r.vm))
             req = Request(r.vm, r.destination, Policy(r.policy), r.bandwidth_mib_s,
-                          r.max_downtime_ms, r.timeout_per_gib_s, OnTimeout(r.on_timeout))
+                          r.max_downtime_ms, r.timeout_per_gib_s, OnTimeout(r.on_timeout),
+                          r.link_mib_s)
             missing = HostRef("?", "", "", up=False)
             return Claim(r.id, req, int(memory or 1024), hosts.get(r.source, missing),
                          hosts.get(r.destination, missing))

@@ -17,6 +17,8 @@ def upgrade() -> None:
     with op.batch_alter_table("hosts") as batch:
         batch.add_column(sa.Column("maintenance", sa.Boolean(), nullable=False,
                                    server_default=sa.false()))
+    with op.batch_alter_table("migrations") as batch:
+        batch.add_column(sa.Column("link_mib_s", sa.Float(), nullable=True))
     op.create_table(
         "drains",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -37,5 +39,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("drains")
+    with op.batch_alter_table("migrations") as batch:
+        batch.drop_column("link_mib_s")
     with op.batch_alter_table("hosts") as batch:
         batch.drop_column("maintenance")
