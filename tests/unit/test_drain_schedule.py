@@ -110,3 +110,9 @@ def test_moves_from_several_sources_to_one_host() -> None:
     assert len(s.slots) == 5
     for t in [x.start_s for x in s.slots]:
         assert sum(x.start_s <= t < x.end_s for x in s.slots) <= 2  # per destination
+
+
+def test_a_stream_measured_just_below_the_link_fills_it() -> None:
+    model = Model(LINKS, {"a": 0.93 * LINK})
+    assert model.stream("a") == LINK
+    assert Model(LINKS, {"a": 0.5 * LINK}).stream("a") == 0.5 * LINK

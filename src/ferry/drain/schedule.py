@@ -47,6 +47,7 @@ from ferry.predict.strategy import Inputs, choose_auto, schedule_for
 DEFAULT_OVERHEAD_S = 3.0  # measured on the lab: a move spends ~2-3.5 s off the link
 DEFAULT_FINISH_S = 1.2  # lab: the job's end to the VM settled on the destination
 SWITCHOVER_S = 0.01
+STREAM_FILLS = 0.75
 SHARE_STEP = 0.02  # shares are rounded to 2 % of a link for the predictions' cache
 EPS = 1e-6
 
@@ -131,7 +132,10 @@ class Model:
         return self.links[host]
 
     def stream(self, host: str) -> float:
-        return min(self.streams.get(host, math.inf), self.links[host])
+        """One migration's rate from `host`; within STREAM_FILLS of the link it is
+        taken to fill it (a rate measured on the link itself is a little below it)."""
+        s, link = self.streams.get(host, math.inf), self.links[host]
+        return link if s >= STREAM_FILLS * link else s
 
     def _at(self, m: MoveSpec, share: float) -> tuple[Prediction, bool]:
         top = min(self.link(m.source), self.link(m.destination))

@@ -74,6 +74,17 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Hooks:
+    """What a caller running many moves (a drain) adds to one, in this process only:
+    `before_job` returns when the job may start (its link is free); `measured` is a
+    recent measurement of the guest to plan with instead of measuring again."""
+
+    before_job: Callable[[threading.Event], None] | None = None
+    measured: Measurement | None = None
+    measured_age_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Claim:
     """A migration the service has recorded (queued), with the VM locked for it."""
 
@@ -193,7 +204,7 @@ class MigrationPipeline:
             raise Unavailable(f"a host failed a precheck: {exc}") from exc
 
     def _plan(self, claim: Claim, timeout: float, copy_targets: tuple[str, ...],
-              copy_mib: int) -> Plan:
+              copy_mib: int, hooks: Hooks) -> Plan:
         """Measure the guest and predict (except for precopy), then choose parameters."""
         req = claim.request
         inputs, m = None, None
@@ -202,9 +213,16 @@ class MigrationPipeline:
             if req.link_mib_s is not None:
                 h = replace(h, link_bytes_s=req.link_mib_s * MIB,
                             link_how=f"{req.link_mib_s:g} MiB/s as given")
-            m = measure(self.hosts(claim.source.uri), req.vm, claim.memory_mib, self.clock,
-                        bandwidth_bytes_s=link_bytes_s(h, req.bandwidth_mib_s)[0],
-                        before_move=True)
+            if hooks.measured is not None:
+                m = hooks.measured
+                self.records.recorder(claim.id).event(
+                    EventKind.MEASURED, f"measured {hooks.measured_age_s:.0f} s ago, for the "
+                    "drain's plan: not measured again")
+            else:
+                m = measure(self.hosts(claim.source.uri), req.vm, claim.memory_mib,
+                            self.clock,
+                            bandwidth_bytes_s=link_bytes_s(h, req.bandwidth_mib_s)[0],
+                            before_move=True)
             inputs, link_how = build_inputs(m, h, claim.memory_mib, req.bandwidth_mib_s,
                                             req.max_downtime_ms, timeout)
             nonzero, source = nonzero_bytes(m, h, claim.memory_mib)
@@ -224,13 +242,13 @@ class MigrationPipeline:
 
     # -- in a worker, once admitted: plan, run, settle, tidy, record --------------
     def run(self, claim: Claim, cancel: threading.Event,
-            checked: PrecheckResult | None = None,
-            before_job: Callable[[threading.Event], None] | None = None) -> None:
+            checked: PrecheckResult | None = None, hooks: Hooks | None = None) -> None:
         """Plan and run the job to its end; the migration always ends in a final state.
         `checked` is the request's precheck when it was admitted at once; a migration
-        that waited in the queue is checked again (hosts change).  `before_job` is
+        that waited in the queue is checked again (hosts change).  `hooks.before_job` is
         called once the guest is measured and the plan made, and returns when the job
         may start (a drain holds a move until its link is free)."""
+        hooks = hooks or Hooks()
         rec = self.records.recorder(claim.id)
         try:
             if checked is None:
@@ -240,9 +258,9 @@ class MigrationPipeline:
                     return  # refused: recorded by _checked
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
-            plan, copies = self._plan_for(claim, checked)
-            if before_job is not None and not cancel.is_set():
-                before_job(cancel)
+            plan, copies = self._plan_for(claim, checked, hooks)
+            if hooks.before_job is not None and not cancel.is_set():
+                hooks.before_job(cancel)
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
             source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
@@ -264,14 +282,14 @@ class MigrationPipeline:
                                        error=f"cancelled {when}; the VM runs on the source"))
         return True
 
-    def _plan_for(self, claim: Claim, checked: PrecheckResult
+    def _plan_for(self, claim: Claim, checked: PrecheckResult, hooks: Hooks
                   ) -> tuple[Plan, list[CopiedVolume]]:
         req = claim.request
         copy_mib = checked.storage.copy_bytes // MIB
         timeout = timeout_s(claim.memory_mib, copy_mib,
                             req.timeout_per_gib_s or self.timeouts.per_gib_s,
                             self.timeouts.min_s)
-        plan = self._plan(claim, timeout, checked.storage.copy_targets, copy_mib)
+        plan = self._plan(claim, timeout, checked.storage.copy_targets, copy_mib, hooks)
         rec = self.records.recorder(claim.id)
         for kind, message in plan.events:
             rec.event(kind, message)

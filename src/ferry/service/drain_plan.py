@@ -30,7 +30,7 @@ from ferry.hypervisor.errors import HypervisorError
 from ferry.migration.measure import measure
 from ferry.migration.planning import timeout_s
 from ferry.predict.dirty import MIB, DirtyCurve
-from ferry.predict.inputs import ASSUMED_LINK_MIB_S, build_inputs, link_bytes_s
+from ferry.predict.inputs import ASSUMED_LINK_MIB_S, Measurement, build_inputs, link_bytes_s
 from ferry.predict.precopy import Guest
 from ferry.service.connections import HostConnections
 from ferry.service.database import Database
@@ -38,8 +38,8 @@ from ferry.service.host_queries import HostQueries
 from ferry.service.migration_store import MigrationStore
 
 MEASURE_WITHIN_S = 30.0
-PAGE_SAMPLE_S = 1.0  # before each move (migration/measure.py)
-PRECHECK_AND_START_S = 1.5  # prechecks, libvirt's p2p start and finish (lab: ~1-2 s)
+PRECHECK_AND_START_S = 1.5  # prechecks, libvirt's p2p start (lab: ~1-1.5 s)
+REUSE_FOR_S = 300.0  # a plan's measurement stands for the guest this long
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,10 @@ class DrainPlanner:
         self.db, self.conns, self.store, self.queries = db, conns, store, queries
         self.clock, self.limits = clock, limits
         self.timeout_per_gib_s, self.timeout_min_s = timeout_per_gib_s, timeout_min_s
+        # each guest's measurement for the last plan, and when: a move started soon
+        # after plans with it instead of measuring again (its preparation shrinks to
+        # the prechecks and libvirt's start)
+        self.measured: dict[str, tuple[Measurement, float]] = {}
 
     def candidates(self, vms: list[str] | None = None, host: str | None = None
                    ) -> tuple[list[Candidate], list[Target], dict[str, str]]:
@@ -121,8 +125,9 @@ class DrainPlanner:
               ) -> tuple[list[MoveSpec], Model, dict[str, str]]:
         """Measure every placed guest at once and turn it into the model's terms; a
         guest that cannot be measured is blocked with the reason.  A host's link is
-        `link_mib_s` if given, else what its last migration reached; one migration
-        is taken to reach what the last one did (its stream)."""
+        `link_mib_s` if given, else what its last migration reached.  One migration
+        is taken to fill its link: what the last one reached is no measure of what one
+        alone can (it may have shared the link), so none is learned yet."""
         by_name = {c.vm: c for c in cands}
         placed = [by_name[v] for v in placement.to]
         hist = {c.vm: self.store.history(c.vm, str(c.host), placement.to[c.vm])
@@ -133,7 +138,6 @@ class DrainPlanner:
             for c in placed}, timeout_s=MEASURE_WITHIN_S)
         specs: list[MoveSpec] = []
         links: dict[str, float] = {}
-        streams: dict[str, float] = {}
         failed: dict[str, str] = {}
         for c in placed:
             m = asked[f"measure:{c.vm}"]
@@ -147,15 +151,20 @@ class DrainPlanner:
             src, dst = str(c.host), placement.to[c.vm]
             for h in (src, dst):
                 links[h] = max(links.get(h, 0.0), link)
-            if hist[c.vm].link_bytes_s is not None:
-                streams[src] = max(streams.get(src, 0.0), hist[c.vm].link_bytes_s or 0.0)
             specs.append(MoveSpec(c.vm, src, dst, c.memory_mib, inp.guest, inp.limit_s,
-                                  inp.cpu_bound,
-                                  PAGE_SAMPLE_S + m.spent_s + PRECHECK_AND_START_S,
-                                  inp.setup_s))
+                                  inp.cpu_bound, PRECHECK_AND_START_S, inp.setup_s))
+            self.measured[c.vm] = (m, self.clock.monotonic())
         for h in uris:
             links.setdefault(h, (link_mib_s or ASSUMED_LINK_MIB_S) * MIB)
-        return specs, Model(links, streams), failed
+        return specs, Model(links), failed
+
+    def fresh(self, vm: str) -> tuple[Measurement, float] | None:
+        """The plan's measurement of `vm` and its age, if recent enough (taken once)."""
+        got = self.measured.pop(vm, None)
+        if got is None:
+            return None
+        age = self.clock.monotonic() - got[1]
+        return (got[0], age) if age <= REUSE_FOR_S else None
 
     def schedule(self, specs: list[MoveSpec], model: Model, max_parallel: int) -> Schedule:
         """The plan: moves in the schedule's order, none started yet."""

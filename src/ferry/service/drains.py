@@ -26,8 +26,10 @@ from typing import Any
 from ferry.clock import Clock
 from ferry.domain.models import Migration, MigrationState
 from ferry.domain.names import check_name
+from ferry.domain.vocab import EventKind
 from ferry.drain.schedule import Active, may_share
 from ferry.errors import Conflict, FerryError, InvalidRequest
+from ferry.migration.pipeline import Hooks
 from ferry.service.drain_plan import DrainPlanner, DrainRequest, model_of, plan_dict, spec_of
 from ferry.service.drain_store import DrainStore
 from ferry.service.hosts import HostService
@@ -38,6 +40,8 @@ from ferry.service.migration_store import MigrationStore
 log = logging.getLogger("ferry.drains")
 TICK_S = 1.0
 GATE_POLL_S = 0.2
+HANDOVER_S = 1.0
+QUIET_SHARE = 0.05  # dirtying below 5 % of the link: round 1 is nearly the whole job
 ATTEMPTS = 2  # a move that fails is tried once more, elsewhere
 
 
@@ -234,12 +238,13 @@ class DrainService:
         req = d["request"]
         m["started_at"] = self.clock.now().timestamp()
         m["tried"] = [*m["tried"], m["to"]]
+        fresh = self.planner.fresh(m["vm"]) if len(m["tried"]) == 1 else None
+        hooks = Hooks(self._gate(d["id"], m["vm"], m.get("source", d["host"])),
+                      fresh[0] if fresh else None, fresh[1] if fresh else 0.0)
         try:
             mig = self.migrations.start(m["vm"], m["to"],
                                         max_downtime_ms=req.get("max_downtime_ms"),
-                                        link_mib_s=req.get("link_mib_s"),
-                                        before_job=self._gate(d["id"], m["vm"],
-                                                              m.get("source", d["host"])))
+                                        link_mib_s=req.get("link_mib_s"), hooks=hooks)
         except FerryError as exc:
             self._failed(m, d, exc.message)
             return
@@ -267,7 +272,7 @@ class DrainService:
             return True
         d = self.drains.get(did)
         by_vm = {m["vm"]: m for m in d["moves"]}
-        others = {o for o in others if not self._sent_all(by_vm.get(o))}
+        others = {o for o in others if not self._leaving(by_vm.get(o))}
         if not others:
             return True
         specs = {m["vm"]: spec_of(m, d["host"]) for m in d["moves"]}
@@ -276,18 +281,26 @@ class DrainService:
         model = model_of(d["moves"], d["host"], d["request"].get("link_mib_s"))
         return may_share(specs[vm], [specs[o] for o in others], model)
 
-    def _sent_all(self, m: dict[str, Any] | None) -> bool:
-        """Has this move's job sent everything (QEMU done, libvirt finishing: ~1 s on
-        the lab that the next job's start can overlap), or ended?"""
+    def _leaving(self, m: dict[str, Any] | None) -> bool:
+        """Is this move's job about to leave the link: ended, everything sent (libvirt
+        finishing, ~1 s on the lab), or a guest that hardly dirties in its first round
+        with less than HANDOVER_S of it left (it then ends; the next job's start, ~1 s
+        before its first byte, overlaps it).  Any other is left alone: sharing could
+        keep it from converging."""
         if m is None or m.get("migration") is None:
             return False
         mid = int(m["migration"])
-        if self.store.get(mid).state.finished:
+        mig = self.store.get(mid)
+        if mig.state.finished or any(e.kind == EventKind.JOB_ENDED for e in mig.events):
             return True
         samples = self.store.samples(mid)
         last = samples[-1] if samples else None
-        return last is not None and last.memory_total_bytes > 0 and \
-            last.memory_remaining_bytes == 0
+        if last is None or last.memory_total_bytes == 0:
+            return False
+        quiet = float(m["model"]["dirty_bytes_s"]) <= QUIET_SHARE * last.bandwidth_bytes_s
+        return last.memory_remaining_bytes == 0 or (
+            quiet and last.iteration == 1 and
+            last.memory_remaining_bytes <= last.bandwidth_bytes_s * HANDOVER_S)
 
     def _off_link(self, m: dict[str, Any], d: dict[str, Any]) -> None:
         with self._lock:

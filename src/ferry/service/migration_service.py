@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -28,7 +27,7 @@ from ferry.errors import Conflict, DatabaseUnavailable, FerryError, InvalidReque
 from ferry.migration.admission import Limits, admit
 from ferry.migration.figures import Final
 from ferry.migration.measure import measure
-from ferry.migration.pipeline import MigrationPipeline, Request, Timeouts, Unfinished
+from ferry.migration.pipeline import Hooks, MigrationPipeline, Request, Timeouts, Unfinished
 from ferry.migration.planning import POSTCOPY_CAPABLE, timeout_s
 from ferry.migration.prechecks import PrecheckResult
 from ferry.predict.dirty import MIB
@@ -77,16 +76,16 @@ class MigrationService:
         self._fresh: dict[int, PrecheckResult] = {}  # checked in the request, not yet run
         self._waiting_why: dict[int, str] = {}
         self._dispatching = threading.RLock()
-        self._before_job: dict[int, Callable[[threading.Event], None]] = {}
+        self._hooks: dict[int, Hooks] = {}
 
     def start(self, vm: str, to: str, bandwidth_mib_s: int | None = None,
               max_downtime_ms: int | None = None, policy: Policy | str = Policy.AUTO,
               timeout_per_gib_s: float | None = None,
               on_timeout: OnTimeout | str = OnTimeout.ABORT, link_mib_s: float | None = None,
-              before_job: Callable[[threading.Event], None] | None = None) -> Migration:
+              hooks: Hooks | None = None) -> Migration:
         """Validate, claim and precheck a migration (a refusal answers at once and
         releases the VM), then queue it: it starts as soon as the limits admit it.
-        `link_mib_s`: the link's speed for the prediction (not a cap); `before_job`:
+        `link_mib_s`: the link's speed for the prediction (not a cap); `hooks`:
         see `MigrationPipeline.run` (kept in this process only)."""
         check_name("vm", vm)
         check_name("host", to)
@@ -106,18 +105,18 @@ class MigrationService:
         self.inventory.locate(vm)  # where the VM really is, right now
         claim = self.store.claim(req)
         cancel = self._cancels[claim.id] = threading.Event()
-        if before_job is not None:
-            self._before_job[claim.id] = before_job
+        if hooks is not None:
+            self._hooks[claim.id] = hooks
         try:
             checked = self.pipeline.precheck(claim)
         except DatabaseUnavailable:
             self._cancels.pop(claim.id, None)
-            self._before_job.pop(claim.id, None)
+            self._hooks.pop(claim.id, None)
             self.executor.submit(self._abandon, claim.id, vm)  # once the database is back
             raise
         except BaseException:
             self._cancels.pop(claim.id, None)
-            self._before_job.pop(claim.id, None)
+            self._hooks.pop(claim.id, None)
             self._release(vm)
             raise
         if cancel.is_set():  # cancelled while its prechecks ran
@@ -151,10 +150,10 @@ class MigrationService:
     def _run(self, mid: int, cancel: threading.Event, checked: PrecheckResult | None) -> None:
         claim = self.store.claim_of(mid)
         try:
-            self.pipeline.run(claim, cancel, checked, self._before_job.get(mid))
+            self.pipeline.run(claim, cancel, checked, self._hooks.get(mid))
         finally:
             self._cancels.pop(mid, None)
-            self._before_job.pop(mid, None)
+            self._hooks.pop(mid, None)
             self._release(claim.request.vm, dispatch=True)
 
     def _release(self, vm: str, dispatch: bool = False) -> None:
@@ -180,7 +179,7 @@ class MigrationService:
                                         error=f"cancelled {when}; nothing was started")):
             self.store.recorder(mid).event(EventKind.CANCEL, f"cancelled {when}")
         self._cancels.pop(mid, None)
-        self._before_job.pop(mid, None)
+        self._hooks.pop(mid, None)
         self._waiting_why.pop(mid, None)
         self._release(vm)
 
