@@ -25,7 +25,8 @@ import pytest
 FERRY = str(Path(sys.executable).parent / "ferry")
 STATE = Path(os.environ.get("FERRY_STATE_DIR", "/var/lib/ferry"))
 CLIENT_CONFIG = STATE / "lab" / "client.json"
-URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
+URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system",
+        "node3": "qemu+tcp://198.18.0.13/system"}
 
 libvirt.registerErrorHandler(lambda _c, _e: None, None)
 
@@ -85,8 +86,9 @@ def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (run `make test` as root)")
     try:
-        info = ferry_json("lab", "up", "--hosts", "2", "--storage", "ceph")
-        assert info["hosts"] == ["node1", "node2"] and info["storage"] == "ceph"
+        # three hosts: a drain empties one onto the two others
+        info = ferry_json("lab", "up", "--hosts", "3", "--storage", "ceph")
+        assert info["hosts"] == ["node1", "node2", "node3"] and info["storage"] == "ceph"
         cfg = json.loads(CLIENT_CONFIG.read_text())
         yield Lab(url=cfg["url"], token=cfg["token"])
     finally:

@@ -1,4 +1,4 @@
-"""CPU baseline, mode, checks and report on the real lab (two identical hosts)."""
+"""CPU baseline, mode, checks and report on the real lab (three identical hosts)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from tests.lab.conftest import Lab, ferry, ferry_json
 
 def test_baseline_of_live_hosts(lab: Lab) -> None:
     b = ferry_json("cpu", "baseline")
-    assert b["hosts"] == ["node1", "node2"]
+    assert b["hosts"] == ["node1", "node2", "node3"]
     assert b["model"] and b["vendor"]
-    assert b["holds_back"] == {"node1": [], "node2": []}  # identical hosts
+    assert b["holds_back"] == {"node1": [], "node2": [], "node3": []}  # identical hosts
     assert ferry_json("cpu", "baseline", "--hosts", "node2")["hosts"] == ["node2"]
     nova = ferry("cpu", "baseline", "--format", "nova").stdout
     assert f"cpu_models = {b['model']}" in nova and nova.startswith("[libvirt]\ncpu_mode = custom")
@@ -27,7 +27,7 @@ def test_vm_under_baseline_mode_passes_precheck_and_migrates(lab: Lab, make_vm) 
     assert check["compatible"] and check["missing_features"] == []
     assert check["compared"] == "guest CPU vs destination hypervisor"
     report = {r["vm"]: r for r in ferry_json("cpu", "report")}
-    assert report[vm]["can_move_to"] == ["node2"] and not report[vm]["restart_needed"]
+    assert report[vm]["can_move_to"] == ["node2", "node3"] and not report[vm]["restart_needed"]
     assert ferry_json("vm", "show", vm)["mobility"] == "full"
     m = ferry_json("migrate", vm, "--to", "node2", "--wait")
     assert m["state"] == "completed"

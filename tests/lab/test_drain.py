@@ -1,0 +1,126 @@
+"""Draining a real lab host: a plan, every running guest moved to the two others, a
+stopped one reported, maintenance, the way back; cancel and a controller restart
+mid-drain.  Guests are checked through their heartbeats (one boot, no memory
+errors) and libvirt on every host (each guest runs on exactly one)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import libvirt
+import pytest
+
+from tests.lab.conftest import URIS, Lab, ferry, ferry_json, wait_for, wait_samples
+
+FINAL = ("completed", "failed", "cancelled")
+
+
+@pytest.fixture
+def node1_back(lab: Lab) -> Iterator[None]:
+    """Whatever happens, node1 leaves maintenance and the link its shaping."""
+    yield
+    ferry("lab", "link", "--unlimited", check=False)
+    for d in ferry_json("drain", "list"):
+        if d["state"] not in FINAL:
+            ferry("drain", "cancel", str(d["id"]), check=False)
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda d=d: ferry_json("drain", "show", str(d["id"]))["state"]
+                         in FINAL, 240, "drain to end")
+    ferry("host", "activate", "node1", check=False)
+
+
+def _clean(lab: Lab, vm: str) -> None:
+    check = ferry_json("lab", "check", vm)
+    assert check["boots"] == 1 and check["memory_errors"] == 0, check
+
+
+def _drain(did: int, timeout: float = 240) -> dict[str, Any]:
+    return dict(wait_for(lambda: (lambda d: d if d["state"] in FINAL else None)(
+        ferry_json("drain", "show", str(did))), timeout, f"drain {did} to end"))
+
+
+def _first_running(did: int) -> int:
+    def running() -> int | None:
+        d = ferry_json("drain", "show", str(did))
+        return next((m["migration"] for m in d["moves"] if m["state"] == "running"
+                     and m["migration"] is not None), None)
+    return int(wait_for(running, 120, "a move to run"))
+
+
+def test_drain_plans_moves_reports_and_returns(lab: Lab, make_vm: Callable[..., str],
+                                              node1_back: None) -> None:
+    vms = [make_vm("node1", memory=128, dirty=d, wss=16) for d in (0, 6, 0)]
+    stopped = make_vm("node1", memory=128)
+    libvirt.open(URIS["node1"]).lookupByName(stopped).destroy()
+    ferry("host", "refresh", "node1")
+
+    plan = ferry_json("host", "drain", "node1", "--dry-run")
+    assert plan["host"] == "node1" and plan["eta_ms"] > 0
+    moves = {m["vm"]: m for m in plan["moves"]}
+    assert set(vms) <= set(moves)
+    for vm in vms:
+        assert moves[vm]["to"] in ("node2", "node3")
+        assert moves[vm]["predicted_total_ms"] > 0 and moves[vm]["predicted_downtime_ms"] >= 0
+    assert {moves[vm]["to"] for vm in vms} == {"node2", "node3"}  # spread
+    blocked = {b["vm"]: b["reason"] for b in plan["blocked"]}
+    assert "not running" in blocked[stopped]
+    assert ferry_json("host", "show", "node1")["state"] == "up"  # a dry run moves nothing
+
+    d = ferry_json("host", "drain", "node1", "--wait")
+    assert d["state"] == "completed", d
+    done = {m["vm"]: m for m in d["moves"]}
+    for vm in vms:
+        assert done[vm]["state"] == "completed" and done[vm]["migration"]
+        assert lab.where(vm) == {done[vm]["to"]: "running"}
+        _clean(lab, vm)
+    assert stopped in {b["vm"] for b in d["blocked"]}
+    assert d["elapsed_ms"] > 0 and d["eta_ms"] == 0
+    assert ferry_json("host", "show", "node1")["state"] == "maintenance"
+    refused = ferry("vm", "create", "late1", "--host", "node1", "--memory", "128", check=False)
+    assert refused.returncode == 3 and "maintenance" in refused.stderr + refused.stdout
+
+    out = ferry_json("host", "activate", "node1", "--return", "--wait")
+    assert out["state"] == "up" and out["return"]["state"] == "completed", out
+    for vm in vms:
+        assert lab.where(vm) == {"node1": "running"}
+        _clean(lab, vm)
+
+
+def test_cancel_mid_drain_leaves_every_guest_whole_on_one_host(
+        lab: Lab, make_vm: Callable[..., str], node1_back: None) -> None:
+    vms = [make_vm("node1", memory=192, dirty=8, wss=64) for _ in range(3)]
+    ferry("lab", "link", "--rate", "16")  # slow enough to be caught mid-move
+    d = ferry_json("host", "drain", "node1")
+    wait_samples(lab, _first_running(d["id"]))
+    ferry("drain", "cancel", str(d["id"]))
+    final = _drain(d["id"])
+    assert final["state"] == "cancelled", final
+    states = {m["vm"]: m["state"] for m in final["moves"]}
+    assert "cancelled" in states.values()
+    for vm in vms:
+        where = lab.where(vm)
+        assert list(where.values()) == ["running"], where  # one host, running
+        if states[vm] == "cancelled":
+            assert where == {"node1": "running"}
+        _clean(lab, vm)
+    assert ferry_json("host", "show", "node1")["state"] == "maintenance"
+
+
+def test_controller_restart_mid_drain_resumes_it(lab: Lab, make_vm: Callable[..., str],
+                                                 node1_back: None) -> None:
+    vms = [make_vm("node1", memory=128, dirty=4, wss=32) for _ in range(3)]
+    ferry("lab", "link", "--rate", "16")
+    d = ferry_json("host", "drain", "node1")
+    wait_samples(lab, _first_running(d["id"]))
+    ferry("lab", "controller", "stop")
+    ferry("lab", "controller", "start")
+    ferry("lab", "link", "--unlimited")
+    final = _drain(d["id"])
+    assert final["state"] == "completed", final
+    for m in final["moves"]:
+        assert lab.where(m["vm"]) == {m["to"]: "running"}
+    assert {m["vm"] for m in final["moves"]} >= set(vms)
+    for vm in vms:
+        _clean(lab, vm)
