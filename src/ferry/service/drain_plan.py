@@ -30,7 +30,13 @@ from ferry.hypervisor.errors import HypervisorError
 from ferry.migration.measure import measure
 from ferry.migration.planning import timeout_s
 from ferry.predict.dirty import MIB, DirtyCurve
-from ferry.predict.inputs import ASSUMED_LINK_MIB_S, Measurement, build_inputs, link_bytes_s
+from ferry.predict.inputs import (
+    ASSUMED_LINK_MIB_S,
+    History,
+    Measurement,
+    build_inputs,
+    link_bytes_s,
+)
 from ferry.predict.precopy import Guest
 from ferry.service.connections import HostConnections
 from ferry.service.database import Database
@@ -130,8 +136,12 @@ class DrainPlanner:
         alone can (it may have shared the link), so none is learned yet."""
         by_name = {c.vm: c for c in cands}
         placed = [by_name[v] for v in placement.to]
-        hist = {c.vm: self.store.history(c.vm, str(c.host), placement.to[c.vm])
-                for c in placed}
+        hist: dict[str, History] = {}
+        pairs: dict[tuple[str, str], History] = {}
+        for c in placed:
+            key = (str(c.host), placement.to[c.vm])
+            hist[c.vm] = self.store.history(c.vm, *key, pairs.get(key))
+            pairs.setdefault(key, hist[c.vm])
         asked = self.queries.ask({
             f"measure:{c.vm}": _measurer(self.conns, uris[str(c.host)], c, self.clock,
                                          link_bytes_s(hist[c.vm], None)[0])

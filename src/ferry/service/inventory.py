@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ferry.db.models import HostRow, MigrationRow, VmRow, VolumeRow
 from ferry.domain.models import UNFINISHED, HostState, VmState
@@ -100,6 +99,10 @@ class Inventory:
                     s.add(VmRow(name=vm_name, uuid=d.uuid, host=host_name,
                                 state=vm_state(d), memory_mib=d.memory_mib, vcpus=d.vcpus,
                                 cpu_xml=d.cpu_xml, disks=d.disks, managed=False))
+            local: dict[str, list[VolumeRow]] = {}  # one query, not one per VM
+            for vol in s.scalars(select(VolumeRow).where(VolumeRow.host.is_not(None),
+                                                         VolumeRow.vm.is_not(None))):
+                local.setdefault(str(vol.vm), []).append(vol)
             for name, row in rows.items():
                 if name in busy or row.state == VmState.DELETING:
                     continue
@@ -110,7 +113,7 @@ class Inventory:
                 elif active:
                     row.host, row.state = active[0][0], vm_state(active[0][1])
                     row.cpu_xml, row.uuid = active[0][1].cpu_xml, active[0][1].uuid
-                    _follow_local_volumes(s, name, row.host)
+                    _follow_local_volumes(local.get(name, []), row.host)
                 elif places:
                     row.host, row.state = places[0][0], VmState.SHUTOFF
                 elif row.host in seen:  # its host answered and does not have it
@@ -138,12 +141,12 @@ def blocked(verdict: Callable[[str, str, str, str], CpuVerdict | None], cpu_xml:
     return out
 
 
-def _follow_local_volumes(s: Session, vm: str, host: str) -> None:
+def _follow_local_volumes(volumes: list[VolumeRow], host: str | None) -> None:
     """A running VM's local-pool volumes are on its host (it may have been moved by
     something other than Ferry, e.g. `virsh migrate --copy-storage-all`)."""
-    for v in s.scalars(select(VolumeRow).where(VolumeRow.vm == vm, VolumeRow.host.is_not(None),
-                                              VolumeRow.host != host)):
-        v.host = host
+    for v in volumes:
+        if host is not None and v.host != host:
+            v.host = host
 
 
 def vm_state(d: DomainInfo) -> VmState:

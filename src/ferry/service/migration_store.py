@@ -18,6 +18,7 @@ import statistics
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -362,13 +363,19 @@ class MigrationStore:
 
     # -- history: what earlier migrations teach ----------------------------------------
     @durable
-    def history(self, vm: str, source: str, destination: str) -> History:
-        link, link_how = self._link_bytes_s(source, destination)
-        setup, setup_how = self._setup_s(source, destination)
+    def history(self, vm: str, source: str, destination: str,
+                pair: History | None = None) -> History:
+        """What earlier migrations teach about moving `vm` from `source` to
+        `destination`; `pair`: the link figures of that pair already read (a drain
+        asks for many VMs over few pairs)."""
+        if pair is None:
+            link, link_how = self._link_bytes_s(source, destination)
+            setup, setup_how = self._setup_s(source, destination)
+            pair = History(link, link_how, setup, setup_how)
         nonzero, nonzero_how = self._nonzero(vm)
         tracking, tracking_how = self._tracking(vm)
-        return History(link, link_how, setup, setup_how, nonzero, nonzero_how, tracking,
-                       tracking_how)
+        return replace(pair, nonzero_bytes=nonzero, nonzero_how=nonzero_how,
+                       tracking=tracking, tracking_how=tracking_how)
 
     def _same_vm(self, s: Session, vm: str) -> ColumnElement[bool]:
         """Migrations of this very VM at its present size: its libvirt UUID, not its
