@@ -95,7 +95,6 @@ class EventKind(StrEnum):
     TIMEOUT = "timeout"
     ABORT_FAILED = "abort_failed"
     JOB_FAILED = "job_failed"
-    JOB_ENDED = "job_ended"  # QEMU's part is over; libvirt finishes (the link is free)
     POSTCOPY_PAUSED = "postcopy_paused"  # post-copy broke; resumed when the link is back
     # settling: where the guest is, and tidying the losing side
     RESOLVED = "resolved"

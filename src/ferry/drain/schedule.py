@@ -197,8 +197,9 @@ def _projected_end(r: _Run, rates: dict[int, float], t: float, model: Model) -> 
     if r.end is not None:
         return r.end
     if r.bytes_left is None:
-        return max(r.transfer_from, t) + model.predict(r.spec, model.stream(r.spec.source)
-                                                       ).total_s
+        alone = model.stream(r.spec.source)
+        return max(r.transfer_from, t) + \
+            model.predict(r.spec, alone).transferred_bytes / alone
     return t + r.bytes_left / max(rates[id(r)], EPS)
 
 
@@ -213,8 +214,7 @@ def _join(runs: list[_Run], model: Model, t: float) -> None:
     for r in joining:
         r.share = rates[id(r)]
         r.prediction = model.predict(r.spec, r.share)
-        # the link is taken for the job's whole time (its setup and pause too)
-        r.bytes_left = r.prediction.total_s * r.share
+        r.bytes_left = r.prediction.transferred_bytes
 
 
 def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
@@ -228,7 +228,7 @@ def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
     if sum(r.spec.destination == m.destination for r in busy) >= limits.per_destination:
         return False
     # transfers on this move's source link when its own would begin
-    at = t + m.overhead_s
+    at = t + m.overhead_s + m.setup_s
     rates = _rates(runs, model, t)
     sharing = [r for r in busy if r.spec.source == m.source and
                _projected_end(r, rates, t, model) > at + EPS]
@@ -236,14 +236,14 @@ def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
 
 
 def may_share(m: MoveSpec, sharing: list[MoveSpec], model: Model) -> bool:
-    """May `m` transfer while `sharing` transfer from the same host: only if the link
-    is not full with them already, nobody among them converges only alone, and every
-    one still converges at its share."""
+    """May `m` transfer while `sharing` transfer from the same host: only if nobody
+    among them converges only alone and every one still converges at its share.
+    Sharing costs the link nothing (the bytes are the same) and lets one job's
+    fixed costs (libvirt starting the destination QEMU, its finish) overlap
+    another's transfer; what it can cost is convergence."""
     n = len(sharing) + 1
     if n == 1:
         return True
-    if (n - 1) * model.stream(m.source) >= model.link(m.source) * (1 - EPS):
-        return False  # the link will be full anyway: start later, when it frees
     if model.alone(m) or any(model.alone(x) for x in sharing):
         return False
     share = min(model.stream(m.source), model.link(m.source) / n)
@@ -273,7 +273,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
         _join(runs, model, t)
         for m in list(pending):
             if _may_start(m, runs, model, limits, max_parallel, t):
-                runs.append(_Run(m, t, t + m.overhead_s))
+                runs.append(_Run(m, t, t + m.overhead_s + m.setup_s))
                 pending.remove(m)
         _join(runs, model, t)
         rates = _rates(runs, model, t)
@@ -294,7 +294,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
             if pending and not live:
                 # nothing runs and nothing can start: each remaining one goes alone
                 m = pending.pop(0)
-                runs.append(_Run(m, t, t + m.overhead_s))
+                runs.append(_Run(m, t, t + m.overhead_s + m.setup_s))
                 continue
             break
         t2 = min(nxt)

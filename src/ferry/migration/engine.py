@@ -84,7 +84,6 @@ class _Watch:
         self.vm, self.source, self.recorder, self.clock = vm, source, recorder, clock
         self.destination = destination
         self.said_not_switching = False
-        self.said_ended = False
         self.cancel, self.timeout_s, self.adapter = cancel, timeout_s, adapter
         self.started = clock.monotonic() - spent_s  # a followed job began before us
         self.aborted_for: AbortReason | None = None
@@ -108,10 +107,6 @@ class _Watch:
         except HypervisorError:
             return  # the source domain goes away at the very end of a success
         if not stats.active:
-            if self.last_sample is not None and not self.said_ended:
-                self.said_ended = True  # a drain's next job may use the link now
-                self.recorder.event(EventKind.JOB_ENDED, "QEMU's part of the job is over; "
-                                    "libvirt is finishing")
             return
         self.disk_bytes = max(self.disk_bytes, stats.disk_processed_bytes)
         sample = self.last_sample = to_sample(stats)

@@ -131,9 +131,9 @@ class DrainPlanner:
               ) -> tuple[list[MoveSpec], Model, dict[str, str]]:
         """Measure every placed guest at once and turn it into the model's terms; a
         guest that cannot be measured is blocked with the reason.  A host's link is
-        `link_mib_s` if given, else what its last migration reached.  One migration
-        is taken to fill its link: what the last one reached is no measure of what one
-        alone can (it may have shared the link), so none is learned yet."""
+        `link_mib_s` if given, else what its last migration reached.  No per-migration
+        rate is learned: what the last one reached may have been a shared link's
+        share."""
         by_name = {c.vm: c for c in cands}
         placed = [by_name[v] for v in placement.to]
         hist: dict[str, History] = {}

@@ -282,17 +282,18 @@ class DrainService:
         return may_share(specs[vm], [specs[o] for o in others], model)
 
     def _leaving(self, m: dict[str, Any] | None) -> bool:
-        """Is this move's job about to leave the link: ended, everything sent (libvirt
-        finishing, ~1 s on the lab), or a guest that hardly dirties in its first round
-        with less than HANDOVER_S of it left (it then ends; the next job's start, ~1 s
-        before its first byte, overlaps it).  Any other is left alone: sharing could
-        keep it from converging."""
+        """Is this move's job about to leave the link: ended, switched to post-copy
+        (whose background copy Ferry slows to a quarter of the rate), everything sent
+        (its last sample says nothing remains: libvirt finishing), or a guest that
+        hardly dirties in its first round with less than HANDOVER_S of it left (it then
+        ends; the next job's start, ~1 s before its first byte, overlaps it).  Any other
+        is left alone: sharing could keep it from converging."""
         if m is None or m.get("migration") is None:
             return False
         mid = int(m["migration"])
         mig = self.store.get(mid)
-        if mig.state.finished or any(e.kind == EventKind.JOB_ENDED for e in mig.events):
-            return True
+        if mig.state.finished or any(e.kind == EventKind.START_POSTCOPY for e in mig.events):
+            return True  # in post-copy the background copy runs at a quarter of the rate
         samples = self.store.samples(mid)
         last = samples[-1] if samples else None
         if last is None or last.memory_total_bytes == 0:
