@@ -93,6 +93,8 @@ def test_a_failed_move_is_retried_on_another_destination(env: SimEnv) -> None:
     retried = next(m for m in d["moves"] if m["vm"] == first["vm"])
     assert retried["tried"] == [first["to"], retried["to"]] and retried["to"] != first["to"]
     assert len(retried["migrations"]) == 2
+    kinds = [e["kind"] for e in d["events"]]
+    assert kinds[0] == "planned" and "retry" in kinds and kinds[-1] == "ended"
     assert env.svc.store.get(retried["migrations"][0]).state == MigrationState.FAILED
     for m in d["moves"]:
         assert env.cluster.where(m["vm"]) == {m["to"]: "running"}

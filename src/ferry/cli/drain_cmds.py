@@ -42,6 +42,8 @@ def show_report(d: dict[str, Any]) -> None:
     table(f"drain {d['id']} of {d['host']}: {d['state']}",
           ["vm", "to", "state", "migration", "time", "pause", "why"], rows)
     console.print(f"took {_s(d['elapsed_ms'])} (planned {_s(d['planned_eta_ms'])})")
+    for e in d.get("events", []):
+        console.print(f"  {e['at'][11:23]}  {e['kind']:<10} {e['message']}")
 
 
 def follow(client: Client, did: int, show: bool) -> dict[str, Any]:

@@ -207,6 +207,8 @@ class DrainRow(Base):
     request: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     moves: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
     blocked: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # what happened, in order: [{"at", "kind", "message"}]
+    events: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     eta_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     planned_eta_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False,

@@ -30,7 +30,8 @@ def _aware(t: datetime) -> datetime:
 def as_dict(r: DrainRow, now: datetime) -> dict[str, Any]:
     """A drain as the API and `ferry drain show --json` give it."""
     return {"id": r.id, "host": r.host, "state": r.state, "request": r.request,
-            "moves": r.moves, "blocked": r.blocked, "eta_ms": r.eta_ms,
+            "moves": r.moves, "blocked": r.blocked, "events": r.events or [],
+            "eta_ms": r.eta_ms,
             "planned_eta_ms": r.planned_eta_ms, "error": r.error,
             "cancel_requested": r.cancel_requested,
             "created_at": _aware(r.created_at).isoformat(),
@@ -54,9 +55,13 @@ class DrainStore:
                 raise Conflict(f"host {host} is already being drained (drain {busy.id})",
                                {"drain": busy.id})
             now = self.clock.now()
+            planned = (f"{len(moves)} moves, {len(blocked)} VMs stay, ETA "
+                       f"{eta_ms / 1000:.1f} s")
             row = DrainRow(host=host, state="running", request=request, moves=moves,
                            blocked=blocked, eta_ms=eta_ms, planned_eta_ms=eta_ms,
-                           created_at=now, started_at=now)
+                           created_at=now, started_at=now,
+                           events=[{"at": now.isoformat(), "kind": "planned",
+                                    "message": planned}])
             s.add(row)
             if not request.get("return"):
                 s.execute(update(HostRow).where(HostRow.name == host)
@@ -93,6 +98,13 @@ class DrainStore:
                 r.state = state
                 if state in FINAL:
                     r.finished_at = self.clock.now()
+
+    def event(self, did: int, kind: str, message: str) -> None:
+        with self.db.session() as s:
+            r = s.get(DrainRow, did)
+            if r is not None:
+                r.events = [*(r.events or []), {"at": self.clock.now().isoformat(),
+                                                "kind": kind, "message": message}]
 
     def request_cancel(self, did: int) -> None:
         with self.db.session() as s:

@@ -145,6 +145,8 @@ class DrainService:
         source); the drain ends `cancelled` once none runs.  The host stays in
         maintenance until `ferry host activate`."""
         self.drains.request_cancel(did)
+        self.drains.event(did, "cancel", "cancel requested: queued moves stop, running "
+                          "ones are cancelled")
         d = self.drains.get(did)
         since = datetime.fromisoformat(d["started_at"])
         for m in d["moves"]:  # at once, not at the runner's next look; a move being
@@ -187,6 +189,7 @@ class DrainService:
                     m["state"], m["error"] = "cancelled", "drain cancelled before it started"
             if not any(m["state"] == "running" for m in moves):
                 self.drains.save(did, moves, 0, "cancelled")
+                self.drains.event(did, "ended", "cancelled")
                 return True
             self.drains.save(did, moves, d["eta_ms"], "cancelling")
             return False
@@ -196,6 +199,9 @@ class DrainService:
             ok = all(m["state"] == "completed" for m in moves)
             self.drains.save(did, moves, 0, "completed" if ok else "failed",
                              "" if ok else "some VMs did not move: see each move's error")
+            self.drains.event(did, "ended", "every move completed" if ok else
+                              f"{sum(m['state'] != 'completed' for m in moves)} moves did "
+                              "not complete")
             return True
         starts, eta = self._schedule(d, pending, running)
         for m in starts:
@@ -250,6 +256,7 @@ class DrainService:
             return
         m["migration"], m["migrations"] = mig.id, [*m["migrations"], mig.id]
         m["state"] = "running"
+        self.drains.event(d["id"], "started", f"{m['vm']} -> {m['to']}: migration {mig.id}")
         if mig.state.finished:  # refused in its prechecks, or ran inline (simulation)
             self._follow(m, d, False)
 
@@ -326,6 +333,9 @@ class DrainService:
             m["state"], m["error"] = "cancelled", mig.error or "cancelled"
         else:
             self._failed(m, d, mig.error or str(mig.state))
+        kind = "retry" if m["state"] == "pending" else m["state"]
+        self.drains.event(d["id"], kind, f"{m['vm']}: migration {mig.id} {mig.state}"
+                          + (f" ({m['error']})" if m["error"] else ""))
 
     def _failed(self, m: dict[str, Any], d: dict[str, Any], why: str) -> None:
         """Try once more on another destination, else report it and go on."""

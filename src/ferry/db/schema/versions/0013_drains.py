@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("request", sa.JSON(), nullable=False),
         sa.Column("moves", sa.JSON(), nullable=False),
         sa.Column("blocked", sa.JSON(), nullable=False),
+        sa.Column("events", sa.JSON(), nullable=False),
         sa.Column("eta_ms", sa.Integer(), nullable=True),
         sa.Column("planned_eta_ms", sa.Integer(), nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
