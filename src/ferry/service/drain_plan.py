@@ -101,8 +101,8 @@ class DrainPlanner:
             hosts = list(s.scalars(select(HostRow).order_by(HostRow.name)))
             pools = {p.name: p for p in s.scalars(select(PoolRow))}
             q = select(VmRow).order_by(VmRow.name)
-            rows = [r for r in s.scalars(q)
-                    if (vms is not None and r.name in vms) or (vms is None and r.host == host)]
+            q = q.where(VmRow.name.in_(vms)) if vms is not None else q.where(VmRow.host == host)
+            rows = list(s.scalars(q))
             vols: dict[str, list[VolumeRow]] = {}
             for v in s.scalars(select(VolumeRow).where(VolumeRow.vm.in_([r.name
                                                                           for r in rows]))):
@@ -121,10 +121,7 @@ class DrainPlanner:
 
     def place(self, cands: list[Candidate], targets: list[Target],
               to: tuple[str, ...]) -> Placement:
-        held: dict[str, int] = {}
-        for t in targets:
-            held[t.name] = self.store.incoming_mib(t.name, excluding=-1)
-        return place(cands, targets, set(to) if to else None, held)
+        return place(cands, targets, set(to) if to else None, self.store.incoming_by_host())
 
     def specs(self, cands: list[Candidate], placement: Placement, uris: dict[str, str],
               link_mib_s: float | None, max_downtime_ms: int | None

@@ -280,6 +280,16 @@ class MigrationStore:
                 MigrationRow.state == MigrationState.RUNNING))
         return int(total or 0)
 
+    @durable
+    def incoming_by_host(self) -> dict[str, int]:
+        """Guest memory of the migrations running into each host (one query)."""
+        with self.db.session() as s:
+            rows = s.execute(select(MigrationRow.destination, func.sum(VmRow.memory_mib))
+                             .join(VmRow, MigrationRow.vm == VmRow.name)
+                             .where(MigrationRow.state == MigrationState.RUNNING)
+                             .group_by(MigrationRow.destination))
+            return {str(d): int(n or 0) for d, n in rows}
+
     # -- the pipeline's records (MigrationRecords) -----------------------------------
     def recorder(self, mid: int) -> Recorder:
         return _DbRecorder(self, mid)
