@@ -99,6 +99,7 @@ class Inventory:
                     s.add(VmRow(name=vm_name, uuid=d.uuid, host=host_name,
                                 state=vm_state(d), memory_mib=d.memory_mib, vcpus=d.vcpus,
                                 cpu_xml=d.cpu_xml, disks=d.disks, managed=False))
+            by_cpu: dict[str, dict[str, list[str]]] = {}
             local: dict[str, list[VolumeRow]] = {}  # one query, not one per VM
             for vol in s.scalars(select(VolumeRow).where(VolumeRow.host.is_not(None),
                                                          VolumeRow.vm.is_not(None))):
@@ -118,8 +119,11 @@ class Inventory:
                     row.host, row.state = places[0][0], VmState.SHUTOFF
                 elif row.host in seen:  # its host answered and does not have it
                     row.state = VmState.MISSING
-                row.cpu_blocked = blocked(self.verdicts.verdict, row.cpu_xml, row.host, seen,
-                                          virt)
+                if row.cpu_xml not in by_cpu:  # guests share few CPU definitions
+                    by_cpu[row.cpu_xml] = blocked(self.verdicts.verdict, row.cpu_xml, None,
+                                                  seen, virt)
+                row.cpu_blocked = {h: v for h, v in by_cpu[row.cpu_xml].items()
+                                   if h != row.host}
                 row.updated_at = now
 
 
