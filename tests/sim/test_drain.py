@@ -159,3 +159,12 @@ def test_controller_restart_mid_drain_resumes_it(env: SimEnv) -> None:
     for m in d["moves"]:
         assert env.cluster.where(m["vm"]) == {m["to"]: "running"}
     assert sorted(m["vm"] for m in d["moves"]) == sorted(vms)
+
+
+def test_a_stopped_vm_is_listed_with_its_state(env: SimEnv) -> None:
+    _guests(env)
+    env.cluster.host("node1").destroy("c1")
+    plan = env.svc.drains.plan(DrainRequest("node1"))
+    assert {b["vm"]: b["reason"] for b in plan["blocked"]} == {
+        "c1": "not running (shutoff): only a running VM moves live"}
+    assert sorted(m["vm"] for m in plan["moves"]) == ["a1", "b1"]

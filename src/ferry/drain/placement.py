@@ -43,7 +43,7 @@ class Candidate:
     vm: str
     host: str | None
     memory_mib: int
-    running: bool = True
+    state: str = "running"  # the VM's state in the inventory
     cpu_blocked: dict[str, list[str]] = field(default_factory=dict)
     disks: tuple[Disk, ...] = ()
 
@@ -95,8 +95,9 @@ def place(vms: list[Candidate], targets: list[Target], allowed: set[str] | None 
     to: dict[str, str] = {}
     blocked: dict[str, str] = {}
     for c in sorted(vms, key=lambda c: (-c.memory_mib, c.vm)):
-        if not c.running:
-            blocked[c.vm] = "not running (only a running VM moves live)"
+        if c.state != "running":
+            blocked[c.vm] = ("already migrating" if c.state == "migrating" else
+                             f"not running ({c.state}): only a running VM moves live")
             continue
         why = {t.name: refusal(c, t, held.get(t.name, 0)) for t in pool}
         ok = [t for t in pool if why[t.name] is None]

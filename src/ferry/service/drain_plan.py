@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from ferry.clock import Clock
 from ferry.db.models import HostRow, PoolRow, VmRow, VolumeRow
-from ferry.domain.models import HostState, VmState
+from ferry.domain.models import HostState
 from ferry.drain.placement import Candidate, Disk, Placement, Target, place
 from ferry.drain.schedule import (
     Active,
@@ -114,9 +114,8 @@ class DrainPlanner:
                 disks = tuple(Disk(v.name, v.pool, pools[v.pool].kind if v.pool in pools
                                    else "", tuple(pools[v.pool].hosts or ())
                                    if v.pool in pools else ()) for v in vols.get(r.name, []))
-                cands.append(Candidate(r.name, r.host, r.memory_mib,
-                                       r.state == VmState.RUNNING, dict(r.cpu_blocked or {}),
-                                       disks))
+                cands.append(Candidate(r.name, r.host, r.memory_mib, str(r.state),
+                                       dict(r.cpu_blocked or {}), disks))
             return cands, targets, {h.name: h.uri for h in hosts}
 
     def place(self, cands: list[Candidate], targets: list[Target],
