@@ -51,7 +51,7 @@ def _first_running(did: int) -> int:
 
 def test_drain_plans_moves_reports_and_returns(lab: Lab, make_vm: Callable[..., str],
                                               node1_back: None) -> None:
-    vms = [make_vm("node1", memory=128, dirty=d, wss=16) for d in (0, 6, 0)]
+    vms = [make_vm("node1", memory=128, dirty=d, wss=16) for d in (0, 6)]
     stopped = make_vm("node1", memory=128)
     libvirt.open(URIS["node1"]).lookupByName(stopped).destroy()
     ferry("host", "refresh", "node1")
@@ -90,7 +90,7 @@ def test_drain_plans_moves_reports_and_returns(lab: Lab, make_vm: Callable[..., 
 
 def test_cancel_mid_drain_leaves_every_guest_whole_on_one_host(
         lab: Lab, make_vm: Callable[..., str], node1_back: None) -> None:
-    vms = [make_vm("node1", memory=192, dirty=8, wss=64) for _ in range(3)]
+    vms = [make_vm("node1", memory=192, dirty=8, wss=64) for _ in range(2)]
     ferry("lab", "link", "--rate", "16")  # slow enough to be caught mid-move
     d = ferry_json("host", "drain", "node1")
     wait_samples(lab, _first_running(d["id"]))
@@ -110,7 +110,7 @@ def test_cancel_mid_drain_leaves_every_guest_whole_on_one_host(
 
 def test_controller_restart_mid_drain_resumes_it(lab: Lab, make_vm: Callable[..., str],
                                                  node1_back: None) -> None:
-    vms = [make_vm("node1", memory=128, dirty=4, wss=32) for _ in range(3)]
+    vms = [make_vm("node1", memory=128, dirty=4, wss=32) for _ in range(2)]
     ferry("lab", "link", "--rate", "16")
     d = ferry_json("host", "drain", "node1")
     wait_samples(lab, _first_running(d["id"]))
