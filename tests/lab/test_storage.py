@@ -56,8 +56,8 @@ def test_lab_registers_its_pools(lab: Lab) -> None:
         "shared": "dir-shared", "local": "local", "ceph": "rbd"}.items()
     assert "key" not in pools["ceph"], "the cephx key is never returned"
     shown = ferry_json("pool", "show", "ceph")
-    assert {h: e["state"] for h, e in shown["hosts"].items()} == {"node1": "active",
-                                                                   "node2": "active"}
+    assert {h: e["state"] for h, e in shown["hosts"].items()} == {
+        "node1": "active", "node2": "active", "node3": "active"}
     assert {e["secret"] for e in shown["hosts"].values()} == {"present"}
 
 
