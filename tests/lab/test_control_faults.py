@@ -133,7 +133,7 @@ def test_controller_killed_during_a_broken_postcopy(lab: Lab, make_vm) -> None: 
     with in_postcopy(lab, vm) as m:
         with cut("node1", "node2"):
             ferry("lab", "controller", "stop", "--kill")
-            time.sleep(30)  # past libvirt's keepalive: the source says post-copy failed
+            time.sleep(15)  # past libvirt's keepalive (lab: ~8 s): post-copy failed
             ferry("lab", "controller", "start")
             time.sleep(10)
             assert lab.where(vm).get("node1") != "running"  # never resumed

@@ -51,6 +51,11 @@ def _qemu_conf(host: LabHost, shared_dir: Path) -> str:
         f'migration_address = "{host.address}"',
         f'migration_host = "{host.address}"',
         f'shared_filesystems = [ "{shared_dir}" ]',
+        # a p2p migration's connection to the destination is declared broken after
+        # ~8 s without an answer (libvirt's default ~30 s): the lab's link cuts are
+        # seen sooner (the tests that cut a link wait for it)
+        "keepalive_interval = 2",
+        "keepalive_count = 3",
         "",
     ])
 
