@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ferry.hypervisor.drivers import open_libvirt
+from ferry.hypervisor.types import JobStats
+
 ROOT = Path(__file__).resolve().parents[1]
 FERRY = str(Path(sys.executable).parent / "ferry")
 RESULTS = ROOT / "bench" / "results"
@@ -40,3 +43,28 @@ def write(name: str, data: dict[str, Any], table_md: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(table_md)
     print(table_md)
+
+
+def virsh_migrate(vm: str, src_uri: str, dst_uri: str, timeout_s: float
+                  ) -> tuple[bool, float, JobStats | None]:
+    """Plain `virsh migrate --live --p2p --persistent --undefinesource` (libvirt's
+    defaults), aborted after `timeout_s`: (moved, wall s, libvirt's completed-job
+    figures on the destination, if it moved)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(["virsh", "-c", src_uri, "migrate", "--live", "--p2p",
+                             "--persistent", "--undefinesource", vm, dst_uri],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["virsh", "-c", src_uri, "domjobabort", vm], capture_output=True,
+                       check=False)
+        proc.wait(timeout=60)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return False, wall, None
+    host = open_libvirt(dst_uri)
+    try:
+        return True, wall, host.completed_job_stats(vm)
+    finally:
+        host.close()

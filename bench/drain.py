@@ -42,8 +42,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from common import ferry, ferry_json, median, write
-from ferry.hypervisor.drivers import open_libvirt
+from common import ferry, ferry_json, median, virsh_migrate, write
 from ferry.lab.check import check_vm
 from ferry.lab.layout import lab_dir
 
@@ -72,28 +71,11 @@ def where(vm: str) -> str | None:
 
 def virsh_move(vm: str, src: str, dst: str, timeout_s: float) -> dict[str, Any]:
     """One plain libvirt migration; aborted after `timeout_s`."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(["virsh", "-c", URIS[src], "migrate", "--live", "--p2p",
-                             "--persistent", "--undefinesource", vm, URIS[dst]],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        subprocess.run(["virsh", "-c", URIS[src], "domjobabort", vm], capture_output=True,
-                       check=False)
-        proc.wait()
-    wall = time.perf_counter() - t0
-    moved = proc.returncode == 0
+    moved, wall, st = virsh_migrate(vm, URIS[src], URIS[dst], timeout_s)
     out: dict[str, Any] = {"vm": vm, "to": dst, "moved": moved, "wall_s": round(wall, 2)}
-    if moved:
-        host = open_libvirt(URIS[dst])
-        try:
-            st = host.completed_job_stats(vm)
-        finally:
-            host.close()
-        if st is not None:
-            out.update(total_ms=st.elapsed_ms, downtime_ms=st.downtime_ms,
-                       transferred_bytes=st.data_processed_bytes)
+    if st is not None:
+        out.update(total_ms=st.elapsed_ms, downtime_ms=st.downtime_ms,
+                   transferred_bytes=st.data_processed_bytes)
     return out
 
 

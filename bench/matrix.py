@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, ferry, ferry_json, write
-from ferry.hypervisor.drivers import open_libvirt
+from common import RESULTS, ferry, ferry_json, virsh_migrate, write
 from ferry.lab.check import parse_lines
 from ferry.lab.layout import lab_dir
 
@@ -53,23 +51,10 @@ def run_virsh(vm: str, src: str) -> dict[str, Any]:
     dst = other(src)
     pred = ferry_json("predict", vm, "--to", dst)["strategies"]["precopy"]
     t0 = time.time()
-    proc = subprocess.Popen(["virsh", "-c", URIS[src], "migrate", "--live", "--p2p",
-                             "--persistent", "--undefinesource", vm, URIS[dst]],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        proc.wait(timeout=CAP_S)
-    except subprocess.TimeoutExpired:
-        subprocess.run(["virsh", "-c", URIS[src], "domjobabort", vm], capture_output=True)
-        proc.wait(timeout=60)
+    ok, wall_s, st = virsh_migrate(vm, URIS[src], URIS[dst], CAP_S)
     t1 = time.time()
-    ok = proc.returncode == 0
-    st = None
-    if ok:
-        h = open_libvirt(URIS[dst])
-        st = h.completed_job_stats(vm)
-        h.close()
     ferry("host", "refresh", src)
-    return {"tool": "virsh", "completed": ok, "wall_s": t1 - t0,
+    return {"tool": "virsh", "completed": ok, "wall_s": wall_s,
             "total_ms": st.elapsed_ms if st else None,
             "downtime_ms": st.downtime_ms if st else None,
             "transferred_bytes": st.data_processed_bytes if st else None,

@@ -59,10 +59,7 @@ class DrainRequest:
 
 def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
     g = m.guest
-    stream = model.streams.get(m.source)
-    return {"link_bytes_s": round(model.link(m.source)),
-            "stream_bytes_s": None if stream is None else round(stream),
-            "memory_mib": m.memory_mib,
+    return {"link_bytes_s": round(model.link(m.source)), "memory_mib": m.memory_mib,
             "nonzero_bytes": round(g.nonzero_bytes),
             "dirty_bytes_s": round(g.curve.rate_bytes_s),
             "wss_bytes": None if g.curve.wss_bytes == float("inf") else round(g.curve.wss_bytes),
@@ -184,18 +181,15 @@ class DrainPlanner:
 
 def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float | None
              ) -> Model:
-    """The links and streams a drain's stored moves were planned with."""
+    """The links a drain's stored moves were planned with."""
     links: dict[str, float] = {}
-    streams: dict[str, float] = {}
     for m in moves:
         s = m["model"]
         rate = float(s.get("link_bytes_s") or 0.0) or (link_mib_s or ASSUMED_LINK_MIB_S) * MIB
         src = m.get("source", default_host)
         for h in (src, m["to"]):
             links[h] = max(links.get(h, 0.0), rate)
-        if s.get("stream_bytes_s"):
-            streams[src] = max(streams.get(src, 0.0), float(s["stream_bytes_s"]))
-    return Model(links, streams)
+    return Model(links)
 
 
 def _measurer(conns: HostConnections, uri: str, c: Candidate, clock: Clock, rate: float

@@ -20,10 +20,11 @@ FINAL = ("completed", "failed", "cancelled")
 def _ms(a: datetime | None, b: datetime | None) -> int | None:
     if a is None or b is None:
         return None
-    return round((_aware(b) - _aware(a)).total_seconds() * 1000)
+    return round((aware(b) - aware(a)).total_seconds() * 1000)
 
 
-def _aware(t: datetime) -> datetime:
+def aware(t: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -34,9 +35,9 @@ def as_dict(r: DrainRow, now: datetime) -> dict[str, Any]:
             "eta_ms": r.eta_ms,
             "planned_eta_ms": r.planned_eta_ms, "error": r.error,
             "cancel_requested": r.cancel_requested,
-            "created_at": _aware(r.created_at).isoformat(),
-            "started_at": _aware(r.started_at).isoformat() if r.started_at else None,
-            "finished_at": _aware(r.finished_at).isoformat() if r.finished_at else None,
+            "created_at": aware(r.created_at).isoformat(),
+            "started_at": aware(r.started_at).isoformat() if r.started_at else None,
+            "finished_at": aware(r.finished_at).isoformat() if r.finished_at else None,
             "elapsed_ms": _ms(r.started_at, r.finished_at or now)}
 
 

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ferry.clock import Clock
@@ -31,10 +31,10 @@ from ferry.drain.schedule import Active, may_share
 from ferry.errors import Conflict, FerryError, InvalidRequest
 from ferry.migration.pipeline import Hooks
 from ferry.service.drain_plan import DrainPlanner, DrainRequest, model_of, plan_dict, spec_of
-from ferry.service.drain_store import DrainStore
+from ferry.service.drain_store import DrainStore, aware
 from ferry.service.hosts import HostService
 from ferry.service.inventory import Inventory
-from ferry.service.migration_service import MigrationService
+from ferry.service.migration_service import MigrationService, check_limits
 from ferry.service.migration_store import MigrationStore
 
 log = logging.getLogger("ferry.drains")
@@ -45,10 +45,6 @@ QUIET_SHARE = 0.05  # dirtying below 5 % of the link: round 1 is nearly the whol
 ATTEMPTS = 2  # a move that fails is tried once more, elsewhere
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def _check(req: DrainRequest) -> None:
     check_name("host", req.host)
     for h in req.to:
@@ -56,11 +52,7 @@ def _check(req: DrainRequest) -> None:
     if not 1 <= req.max_parallel <= 64:
         raise InvalidRequest("max parallel must be between 1 and 64",
                              {"field": "max_parallel"})
-    if req.link_mib_s is not None and not 1 <= req.link_mib_s <= 100_000:
-        raise InvalidRequest("link must be between 1 and 100000 MiB/s", {"field": "link_mib_s"})
-    if req.max_downtime_ms is not None and not 1 <= req.max_downtime_ms <= 60_000:
-        raise InvalidRequest("max downtime must be between 1 and 60000 ms",
-                             {"field": "max_downtime_ms"})
+    check_limits(None, req.max_downtime_ms, req.link_mib_s)
 
 
 class DrainService:
@@ -153,7 +145,7 @@ class DrainService:
             if m["state"] not in ("pending", "running"):  # started has no id stored yet
                 continue
             for mig in self.store.list_migrations(m["vm"], 5):
-                if mig.state.finished or (mig.created_at and _aware(mig.created_at) < since):
+                if mig.state.finished or (mig.created_at and aware(mig.created_at) < since):
                     continue
                 try:
                     self.migrations.cancel(mig.id)
@@ -232,9 +224,7 @@ class DrainService:
         spec = spec_of(m, host)
         elapsed = self.clock.now().timestamp() - float(m["started_at"])
         started = now - elapsed
-        mid = int(m["migration"])
-        samples = self.store.samples(mid)
-        last = next((s for s in reversed(samples) if s.memory_total_bytes > 0), None)
+        last = self.store.last_sample(int(m["migration"]))
         if last is None:
             return Active(spec, started, max(now, started + spec.overhead_s))
         return Active(spec, started, min(now, started + spec.overhead_s),
@@ -301,9 +291,8 @@ class DrainService:
         mig = self.store.get(mid)
         if mig.state.finished or any(e.kind == EventKind.START_POSTCOPY for e in mig.events):
             return True  # in post-copy the background copy runs at a quarter of the rate
-        samples = self.store.samples(mid)
-        last = samples[-1] if samples else None
-        if last is None or last.memory_total_bytes == 0:
+        last = self.store.last_sample(mid)
+        if last is None:
             return False
         quiet = float(m["model"]["dirty_bytes_s"]) <= QUIET_SHARE * last.bandwidth_bytes_s
         return last.memory_remaining_bytes == 0 or (
@@ -316,8 +305,6 @@ class DrainService:
 
     def _follow(self, m: dict[str, Any], d: dict[str, Any], cancelling: bool) -> None:
         mig = self.store.get(int(m["migration"]))
-        if mig.state.finished:
-            self._off_link(m, d)
         if not mig.state.finished:
             if cancelling and not m.get("cancel_sent"):
                 m["cancel_sent"] = True
@@ -326,6 +313,7 @@ class DrainService:
                 except FerryError as exc:  # e.g. past its post-copy switch: it finishes
                     m["error"] = f"not cancelled: {exc.message}"
             return
+        self._off_link(m, d)
         m["total_ms"], m["downtime_ms"] = mig.total_ms, mig.downtime_ms
         if mig.state == MigrationState.COMPLETED:
             m["state"], m["to"], m["error"] = "completed", mig.destination, ""

@@ -56,13 +56,17 @@ def _enum(kind: type[Policy] | type[OnTimeout], value: str, field: str) -> Any:
                              {"field": field}) from None
 
 
-def _check_limits(bandwidth_mib_s: int | None, max_downtime_ms: int | None) -> None:
+def check_limits(bandwidth_mib_s: int | None, max_downtime_ms: int | None,
+                 link_mib_s: float | None = None) -> None:
+    """The ranges a migration's (or a drain's) numbers must lie in."""
     if bandwidth_mib_s is not None and not 1 <= bandwidth_mib_s <= 100_000:
         raise InvalidRequest("bandwidth must be between 1 and 100000 MiB/s",
                              {"field": "bandwidth_mib_s"})
     if max_downtime_ms is not None and not 1 <= max_downtime_ms <= 60_000:
         raise InvalidRequest("max downtime must be between 1 and 60000 ms",
                              {"field": "max_downtime_ms"})
+    if link_mib_s is not None and not 1 <= link_mib_s <= 100_000:
+        raise InvalidRequest("link must be between 1 and 100000 MiB/s", {"field": "link_mib_s"})
 
 
 class MigrationService:
@@ -98,10 +102,7 @@ class MigrationService:
                                  {"field": "on_timeout"})
         if timeout_per_gib_s is not None and not 1 <= timeout_per_gib_s <= 86_400:
             raise InvalidRequest("timeout per GiB must be between 1 and 86400 s")
-        _check_limits(bandwidth_mib_s, max_downtime_ms)
-        if link_mib_s is not None and not 1 <= link_mib_s <= 100_000:
-            raise InvalidRequest("link must be between 1 and 100000 MiB/s",
-                                 {"field": "link_mib_s"})
+        check_limits(bandwidth_mib_s, max_downtime_ms, link_mib_s)
         self.inventory.locate(vm)  # where the VM really is, right now
         claim = self.store.claim(req)
         cancel = self._cancels[claim.id] = threading.Event()
@@ -277,7 +278,7 @@ class MigrationService:
         """`ferry predict`: measure the guest now, then predict every policy."""
         check_name("vm", vm)
         check_name("host", to)
-        _check_limits(bandwidth_mib_s, max_downtime_ms)
+        check_limits(bandwidth_mib_s, max_downtime_ms)
         self.inventory.reconcile()
         v = self.vms.get(vm)
         dest = self.hosts.get(to)

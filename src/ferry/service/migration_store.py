@@ -158,6 +158,14 @@ class MigrationStore:
                                          SampleRow.t_ms > after_ms).order_by(SampleRow.id))
             return [convert.sample(r) for r in s.scalars(q)]
 
+    def last_sample(self, mid: int) -> Sample | None:
+        """The newest sample with memory figures (the job's set-up samples have none)."""
+        with self.db.session() as s:
+            row = s.scalar(select(SampleRow).where(SampleRow.migration_id == mid,
+                                                   SampleRow.memory_total_bytes > 0)
+                           .order_by(SampleRow.id.desc()).limit(1))
+            return convert.sample(row) if row is not None else None
+
     # -- claiming and releasing the VM ----------------------------------------------
     def claim(self, req: Request) -> Claim:
         """Record the migration (prechecking) and mark the VM migrating, or refuse: one
