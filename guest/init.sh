@@ -1,5 +1,6 @@
 #!/bin/busybox sh
-# Guest init: mount the basics, load the virtio modules, run the workload.
+# Guest init: mount the basics, load the virtio modules, bring up the NIC if the
+# lab gave one an address (ferry.net=ADDR/PREFIX), run the workload.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -12,6 +13,15 @@ while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
 if grep -q ferry.probe=1 /proc/cmdline; then
   echo FERRY PROBE OK > /dev/ttyS0
   poweroff -f
+fi
+net=$(sed -n 's/.*ferry\.net=\([0-9./]*\).*/\1/p' /proc/cmdline)
+if [ -n "$net" ]; then
+  i=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+  ip link set lo up
+  ip addr add "$net" dev eth0
+  ip link set eth0 up
+  /bin/netecho > /dev/ttyS0 2>&1 &
 fi
 /bin/workload
 echo "FERRY FATAL workload exited" > /dev/ttyS1

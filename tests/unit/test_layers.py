@@ -12,7 +12,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "ferry"
 # top to bottom: a package may import only packages after it in this list
 LAYERS = ["cli", "api", "service", "simulated", "migration", "drain", "predict", "cpu", "storage",
-          "hypervisor", "lab", "db", "domain", "clock", "errors"]
+          "network", "hypervisor", "lab", "db", "domain", "clock", "errors"]
 # the CLI loads the server's stack only inside `ferry serve` (every other command is a
 # thin HTTP client and would pay ~1 s to import it)
 LAZY = {("cli.main", "api.app"), ("cli.main", "hypervisor.drivers"),

@@ -152,7 +152,7 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
         return svc.vms.create(body.name, body.host, body.memory_mib, body.vcpus,
                               body.workload_dirty_mib_s, body.workload_wss_mib, body.wait,
                               body.boot_pool, [(d.pool, d.size_gib) for d in body.disks],
-                              body.workload_fill, body.workload_pattern)
+                              body.workload_fill, body.workload_pattern, body.network)
 
     @app.get("/vms/{name}", dependencies=dep)
     def get_vm(name: str) -> Vm:

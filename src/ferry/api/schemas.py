@@ -60,6 +60,7 @@ class VmCreate(Body):
     boot_pool: str | None = None  # default: the controller's boot_pool setting
     disks: list[DiskRequest] = Field(default_factory=list)  # data disks (vdb, vdc, ...)
     workload_fill: bool = False  # the guest first fills its data disks with records
+    network: str | None = None  # NAME, bridge:BR or none; default the controller's
 
 
 class MigrationCreate(Body):

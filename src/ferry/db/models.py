@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -49,6 +50,8 @@ class HostRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # set by a drain (or `ferry host drain`), cleared by `ferry host activate`
     maintenance: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # {"networks": {name: active} | None, "interfaces": {name: type} | None}; None: not read
+    networks: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class VmRow(Base):
@@ -63,6 +66,9 @@ class VmRow(Base):
     cpu_model: Mapped[str] = mapped_column(String(64), default="")
     cpu_xml: Mapped[str] = mapped_column(Text, default="")
     disks: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # [{"kind", "source", "mac"}] as its domain XML says
+    nics: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list, server_default="[]")
+    address: Mapped[str] = mapped_column(String(64), default="", server_default="")  # lab's
     # up hosts that cannot run this VM's CPU, with what each lacks
     cpu_blocked: Mapped[dict[str, list[str]]] = mapped_column(JSON, default=dict)
     workload_dirty_mib_s: Mapped[int] = mapped_column(Integer, default=0)

@@ -86,6 +86,10 @@ class Host:
     updated_at: datetime | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. pools it could not define
     maintenance: bool = False  # set by a drain; `ferry host activate` ends it
+    # libvirt networks (name -> active) and host interfaces (name -> type) guests can
+    # use, as last read; None: not read, or the host cannot tell
+    networks: dict[str, bool] | None = None
+    interfaces: dict[str, str] | None = None
 
 
 @dataclass
@@ -106,6 +110,8 @@ class Vm:
     managed: bool = True  # created by Ferry (False: found on a host)
     updated_at: datetime | None = None
     uuid: str | None = None  # libvirt's: what its history is kept by
+    nics: list[dict[str, str]] = field(default_factory=list)  # kind, source, mac
+    address: str = ""  # the address the lab gave its NIC (ADDR/PREFIX)
 
 
 class PoolKind(StrEnum):

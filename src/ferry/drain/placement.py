@@ -4,10 +4,11 @@ A host can take a VM when it is up and not in maintenance, is not the VM's
 own host, accepts the guest's CPU (the inventory's per-host verdicts), has
 the memory free counting moves already placed or coming in, and reaches
 every disk: a shared pool must be on that host, a local one is copied
-(block migration).  Among those that can, the VM goes where the most memory
-stays free after it (spreading the load); bigger VMs are placed first so
-that they still find room.  A VM nobody can take is listed with each host's
-reason, and does not stop the others.
+(block migration); and can plug in every network interface (the networks
+and bridges the inventory last read from it).  Among those that can, the VM
+goes where the most memory stays free after it (spreading the load); bigger
+VMs are placed first so that they still find room.  A VM nobody can take is
+listed with each host's reason, and does not stop the others.
 
 The migration's prechecks ask the hosts again before any byte moves: this
 is the plan, they are the truth.
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ferry.hypervisor.types import QEMU_OVERHEAD_MIB
+from ferry.hypervisor.types import QEMU_OVERHEAD_MIB, HostNetworks, NicInfo
+from ferry.network.check import check_nics, problems
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Target:
     up: bool
     maintenance: bool
     memory_free_mib: int
+    networks: HostNetworks | None = None  # None: not read yet (not checked here)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Candidate:
     state: str = "running"  # the VM's state in the inventory
     cpu_blocked: dict[str, list[str]] = field(default_factory=dict)
     disks: tuple[Disk, ...] = ()
+    nics: tuple[NicInfo, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ def refusal(c: Candidate, t: Target, reserved_mib: int = 0) -> str | None:
             return f"disk {d.name} is on no pool Ferry knows"
         if d.kind != "local" and d.hosts and t.name not in d.hosts:
             return f"pool {d.pool} (disk {d.name}) is not on it"
+    if c.nics and t.networks is not None:
+        lacks = problems(check_nics(c.nics, t.networks))
+        if lacks:
+            return "; ".join(lacks)
     return None
 
 

@@ -22,6 +22,7 @@ from ferry.hypervisor.types import (
     CpuVerdict,
     DomainInfo,
     HostInfo,
+    HostNetworks,
     JobStats,
     MigrationOptions,
     PageSample,
@@ -68,6 +69,10 @@ class HostOps(Protocol):
 
     def compare_cpu(self, cpu_xml: str, virt_type: str) -> CpuVerdict:
         """Can this host run a guest with exactly this CPU?  Lists what it lacks."""
+        ...
+
+    def host_networks(self) -> HostNetworks:
+        """The libvirt networks (active or not) and host interfaces guests can use."""
         ...
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from ferry.hypervisor.types import NicInfo
+
 
 @dataclass(frozen=True)
 class DiskSpec:
@@ -21,6 +23,15 @@ class DiskSpec:
     hosts: tuple[str, ...] = ()  # Ceph monitors, "host:port"
     user: str = ""  # cephx user
     secret_uuid: str = ""  # libvirt secret holding the user's key (same UUID on all hosts)
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """A virtio NIC on a libvirt network (kind "network") or a host bridge ("bridge")."""
+
+    kind: str
+    source: str
+    mac: str = ""  # empty: libvirt picks one
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,7 @@ class DomainSpec:
     virt_type: str = "qemu"
     disks: list[DiskSpec] = field(default_factory=list)
     console_dir: str = "/var/lib/libvirt/ferry-console"
+    nics: list[NicSpec] = field(default_factory=list)
 
 
 def console_socket(console_dir: str, name: str) -> str:
@@ -60,6 +72,8 @@ def build(spec: DomainSpec) -> str:
     dev = ET.SubElement(dom, "devices")
     for disk in spec.disks:
         dev.append(disk_element(disk))
+    for nic in spec.nics:
+        dev.append(nic_element(nic))
     s0 = ET.SubElement(dev, "serial", type="file")
     ET.SubElement(s0, "source", path=f"{spec.console_dir}/{spec.name}.console.log",
                   append="on")
@@ -91,11 +105,49 @@ def disk_element(disk: DiskSpec) -> ET.Element:
     return d
 
 
+def nic_element(nic: NicSpec) -> ET.Element:
+    """An <interface> with a virtio model on a network or a bridge."""
+    if nic.kind not in ("network", "bridge"):
+        raise ValueError(f"NIC kind must be network or bridge, not {nic.kind!r}")
+    el = ET.Element("interface", type=nic.kind)
+    if nic.mac:
+        ET.SubElement(el, "mac", address=nic.mac)
+    ET.SubElement(el, "source", {nic.kind: nic.source})
+    ET.SubElement(el, "model", type="virtio")
+    return el
+
+
+_NIC_SOURCE = {"network": "network", "bridge": "bridge", "direct": "dev"}
+
+
+def parse_nics(domain: ET.Element) -> tuple[NicInfo, ...]:
+    """The guest's interfaces from its domain XML (a <domain> element).
+
+    >>> parse_nics(ET.fromstring("<domain><devices><interface type='network'>"
+    ...     "<mac address='52:54:00:00:00:01'/><source network='prod'/></interface>"
+    ...     "</devices></domain>"))
+    (NicInfo(kind='network', source='prod', mac='52:54:00:00:00:01'),)
+    """
+    out = []
+    for el in domain.findall("./devices/interface"):
+        kind = el.get("type", "")
+        src = el.find("source")
+        mac = el.find("mac")
+        attr = _NIC_SOURCE.get(kind, "")
+        out.append(NicInfo(kind=kind,
+                           source=(src.get(attr, "") if src is not None and attr else ""),
+                           mac=mac.get("address", "") if mac is not None else ""))
+    return tuple(out)
+
+
 def guest_cmdline(wss_mib: int, dirty_mib_s: int, data_disks: tuple[str, ...] = (),
-                  fill: bool = False, pattern: str = "uniform") -> str:
+                  fill: bool = False, pattern: str = "uniform", net: str = "") -> str:
     """The workload's parameters; `data_disks` (vdb, ...) get checksummed records,
-    filled completely first if `fill`; `pattern` is how writes spread (workload.c)."""
+    filled completely first if `fill`; `pattern` is how writes spread (workload.c);
+    `net` ("ADDR/PREFIX") is the address the guest gives its NIC (init.sh)."""
     line = f"console=ttyS0 quiet panic=-1 ferry.wss={wss_mib} ferry.dirty={dirty_mib_s}"
+    if net:
+        line += f" ferry.net={net}"
     if pattern != "uniform":
         line += f" ferry.pattern={pattern}"
     if data_disks:

@@ -21,11 +21,13 @@ import libvirt_qemu
 
 from ferry.hypervisor import page_sample
 from ferry.hypervisor.base import MigrationJob
+from ferry.hypervisor.domxml import parse_nics
 from ferry.hypervisor.errors import (
     DomainNotFound,
     HypervisorError,
     MigrationJobError,
 )
+from ferry.hypervisor.libvirt_network import LibvirtNetworks
 from ferry.hypervisor.libvirt_storage import LibvirtStorage
 from ferry.hypervisor.types import (
     CpuVerdict,
@@ -58,8 +60,8 @@ def _mib(kib: int) -> int:
     return int(kib) // 1024
 
 
-class LibvirtHost(LibvirtStorage):
-    """One hypervisor host: its hardware, domains, storage and migrations."""
+class LibvirtHost(LibvirtStorage, LibvirtNetworks):
+    """One hypervisor host: its hardware, domains, storage, networks and migrations."""
 
     # -- host -------------------------------------------------------------
     def info(self) -> HostInfo:
@@ -181,6 +183,7 @@ class LibvirtHost(LibvirtStorage):
                                   libvirt.VIR_DOMAIN_JOB_FAILED,
                                   libvirt.VIR_DOMAIN_JOB_CANCELLED),
             postcopy=_POSTCOPY.get((state, reason), PostcopyState.NONE),
+            nics=parse_nics(xml),
         )
 
     def list_domains(self) -> list[DomainInfo]:

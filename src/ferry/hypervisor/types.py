@@ -38,6 +38,30 @@ class HostInfo:
 
 
 @dataclass(frozen=True)
+class NicInfo:
+    """One guest network interface as its domain XML says: `kind` is libvirt's
+    interface type (network, bridge, direct, hostdev, user, ...), `source` what it
+    plugs into on the host (network name, bridge, host device)."""
+
+    kind: str
+    source: str
+    mac: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.mac or '?'} ({self.kind} {self.source})".replace(" )", ")")
+
+
+@dataclass(frozen=True)
+class HostNetworks:
+    """What a host offers guests' interfaces; None: the host cannot tell (its
+    libvirtd has no network or interface driver)."""
+
+    networks: dict[str, bool] | None  # libvirt network -> active
+    interfaces: dict[str, str] | None  # host interface -> its type (bridge, ethernet, ...)
+
+
+@dataclass(frozen=True)
 class DomainInfo:
     name: str
     uuid: str
@@ -50,6 +74,7 @@ class DomainInfo:
     disk_targets: dict[str, str] = field(default_factory=dict)  # disk -> vda, vdb, ...
     migrating: bool = False  # an incoming or outgoing migration job is active
     postcopy: PostcopyState = PostcopyState.NONE
+    nics: tuple[NicInfo, ...] = ()
 
     @property
     def active(self) -> bool:

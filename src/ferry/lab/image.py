@@ -2,8 +2,9 @@
 
 Built from Debian packages on first use and cached by a hash of its inputs, so
 changing the workload or init script rebuilds it.  The initramfs holds the
-virtio modules (they are modules in the cloud kernel), busybox, and the static
-workload from `guest/` that proves the guest survived a migration.
+virtio modules (they are modules in the cloud kernel), busybox, the static
+workload from `guest/` that proves the guest survived a migration, and the
+network echo (`guest/netecho.c`) the lab's outside client talks to.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from ferry.lab.run import LabError, run
 
 # Load order matters: each module needs the symbols of those before it.
 MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-           "virtio_pci", "virtio_blk")
+           "virtio_pci", "virtio_blk", "failover", "net_failover", "virtio_net")
 KERNEL_META = "linux-image-cloud-amd64"
+GUEST_SOURCES = ("workload.c", "netecho.c", "init.sh")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
 
 def _inputs_hash(src: Path, kernel_pkg: str) -> str:
     h = hashlib.sha256(kernel_pkg.encode())
-    for name in ("workload.c", "init.sh"):
+    for name in GUEST_SOURCES:
         h.update((src / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -111,13 +113,16 @@ def build_image(cache: Path) -> GuestImage:
 
     with tempfile.TemporaryDirectory() as tmp:
         workload = Path(tmp) / "workload"
+        netecho = Path(tmp) / "netecho"
         run(["gcc", "-O2", "-static", "-pthread", "-Wall", "-o", str(workload),
              str(src / "workload.c")])
+        run(["gcc", "-O2", "-static", "-Wall", "-o", str(netecho), str(src / "netecho.c")])
         entries: list[tuple[str, int, bytes]] = [
             (d, 0o040755, b"") for d in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "tmp")
         ]
         entries.append(("bin/busybox", 0o100755, busybox.read_bytes()))
         entries.append(("bin/workload", 0o100755, workload.read_bytes()))
+        entries.append(("bin/netecho", 0o100755, netecho.read_bytes()))
         entries.append(("init", 0o100755, (src / "init.sh").read_bytes()))
         for mod in MODULES:
             found = list(modroot.rglob(f"{mod}.ko*"))

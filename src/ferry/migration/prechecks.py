@@ -14,6 +14,7 @@ from ferry.errors import MigrationRefused
 from ferry.hypervisor.base import Hypervisor
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.types import QEMU_OVERHEAD_MIB, DomainInfo, HostInfo
+from ferry.network.check import check_nics, problems
 from ferry.storage.sharing import StorageCatalog, StorageCheck, check_storage
 
 
@@ -64,6 +65,9 @@ def run_prechecks(vm: str, source: Hypervisor, destination: Hypervisor, *, sourc
         check_cpu(dom.cpu_xml, destination, dest_virt_type)
         checks.append("guest CPU accepted by the destination")
 
+    if dom.nics:
+        checks.extend(check_networks(dom, destination))
+
     storage = check_storage(dom.disk_targets, catalog, source=source, destination=destination,
                             source_name=source_name,
                             destination_name=destination_name)  # raises, per disk
@@ -71,6 +75,22 @@ def run_prechecks(vm: str, source: Hypervisor, destination: Hypervisor, *, sourc
                   f"{'copy' if d.copy else 'shared'}: {d.reason}" for d in storage.disks)
     checks.extend(f"repaired: {r}" for r in storage.repairs)
     return PrecheckResult(dom, dest, checks, storage)
+
+
+def check_networks(dom: DomainInfo, destination: Hypervisor) -> list[str]:
+    """Refuse unless the destination can plug in every interface of the guest (its
+    network active, its bridge or device present); returns what was checked."""
+    verdicts = check_nics(dom.nics, destination.host_networks())
+    missing = problems(verdicts)
+    if missing:
+        raise MigrationRefused(
+            "network_missing",
+            "the destination cannot plug in the guest's network: " + "; ".join(missing),
+            {"interfaces": [{"mac": v.nic.mac, "type": v.nic.kind, "source": v.nic.source,
+                             "problem": v.problem} for v in verdicts if v.problem]})
+    return [f"interface {v.nic.label}: "
+            + (f"not verified ({v.unverified})" if v.unverified else "present")
+            for v in verdicts]
 
 
 def check_cpu(guest_cpu_xml: str, destination: Hypervisor, dest_virt_type: str) -> None:

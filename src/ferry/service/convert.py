@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ferry.db.models import EventRow, HostRow, MigrationRow, PoolRow, SampleRow, VmRow, VolumeRow
 from ferry.domain.models import (
     Event,
@@ -17,6 +19,7 @@ from ferry.domain.models import (
     Volume,
 )
 from ferry.domain.vocab import EventKind, Policy, WorkloadPattern
+from ferry.hypervisor.types import HostNetworks, NicInfo
 
 RESTART_NEEDED = "restart needed for full mobility"
 
@@ -30,7 +33,9 @@ def host(row: HostRow) -> Host:
                 cpu_models=list(row.cpu_models or []),
                 memory_total_mib=row.memory_total_mib, memory_free_mib=row.memory_free_mib,
                 error=row.error, updated_at=row.updated_at,
-                maintenance=bool(row.maintenance))
+                maintenance=bool(row.maintenance),
+                networks=(row.networks or {}).get("networks"),
+                interfaces=(row.networks or {}).get("interfaces"))
 
 
 def vm(row: VmRow) -> Vm:
@@ -42,7 +47,21 @@ def vm(row: VmRow) -> Vm:
               workload_wss_mib=row.workload_wss_mib,
               workload_pattern=WorkloadPattern(row.workload_pattern or "uniform"),
               managed=row.managed,
-              updated_at=row.updated_at, uuid=row.uuid)
+              updated_at=row.updated_at, uuid=row.uuid,
+              nics=[dict(n) for n in row.nics or []], address=row.address or "")
+
+
+def nics(stored: list[dict[str, str]] | None) -> tuple[NicInfo, ...]:
+    """A VM's stored interfaces as the hypervisor's records."""
+    return tuple(NicInfo(n.get("kind", ""), n.get("source", ""), n.get("mac", ""))
+                 for n in stored or [])
+
+
+def host_networks(stored: dict[str, Any] | None) -> HostNetworks | None:
+    """What a host offers guests' interfaces as last read; None: never read."""
+    if stored is None:
+        return None
+    return HostNetworks(stored.get("networks"), stored.get("interfaces"))
 
 
 def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migration:

@@ -38,6 +38,7 @@ from ferry.predict.inputs import (
     link_bytes_s,
 )
 from ferry.predict.precopy import Guest
+from ferry.service import convert
 from ferry.service.connections import HostConnections
 from ferry.service.database import Database
 from ferry.service.host_queries import HostQueries
@@ -105,14 +106,16 @@ class DrainPlanner:
                                                                           for r in rows]))):
                 vols.setdefault(str(v.vm), []).append(v)
             targets = [Target(h.name, h.state == HostState.UP, bool(h.maintenance),
-                              h.memory_free_mib) for h in hosts]
+                              h.memory_free_mib, convert.host_networks(h.networks))
+                       for h in hosts]
             cands = []
             for r in rows:
                 disks = tuple(Disk(v.name, v.pool, pools[v.pool].kind if v.pool in pools
                                    else "", tuple(pools[v.pool].hosts or ())
                                    if v.pool in pools else ()) for v in vols.get(r.name, []))
                 cands.append(Candidate(r.name, r.host, r.memory_mib, str(r.state),
-                                       dict(r.cpu_blocked or {}), disks))
+                                       dict(r.cpu_blocked or {}), disks,
+                                       convert.nics(r.nics)))
             return cands, targets, {h.name: h.uri for h in hosts}
 
     def place(self, cands: list[Candidate], targets: list[Target],

@@ -9,6 +9,7 @@ flight are left to the migration.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from sqlalchemy import select
 from ferry.db.models import HostRow, MigrationRow, VmRow, VolumeRow
 from ferry.domain.models import UNFINISHED, HostState, VmState
 from ferry.hypervisor.errors import HypervisorError
-from ferry.hypervisor.types import CpuVerdict, DomainInfo, DomainState, HostInfo
+from ferry.hypervisor.types import CpuVerdict, DomainInfo, DomainState, HostInfo, HostNetworks
 from ferry.service.connections import HostConnections
 from ferry.service.cpu_verdicts import CpuVerdicts
 from ferry.service.database import Database
@@ -63,8 +64,11 @@ class Inventory:
                                   for name, uri in hosts})
         up = [(name, uri) for name, uri in hosts
               if not isinstance(infos[f"{name}:info"], HypervisorError)]
-        lists = self.queries.ask({f"{name}:domains": self.conns.get(uri).list_domains
-                                  for name, uri in up})
+        asks: dict[str, Callable[[], object]] = {}
+        for name, uri in up:
+            asks[f"{name}:domains"] = self.conns.get(uri).list_domains
+            asks[f"{name}:networks"] = self.conns.get(uri).host_networks
+        lists = self.queries.ask(asks)
         seen: dict[str, list[DomainInfo]] = {}
         updates: dict[str, dict[str, object]] = {}
         for name, _uri in hosts:
@@ -78,8 +82,12 @@ class Inventory:
                              "memory_total_mib": info.memory_total_mib,
                              "error": f"domains not read this round: {domains}"
                              if isinstance(domains, HypervisorError) else ""}
-            if not isinstance(domains, HypervisorError):
+            if isinstance(domains, list):
                 seen[name] = domains
+            nets = lists[f"{name}:networks"]
+            if isinstance(nets, HostNetworks):
+                updates[name]["networks"] = {"networks": nets.networks,
+                                             "interfaces": nets.interfaces}
         now = datetime.now(UTC)
         with self.db.session() as s:
             for hrow in s.scalars(select(HostRow)):
@@ -98,7 +106,8 @@ class Inventory:
                     host_name, d = places[0]
                     s.add(VmRow(name=vm_name, uuid=d.uuid, host=host_name,
                                 state=vm_state(d), memory_mib=d.memory_mib, vcpus=d.vcpus,
-                                cpu_xml=d.cpu_xml, disks=d.disks, managed=False))
+                                cpu_xml=d.cpu_xml, disks=d.disks, managed=False,
+                                nics=[asdict(n) for n in d.nics]))
             by_cpu: dict[str, dict[str, list[str]]] = {}
             local: dict[str, list[VolumeRow]] = {}  # one query, not one per VM
             for vol in s.scalars(select(VolumeRow).where(VolumeRow.host.is_not(None),
@@ -114,6 +123,7 @@ class Inventory:
                 elif active:
                     row.host, row.state = active[0][0], vm_state(active[0][1])
                     row.cpu_xml, row.uuid = active[0][1].cpu_xml, active[0][1].uuid
+                    row.nics = [asdict(n) for n in active[0][1].nics]
                     _follow_local_volumes(local.get(name, []), row.host)
                 elif places:
                     row.host, row.state = places[0][0], VmState.SHUTOFF

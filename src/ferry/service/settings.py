@@ -24,6 +24,11 @@ class Settings(BaseModel):
     boot_pool: str = "shared"  # where `vm create` puts boot disks unless told otherwise
     guest_image: GuestImage | None = None
     console_dir: str = "/var/lib/libvirt/ferry-console"
+    # the NIC `vm create` gives a guest unless told: a libvirt network NAME,
+    # "bridge:BR", or "" for none; and the subnet whose addresses guests give their NIC
+    # (the lab's guest segment); "" gives none
+    guest_network: str = ""
+    guest_subnet: str = ""
     # Where heartbeat logs of guests show up (lab: the console logger's files).
     heartbeat_glob: str | None = None
     reconcile_interval_s: float = 15.0

@@ -7,6 +7,7 @@ import glob
 import os
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import asdict
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -18,6 +19,7 @@ from ferry.domain.vocab import VolumeFate, WorkloadPattern
 from ferry.errors import Conflict, FerryError, InvalidRequest, NotFound, Unavailable
 from ferry.hypervisor import domxml
 from ferry.hypervisor.errors import HypervisorError
+from ferry.network.requests import next_address, parse_network
 from ferry.service import convert
 from ferry.service.connections import HostConnections
 from ferry.service.cpu import CpuService
@@ -66,10 +68,13 @@ class VmService:
                workload_dirty_mib_s: int = 0, workload_wss_mib: int | None = None,
                wait: bool = True, boot_pool: str | None = None,
                disks: list[tuple[str, float]] | None = None, workload_fill: bool = False,
-               workload_pattern: WorkloadPattern = WorkloadPattern.UNIFORM) -> Vm:
+               workload_pattern: WorkloadPattern = WorkloadPattern.UNIFORM,
+               network: str | None = None) -> Vm:
         """Create the VM's volumes (boot disk + `disks` as (pool, GiB)), define and start it.
 
-        The guest writes checksummed records to every data disk and verifies them."""
+        The guest writes checksummed records to every data disk and verifies them.
+        `network` (NAME, bridge:BR or none; default the controller's guest_network)
+        gives it a virtio NIC, with an address of guest_subnet if one is set."""
         check_name("vm", name)
         if not 128 <= memory_mib <= 65536:  # below, the guest's kernel has no room left
             raise InvalidRequest("memory must be between 128 and 65536 MiB")
@@ -85,6 +90,8 @@ class VmService:
         disks = list(disks or [])
         if len(disks) > len(DATA_TARGETS):
             raise InvalidRequest(f"at most {len(DATA_TARGETS)} data disks")
+        nic = parse_network(network if network is not None
+                            else self.settings.guest_network or "none")
         image = self.settings.guest_image
         if image is None:
             raise InvalidRequest("this controller has no guest image configured")
@@ -108,10 +115,14 @@ class VmService:
             if s.scalar(select(VmRow).where(VmRow.name == name)) is not None:
                 raise Conflict(f"VM {name!r} already exists")
             uri, virt_type = hrow.uri, hrow.virt_type
+            address = ""
+            if nic is not None and self.settings.guest_subnet:
+                used = set(s.scalars(select(VmRow.address).where(VmRow.address != "")))
+                address = next_address(self.settings.guest_subnet, used)
             s.add(VmRow(name=name, host=host, state=VmState.SHUTOFF, memory_mib=memory_mib,
                         vcpus=vcpus, workload_dirty_mib_s=workload_dirty_mib_s,
                         workload_wss_mib=wss, workload_pattern=workload_pattern,
-                        managed=True))
+                        managed=True, address=address))
         made: list[tuple[str, str]] = []
         try:
             cpu_xml = self.cpu.guest_cpu_for_new_vm()
@@ -128,9 +139,10 @@ class VmService:
                 initrd=image.initrd,
                 cmdline=domxml.guest_cmdline(wss, workload_dirty_mib_s,
                                              tuple(t for _p, _g, t, _s in wanted[1:]),
-                                             workload_fill, workload_pattern),
+                                             workload_fill, workload_pattern, address),
                 cpu_xml=cpu_xml, virt_type=virt_type, disks=specs,
-                console_dir=self.settings.console_dir)
+                console_dir=self.settings.console_dir,
+                nics=[domxml.NicSpec(*nic)] if nic is not None else [])
             started = time.time()
             dom = self.conns.get(uri).define_and_start(domxml.build(spec))
         except (HypervisorError, FerryError) as exc:
@@ -150,6 +162,7 @@ class VmService:
             row.state, row.cpu_xml, row.disks = VmState.RUNNING, dom.cpu_xml, dom.disks
             row.uuid = dom.uuid
             row.cpu_model = _cpu_model(dom.cpu_xml)
+            row.nics = [asdict(n) for n in dom.nics]
         if wait and self.settings.heartbeat_glob:
             _wait_heartbeat(self.settings.heartbeat_glob, name, started)
         return self.get(name)

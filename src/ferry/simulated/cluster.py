@@ -50,12 +50,17 @@ class SimCluster:
     def add_host(self, name: str, *, cpu_model: str = "Haswell", vendor: str = "Intel",
                  extra_features: Iterable[str] = (), cpus_n: int = 16,
                  memory_mib: int = 65536, virt_type: str = "kvm",
-                 disk_gib: int = 2048) -> SimHost:
+                 disk_gib: int = 2048, networks: Iterable[str] = (),
+                 bridges: Iterable[str] = ()) -> SimHost:
+        """A host; `networks` (active libvirt networks) and `bridges` are what guests'
+        interfaces can plug into there."""
         if name in self.hosts:
             raise ValueError(f"host {name} exists")
         h = SimHost(self, name, cpu_model=cpu_model, vendor=vendor,
                     extra_features=set(extra_features), cpus_n=cpus_n, memory_mib=memory_mib,
                     virt_type=virt_type, storage=HostStorage(disk_bytes=disk_gib * 2**30))
+        h.networks = dict.fromkeys(networks, True)
+        h.interfaces = dict.fromkeys(bridges, "bridge")
         self.hosts[name] = h
         return h
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ferry.hypervisor.base import MigrationJob
+from ferry.hypervisor.domxml import parse_nics
 from ferry.hypervisor.errors import (
     DomainNotFound,
     HostUnreachable,
@@ -31,8 +32,10 @@ from ferry.hypervisor.types import (
     DomainInfo,
     DomainState,
     HostInfo,
+    HostNetworks,
     JobStats,
     MigrationOptions,
+    NicInfo,
     PageSample,
     PoolSpec,
     PoolState,
@@ -101,6 +104,7 @@ class SimDomain:
     network_disks: set[str]
     workload: Workload
     started_at: float
+    nics: tuple[NicInfo, ...] = ()
     state: DomainState = DomainState.RUNNING
     persistent: bool = True
     max_downtime_ms: int = 300
@@ -124,7 +128,7 @@ class SimDomain:
                           vcpus=self.vcpus, cpu_xml=self.cpu_xml, disks=list(self.disks),
                           disk_targets=dict(self.disks),
                           migrating=self.job is not None and self.job.active,
-                          postcopy=self.postcopy)
+                          postcopy=self.postcopy, nics=self.nics)
 
 
 def _reachable(fn: F) -> F:
@@ -163,6 +167,9 @@ class SimHost:
         self.storage = StorageView(name, cluster.files, cluster.ceph, storage)
         self.faults = _Faults()
         self.alive = True  # False once crashed
+        # what guests' interfaces can plug into (`add_host(networks=, bridges=)`)
+        self.networks: dict[str, bool] = {}
+        self.interfaces: dict[str, str] = {}
 
     # -- faults -------------------------------------------------------------------
     @property
@@ -224,6 +231,10 @@ class SimHost:
         return cpus.baseline(cpu_xmls, expand=expand)
 
     @_reachable
+    def host_networks(self) -> HostNetworks:
+        return HostNetworks(dict(self.networks), dict(self.interfaces))
+
+    @_reachable
     def compare_cpu(self, cpu_xml: str, virt_type: str) -> CpuVerdict:
         return cpus.compare(cpu_xml, self.features, self.vendor)
 
@@ -272,6 +283,11 @@ class SimHost:
             if src not in copied and not self.storage.disk_reachable(
                     src, src in dom.network_disks):
                 return f"Cannot access storage file '{src}' on {self.name}: No such file"
+        for nic in dom.nics:
+            if nic.kind == "network" and not self.networks.get(nic.source):
+                return f"Network not found: no network with matching name '{nic.source}'"
+            if nic.kind in ("bridge", "direct") and nic.source not in self.interfaces:
+                return f"Cannot get interface MTU on '{nic.source}': No such device"
         if self.memory_free_mib() < dom.memory_mib + QEMU_OVERHEAD_MIB:
             return f"cannot allocate memory for the guest on {self.name}"
         verdict = cpus.compare(dom.cpu_xml, self.features, self.vendor)
@@ -302,7 +318,7 @@ class SimHost:
             vcpus=int(root.findtext("vcpu", "1")),
             cpu_xml=ET.tostring(cpu, encoding="unicode") if cpu is not None
             else cpus.custom_cpu_xml("qemu64", self.vendor, set()),
-            disks=disks, network_disks=network, workload=workload,
+            disks=disks, network_disks=network, workload=workload, nics=parse_nics(root),
             started_at=self.cluster.clock.monotonic(),
             busy=1.0 if workload.cpu_bound and workload.dirty_mib_s else IDLE_BUSY)
 

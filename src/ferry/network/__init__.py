@@ -1,0 +1,1 @@
+"""Guest networks: can a destination plug in every interface a guest has."""
