@@ -6,7 +6,7 @@ set -euo pipefail
 
 WITH_CEPH=${WITH_CEPH:-1}
 STAMP=/var/lib/ferry-install.stamp
-want_stamp="v3 ceph=$WITH_CEPH"
+want_stamp="v4 ceph=$WITH_CEPH"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] && command -v libvirtd >/dev/null \
    && command -v qemu-system-x86_64 >/dev/null; then
   exit 0
@@ -46,7 +46,8 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends -t bookworm-backports \
   qemu-system-x86 qemu-utils qemu-block-extra \
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev \
-  libvirt-daemon-driver-storage-rbd libvirt-daemon-driver-secret
+  libvirt-daemon-driver-storage-rbd libvirt-daemon-driver-secret \
+  libvirt-daemon-driver-network libvirt-daemon-driver-interface
 apt-get install -y -q --no-install-recommends \
   busybox-static cpio iproute2 pkg-config gcc libc6-dev make dpkg-dev \
   python3-venv util-linux procps kmod postgresql-15

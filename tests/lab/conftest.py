@@ -101,10 +101,16 @@ def make_vm(lab: Lab) -> Iterator[Callable[..., str]]:
     made: list[str] = []
 
     def create(host: str = "node1", memory: int = 256, dirty: int = 0, wss: int = 32,
-               disks: tuple[str, ...] = (), boot_pool: str | None = None) -> str:
+               disks: tuple[str, ...] = (), boot_pool: str | None = None,
+               network: str | None = "none") -> str:
+        """`network`: none (no NIC: what most tests need), a libvirt network or
+        bridge:BR, None for the lab's default (its guest network, with an address
+        the lab's probe talks to)."""
         name = f"t{uuid.uuid4().hex[:8]}"
         made.append(name)
         extra = [a for d in disks for a in ("--disk", d)]
+        if network is not None:
+            extra += ["--network", network]
         if boot_pool:
             extra += ["--boot-pool", boot_pool]
         ferry("vm", "create", name, "--host", host, "--memory", str(memory),

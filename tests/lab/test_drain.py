@@ -1,7 +1,8 @@
-"""Draining a real lab host: a plan, every running guest moved to the two others, a
-stopped one reported, maintenance, the way back; cancel and a controller restart
-mid-drain.  Guests are checked through their heartbeats (one boot, no memory
-errors) and libvirt on every host (each guest runs on exactly one)."""
+"""Draining a real lab host: a plan, every running guest (with a NIC a client talks
+to) moved to the two others, a stopped one reported, maintenance, the way back;
+cancel and a controller restart mid-drain.  Guests are checked through their
+heartbeats (one boot, no memory errors), their client (no TCP reset) and
+libvirt on every host (each guest runs on exactly one)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def node1_back(lab: Lab) -> Iterator[None]:
 def _clean(lab: Lab, vm: str) -> None:
     check = ferry_json("lab", "check", vm)
     assert check["boots"] == 1 and check["memory_errors"] == 0, check
+    if check.get("tcp_records") is not None:  # a guest with a NIC: its client stayed on
+        assert check["tcp_resets"] == 0 and check["tcp_errors"] == 0, check
 
 
 def _drain(did: int, timeout: float = 240) -> dict[str, Any]:
@@ -51,7 +54,10 @@ def _first_running(did: int) -> int:
 
 def test_drain_plans_moves_reports_and_returns(lab: Lab, make_vm: Callable[..., str],
                                               node1_back: None) -> None:
-    vms = [make_vm("node1", memory=128, dirty=d, wss=16) for d in (0, 6)]
+    # guests with a NIC on the lab's network, that the lab's probe talks to
+    vms = [make_vm("node1", memory=128, dirty=d, wss=16, network=None) for d in (0, 6)]
+    wait_for(lambda: all((ferry_json("lab", "check", vm).get("tcp_records") or 0) > 0
+                         for vm in vms), 60, "the probe to talk to the guests")
     stopped = make_vm("node1", memory=128)
     libvirt.open(URIS["node1"]).lookupByName(stopped).destroy()
     ferry("host", "refresh", "node1")
@@ -75,6 +81,8 @@ def test_drain_plans_moves_reports_and_returns(lab: Lab, make_vm: Callable[..., 
         assert done[vm]["state"] == "completed" and done[vm]["migration"]
         assert lab.where(vm) == {done[vm]["to"]: "running"}
         _clean(lab, vm)
+        seen = ferry_json("lab", "check", vm, "--migration", str(done[vm]["migration"]))
+        assert seen["net_replies"] > 0 and seen["net_max_gap_ms"] > 0, seen
     assert stopped in {b["vm"] for b in d["blocked"]}
     assert d["elapsed_ms"] > 0 and d["eta_ms"] == 0
     assert ferry_json("host", "show", "node1")["state"] == "maintenance"

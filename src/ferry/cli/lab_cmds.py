@@ -123,7 +123,9 @@ def lab_check(vm: str,
               migration: Annotated[int | None, typer.Option(
                   help="Only while this migration ran: the pause the guest saw.")] = None,
               as_json: JsonOpt = False) -> None:
-    """What the guest's heartbeats say: boots, last sequence, largest gap, memory errors."""
+    """What the guest's heartbeats say (boots, last sequence, largest gap, memory and
+    disk errors) and, for a guest with a NIC, what the lab's network probe saw: the
+    longest time without a UDP echo, datagrams lost, TCP resets."""
 
     try:
         check_name("vm", vm)
@@ -144,9 +146,11 @@ def lab_check(vm: str,
     if as_json:
         print_json(res)
     else:
+        net = ["net_replies", "net_max_gap_ms", "net_lost", "tcp_records", "tcp_max_gap_ms",
+               "tcp_resets", "tcp_errors"] if res.get("net_replies") is not None else []
         kv(f"guest check: {vm}", res, ["hosts", "boots", "last_seq", "heartbeats",
                                        "max_gap_ms", "memory_errors", "seq_resets",
-                                       "disk_errors", "disk_records"])
+                                       "disk_errors", "disk_records", *net])
 
 
 def _epoch_ns(iso: str) -> int:

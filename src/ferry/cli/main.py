@@ -106,8 +106,8 @@ def host_list(as_json: JsonOpt = False) -> None:
 def host_show(name: str, as_json: JsonOpt = False) -> None:
     h = Client().get(f"/hosts/{name}")
     print_json(h) if as_json else kv(f"host {name}", h, [*HOST_COLS, "cpu_vendor", "cpus",
-                                                        "memory_total_mib", "error",
-                                                        "updated_at"])
+                                                        "memory_total_mib", "networks",
+                                                        "interfaces", "error", "updated_at"])
 
 
 @host_app.command("add")
@@ -161,12 +161,17 @@ def vm_create(name: str,
                        "hotcold (9 in 10 to a hot eighth), burst (2 s on at twice the "
                        "rate, 2 s off), sequential (streams through it).")
               ] = WorkloadPattern.UNIFORM,
+              network: Annotated[str | None, typer.Option(
+                  help="Its NIC: a libvirt network NAME, bridge:BRIDGE, or none "
+                       "(default: the controller's guest network; the lab's has an "
+                       "address for it and a client that talks to it).")] = None,
               as_json: JsonOpt = False) -> None:
     """Define and start a VM from the guest image; returns once its heartbeat is seen."""
     body = {"name": name, "host": host, "memory_mib": memory, "vcpus": vcpus,
             "workload_dirty_mib_s": workload_dirty, "workload_wss_mib": workload_wss,
             "boot_pool": boot_pool, "disks": parse_disks(disk or []),
-            "workload_fill": workload_fill, "workload_pattern": workload_pattern.value}
+            "workload_fill": workload_fill, "workload_pattern": workload_pattern.value,
+            "network": network}
     if not as_json:
         console.print(f"creating {name} on {host} and waiting for its heartbeat ...")
     v = Client().post("/vms", json=body)
@@ -184,7 +189,8 @@ def vm_list(as_json: JsonOpt = False) -> None:
 @handles_errors
 def vm_show(name: str, as_json: JsonOpt = False) -> None:
     v = Client().get(f"/vms/{name}")
-    print_json(v) if as_json else kv(f"vm {name}", v, [*VM_COLS, "cpu_blocked", "disks", "managed",
+    print_json(v) if as_json else kv(f"vm {name}", v, [*VM_COLS, "cpu_blocked", "disks", "nics",
+                                                      "address", "managed",
                                                       "workload_dirty_mib_s",
                                                       "workload_wss_mib", "workload_pattern",
                                                       "updated_at"])

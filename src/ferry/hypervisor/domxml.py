@@ -127,12 +127,17 @@ def parse_nics(domain: ET.Element) -> tuple[NicInfo, ...]:
     ...     "<mac address='52:54:00:00:00:01'/><source network='prod'/></interface>"
     ...     "</devices></domain>"))
     (NicInfo(kind='network', source='prod', mac='52:54:00:00:00:01'),)
+    >>> parse_nics(ET.fromstring("<domain><devices><interface type='bridge'>"
+    ...     "<source network='prod' bridge='virbr1'/></interface></devices></domain>"))[0].kind
+    'network'
     """
     out = []
     for el in domain.findall("./devices/interface"):
         kind = el.get("type", "")
         src = el.find("source")
         mac = el.find("mac")
+        if src is not None and src.get("network"):
+            kind = "network"  # a running domain's XML says the bridge it got, too
         attr = _NIC_SOURCE.get(kind, "")
         out.append(NicInfo(kind=kind,
                            source=(src.get(attr, "") if src is not None and attr else ""),

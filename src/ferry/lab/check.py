@@ -1,14 +1,16 @@
 """`ferry lab check`: what a guest's heartbeats say about its moves.
 
 Merges the timestamped heartbeat logs a guest left on every lab host it ran
-on.  A guest that survived its migrations shows one boot, a sequence that
+on, and what the lab's network probe (a client outside every host) saw of
+it.  A guest that survived its migrations shows one boot, a sequence that
 kept counting, no memory or disk errors, and a largest gap between heartbeats
 (arrival time on the host) that is the pause it went through.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import itertools
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,14 @@ class GuestCheck:
     seq_resets: int
     disk_errors: int = 0  # data-disk records lost, stale or damaged
     disk_records: int = 0  # records written to data disks (this boot)
+    # what the lab's network probe saw (None: the guest has no NIC the probe talks to)
+    net_replies: int | None = None  # UDP echoes that came back
+    net_max_gap_ms: float | None = None  # longest time without one: the blackout
+    net_lost: int | None = None  # datagrams never answered (between the first and last)
+    tcp_records: int | None = None  # records echoed back on the TCP connection
+    tcp_max_gap_ms: float | None = None
+    tcp_resets: int | None = None  # established connections that broke
+    tcp_errors: int | None = None  # records back out of order or damaged
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,9 +93,77 @@ def parse_lines(lines: list[tuple[int, str, str]], vm: str) -> GuestCheck:
 
 def check_vm(lab: Path, vm: str, since_ns: int | None = None,
              until_ns: int | None = None) -> GuestCheck:
-    """The guest's heartbeats on every lab host, optionally only the lines that
-    arrived within [since_ns, until_ns] (e.g. one migration)."""
-    return parse_lines(read_lines(lab, vm, since_ns, until_ns), vm)
+    """The guest's heartbeats on every lab host and what the network probe saw,
+    optionally only what arrived within [since_ns, until_ns] (e.g. one migration;
+    the probe's window ends NET_GRACE_NS later: the first answer after the switch
+    may come after Ferry recorded the end)."""
+    hb = parse_lines(read_lines(lab, vm, since_ns, until_ns), vm)
+    net_until = until_ns + NET_GRACE_NS if until_ns is not None else None
+    net = parse_net(read_net(lab, vm, since_ns, net_until))
+    return replace(hb, **net) if net else hb
+
+
+NET_GRACE_NS = 1_000_000_000
+
+
+def read_net(lab: Path, vm: str, since_ns: int | None = None,
+             until_ns: int | None = None) -> list[tuple[int, str]]:
+    """(arrival ns, text) of the probe's `net/<vm>.net` within the window."""
+    path = lab / "net" / f"{vm}.net"
+    if not path.exists():
+        return []
+    out = []
+    for raw in path.read_text(errors="replace").splitlines():
+        stamp, _, text = raw.partition(" ")
+        if stamp.isdigit():
+            ts = int(stamp)
+            if (since_ns is None or ts >= since_ns) and (until_ns is None or ts <= until_ns):
+                out.append((ts, text))
+    return sorted(out)
+
+
+def parse_net(lines: list[tuple[int, str]]) -> dict[str, Any]:
+    """The probe's lines as GuestCheck's net fields ({} when there are none).
+
+    >>> r = parse_net([(0, "S 0"), (1_000_000, "U 0"), (11_000_000, "U 1"),
+    ...                (301_000_000, "U 4"), (302_000_000, "C"), (303_000_000, "R reset")])
+    >>> r["net_max_gap_ms"], r["net_lost"], r["tcp_resets"]
+    (290.0, 2, 1)
+    """
+    if not lines:
+        return {}
+    udp: list[tuple[int, int]] = []
+    tcp: list[int] = []
+    last_send = None
+    resets = errors = 0
+    for ts, text in lines:
+        parts = text.split()
+        if not parts:
+            continue
+        if parts[0] == "U" and len(parts) == 2:
+            udp.append((ts, int(parts[1])))
+        elif parts[0] == "S":
+            last_send = ts
+        elif parts[0] == "T":
+            tcp.append(ts)
+        elif parts[0] == "X":
+            tcp.append(ts)
+            errors += 1
+        elif parts[0] == "R":
+            resets += 1
+    times = [t for t, _ in udp]
+    if last_send is not None and times and last_send > times[-1]:
+        times.append(last_send)  # sending, and nothing came back since
+    seqs = {q for _, q in udp}
+    lost = (max(seqs) - min(seqs) + 1 - len(seqs)) if seqs else 0
+    return {"net_replies": len(udp), "net_max_gap_ms": _max_gap_ms(times),
+            "net_lost": lost, "tcp_records": len(tcp), "tcp_max_gap_ms": _max_gap_ms(tcp),
+            "tcp_resets": resets, "tcp_errors": errors}
+
+
+def _max_gap_ms(times: list[int]) -> float:
+    return round(max((b - a for a, b in itertools.pairwise(times)), default=0)
+                 / 1e6, 1)
 
 
 def read_lines(lab: Path, vm: str, since_ns: int | None = None,

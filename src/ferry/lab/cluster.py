@@ -1,10 +1,11 @@
 """`ferry lab up / down / status`: the whole local cluster as one unit.
 
-`up` builds the guest image, probes the accelerator, creates the bridge and
-one namespace + libvirtd per host, starts the console logger and the Ferry
-controller on loopback with a fresh token, registers the hosts, and writes
-the client config.  `down` removes all of it, by recorded PIDs and by the
-names in layout.py, and works after a crash (every step tolerates absence).
+`up` builds the guest image, probes the accelerator, creates the bridges
+(hosts' and guests') and one namespace + libvirtd per host, starts the
+console logger, the network probe and the Ferry controller on loopback with
+a fresh token, registers the hosts, and writes the client config.  `down`
+removes all of it, by recorded PIDs and by the names in layout.py, and works
+after a crash (every step tolerates absence).
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ import httpx
 from ferry.lab import ceph, hostd, netns
 from ferry.lab.accel import probe
 from ferry.lab.image import build_image
-from ferry.lab.layout import MAX_HOSTS, LabHost, cache_dir, lab_dir, lab_host
+from ferry.lab.layout import (
+    GUEST_NETWORK,
+    GUEST_SUBNET,
+    MAX_HOSTS,
+    PROBE_NETNS,
+    LabHost,
+    cache_dir,
+    lab_dir,
+    lab_host,
+)
 from ferry.lab.procs import cmdline, pid_alive, read_pid, stop_pid
 from ferry.lab.run import LabError, write_private
 
@@ -109,6 +119,7 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
 
     hosts = [lab_host(i) for i in range(1, n_hosts + 1)]
     netns.create_bridge()
+    netns.create_guest_segment()
     for h in hosts:
         netns.create_host_netns(h)
         hostd.prepare(h, lab, shared)
@@ -121,6 +132,10 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
     if not (console_pid and pid_alive(console_pid, "ferry.lab.console")):
         _spawn([sys.executable, "-m", "ferry.lab.console", str(lab)], lab / "console.log",
                lab / "console.pid")
+    probe_pid = read_pid(lab / "probe.pid")
+    if not (probe_pid and pid_alive(probe_pid, "ferry.lab.probe")):
+        _spawn(["ip", "netns", "exec", PROBE_NETNS, sys.executable, "-m", "ferry.lab.probe",
+                str(lab)], lab / "probe.log", lab / "probe.pid")
 
     ctl = lab / "controller"
     ctl.mkdir(exist_ok=True)
@@ -132,6 +147,8 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
         "listen_port": port,
         "token": token,
         "boot_pool": "shared",
+        "guest_network": GUEST_NETWORK,
+        "guest_subnet": GUEST_SUBNET,
         "guest_image": {"kernel": str(kernel), "initrd": str(initrd)},
         "console_dir": "/var/lib/libvirt/ferry-console",
         "heartbeat_glob": str(lab / "hosts" / "*" / "var-lib-libvirt" / "ferry-console"),
@@ -274,9 +291,10 @@ def down(say: Say = _quiet) -> dict[str, Any]:
         if n:
             say(f"{h.name}: stopped {n} guest(s)")
         hostd.stop(h, lab)
-    pid = read_pid(lab / "console.pid")
-    if pid:
-        stop_pid(pid, "ferry.lab.console")
+    for name, marker in (("console", "ferry.lab.console"), ("probe", "ferry.lab.probe")):
+        pid = read_pid(lab / f"{name}.pid")
+        if pid:
+            stop_pid(pid, marker)
     if ceph.ceph_dir(lab).exists():
         say("stopping Ceph")
         ceph.down(lab)
@@ -307,9 +325,12 @@ def status() -> dict[str, Any]:
     c_alive = bool(cpid and pid_alive(cpid, "ferry.cli.main serve"))
     lpid = read_pid(lab / "console.pid")
     l_alive = bool(lpid and pid_alive(lpid, "ferry.lab.console"))
+    ppid = read_pid(lab / "probe.pid")
+    p_alive = bool(ppid and pid_alive(ppid, "ferry.lab.probe"))
     storage = state.get("storage", "dir")
     ceph_ok = storage != "ceph" or ceph.healthy(lab)
-    return {"up": True, "healthy": healthy and c_alive and l_alive and ceph_ok, "hosts": hosts,
+    return {"up": True, "healthy": healthy and c_alive and l_alive and p_alive and ceph_ok,
+            "hosts": hosts, "network_probe_running": p_alive,
             "storage": storage, "ceph": ceph.pids(lab) if storage == "ceph" else None,
             "controller": state["controller"], "controller_running": c_alive,
             "console_logger_running": l_alive, "virt_type": state.get("virt_type"),

@@ -12,12 +12,13 @@ went through: the guest's own clock stops while it is paused.
 from __future__ import annotations
 
 import selectors
-import signal
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import BinaryIO
+
+from ferry.lab.procs import StopFlag
 
 SCAN_INTERVAL_S = 0.02
 
@@ -36,16 +37,9 @@ def _scan(lab: Path) -> list[Path]:
 def serve(lab: Path) -> None:
     sel = selectors.DefaultSelector()
     streams: dict[Path, _Stream] = {}
-    stop = False
-
-    def _stop(_sig: int, _frm: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = StopFlag()
     next_scan = 0.0
-    while not stop:
+    while not stop.set:
         now = time.monotonic()
         if now >= next_scan:
             next_scan = now + SCAN_INTERVAL_S

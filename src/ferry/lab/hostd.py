@@ -14,7 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from ferry.lab.layout import LIBVIRT_PORT, PRIVATE_DIRS, LabHost, cache_dir
+from ferry.lab.layout import (
+    GUEST_HOST_BRIDGE,
+    GUEST_NETWORK,
+    LIBVIRT_PORT,
+    PRIVATE_DIRS,
+    LabHost,
+    cache_dir,
+)
 from ferry.lab.procs import pid_alive, read_pid, stop_pid
 from ferry.lab.run import LabError
 
@@ -69,6 +76,16 @@ def prepare(host: LabHost, lab: Path, shared_dir: Path) -> None:
     etc = host.private_dir(lab, "/etc/libvirt")
     (etc / "qemu.conf").write_text(_qemu_conf(host, shared_dir))
     (etc / "libvirt.conf").write_text("")
+    # the guests' network, started by libvirtd itself (autostart) on the host's guest
+    # bridge, which the lab created before
+    nets = etc / "qemu" / "networks"
+    (nets / "autostart").mkdir(parents=True, exist_ok=True)
+    (nets / f"{GUEST_NETWORK}.xml").write_text(
+        f"<network><name>{GUEST_NETWORK}</name><forward mode='bridge'/>"
+        f"<bridge name='{GUEST_HOST_BRIDGE}'/></network>\n")
+    link = nets / "autostart" / f"{GUEST_NETWORK}.xml"
+    if not link.is_symlink():
+        link.symlink_to(f"/etc/libvirt/qemu/networks/{GUEST_NETWORK}.xml")
     (root / "libvirtd.conf").write_text(_libvirtd_conf(host))
     host_cache(host).mkdir(parents=True, exist_ok=True)
 

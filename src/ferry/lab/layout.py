@@ -2,7 +2,8 @@
 
 Everything the lab creates is named from here so `lab down` can find and
 remove exactly that, even after a crash.  Addresses come from 198.18.0.0/24
-(the benchmarking range) on a bridge the lab creates itself.
+(hosts) and 198.19.0.0/24 (guests), the benchmarking range, on bridges the
+lab creates itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ PREFIX = 24
 NETNS_PREFIX = "ferry-"
 VETH_PREFIX = "fveth"
 LIBVIRT_PORT = 16509
+# The guests' own L2 segment, apart from the hosts' management one: a bridge in the
+# root namespace joins one bridge per host (GUEST_HOST_BRIDGE, what the libvirt
+# network GUEST_NETWORK of every host uses) and the probe's namespace, the client
+# outside every host that talks to the guests.  Guests get GUEST_SUBNET addresses.
+GUEST_BRIDGE = "ferrygbr0"
+GUEST_HOST_BRIDGE = "fgbr0"
+GUEST_NETWORK = "ferrynet"
+GUEST_SUBNET = "198.19.0.0/24"
+PROBE_NETNS = "ferry-probe"
+PROBE_VETH = "fvethp0"
+PROBE_ADDR = "198.19.0.2"
+GUEST_PREFIX = 24
 MAX_HOSTS = 8
 HOST_NAME = re.compile(r"node[1-9]")
 # Per-host copies of libvirt's state: bind-mounted over these paths inside the
@@ -45,6 +58,11 @@ class LabHost:
     @property
     def veth(self) -> str:
         return f"{VETH_PREFIX}{self.index}"
+
+    @property
+    def guest_veth(self) -> str:
+        """Its end (root namespace) of the link into the guest segment."""
+        return f"{VETH_PREFIX}g{self.index}"
 
     @property
     def address(self) -> str:

@@ -61,3 +61,16 @@ def stop_pid(pid: int, marker: str, sig: int = signal.SIGTERM, timeout: float = 
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGINT: the lab's daemons (console logger, network probe)
+    finish their loop and close their files instead of dying mid-write."""
+
+    def __init__(self) -> None:
+        self.set = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, _sig: int, _frm: object) -> None:
+        self.set = True

@@ -209,7 +209,7 @@ class SimCluster:
             name=d.name, uuid=d.uuid, memory_mib=d.memory_mib, vcpus=d.vcpus,
             cpu_xml=d.cpu_xml, disks=dict(d.disks), network_disks=set(d.network_disks),
             workload=d.workload, started_at=d.started_at, state=DomainState.PAUSED,
-            persistent=False, incoming=True, busy=d.busy)
+            persistent=False, incoming=True, busy=d.busy, nics=d.nics)
         self.jobs.append(job)
         return JobHandle(self, job, source)
 

@@ -15,7 +15,7 @@ import re
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from ferry.hypervisor.base import MigrationJob
@@ -129,6 +129,11 @@ class SimDomain:
                           disk_targets=dict(self.disks),
                           migrating=self.job is not None and self.job.active,
                           postcopy=self.postcopy, nics=self.nics)
+
+
+def _mac() -> str:
+    """What libvirt gives an interface that has no MAC: 52:54:00 and three random bytes."""
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in uuidlib.uuid4().bytes[:3])
 
 
 def _reachable(fn: F) -> F:
@@ -318,7 +323,8 @@ class SimHost:
             vcpus=int(root.findtext("vcpu", "1")),
             cpu_xml=ET.tostring(cpu, encoding="unicode") if cpu is not None
             else cpus.custom_cpu_xml("qemu64", self.vendor, set()),
-            disks=disks, network_disks=network, workload=workload, nics=parse_nics(root),
+            disks=disks, network_disks=network, workload=workload,
+            nics=tuple(replace(n, mac=n.mac or _mac()) for n in parse_nics(root)),
             started_at=self.cluster.clock.monotonic(),
             busy=1.0 if workload.cpu_bound and workload.dirty_mib_s else IDLE_BUSY)
 
