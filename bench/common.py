@@ -68,3 +68,17 @@ def virsh_migrate(vm: str, src_uri: str, dst_uri: str, timeout_s: float
         return True, wall, host.completed_job_stats(vm)
     finally:
         host.close()
+
+
+def wait_talking(vm: str, timeout_s: float = 60) -> None:
+    """Wait until the lab's network probe gets TCP records back from a guest with a NIC
+    (its blackout is measured from then on); a guest without one returns at once."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        c = ferry_json("lab", "check", vm)
+        if c.get("net_replies") is None and not ferry_json("vm", "show", vm).get("address"):
+            return
+        if (c.get("tcp_records") or 0) > 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the lab's probe got no answer from {vm} in {timeout_s:.0f} s")

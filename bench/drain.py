@@ -42,7 +42,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from common import ferry, ferry_json, median, virsh_migrate, write
+from common import ferry, ferry_json, median, virsh_migrate, wait_talking, write
 from ferry.lab.check import check_vm
 from ferry.lab.layout import lab_dir
 
@@ -148,6 +148,7 @@ def run(strategy: str, guests: dict[str, tuple[int, int, int]]) -> dict[str, Any
     for m in moves:
         c = check_vm(lab_dir(), m["vm"], since, until)
         m["guest_pause_ms"] = c.max_gap_ms
+        m["blackout_ms"], m["tcp_resets"] = c.net_max_gap_ms, c.tcp_resets
     checks = {vm: check_vm(lab_dir(), vm) for vm in guests}
     sent = sum(m.get("transferred_bytes") or 0 for m in moves)
     out: dict[str, Any] = {
@@ -159,6 +160,13 @@ def run(strategy: str, guests: dict[str, tuple[int, int, int]]) -> dict[str, Any
         "moves": moves,
         "guests_clean": all(c.boots == 1 and c.memory_errors == 0 for c in checks.values()),
     }
+    nets = [m for m in moves if m["moved"] and m.get("blackout_ms") is not None]
+    if nets:
+        out.update(blackout_median_ms=median([m["blackout_ms"] for m in nets]),
+                   blackout_max_ms=max(m["blackout_ms"] for m in nets),
+                   blackout_over_pause_ms=median([m["blackout_ms"] - m["guest_pause_ms"]
+                                                  for m in nets]),
+                   tcp_resets=sum(m["tcp_resets"] or 0 for m in nets))
     if drain is not None:
         out.update(planned_eta_s=round(drain["planned_eta_ms"] / 1000, 1),
                    drain_elapsed_s=round(drain["elapsed_ms"] / 1000, 1),
@@ -171,6 +179,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--mix", default="mixed,converging")
+    ap.add_argument("--name", default="drain", help="results file name (default drain)")
     args = ap.parse_args()
     state = ferry_json("lab", "status")
     if len(state.get("hosts", [])) != 3:
@@ -186,6 +195,8 @@ def main() -> None:
         for vm, (mem, dirty, wss) in guests.items():
             ferry("vm", "create", vm, "--host", "node1", "--memory", str(mem),
                   "--workload-dirty", str(dirty), "--workload-wss", str(wss))
+        for vm in guests:
+            wait_talking(vm)
         ferry("lab", "link", "--rate", str(LINK_MIB_S))
         for rep in range(args.reps):
             rot = rep % len(strategies)
@@ -203,6 +214,12 @@ def main() -> None:
     report(runs, args)
 
 
+def _net(runs: list[dict[str, Any]], key: str, agg: Any = median) -> str:
+    """A network column over runs whose guests had NICs ('-' when none did)."""
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return f"{agg(vals):.0f}" if vals else "-"
+
+
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     md = ["# Draining a host: Ferry vs peers' defaults (same lab, same guests)", "",
           f"Lab: 3 hosts, links shaped to {LINK_MIB_S} MiB/s, TCG guests; node1 emptied onto "
@@ -211,7 +228,9 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
           f"completion timeout (KubeVirt 150 s/GiB, Nova 800 s/GiB, Proxmox none; all capped "
           f"at {CAP_S:.0f} s here) is aborted and counts as not moved. Medians over "
           f"{args.reps} rep(s). Guest pause: the largest heartbeat gap the guest showed "
-          "while the run lasted.", ""]
+          "while the run lasted; blackout: the longest time the lab's network client got no "
+          "UDP echo from it (guests with a NIC), with the TCP resets its connection saw.",
+          ""]
     for mix in sorted({r["mix"] for r in runs}):
         rs = [r for r in runs if r["mix"] == mix]
         guests = MIXES[mix]
@@ -219,7 +238,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                "Guests (MiB memory / MiB/s dirtied / MiB working set): " +
                ", ".join(f"{k} {m}/{d}/{w}" for k, (m, d, w) in guests.items()), "",
                "| strategy | makespan s | not moved | pause median ms | pause max ms | "
-               "MiB sent | clean |", "|---|---|---|---|---|---|---|"]
+               "blackout median ms | blackout max ms | TCP resets | MiB sent | clean |",
+               "|---|---|---|---|---|---|---|---|---|---|"]
         by: dict[str, list[dict[str, Any]]] = {}
         for r in rs:
             by.setdefault(r["strategy"], []).append(r)
@@ -228,6 +248,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
             md.append(f"| {s} | {mk[s]:.1f} | {median([len(r['not_moved']) for r in v]):.0f} | "
                       f"{median([r['pause_median_ms'] for r in v]):.0f} | "
                       f"{median([r['pause_max_ms'] or 0 for r in v]):.0f} | "
+                      f"{_net(v, 'blackout_median_ms')} | {_net(v, 'blackout_max_ms')} | "
+                      f"{_net(v, 'tcp_resets', sum)} | "
                       f"{median([r['sent_mib'] for r in v]):.0f} | "
                       f"{all(r['guests_clean'] for r in v)} |")
         f = by.get("ferry", [])
@@ -246,9 +268,16 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                    f"- physical limit (MiB Ferry's run sent / {LINK_MIB_S} MiB/s): "
                    f"{phys:.1f} s; Ferry's drain {drain / phys:.2f}x it, the whole command "
                    f"{fm / phys:.2f}x (goal <= 1.15)", ""]
+        for st, v in by.items():
+            if any(r.get("blackout_median_ms") is not None for r in v):
+                md.append(f"- network, {st}: blackout median {_net(v, 'blackout_median_ms')} "
+                          f"ms (max {_net(v, 'blackout_max_ms')}), above the guest's own "
+                          f"pause by a median {_net(v, 'blackout_over_pause_ms')} ms; TCP "
+                          f"resets {_net(v, 'tcp_resets', sum)}")
+        md.append("")
     data = {"when": datetime.now(UTC).isoformat(), "machine": platform.node(),
             "link_mib_s": LINK_MIB_S, "cap_s": CAP_S, "mixes": MIXES, "runs": runs}
-    write("drain", data, "\n".join(md) + "\n")
+    write(args.name, data, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Guest memory {256, 512} MiB x dirty rate {idle, low, about half the link,
 above the link} x link {32 MiB/s (tbf-shaped), unlimited}, the three tools
 side by side on the same guest in one session, each run capped at CAP_S.
 Records QEMU's figures, the pause the guest saw (heartbeat gap, host
-timestamps), and Ferry's prediction against the outcome.
+timestamps), the network blackout its client saw (the lab's probe: longest
+time without a UDP echo; TCP resets), and Ferry's prediction against the
+outcome.
 
 Usage: .venv/bin/python bench/matrix.py [--quick]   (writes bench/results/matrix.*)
 """
@@ -19,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, ferry, ferry_json, virsh_migrate, write
-from ferry.lab.check import parse_lines
+from common import RESULTS, ferry, ferry_json, virsh_migrate, wait_talking, write
+from ferry.lab.check import check_vm
 from ferry.lab.layout import lab_dir
 
 URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
@@ -35,16 +37,17 @@ def other(h: str) -> str:
     return "node2" if h == "node1" else "node1"
 
 
-def guest_gap_ms(vm: str, t0: float, t1: float) -> float | None:
-    """Largest heartbeat gap (host arrival times) while the migration ran."""
-    lines = []
-    for hb in lab_dir().glob(f"hosts/*/var-lib-libvirt/ferry-console/{vm}.hb"):
-        host = hb.parts[-4]
-        for raw in hb.read_text(errors="replace").splitlines():
-            stamp, _, text = raw.partition(" ")
-            if stamp.isdigit() and t0 * 1e9 <= int(stamp) <= (t1 + 0.5) * 1e9:
-                lines.append((int(stamp), host, text))
-    return parse_lines(lines, vm).max_gap_ms if lines else None
+def seen(vm: str, t0: float, t1: float, ok: bool) -> dict[str, Any]:
+    """What the guest and its client saw while the migration ran: the largest heartbeat
+    gap (host arrival times), and from the lab's network probe the longest time
+    without a UDP echo (the network blackout), the TCP gap and resets."""
+    if not ok:
+        return {"guest_gap_ms": None, "net_gap_ms": None, "tcp_gap_ms": None,
+                "tcp_resets": None, "net_lost": None}
+    c = check_vm(lab_dir(), vm, int(t0 * 1e9), int((t1 + 0.5) * 1e9))
+    return {"guest_gap_ms": c.max_gap_ms if c.heartbeats else None,
+            "net_gap_ms": c.net_max_gap_ms, "tcp_gap_ms": c.tcp_max_gap_ms,
+            "tcp_resets": c.tcp_resets, "net_lost": c.net_lost}
 
 
 def run_virsh(vm: str, src: str) -> dict[str, Any]:
@@ -58,7 +61,7 @@ def run_virsh(vm: str, src: str) -> dict[str, Any]:
             "total_ms": st.elapsed_ms if st else None,
             "downtime_ms": st.downtime_ms if st else None,
             "transferred_bytes": st.data_processed_bytes if st else None,
-            "guest_gap_ms": guest_gap_ms(vm, t0, t1) if ok else None,
+            **seen(vm, t0, t1, ok),
             "predicted_converges": pred["converges"],
             "predicted_total_ms": pred["total_ms"] if pred["converges"] else None,
             "predicted_downtime_ms": pred["downtime_ms"] if pred["converges"] else None,
@@ -76,7 +79,7 @@ def run_ferry(vm: str, src: str, policy: str, memory: int) -> dict[str, Any]:
     ok = m.get("state") == "completed"
     return {"tool": policy, "completed": ok, "wall_s": t1 - t0, "total_ms": m.get("total_ms"),
             "downtime_ms": m.get("downtime_ms"), "transferred_bytes": m.get("transferred_bytes"),
-            "guest_gap_ms": guest_gap_ms(vm, t0, t1) if ok else None,
+            **seen(vm, t0, t1, ok),
             "predicted_converges": m.get("predicted_converges"),
             "predicted_total_ms": m.get("predicted_total_ms"),
             "predicted_downtime_ms": m.get("predicted_downtime_ms"), "migration": m.get("id"),
@@ -87,10 +90,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="256 MiB only")
     ap.add_argument("--report-only", action="store_true",
-                    help="rewrite the table and plot from bench/results/matrix.json")
+                    help="rewrite the table and plot from bench/results/NAME.json")
+    ap.add_argument("--name", default="matrix", help="results file name (default matrix)")
     args = ap.parse_args()
     if args.report_only:
-        report(json.loads((RESULTS / "matrix.json").read_text())["runs"])
+        report(json.loads((RESULTS / f"{args.name}.json").read_text())["runs"], args.name)
         return
     mems = (256,) if args.quick else (256, 512)
     ferry("lab", "up")
@@ -113,6 +117,7 @@ def main() -> None:
                 ferry("vm", "delete", vm, "--delete-volumes", check=False)
                 ferry("vm", "create", vm, "--host", "node1", "--memory", str(mem),
                       "--workload-wss", str(wss), "--workload-dirty", str(dirty))
+                wait_talking(vm)
                 where = "node1"
                 for tool in TOOLS:
                     time.sleep(2)
@@ -124,7 +129,8 @@ def main() -> None:
                     where = r["now_on"]
                     print(f"{link_name:9s} {mem} {level:5s} {tool:7s} done={r['completed']} "
                           f"total={r['total_ms']} down={r['downtime_ms']} "
-                          f"gap={r['guest_gap_ms']} pred={r['predicted_total_ms']}/"
+                          f"gap={r['guest_gap_ms']} net={r['net_gap_ms']} "
+                          f"pred={r['predicted_total_ms']}/"
                           f"{r['predicted_downtime_ms']}", flush=True)
                     (RESULTS / "matrix.partial.json").write_text(json.dumps(runs, indent=1))
                 chk = ferry_json("lab", "check", vm)
@@ -133,7 +139,7 @@ def main() -> None:
                     r["guest_boots"] = chk["boots"]
                 ferry("vm", "delete", vm, "--delete-volumes")
     ferry("lab", "link", "--unlimited")
-    report(runs)
+    report(runs, args.name)
 
 
 def _err(pred: float | None, actual: float | None) -> float | None:
@@ -142,11 +148,12 @@ def _err(pred: float | None, actual: float | None) -> float | None:
     return abs(pred - actual) / actual
 
 
-def report(runs: list[dict[str, Any]]) -> None:
+def report(runs: list[dict[str, Any]], name: str = "matrix") -> None:
     md = ["# Policy matrix: virsh defaults vs Ferry stepped vs Ferry auto", "",
           f"TCG guests on the two-host lab; each run capped at {CAP_S:.0f} s. Per cell: "
-          "total ms / QEMU downtime ms / guest-seen pause ms (heartbeat gap); "
-          "'-' = did not finish within the cap.", "",
+          "total ms / QEMU downtime ms / guest-seen pause ms (heartbeat gap) / network "
+          "blackout ms (longest time the lab's client got no UDP echo; runs without it: "
+          "guests had no NIC); '-' = did not finish within the cap.", "",
           "| link | MiB | dirty | " + " | ".join(TOOLS) + " |",
           "|---|---|---|" + "---|" * len(TOOLS)]
     cases: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
@@ -159,7 +166,8 @@ def report(runs: list[dict[str, Any]]) -> None:
             if r is None or not r["completed"]:
                 cells.append("-")
             else:
-                cells.append(f"{r['total_ms']} / {r['downtime_ms']} / {r['guest_gap_ms']}")
+                net = f" / {r['net_gap_ms']}" if r.get("net_gap_ms") is not None else ""
+                cells.append(f"{r['total_ms']} / {r['downtime_ms']} / {r['guest_gap_ms']}{net}")
         md.append(f"| {link} | {mem} | {dirty} ({by['virsh']['dirty_mib_s']} MiB/s) | "
                   + " | ".join(cells) + " |")
     auto = [r for r in runs if r["tool"] == "auto"]
@@ -201,15 +209,37 @@ def report(runs: list[dict[str, Any]]) -> None:
                      f"{statistics.median(errs_t) * 100:.0f} % (target <= 20 %).")
     lines.append(f"- converges / does-not-converge verdict right in "
                  f"{sum(p == c for p, c in verdicts)} of {len(verdicts)} runs.")
+    lines += network_lines(runs)
     errors = sum(r.get("guest_memory_errors", 0) for r in runs)
     lines.append(f"- guest memory errors over all runs: {errors}; guests rebooted: "
                  f"{sum(1 for r in runs if r.get('guest_boots', 1) > 1)}.")
-    write("matrix", {"when": datetime.now(UTC).isoformat(), "cap_s": CAP_S, "runs": runs},
+    write(name, {"when": datetime.now(UTC).isoformat(), "cap_s": CAP_S, "runs": runs},
           "\n".join(md + lines) + "\n")
-    plot(runs)
+    plot(runs, name)
 
 
-def plot(runs: list[dict[str, Any]]) -> None:
+def network_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The blackout against QEMU's downtime and the guest's own pause, per tool."""
+    out = []
+    for tool in TOOLS:
+        rs = [r for r in runs if r["tool"] == tool and r["completed"]
+              and r.get("net_gap_ms") is not None]
+        if not rs:
+            continue
+        over_q = [r["net_gap_ms"] - r["downtime_ms"] for r in rs if r["downtime_ms"]]
+        over_g = [r["net_gap_ms"] - r["guest_gap_ms"] for r in rs if r["guest_gap_ms"]]
+        out.append(
+            f"- network, {tool} ({len(rs)} runs): blackout median "
+            f"{statistics.median(r['net_gap_ms'] for r in rs):.0f} ms, max "
+            f"{max(r['net_gap_ms'] for r in rs):.0f} ms; above QEMU's downtime median "
+            + (f"{statistics.median(over_q):.0f} ms" if over_q else "n/a")
+            + " (target <= 50); above the guest's own pause (heartbeat gap) median "
+            + (f"{statistics.median(over_g):.0f} ms" if over_g else "n/a")
+            + f"; TCP resets {sum(r['tcp_resets'] or 0 for r in rs)} (target 0).")
+    return out
+
+
+def plot(runs: list[dict[str, Any]], name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,7 +265,7 @@ def plot(runs: list[dict[str, Any]]) -> None:
     ax2.set_xticklabels([f"{c[0]}\n{c[1]} MiB\n{c[2]} MiB/s" for c in cases], fontsize=7)
     ax1.legend()
     fig.tight_layout()
-    fig.savefig(Path(RESULTS) / "matrix.png", dpi=100)
+    fig.savefig(Path(RESULTS) / f"{name}.png", dpi=100)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ echo "== and back node2 -> node1, with a 50 ms downtime limit"
 $FERRY migrate "$VM" --to node1 --wait --max-downtime 50
 echo
 $FERRY migration list --vm "$VM"
-echo "== what the guest saw (its heartbeats, read on every host it ran on)"
+echo "== what the guest saw (its heartbeats, read on every host it ran on), and what"
+echo "   its network client saw (UDP every 10 ms, one TCP stream: blackout, resets)"
 $FERRY lab check "$VM"
 echo
 echo "== emptying node1 for maintenance: the plan first, then the drain"
