@@ -21,6 +21,9 @@ if [ -n "$net" ]; then
   ip link set lo up
   ip addr add "$net" dev eth0
   ip link set eth0 up
+  # announce the address (a new guest may reuse a deleted one's: clients' ARP caches
+  # would still name the old MAC)
+  arping -U -c 2 -I eth0 "${net%/*}" >/dev/null 2>&1 &
   /bin/netecho > /dev/ttyS0 2>&1 &
 fi
 /bin/workload

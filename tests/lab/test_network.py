@@ -21,6 +21,14 @@ def _talking(vm: str) -> dict[str, Any]:
         ferry_json("lab", "check", vm)), 60, f"the probe to talk to {vm}"))
 
 
+def _port_of(mac: str) -> str:
+    """The port of the lab's guest bridge where `mac` was last seen."""
+    out = subprocess.run(["bridge", "fdb", "show", "br", "ferrygbr0"], capture_output=True,
+                         text=True, check=True).stdout
+    return next((line.split()[2] for line in out.splitlines()
+                 if line.startswith(mac) and " dev " in line), "")
+
+
 def test_vm_with_a_nic_keeps_its_tcp_connection_there_and_back(
         lab: Lab, make_vm: Callable[..., str]) -> None:
     vm = make_vm("node1", memory=256, dirty=4, wss=32, network=None)  # the lab's network
@@ -28,7 +36,13 @@ def test_vm_with_a_nic_keeps_its_tcp_connection_there_and_back(
     assert shown["address"].startswith("198.19.0."), shown
     assert [(n["kind"], n["source"]) for n in shown["nics"]] == [("network", "ferrynet")]
     before = _talking(vm)
-    moves = [ferry_json("migrate", vm, "--to", to, "--wait") for to in ("node2", "node1")]
+    mac = shown["nics"][0]["mac"]
+    moves = []
+    for to, port in (("node2", "fvethg2"), ("node1", "fvethg1")):
+        moves.append(ferry_json("migrate", vm, "--to", to, "--wait"))
+        # the guest segment learnt the guest's MAC on its new host's port (announced
+        # from there after the switch: the old entry would live for 300 s)
+        wait_for(lambda port=port: _port_of(mac) == port, 5, f"{mac} on {port}")
     assert [m["state"] for m in moves] == ["completed", "completed"], moves
     assert lab.where(vm) == {"node1": "running"}
     for m in moves:

@@ -50,3 +50,20 @@ def test_check_vm_reads_every_host(tmp_path: Path) -> None:
     assert c.hosts == ["node1", "node2"]
     assert c.last_seq == 4
     assert c.max_gap_ms == 80.0
+
+
+def test_network_check_counts_this_guest_only_and_a_blackout_begun_before(
+        tmp_path: Path) -> None:
+    net = tmp_path / "net"
+    net.mkdir()
+    ms = 1_000_000
+    (net / "web1.net").write_text("".join(f"{t * ms} {x}\n" for t, x in [
+        (0, "N 198.19.0.10"), (10, "U 0"), (20, "R reset"),  # a deleted guest's
+        (100, "N 198.19.0.10"), (110, "S 0"), (110, "C"), (120, "U 1"), (130, "T 0"),
+        (400, "U 29"), (410, "T 1"), (420, "U 30")]))
+    whole = check_vm(tmp_path, "web1")
+    assert (whole.net_replies, whole.tcp_resets, whole.net_lost) == (3, 0, 27)
+    assert whole.net_max_gap_ms == 280.0
+    # a window that starts inside the blackout still sees all of it
+    assert check_vm(tmp_path, "web1", since_ns=300 * ms).net_max_gap_ms == 280.0
+    assert check_vm(tmp_path, "web1", since_ns=300 * ms).tcp_max_gap_ms == 0.0

@@ -108,18 +108,29 @@ NET_GRACE_NS = 1_000_000_000
 
 def read_net(lab: Path, vm: str, since_ns: int | None = None,
              until_ns: int | None = None) -> list[tuple[int, str]]:
-    """(arrival ns, text) of the probe's `net/<vm>.net` within the window."""
+    """(arrival ns, text) of the probe's `net/<vm>.net` within the window, from the
+    probe's last start on this guest (a deleted guest's lines are not its own), and
+    the last answer before the window (a blackout that began before it counts)."""
     path = lab / "net" / f"{vm}.net"
     if not path.exists():
         return []
-    out = []
+    out: list[tuple[int, str]] = []
+    before: tuple[int, str] | None = None
     for raw in path.read_text(errors="replace").splitlines():
         stamp, _, text = raw.partition(" ")
-        if stamp.isdigit():
-            ts = int(stamp)
-            if (since_ns is None or ts >= since_ns) and (until_ns is None or ts <= until_ns):
-                out.append((ts, text))
-    return sorted(out)
+        if not stamp.isdigit():
+            continue
+        ts = int(stamp)
+        if until_ns is not None and ts > until_ns:
+            break
+        if text.startswith("N "):
+            out, before = [], None
+        elif since_ns is not None and ts < since_ns:
+            if text.startswith("U "):
+                before = (ts, text)
+        else:
+            out.append((ts, text))
+    return ([before] if before and out else []) + out
 
 
 def parse_net(lines: list[tuple[int, str]]) -> dict[str, Any]:

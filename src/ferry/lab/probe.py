@@ -13,6 +13,8 @@ Arrival times go to `net/<vm>.net` in the lab directory, one line each:
     <ns> T <seq>          a TCP record came back
     <ns> X <want> <got>   a TCP record came back out of order or damaged
     <ns> R <why>          an established TCP connection broke (reset, eof)
+    <ns> N <addr>         the probe started talking to this guest (a new one of
+                          that name, or one whose address changed)
 
 Guests are found the way the console logger finds them: from the status XML
 of the domains every lab host's libvirtd runs (`run-libvirt/qemu/*.xml`).
@@ -26,6 +28,7 @@ import re
 import selectors
 import socket
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,6 +69,11 @@ class Target:
         self.vm, self.addr, self.sel = vm, addr, sel
         self.log = open(out, "ab", buffering=0)  # noqa: SIM115 - closed in close()
         self.lines: list[bytes] = []
+        self.note(f"N {addr}")
+        # a guest that reuses a deleted guest's address has another MAC: forget the old
+        # one rather than wait for the neighbour entry to go stale
+        subprocess.run(["ip", "neigh", "flush", "to", addr], check=False,
+                       capture_output=True)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setblocking(False)
         self.udp.connect((addr, ECHO_PORT))
