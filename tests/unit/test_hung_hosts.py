@@ -62,10 +62,30 @@ def test_parallel_queries_report_a_hung_host_and_do_not_ask_it_twice() -> None:
     answers = q.ask({"ok": lambda: 1, "hung": lambda: release.wait(30)}, timeout_s=0.2)
     assert answers["ok"] == 1
     assert isinstance(answers["hung"], HostUnreachable)
-    first = q._pending["hung"]
+    first = q._answers._pending["hung"]
     again = q.ask({"hung": lambda: 2}, timeout_s=0.2)  # the first call is still out
     assert isinstance(again["hung"], HostUnreachable)
-    assert q._pending["hung"] is first  # waited on, not asked a second time
+    assert q._answers._pending["hung"] is first  # waited on, not asked a second time
     release.set()
     assert q.ask({"hung": lambda: 3}, timeout_s=5) == {"hung": True}  # its answer, shared
     assert q.ask({"hung": lambda: 3}, timeout_s=5) == {"hung": 3}  # then a fresh question
+
+
+def test_a_read_that_never_returns_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keepalive does not always end a call on a stopped daemon (answers.py): the
+    reads that decide what happens next stop waiting anyway, and are asked once."""
+    monkeypatch.setattr("ferry.hypervisor.connection.READ_WITHIN_S", 0.2)
+    conn = LibvirtConnection("qemu+tcp://127.0.0.1:1/system")
+    release, calls = threading.Event(), []
+
+    def hung() -> int:
+        calls.append(1)
+        release.wait(30)
+        return 7
+
+    for _ in range(2):
+        with pytest.raises(HostUnreachable, match="domain vm1: no answer within"):
+            conn._ask("domain vm1", hung)
+    assert len(calls) == 1
+    release.set()
+    assert conn._ask("domain vm1", hung) == 7

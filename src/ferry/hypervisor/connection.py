@@ -8,7 +8,9 @@ Opened lazily, reopened when dead.  No host can hold a caller for long:
 - an open connection is kept alive with libvirt's keepalive (which needs the
   event loop started here): a daemon that stops answering is declared dead
   after about KEEPALIVE_INTERVAL_S x (KEEPALIVE_COUNT + 1) and every call
-  waiting on it fails instead of hanging.
+  waiting on it fails instead of hanging;
+- keepalive does not always end a call (see answers.py): the questions that
+  decide what happens next (`ask`) are also waited for at most READ_WITHIN_S.
 libvirt errors are translated once, here, into `ferry.hypervisor.errors`.
 """
 
@@ -16,17 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import libvirt
 
+from ferry.hypervisor.answers import Answers
 from ferry.hypervisor.errors import DomainNotFound, HostUnreachable, HypervisorError
 
+T = TypeVar("T")
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_INTERVAL_S = 3
 KEEPALIVE_COUNT = 3
+# keepalive's bound (3 s x (3 + 1)) and an open's (10 s) with room to spare
+READ_WITHIN_S = 20.0
 
 
 def _start_event_loop() -> None:
@@ -77,6 +84,7 @@ class LibvirtConnection:
         self._lock = threading.Lock()
         self._keepalive = (keepalive_interval_s, keepalive_count)
         self._connect_timeout_s = connect_timeout_s
+        self._answers = Answers()
 
     def conn(self) -> libvirt.virConnect:
         _start_event_loop()
@@ -124,6 +132,10 @@ class LibvirtConnection:
             return fn(*args)
         except libvirt.libvirtError as exc:
             raise self._translate(exc) from exc
+
+    def _ask(self, key: str, call: Callable[[], T]) -> T:
+        """`call` (which uses this connection), waited for at most READ_WITHIN_S."""
+        return self._answers.ask(f"{self.uri} {key}", call, READ_WITHIN_S)
 
     def _translate(self, exc: libvirt.libvirtError) -> HypervisorError:
         code = exc.get_error_code()

@@ -200,7 +200,7 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
 
     def find_domain(self, name: str) -> DomainInfo | None:
         try:
-            return self.domain(name)
+            return self._ask(f"domain {name}", lambda: self.domain(name))
         except DomainNotFound:
             return None
 
@@ -277,7 +277,8 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
             _COMPLETED[(self.uri, name)] = figures
 
     def job_stats(self, name: str) -> JobStats:
-        return _job_stats(self._call(self._dom(name).jobStats, 0))
+        return _job_stats(self._ask(f"job {name}",
+                                    lambda: self._call(self._dom(name).jobStats, 0)))
 
     def completed_job_stats(self, name: str) -> JobStats | None:
         """libvirt's figures of the last completed job, if this host still has them."""

@@ -11,12 +11,11 @@ simulated cluster's deterministic tests use (its hung hosts cost virtual time).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from ferry.hypervisor.errors import HostUnreachable, HypervisorError
+from ferry.hypervisor.answers import Answers
+from ferry.hypervisor.errors import HypervisorError
 
 T = TypeVar("T")
 ANSWER_WITHIN_S = 12.0  # above the connect timeout (10 s): a slow open still counts
@@ -39,47 +38,10 @@ class InlineQueries:
         return out
 
 
-class _Pending:
-    def __init__(self, call: Callable[[], object]) -> None:
-        self.done = threading.Event()
-        self.result: object = None
-        self.error: HypervisorError | None = None
-        self._call = call
-        threading.Thread(target=self._run, daemon=True, name="ferry-host-query").start()
-
-    def _run(self) -> None:
-        try:
-            self.result = self._call()
-        except HypervisorError as exc:
-            self.error = exc
-        except Exception as exc:  # a bug: reported like a failed host, not lost
-            self.error = HypervisorError(f"{type(exc).__name__}: {exc}")
-        finally:
-            self.done.set()
-
-
 class ThreadedQueries:
     def __init__(self) -> None:
-        self._pending: dict[str, _Pending] = {}
-        self._lock = threading.Lock()
+        self._answers = Answers()
 
     def ask(self, calls: dict[str, Callable[[], T]], timeout_s: float = ANSWER_WITHIN_S
             ) -> dict[str, T | HypervisorError]:
-        asked: dict[str, _Pending] = {}
-        out: dict[str, T | HypervisorError] = {}
-        with self._lock:
-            for name, call in calls.items():
-                prev = self._pending.get(name)
-                if prev is not None and not prev.done.is_set():
-                    asked[name] = prev  # the same question, already on its way
-                    continue
-                asked[name] = self._pending[name] = _Pending(call)
-        deadline = time.monotonic() + timeout_s
-        for name, p in asked.items():
-            if not p.done.wait(max(0.0, deadline - time.monotonic())):
-                out[name] = HostUnreachable(f"{name}: no answer within {timeout_s:.0f} s")
-            elif p.error is not None:
-                out[name] = p.error
-            else:
-                out[name] = p.result  # type: ignore[assignment]
-        return out
+        return self._answers.ask_all(calls, timeout_s)
