@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from common import ferry, write
+from ferry.cli.client import tls_context
 
 SIZES = (128, 256, 512)
 HEADROOM = (56, 64, 72, 80, 88, 96)
@@ -36,7 +37,7 @@ LAB = Path("/var/lib/ferry/lab")
 
 def client() -> httpx.Client:
     cfg = json.loads((LAB / "client.json").read_text())
-    return httpx.Client(base_url=cfg["url"], timeout=120,
+    return httpx.Client(base_url=cfg["url"], timeout=120, verify=tls_context(cfg),
                         headers={"Authorization": f"Bearer {cfg['token']}"})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -49,10 +50,15 @@ def ferry_json(*args: str, check: bool = True) -> Any:
 class Lab:
     url: str
     token: str
+    ca: str  # the lab's CA: the controller's HTTPS certificate is verified against it
 
-    def api(self, token: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=180,
-                            headers={"Authorization": f"Bearer {token or self.token}"})
+    def api(self, token: str | None = None, timeout: float = 180,
+            auth: bool = True) -> httpx.Client:
+        """The controller over HTTPS (verified), with the lab's token, another one, or
+        none (`auth=False`)."""
+        headers = {"Authorization": f"Bearer {token or self.token}"} if auth else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers,
+                            verify=ssl.create_default_context(cafile=self.ca))
 
     def domains(self, host: str) -> dict[str, libvirt.virDomain]:
         conn = libvirt.open(URIS[host])
@@ -90,7 +96,7 @@ def lab() -> Iterator[Lab]:
         info = ferry_json("lab", "up", "--hosts", "3", "--storage", "ceph")
         assert info["hosts"] == ["node1", "node2", "node3"] and info["storage"] == "ceph"
         cfg = json.loads(CLIENT_CONFIG.read_text())
-        yield Lab(url=cfg["url"], token=cfg["token"])
+        yield Lab(url=cfg["url"], token=cfg["token"], ca=cfg["ca"])
     finally:
         ferry("lab", "down", check=False)
 

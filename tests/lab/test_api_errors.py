@@ -2,24 +2,59 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx
 import libvirt
 import pytest
 
-from tests.lab.conftest import URIS, Lab, ferry, ferry_json, wait_finished, wait_samples
+from tests.lab.conftest import (
+    CLIENT_CONFIG,
+    FERRY,
+    URIS,
+    Lab,
+    ferry,
+    ferry_json,
+    wait_finished,
+    wait_samples,
+)
 
 
 def test_requires_token(lab: Lab) -> None:
     with lab.api(token="wrong-token-wrong-token") as api:
         assert api.get("/hosts").status_code == 401
-    import httpx
-    for path in ("/vms", "/health", "/openapi.json", "/migrations/1"):
-        assert httpx.get(f"{lab.url}{path}").status_code == 401, path
-    with lab.api() as api:
+    with lab.api(auth=False) as anonymous:
+        for path in ("/vms", "/health", "/openapi.json", "/migrations/1"):
+            assert anonymous.get(path).status_code == 401, path
+    with lab.api() as api, lab.api(auth=False) as anonymous:
         for path in ("/docs", "/redoc"):  # no doc pages at all, with or without a token
-            assert httpx.get(f"{lab.url}{path}").status_code == 401, path
+            assert anonymous.get(path).status_code == 401, path
             assert api.get(path).status_code == 404, path
         schema = api.get("/openapi.json").json()
     assert "/migrations" in schema["paths"] and "/hosts/{name}/refresh" in schema["paths"]
+
+
+def test_the_api_answers_https_only_with_a_certificate_of_the_lab_ca(lab: Lab) -> None:
+    assert lab.url.startswith("https://127.0.0.1:")
+    with lab.api() as api:
+        assert api.get("/health").status_code == 200
+    plain = "http://" + lab.url.removeprefix("https://")
+    with pytest.raises(httpx.HTTPError):  # no HTTP answer at all: TLS is expected
+        httpx.get(f"{plain}/health", headers={"Authorization": f"Bearer {lab.token}"},
+                  timeout=10)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{lab.url}/health", timeout=10)  # the system CAs do not know the lab's
+    # the CLI verifies the server too: a config without the CA is refused
+    cfg = json.loads(CLIENT_CONFIG.read_text())
+    bare = Path(tempfile.mkdtemp()) / "client.json"
+    bare.write_text(json.dumps({"url": cfg["url"], "token": cfg["token"]}))
+    r = subprocess.run([FERRY, "host", "list"], capture_output=True, text=True, check=False,
+                       env=dict(os.environ, FERRY_CONFIG=str(bare)))
+    assert r.returncode == 8 and "CERTIFICATE_VERIFY_FAILED" in r.stdout + r.stderr, r
 
 
 def test_unknown_vm_and_host_are_404(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]

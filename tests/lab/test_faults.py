@@ -15,8 +15,6 @@ import signal
 import threading
 import time
 
-import httpx
-
 from ferry.lab import cluster
 from ferry.lab.procs import pid_alive
 from tests.lab.conftest import (
@@ -41,8 +39,7 @@ def test_a_hung_libvirtd_holds_nobody(lab: Lab, make_vm) -> None:  # type: ignor
     vm = make_vm("node1", memory=128)
     with stopped_libvirtd("node2"):
         # requests that need no host answer; /health always does
-        with httpx.Client(base_url=lab.url, timeout=5,
-                          headers={"Authorization": f"Bearer {lab.token}"}) as fast:
+        with lab.api(timeout=5) as fast:
             assert fast.get("/health").status_code == 200
             assert fast.get("/vms").status_code == 200
             assert fast.get("/hosts").status_code == 200

@@ -81,5 +81,10 @@ def test_bad_network_requests_are_refused(env: SimEnv) -> None:
     for bad in ("bridge:../etc", "a b", "bridge:" + "x" * 16, "-x"):
         with pytest.raises(Exception, match="invalid"):
             env.svc.vms.create("web1", "node1", 256, network=bad)
-    with pytest.raises(Exception, match="Network not found"):
+    with pytest.raises(Conflict, match="cannot give the VM its NIC: network nowhere is "
+                       "not defined"):
         env.svc.vms.create("web2", "node1", 256, network="nowhere")
+    with pytest.raises(Conflict, match="bridge br9 does not exist"):
+        env.svc.vms.create("web2", "node1", 256, network="bridge:br9")
+    assert [v.name for v in env.svc.vms.list_vms()] == []  # nothing left behind
+    assert env.cluster.where("web2") == {}

@@ -1,14 +1,18 @@
 """HTTP client for the controller, and where its URL and token come from.
 
-Lookup order: FERRY_URL + FERRY_TOKEN; the file named by FERRY_CONFIG;
-`.ferry/client.json` in the current directory or a parent (written by
-`ferry lab up`); ~/.config/ferry/client.json.
+Lookup order: FERRY_URL + FERRY_TOKEN (+ FERRY_CA); the file named by
+FERRY_CONFIG; `.ferry/client.json` in the current directory or a parent
+(written by `ferry lab up`); ~/.config/ferry/client.json.  A config may name
+`ca` (the CA that signed the controller's HTTPS certificate: the server is
+verified against it) and `cert` + `key` (this client's certificate, for a
+controller that asks for one).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +40,13 @@ def local_config_path() -> Path:
     return Path.cwd() / ".ferry" / "client.json"
 
 
+TLS_KEYS = ("ca", "cert", "key")
+
+
 def find_config() -> dict[str, str]:
     if os.environ.get("FERRY_URL") and os.environ.get("FERRY_TOKEN"):
-        return {"url": os.environ["FERRY_URL"], "token": os.environ["FERRY_TOKEN"]}
+        env = {"url": os.environ["FERRY_URL"], "token": os.environ["FERRY_TOKEN"]}
+        return env | ({"ca": os.environ["FERRY_CA"]} if os.environ.get("FERRY_CA") else {})
     candidates: list[Path] = []
     if os.environ.get("FERRY_CONFIG"):
         candidates.append(Path(os.environ["FERRY_CONFIG"]))
@@ -48,20 +56,33 @@ def find_config() -> dict[str, str]:
     for path in candidates:
         if path.is_file():
             data = json.loads(path.read_text())
-            return {"url": str(data["url"]), "token": str(data["token"])}
+            return {"url": str(data["url"]), "token": str(data["token"])} | {
+                k: str(data[k]) for k in TLS_KEYS if data.get(k)}
     raise ApiError(0, "connection", "no controller configured: run `ferry lab up`, or set "
                    "FERRY_URL and FERRY_TOKEN", {})
+
+
+def tls_context(cfg: dict[str, str]) -> ssl.SSLContext:
+    """Verify the controller against the config's CA (the system's CAs without one),
+    and present the config's client certificate if it names one."""
+    ctx = ssl.create_default_context(cafile=cfg.get("ca"))
+    if cfg.get("cert"):
+        ctx.load_cert_chain(cfg["cert"], cfg.get("key"))
+    return ctx
 
 
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None,
                  timeout: float = 180) -> None:
-        if url is None or token is None:
-            cfg = find_config()
-            url, token = cfg["url"], cfg["token"]
-        self.url = url
-        self._http = httpx.Client(base_url=url, timeout=timeout,
-                                  headers={"Authorization": f"Bearer {token}"})
+        cfg = {"url": url, "token": token} if url and token else find_config()
+        self.url = cfg["url"]
+        try:
+            verify = tls_context(cfg)
+        except (OSError, ssl.SSLError) as exc:
+            raise ApiError(0, "connection", f"cannot load the TLS files of the client "
+                           f"config: {exc}", {}) from exc
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=verify,
+                                  headers={"Authorization": f"Bearer {cfg['token']}"})
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         try:

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 other error, 2 invalid input, 3 conflict, 4 not found,
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,7 +56,8 @@ host_app.command("activate")(host_activate)
 # -- controller ---------------------------------------------------------------
 @app.command()
 def serve(config: Annotated[Path, typer.Option(help="Controller settings (JSON).")]) -> None:
-    """Run the Ferry controller (HTTP API + migration workers)."""
+    """Run the Ferry controller (HTTP API, HTTPS with a certificate in the settings, +
+    migration workers)."""
     # the server's whole stack, loaded only here: every other command is a thin client
     import uvicorn
 
@@ -66,8 +68,13 @@ def serve(config: Annotated[Path, typer.Option(help="Controller settings (JSON).
 
     os.umask(0o077)  # whatever the controller writes (database, logs, keys) is its own
     settings = Settings.load(config)
+    tls: dict[str, Any] = {}
+    if settings.tls_cert_file:
+        tls = {"ssl_certfile": settings.tls_cert_file, "ssl_keyfile": settings.tls_key_file}
+    if settings.tls_client_ca_file:
+        tls.update(ssl_ca_certs=settings.tls_client_ca_file, ssl_cert_reqs=ssl.CERT_REQUIRED)
     uvicorn.run(create_app(build(settings, LIBVIRT)), host=settings.listen_host,
-                port=settings.listen_port, log_level="warning")
+                port=settings.listen_port, log_level="warning", **tls)
 
 
 @secret_app.command("rotate")

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from ferry.lab import ceph, hostd, netns
+from ferry.lab import ceph, hostd, netns, pki
 from ferry.lab.accel import probe
 from ferry.lab.image import build_image
 from ferry.lab.layout import (
@@ -152,16 +153,16 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
         "guest_image": {"kernel": str(kernel), "initrd": str(initrd)},
         "console_dir": "/var/lib/libvirt/ferry-console",
         "heartbeat_glob": str(lab / "hosts" / "*" / "var-lib-libvirt" / "ferry-console"),
+        **_api_certificate(lab),
     }
     conf = ctl / "settings.json"
     write_private(conf, json.dumps(settings, indent=2))
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     say(f"starting the Ferry controller on {url}")
     start_controller(lab)
-    client = {"url": url, "token": token}
-    _wait_health(url, token, lab)
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=120) as http:
+    client = {"url": url, "token": token, "ca": str(pki_dir(lab) / "ca-cert.pem")}
+    _wait_health(client, lab)
+    with _api(client) as http:
         for h in hosts:
             say(f"registering {h.name}")
             r = http.post("/hosts", json={"name": h.name, "uri": h.uri, "virt_type": virt_type})
@@ -196,9 +197,7 @@ def _add_ceph(lab: Path, state: dict[str, Any], say: Say) -> None:
     say("starting a single-node Ceph cluster (mon, mgr, one OSD)")
     info = ceph.up(lab)
     say("registering pool ceph (rbd)")
-    token = json.loads((lab / "client.json").read_text())["token"]
-    with httpx.Client(base_url=state["controller"], timeout=120,
-                      headers={"Authorization": f"Bearer {token}"}) as http:
+    with _api(json.loads((lab / "client.json").read_text())) as http:
         _register_pool(http, {"name": "ceph", "kind": "rbd", "monitors": info.monitors,
                               "rbd_pool": info.pool, "user": info.user, "key": info.key})
     state["storage"] = "ceph"
@@ -228,8 +227,7 @@ def controller_start(lab: Path) -> int:
     if not (lab / "controller" / "settings.json").exists():
         raise LabError("the lab is down: `ferry lab up` first")
     pid = controller_running(lab) or start_controller(lab)
-    client = json.loads((lab / "client.json").read_text())
-    _wait_health(client["url"], client["token"], lab)
+    _wait_health(json.loads((lab / "client.json").read_text()), lab)
     return pid
 
 
@@ -242,7 +240,32 @@ def controller_stop(lab: Path, kill: bool = False) -> int | None:
     return pid
 
 
-def _wait_health(url: str, token: str, lab: Path, timeout: float = 60) -> None:
+def pki_dir(lab: Path) -> Path:
+    return lab / "pki"
+
+
+def _api_certificate(lab: Path) -> dict[str, str]:
+    """The lab's CA (made once per lab) and the controller's HTTPS certificate for
+    127.0.0.1: the settings that make `ferry serve` answer HTTPS only."""
+    d = pki_dir(lab)
+    if not (d / "ca-cert.pem").exists():
+        ca = pki.new_authority()
+        pki.write_authority(ca, d)
+        pki.write_pair(pki.issue(ca, "ferry-controller", dns=("localhost",),
+                                 ips=("127.0.0.1",), server=True),
+                       d / "controller-cert.pem", d / "controller-key.pem")
+    return {"tls_cert_file": str(d / "controller-cert.pem"),
+            "tls_key_file": str(d / "controller-key.pem")}
+
+
+def _api(client: dict[str, str], timeout: float = 120) -> httpx.Client:
+    """The lab's controller over HTTPS, verified against the lab's CA."""
+    return httpx.Client(base_url=client["url"], timeout=timeout,
+                        verify=ssl.create_default_context(cafile=client.get("ca")),
+                        headers={"Authorization": f"Bearer {client['token']}"})
+
+
+def _wait_health(client: dict[str, str], lab: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = read_pid(lab / "controller" / "controller.pid")
@@ -250,14 +273,14 @@ def _wait_health(url: str, token: str, lab: Path, timeout: float = 60) -> None:
             log = (lab / "controller" / "controller.log").read_text(errors="replace")[-3000:]
             raise LabError(f"the controller exited:\n{log}")
         try:
-            r = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {token}"},
-                          timeout=2)
+            with _api(client, timeout=2) as http:
+                r = http.get("/health")
             if r.status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise LabError(f"the controller did not answer on {url} within {timeout:.0f}s")
+    raise LabError(f"the controller did not answer on {client['url']} within {timeout:.0f}s")
 
 
 def _lab_hosts(lab: Path) -> list[LabHost]:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import make_url
+
+
+def _loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: nothing outside this machine reaches it."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class GuestImage(BaseModel):
@@ -50,6 +61,28 @@ class Settings(BaseModel):
     database_outage_s: float = Field(3600.0, ge=0, le=86_400)
     # the key that seals stored secrets (cephx keys); default: beside a SQLite database
     secret_key_file: str | None = None
+    # HTTPS for the API: a certificate (chain) and its key, both or neither; with a
+    # client CA every client must also present a certificate it signed (mutual TLS).
+    # Plain HTTP is served on a loopback address only, unless allow_plain_http says
+    # the network in between is trusted.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    allow_plain_http: bool = False
+
+    @model_validator(mode="after")
+    def _tls(self) -> Settings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("settings: tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("settings: tls_client_ca_file needs tls_cert_file and "
+                             "tls_key_file (mutual TLS is TLS first)")
+        if not self.tls_cert_file and not self.allow_plain_http and \
+                not _loopback(self.listen_host):
+            raise ValueError(f"settings: the API would listen on {self.listen_host} in "
+                             "plain HTTP (the token would cross the network in clear): set "
+                             "tls_cert_file and tls_key_file, or allow_plain_http")
+        return self
 
     def secret_key_path(self) -> Path:
         if self.secret_key_file:

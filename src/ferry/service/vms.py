@@ -19,6 +19,8 @@ from ferry.domain.vocab import VolumeFate, WorkloadPattern
 from ferry.errors import Conflict, FerryError, InvalidRequest, NotFound, Unavailable
 from ferry.hypervisor import domxml
 from ferry.hypervisor.errors import HypervisorError
+from ferry.hypervisor.types import HostNetworks, NicInfo
+from ferry.network.check import check_nic
 from ferry.network.requests import next_address, parse_network
 from ferry.service import convert
 from ferry.service.connections import HostConnections
@@ -125,6 +127,8 @@ class VmService:
                         managed=True, address=address))
         made: list[tuple[str, str]] = []
         try:
+            if nic is not None:
+                _check_nic(nic, host, self.conns.get(uri).host_networks())
             cpu_xml = self.cpu.guest_cpu_for_new_vm()
             specs = []
             for pname, gib, target, suffix in wanted:
@@ -239,6 +243,14 @@ class VmService:
                 s.delete(row)
         if failed:
             raise Unavailable(f"VM {name} removed but not all its volumes: {'; '.join(failed)}")
+
+
+def _check_nic(nic: tuple[str, str], host: str, nets: HostNetworks) -> None:
+    """Refuse a NIC the host cannot plug in, before anything is created on it."""
+    v = check_nic(NicInfo(nic[0], nic[1], ""), nets)
+    if v.problem:
+        raise Conflict(f"host {host} cannot give the VM its NIC: {v.problem}",
+                       {"network": f"{nic[0]} {nic[1]}"})
 
 
 def _cpu_model(cpu_xml: str) -> str:
