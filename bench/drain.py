@@ -46,7 +46,7 @@ from common import ferry, ferry_json, median, virsh_migrate, wait_talking, write
 from ferry.lab.check import check_vm
 from ferry.lab.layout import lab_dir
 
-URIS = {f"node{i}": f"qemu+tcp://198.18.0.1{i}/system" for i in (1, 2, 3)}
+URIS = {f"node{i}": f"qemu+tls://198.18.0.1{i}/system" for i in (1, 2, 3)}
 LINK_MIB_S = 48
 CAP_S = 90.0
 # name: (memory MiB, dirty MiB/s, working set MiB), in list order

@@ -25,7 +25,7 @@ from common import RESULTS, ferry, ferry_json, virsh_migrate, wait_talking, writ
 from ferry.lab.check import check_vm
 from ferry.lab.layout import lab_dir
 
-URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
+URIS = {"node1": "qemu+tls://198.18.0.11/system", "node2": "qemu+tls://198.18.0.12/system"}
 CAP_S = 90.0
 LINKS: dict[str, float | None] = {"32 MiB/s": 32.0, "unlimited": None}
 DIRTY = {"32 MiB/s": {"idle": 0, "low": 8, "half": 16, "above": 64},

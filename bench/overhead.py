@@ -23,7 +23,7 @@ from typing import Any
 from common import ferry, ferry_json, median, write
 from ferry.hypervisor.drivers import open_libvirt
 
-URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
+URIS = {"node1": "qemu+tls://198.18.0.11/system", "node2": "qemu+tls://198.18.0.12/system"}
 VM = "bench1"
 
 

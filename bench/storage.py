@@ -32,7 +32,7 @@ import libvirt
 from common import ferry, ferry_json, median, write
 from ferry.lab.check import check_vm, read_lines
 
-URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system"}
+URIS = {"node1": "qemu+tls://198.18.0.11/system", "node2": "qemu+tls://198.18.0.12/system"}
 LAB = Path("/var/lib/ferry/lab")
 POOLS = ("shared", "ceph", "local")
 DISK_GIB = 1

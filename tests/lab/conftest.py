@@ -26,8 +26,8 @@ import pytest
 FERRY = str(Path(sys.executable).parent / "ferry")
 STATE = Path(os.environ.get("FERRY_STATE_DIR", "/var/lib/ferry"))
 CLIENT_CONFIG = STATE / "lab" / "client.json"
-URIS = {"node1": "qemu+tcp://198.18.0.11/system", "node2": "qemu+tcp://198.18.0.12/system",
-        "node3": "qemu+tcp://198.18.0.13/system"}
+URIS = {"node1": "qemu+tls://198.18.0.11/system", "node2": "qemu+tls://198.18.0.12/system",
+        "node3": "qemu+tls://198.18.0.13/system"}
 
 libvirt.registerErrorHandler(lambda _c, _e: None, None)
 

@@ -3,6 +3,7 @@ lab down, so it is marked to run after every other test (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -24,6 +25,10 @@ def test_lab_down_after_crash_leaves_nothing(lab: Lab, make_vm) -> None:  # type
     pids = [read_pid(lab_root / "hosts" / h / "libvirtd.pid") for h in ("node1", "node2")]
     pids.append(read_pid(lab_root / "controller" / "controller.pid"))
     pids.append(read_pid(lab_root / "console.pid"))
+    pids.append(read_pid(lab_root / "probe.pid"))
+    root_certs = [Path(p) for p, d in json.loads((lab_root / "pki" / "installed.json")
+                                                 .read_text()).items() if d != "dir"]
+    assert root_certs and all(p.exists() for p in root_certs)
     qemu = cluster.qemu_pid("node1", vm)
     assert qemu and all(pids)
     # Simulate a crash: the controller and node1's libvirtd die, their guest lives on.
@@ -37,7 +42,8 @@ def test_lab_down_after_crash_leaves_nothing(lab: Lab, make_vm) -> None:  # type
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "ferry-" not in netns
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert "ferrybr0" not in links and "fveth" not in links
+    assert "ferrybr0" not in links and "ferrygbr0" not in links and "fveth" not in links
+    assert not any(p.exists() for p in root_certs)  # root's libvirt client certificate
     mounts = Path("/proc/mounts").read_text()
     assert str(lab_root) not in mounts and "/run/netns/ferry-" not in mounts
     assert not lab_root.exists()

@@ -111,7 +111,7 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
 
     @app.post("/hosts", dependencies=dep, status_code=201)
     def add_host(body: HostCreate) -> Host:
-        return svc.hosts.add(body.name, body.uri, body.virt_type)
+        return svc.hosts.add(body.name, body.uri, body.virt_type, body.migration_tls)
 
     @app.get("/hosts/{name}", dependencies=dep)
     def get_host(name: str) -> Host:
@@ -205,7 +205,7 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
         return svc.drains.migrate(body.vm, body.to, bandwidth_mib_s=body.bandwidth_mib_s,
                                   max_downtime_ms=body.max_downtime_ms, policy=body.policy,
                                   timeout_per_gib_s=body.timeout_per_gib_s,
-                                  on_timeout=body.on_timeout)
+                                  on_timeout=body.on_timeout, tls=body.tls)
 
     @app.get("/migrations/{mid}", dependencies=dep)
     def get_migration(mid: Id) -> Migration:

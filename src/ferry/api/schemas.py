@@ -23,6 +23,7 @@ class HostCreate(Body):
     name: str
     uri: str
     virt_type: VirtType = VirtType.AUTO
+    migration_tls: bool = False  # it has QEMU migration certificates
 
 
 class DiskRequest(Body):
@@ -71,6 +72,7 @@ class MigrationCreate(Body):
     policy: Policy = Policy.AUTO
     timeout_per_gib_s: float | None = None
     on_timeout: OnTimeout = OnTimeout.ABORT
+    tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
 
 
 class CpuModeSet(Body):

@@ -122,10 +122,14 @@ def host_show(name: str, as_json: JsonOpt = False) -> None:
 def host_add(name: str, uri: str,
              virt_type: Annotated[VirtType, typer.Option(
                  help="What guests run under (qemu: TCG); auto asks the host.")] = VirtType.AUTO,
+             migration_tls: Annotated[bool, typer.Option(
+                 help="It has QEMU's migration certificates (qemu.conf's x509 directory): "
+                      "streams to and from it are encrypted.")] = False,
              as_json: JsonOpt = False) -> None:
     """Register a host by its libvirt URI (qemu+tls://HOST/system in production)."""
     h = Client().post("/hosts", json={"name": name, "uri": uri,
-                                      "virt_type": virt_type.value})
+                                      "virt_type": virt_type.value,
+                                      "migration_tls": migration_tls})
     if as_json:
         print_json(h)
         return
@@ -244,13 +248,17 @@ def migrate(vm: str, to: Annotated[str | None, typer.Option(
             on_timeout: Annotated[OnTimeout, typer.Option(
                 help="abort: the VM stays on the source; force: finish with post-copy.")]
             = OnTimeout.ABORT,
+            tls: Annotated[bool | None, typer.Option(
+                "--tls/--no-tls", help="Encrypt the stream (default: when both hosts have "
+                "migration certificates); --no-tls moves the guest's memory in clear.")]
+            = None,
             as_json: JsonOpt = False) -> None:
     """Live-migrate VM to another host (prechecks first; nothing moves if they fail)."""
     client = Client()
     m = client.post("/migrations", json={
         "vm": vm, "to": to, "bandwidth_mib_s": bandwidth, "max_downtime_ms": max_downtime,
         "policy": policy.value, "timeout_per_gib_s": timeout_per_gib,
-        "on_timeout": on_timeout.value})
+        "on_timeout": on_timeout.value, "tls": tls})
     if not wait:
         print_json(m) if as_json else console.print(
             f"migration {m['id']} {m['state']}: {vm} {m['source']} → {m['destination']}")

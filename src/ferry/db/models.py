@@ -52,6 +52,9 @@ class HostRow(Base):
     maintenance: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # {"networks": {name: active} | None, "interfaces": {name: type} | None}; None: not read
     networks: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # registered with QEMU migration certificates: streams to and from it are encrypted
+    migration_tls: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                server_default=false())
 
 
 class VmRow(Base):
@@ -157,6 +160,9 @@ class MigrationRow(Base):
     wall_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     policy: Mapped[str] = mapped_column(String(16), default="precopy")
+    # asked: True --tls, False --no-tls, None the default; done: the stream was encrypted
+    tls_requested: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    encrypted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     predicted_converges: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     predicted_total_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     predicted_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -86,6 +86,7 @@ class Host:
     updated_at: datetime | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. pools it could not define
     maintenance: bool = False  # set by a drain; `ferry host activate` ends it
+    migration_tls: bool = False  # registered with QEMU migration certificates
     # libvirt networks (name -> active) and host interfaces (name -> type) guests can
     # use, as last read; None: not read, or the host cannot tell
     networks: dict[str, bool] | None = None
@@ -192,6 +193,7 @@ class Migration:
     wall_ms: int | None = None  # request to final verdict, as Ferry saw it
     error: str = ""
     policy: Policy = Policy.PRECOPY
+    encrypted: bool | None = None  # the stream went over TLS (None: no job started)
     predicted_converges: bool | None = None
     predicted_total_ms: int | None = None
     predicted_downtime_ms: int | None = None

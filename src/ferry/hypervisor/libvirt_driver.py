@@ -240,6 +240,8 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
         Raises MigrationJobError (cancelled=True after abort_job) on failure."""
         dom = self._dom(name)
         flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+        if opts.tls:  # QEMU's x509 certificates on both hosts (qemu.conf)
+            flags |= libvirt.VIR_MIGRATE_TLS
         if opts.persist_dest:
             flags |= libvirt.VIR_MIGRATE_PERSIST_DEST
         if opts.undefine_source:

@@ -137,6 +137,7 @@ class MigrationOptions:
     postcopy: bool = False
     copy_disks: tuple[str, ...] = ()  # targets (vdb, ...) to copy to the destination
     postcopy_resume: bool = False  # take up a post-copy migration that broke
+    tls: bool = False  # encrypt the stream (memory, post-copy pages, disks) with TLS
 
 
 @dataclass(frozen=True)

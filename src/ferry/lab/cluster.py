@@ -10,6 +10,8 @@ after a crash (every step tolerates absence).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -43,6 +45,7 @@ from ferry.lab.procs import cmdline, pid_alive, read_pid, stop_pid
 from ferry.lab.run import LabError, write_private
 
 CONTROLLER_PORT = 8470
+ROOT_PKI = Path("/etc/pki")  # where libvirt's clients run by root look for certificates
 STORAGE = ("dir", "ceph")
 # Inside each host's private /var/lib/libvirt: the same path, different storage per host.
 LOCAL_POOL_PATH = "/var/lib/libvirt/ferry-local"
@@ -119,11 +122,13 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
     say(f"accelerator: {'KVM' if virt_type == 'kvm' else 'TCG'} — {accel_reason}")
 
     hosts = [lab_host(i) for i in range(1, n_hosts + 1)]
+    ca = _authority(lab)
+    _install_root_client(lab, ca)
     netns.create_bridge()
     netns.create_guest_segment()
     for h in hosts:
         netns.create_host_netns(h)
-        hostd.prepare(h, lab, shared)
+        hostd.prepare(h, lab, shared, ca)
         hostd.start(h, lab)
     for h in hosts:
         say(f"waiting for libvirtd on {h.name} ({h.address})")
@@ -153,7 +158,7 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
         "guest_image": {"kernel": str(kernel), "initrd": str(initrd)},
         "console_dir": "/var/lib/libvirt/ferry-console",
         "heartbeat_glob": str(lab / "hosts" / "*" / "var-lib-libvirt" / "ferry-console"),
-        **_api_certificate(lab),
+        **_api_certificate(lab, ca),
     }
     conf = ctl / "settings.json"
     write_private(conf, json.dumps(settings, indent=2))
@@ -165,7 +170,8 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
     with _api(client) as http:
         for h in hosts:
             say(f"registering {h.name}")
-            r = http.post("/hosts", json={"name": h.name, "uri": h.uri, "virt_type": virt_type})
+            r = http.post("/hosts", json={"name": h.name, "uri": h.uri, "virt_type": virt_type,
+                                          "migration_tls": True})
             if r.status_code not in (201, 409):
                 raise LabError(f"registering {h.name} failed: {r.text}")
         for pool in ({"name": "shared", "kind": "dir-shared", "path": str(shared)},
@@ -244,18 +250,69 @@ def pki_dir(lab: Path) -> Path:
     return lab / "pki"
 
 
-def _api_certificate(lab: Path) -> dict[str, str]:
-    """The lab's CA (made once per lab) and the controller's HTTPS certificate for
-    127.0.0.1: the settings that make `ferry serve` answer HTTPS only."""
+def _authority(lab: Path) -> pki.Authority:
+    """The lab's CA: made with the lab, kept until `lab down`."""
     d = pki_dir(lab)
-    if not (d / "ca-cert.pem").exists():
-        ca = pki.new_authority()
-        pki.write_authority(ca, d)
-        pki.write_pair(pki.issue(ca, "ferry-controller", dns=("localhost",),
-                                 ips=("127.0.0.1",), server=True),
-                       d / "controller-cert.pem", d / "controller-key.pem")
+    if (d / "ca-cert.pem").exists():
+        return pki.load_authority(d)
+    ca = pki.new_authority()
+    pki.write_authority(ca, d)
+    return ca
+
+
+def _api_certificate(lab: Path, ca: pki.Authority) -> dict[str, str]:
+    """The controller's HTTPS certificate for 127.0.0.1: the settings that make `ferry
+    serve` answer HTTPS only."""
+    d = pki_dir(lab)
+    pki.write_pair(pki.issue(ca, "ferry-controller", dns=("localhost",), ips=("127.0.0.1",),
+                             server=True), d / "controller-cert.pem", d / "controller-key.pem")
     return {"tls_cert_file": str(d / "controller-cert.pem"),
             "tls_key_file": str(d / "controller-key.pem")}
+
+
+def _installed_record(lab: Path) -> Path:
+    return pki_dir(lab) / "installed.json"
+
+
+def _install_root_client(lab: Path, ca: pki.Authority) -> None:
+    """The lab's client certificate where libvirt's clients run by root look for it
+    (/etc/pki), so the controller and a plain `virsh -c qemu+tls://198.18.0.11/system`
+    reach every lab host.  Files the lab did not put there are never replaced; `lab
+    down` removes exactly what it put there (if unchanged since)."""
+    record = _installed_record(lab)
+    ours = json.loads(record.read_text()) if record.exists() else {}
+    targets = [ROOT_PKI / "CA" / "cacert.pem", ROOT_PKI / "libvirt" / "clientcert.pem",
+               ROOT_PKI / "libvirt" / "private" / "clientkey.pem"]
+    foreign = [str(t) for t in targets if t.exists() and str(t) not in ours]
+    if foreign:
+        raise LabError(f"{', '.join(foreign)} exist and are not the lab's: the lab will not "
+                       "replace them (move them away to run the lab)")
+    dirs = [d for d in (ROOT_PKI / "libvirt" / "private", ROOT_PKI / "libvirt",
+                        ROOT_PKI / "CA", ROOT_PKI) if not d.exists()]
+    made = hostd.install_certificates(ROOT_PKI, ca, pki.issue(ca, "ferry-lab-root",
+                                                              client=True), server=False)
+    record.write_text(json.dumps({str(p): _digest(p) for p in made} |
+                                 {str(d): "dir" for d in dirs if str(d) not in ours}
+                                 | {k: v for k, v in ours.items() if v == "dir"}, indent=1))
+
+
+def _remove_root_client(lab: Path) -> None:
+    record = _installed_record(lab)
+    if not record.exists():
+        return
+    made = json.loads(record.read_text())
+    for path, digest in made.items():
+        p = Path(path)
+        if digest != "dir" and p.is_file() and _digest(p) == digest:
+            p.unlink()
+    for path in sorted((p for p, d in made.items() if d == "dir"), key=len, reverse=True):
+        with contextlib.suppress(OSError):  # not empty: someone else's files are there
+            Path(path).rmdir()
+    record.unlink()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _api(client: dict[str, str], timeout: float = 120) -> httpx.Client:
@@ -322,6 +379,7 @@ def down(say: Say = _quiet) -> dict[str, Any]:
         say("stopping Ceph")
         ceph.down(lab)
     netns.delete_all()
+    _remove_root_client(lab)
     for path in state.get("client_configs", []):
         Path(path).unlink(missing_ok=True)
     if lab.exists():

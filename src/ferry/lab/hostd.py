@@ -1,8 +1,10 @@
 """Lab hosts' libvirtd: configuration files, start, readiness, stop.
 
 Each host runs a real libvirtd in its own network + mount + UTS namespace,
-listening on its lab address only (plain TCP without auth: lab only;
-production uses TLS or SASL).
+listening with TLS on its lab address only: its certificate (server and
+client, for its name and address) and the lab's CA sit in its private
+/etc/pki, where libvirt looks for them; a client is who the certificate the
+lab's CA signed says (auth_tls none).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from ferry.lab import pki
 from ferry.lab.layout import (
     GUEST_HOST_BRIDGE,
     GUEST_NETWORK,
-    LIBVIRT_PORT,
+    LIBVIRT_TLS_PORT,
     PRIVATE_DIRS,
     LabHost,
     cache_dir,
@@ -28,11 +31,12 @@ from ferry.lab.run import LabError
 
 def _libvirtd_conf(host: LabHost) -> str:
     return "\n".join([
-        "listen_tcp = 1",
-        "listen_tls = 0",
+        "listen_tcp = 0",
+        "listen_tls = 1",
         f'listen_addr = "{host.address}"',
-        f'tcp_port = "{LIBVIRT_PORT}"',
-        'auth_tcp = "none"',
+        f'tls_port = "{LIBVIRT_TLS_PORT}"',
+        # a client is who its certificate (signed by the lab's CA) says
+        'auth_tls = "none"',
         'auth_unix_rw = "none"',
         'auth_unix_ro = "none"',
         'unix_sock_group = "root"',
@@ -67,11 +71,23 @@ def _qemu_conf(host: LabHost, shared_dir: Path) -> str:
     ])
 
 
-def prepare(host: LabHost, lab: Path, shared_dir: Path) -> None:
-    """Write the host's private directories and config; keeps its capability cache."""
+def prepare(host: LabHost, lab: Path, shared_dir: Path, ca: pki.Authority) -> None:
+    """Write the host's private directories, certificates and config; keeps its
+    capability cache."""
     root = host.root(lab)
     for path in PRIVATE_DIRS:
         host.private_dir(lab, path).mkdir(parents=True, exist_ok=True)
+    pair = pki.issue(ca, host.name, dns=(host.name,), ips=(host.address,), server=True,
+                     client=True)
+    etc_pki = host.private_dir(lab, "/etc/pki")
+    install_certificates(etc_pki, ca, pair)
+    # QEMU's own x509 directory (qemu.conf's default_tls_x509_cert_dir): what an
+    # encrypted migration stream (VIR_MIGRATE_TLS) uses on both ends
+    qemu = etc_pki / "qemu"
+    qemu.mkdir(parents=True, exist_ok=True)
+    (qemu / "ca-cert.pem").write_bytes(ca.cert_pem)
+    for role in ("server", "client"):
+        pki.write_pair(pair, qemu / f"{role}-cert.pem", qemu / f"{role}-key.pem")
     host.console_dir(lab).mkdir(parents=True, exist_ok=True)
     etc = host.private_dir(lab, "/etc/libvirt")
     (etc / "qemu.conf").write_text(_qemu_conf(host, shared_dir))
@@ -88,6 +104,22 @@ def prepare(host: LabHost, lab: Path, shared_dir: Path) -> None:
         link.symlink_to(f"/etc/libvirt/qemu/networks/{GUEST_NETWORK}.xml")
     (root / "libvirtd.conf").write_text(_libvirtd_conf(host))
     host_cache(host).mkdir(parents=True, exist_ok=True)
+
+
+def install_certificates(etc_pki: Path, ca: pki.Authority, pair: pki.Pair,
+                         server: bool = True) -> list[Path]:
+    """The CA and `pair` where libvirt looks for them under `etc_pki` (/etc/pki): as
+    a client (clientcert.pem) and, if `server`, as a server (servercert.pem)."""
+    ca_file = etc_pki / "CA" / "cacert.pem"
+    ca_file.parent.mkdir(parents=True, exist_ok=True)
+    ca_file.write_bytes(ca.cert_pem)
+    made = [ca_file]
+    for role in ("client", "server") if server else ("client",):
+        cert = etc_pki / "libvirt" / f"{role}cert.pem"
+        key = etc_pki / "libvirt" / "private" / f"{role}key.pem"
+        pki.write_pair(pair, cert, key)
+        made += [cert, key]
+    return made
 
 
 def host_cache(host: LabHost) -> Path:

@@ -18,7 +18,8 @@ BRIDGE_ADDR = "198.18.0.1"
 PREFIX = 24
 NETNS_PREFIX = "ferry-"
 VETH_PREFIX = "fveth"
-LIBVIRT_PORT = 16509
+LIBVIRT_PORT = 16509  # plain TCP: nothing in the lab listens there
+LIBVIRT_TLS_PORT = 16514
 # The guests' own L2 segment, apart from the hosts' management one: a bridge in the
 # root namespace joins one bridge per host (GUEST_HOST_BRIDGE, what the libvirt
 # network GUEST_NETWORK of every host uses) and the probe's namespace, the client
@@ -35,7 +36,10 @@ MAX_HOSTS = 8
 HOST_NAME = re.compile(r"node[1-9]")
 # Per-host copies of libvirt's state: bind-mounted over these paths inside the
 # host's mount namespace so each libvirtd believes it owns the machine.
-PRIVATE_DIRS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt")
+# /etc/pki holds the host's own certificates where libvirt looks for them (as a
+# server, and as a client when it migrates peer to peer).
+PRIVATE_DIRS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
+                "/etc/pki")
 CACHE_DIR = "/var/cache/libvirt"
 
 
@@ -70,7 +74,7 @@ class LabHost:
 
     @property
     def uri(self) -> str:
-        return f"qemu+tcp://{self.address}/system"
+        return f"qemu+tls://{self.address}/system"
 
     @property
     def host_uuid(self) -> str:

@@ -90,7 +90,8 @@ def issue(ca: Authority, cn: str, *, dns: tuple[str, ...] = (), ips: tuple[str, 
          .not_valid_before(now - dt.timedelta(minutes=5))
          .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
          .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
+         # key encipherment: libvirt refuses a certificate without it, whatever the key
+         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
                                       key_cert_sign=False, crl_sign=False,
                                       content_commitment=False, data_encipherment=False,
                                       key_agreement=False, encipher_only=False,
@@ -104,6 +105,15 @@ def issue(ca: Authority, cn: str, *, dns: tuple[str, ...] = (), ips: tuple[str, 
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = b.sign(ca.key, hashes.SHA256())
     return Pair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def load_authority(directory: Path) -> Authority:
+    """The CA `write_authority` wrote to `directory`."""
+    cert = x509.load_pem_x509_certificate((directory / "ca-cert.pem").read_bytes())
+    key = serialization.load_pem_private_key((directory / "ca-key.pem").read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{directory / 'ca-key.pem'} is not the lab CA's key")
+    return Authority(cert, key)
 
 
 def write_authority(ca: Authority, directory: Path) -> tuple[Path, Path]:

@@ -35,7 +35,7 @@ from ferry.migration.measure import measure
 from ferry.migration.outcome import Verdict, resolve
 from ferry.migration.planning import Plan, hard_stop_s, make_plan, timeout_s
 from ferry.migration.policies import Adapter, PolicyConfig
-from ferry.migration.prechecks import PrecheckResult, run_prechecks
+from ferry.migration.prechecks import PrecheckResult, run_prechecks, stream_tls
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import (
     History,
@@ -59,6 +59,7 @@ class HostRef:
     virt_type: str
     up: bool = True
     maintenance: bool = False
+    migration_tls: bool = False  # registered with QEMU migration certificates
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Request:
     timeout_per_gib_s: float | None = None
     on_timeout: OnTimeout = OnTimeout.ABORT
     link_mib_s: float | None = None  # the link as the operator gave it (a drain's --link)
+    tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ class MigrationPipeline:
                                    f"destination host {dest.name} is in maintenance (it takes "
                                    f"no incoming migrations until `ferry host activate "
                                    f"{dest.name}`)")
+        self._tls(claim)  # refused before any host is asked
         try:
             return run_prechecks(claim.request.vm, self.hosts(claim.source.uri),
                                  self.hosts(dest.uri), source_name=claim.source.name,
@@ -202,6 +205,11 @@ class MigrationPipeline:
             raise Unavailable(f"a host does not answer: {exc}") from exc
         except HypervisorError as exc:
             raise Unavailable(f"a host failed a precheck: {exc}") from exc
+
+    def _tls(self, claim: Claim) -> bool:
+        return stream_tls(claim.source.name, claim.source.migration_tls,
+                          claim.destination.name, claim.destination.migration_tls,
+                          claim.request.tls)
 
     def _plan(self, claim: Claim, timeout: float, copy_targets: tuple[str, ...],
               copy_mib: int, hooks: Hooks) -> Plan:
@@ -238,6 +246,10 @@ class MigrationPipeline:
                          copy_disks=copy_targets, copy_mib=copy_mib)
         if plan.prediction is not None and m is not None:
             self.records.store_prediction(claim.id, plan.prediction, m)
+        if self._tls(claim):
+            plan = replace(plan, options=replace(plan.options, tls=True))
+            self.records.recorder(claim.id).event(
+                EventKind.PLAN, "the stream is encrypted (TLS, the hosts' QEMU certificates)")
         return plan
 
     # -- in a worker, once admitted: plan, run, settle, tidy, record --------------

@@ -77,6 +77,30 @@ def run_prechecks(vm: str, source: Hypervisor, destination: Hypervisor, *, sourc
     return PrecheckResult(dom, dest, checks, storage)
 
 
+def stream_tls(source: str, source_tls: bool, destination: str, destination_tls: bool,
+               requested: bool | None) -> bool:
+    """Whether the migration stream is encrypted: by default when both hosts were
+    registered with migration certificates; in clear only when asked (`--no-tls`)
+    if either was; `--tls` between hosts that cannot is refused.
+
+    >>> stream_tls("a", True, "b", True, None), stream_tls("a", True, "b", True, False)
+    (True, False)
+    """
+    if requested is False:
+        return False
+    if source_tls and destination_tls:
+        return True
+    lacking = [h for h, ok in ((source, source_tls), (destination, destination_tls)) if not ok]
+    if requested or len(lacking) == 1:
+        raise MigrationRefused(
+            "tls_unavailable",
+            f"{' and '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no migration "
+            "certificates registered: the stream cannot be encrypted"
+            + ("" if requested else " (`--no-tls` moves the guest's memory in clear)"),
+            {"without_tls": lacking})
+    return False
+
+
 def check_networks(dom: DomainInfo, destination: Hypervisor) -> list[str]:
     """Refuse unless the destination can plug in every interface of the guest (its
     network active, its bridge or device present); returns what was checked."""

@@ -33,7 +33,7 @@ def host(row: HostRow) -> Host:
                 cpu_models=list(row.cpu_models or []),
                 memory_total_mib=row.memory_total_mib, memory_free_mib=row.memory_free_mib,
                 error=row.error, updated_at=row.updated_at,
-                maintenance=bool(row.maintenance),
+                maintenance=bool(row.maintenance), migration_tls=bool(row.migration_tls),
                 networks=(row.networks or {}).get("networks"),
                 interfaces=(row.networks or {}).get("interfaces"))
 
@@ -73,6 +73,7 @@ def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migrat
         downtime_ms=row.downtime_ms, transferred_bytes=row.transferred_bytes,
         disk_bytes=row.disk_bytes, rounds=row.rounds,
         wall_ms=row.wall_ms, error=row.error, policy=Policy(row.policy),
+        encrypted=row.encrypted,
         predicted_converges=row.predicted_converges, predicted_total_ms=row.predicted_total_ms,
         predicted_downtime_ms=row.predicted_downtime_ms,
         events=[Event(at=e.at, kind=EventKind(e.kind), message=e.message) for e in events or []])

@@ -49,7 +49,10 @@ class HostService:
                 raise NotFound(f"no host named {name!r}")
             return convert.host(row)
 
-    def add(self, name: str, uri: str, virt_type: VirtType | str = VirtType.AUTO) -> Host:
+    def add(self, name: str, uri: str, virt_type: VirtType | str = VirtType.AUTO,
+            migration_tls: bool = False) -> Host:
+        """Register a host; `migration_tls`: it has QEMU's migration certificates (its
+        qemu.conf x509 directory), so streams to and from it are encrypted."""
         check_name("host", name)
         check_uri(uri)
         try:
@@ -69,7 +72,8 @@ class HostService:
         except HypervisorError as exc:
             raise Unavailable(f"cannot reach host {name} at {uri}: {exc}") from exc
         with self.db.session() as s:
-            s.add(HostRow(name=name, uri=uri, state=HostState.UP, virt_type=vt, **inventory))
+            s.add(HostRow(name=name, uri=uri, state=HostState.UP, virt_type=vt,
+                          migration_tls=migration_tls, **inventory))
         # the host is usable without them; the caller sees what it lacks
         storage_errors = self.pools.attach(name, host)
         self.inventory.reconcile()

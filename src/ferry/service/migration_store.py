@@ -197,7 +197,7 @@ class MigrationStore:
                                max_downtime_ms=req.max_downtime_ms, policy=req.policy.value,
                                on_timeout=req.on_timeout.value,
                                timeout_per_gib_s=req.timeout_per_gib_s,
-                               created_at=self.clock.now())
+                               tls_requested=req.tls, created_at=self.clock.now())
             s.add(row)
             try:
                 s.flush()
@@ -254,7 +254,7 @@ class MigrationStore:
             memory = s.scalar(select(VmRow.memory_mib).where(VmRow.name == r.vm))
             req = Request(r.vm, r.destination, Policy(r.policy), r.bandwidth_mib_s,
                           r.max_downtime_ms, r.timeout_per_gib_s, OnTimeout(r.on_timeout),
-                          r.link_mib_s)
+                          r.link_mib_s, r.tls_requested)
             missing = HostRef("?", "", "", up=False)
             return Claim(r.id, req, int(memory or 1024), hosts.get(r.source, missing),
                          hosts.get(r.destination, missing))
@@ -325,6 +325,7 @@ class MigrationStore:
             assert row is not None
             row.timeout_s, row.on_timeout = timeout_s, policy.on_timeout.value
             row.plan = {**policy.as_dict(), "options": dataclasses.asdict(options)}
+            row.encrypted = options.tls
             row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
 
     @durable
@@ -500,7 +501,7 @@ def _options(plan: dict[str, Any] | None) -> MigrationOptions | None:
 
 def _ref(row: HostRow) -> HostRef:
     return HostRef(row.name, row.uri, row.virt_type, row.state == HostState.UP,
-                   bool(row.maintenance))
+                   bool(row.maintenance), bool(row.migration_tls))
 
 
 def _aware(t: datetime | None) -> datetime | None:

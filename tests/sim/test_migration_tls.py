@@ -1,0 +1,50 @@
+"""Encrypted migration streams: on by default between hosts registered with QEMU
+migration certificates, in clear only when asked, refused where one side cannot."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import update
+
+from ferry.db.models import HostRow
+from ferry.domain.models import MigrationState
+from ferry.errors import MigrationRefused
+from tests.sim.conftest import SimEnv
+
+
+def _tls(env: SimEnv, *hosts: str) -> None:
+    with env.svc.db.session() as s:
+        s.execute(update(HostRow).where(HostRow.name.in_(hosts)).values(migration_tls=True))
+
+
+def test_between_tls_hosts_the_stream_is_encrypted_unless_asked_otherwise(
+        env: SimEnv) -> None:
+    _tls(env, "node1", "node2")
+    vm = env.vm()
+    m = env.migrate(vm, "node2")
+    assert m.state == MigrationState.COMPLETED and m.encrypted is True
+    assert env.cluster.jobs[-1].opts.tls  # what libvirt was asked: VIR_MIGRATE_TLS
+    back = env.migrate(vm, "node1", tls=False)
+    assert back.state == MigrationState.COMPLETED and back.encrypted is False
+    assert not env.cluster.jobs[-1].opts.tls
+
+
+def test_one_side_without_certificates_is_refused_unless_clear_is_asked(env: SimEnv) -> None:
+    _tls(env, "node1", "node2")
+    vm = env.vm()
+    with pytest.raises(MigrationRefused) as err:
+        env.migrate(vm, "node3")
+    assert err.value.reason == "tls_unavailable"
+    assert "node3 has no migration certificates" in str(err.value)
+    assert "--no-tls" in str(err.value)
+    assert env.cluster.where(vm) == {"node1": "running"} and env.cluster.jobs == []
+    m = env.migrate(vm, "node3", tls=False)
+    assert m.state == MigrationState.COMPLETED and m.encrypted is False
+
+
+def test_tls_asked_between_hosts_without_certificates_is_refused(env: SimEnv) -> None:
+    vm = env.vm()
+    with pytest.raises(MigrationRefused, match="node1 and node2 have no migration"):
+        env.migrate(vm, "node2", tls=True)
+    m = env.migrate(vm, "node2")  # neither has certificates: in clear, as before
+    assert m.state == MigrationState.COMPLETED and m.encrypted is False
