@@ -48,3 +48,16 @@ def test_tls_asked_between_hosts_without_certificates_is_refused(env: SimEnv) ->
         env.migrate(vm, "node2", tls=True)
     m = env.migrate(vm, "node2")  # neither has certificates: in clear, as before
     assert m.state == MigrationState.COMPLETED and m.encrypted is False
+
+
+def test_the_link_is_learnt_per_mode(env: SimEnv) -> None:
+    _tls(env, "node1", "node2")
+    vm = env.vm(dirty=8, wss=64)
+    env.migrate(vm, "node2", tls=False)  # a plain move teaches the link
+    h = env.svc.store.history(vm, "node2", "node1", encrypted=True)
+    assert h.link_bytes_s and "no encrypted migration between these hosts yet" in h.link_how
+    m = env.migrate(vm, "node1")  # encrypted
+    h = env.svc.store.history(vm, "node1", "node2", encrypted=True)
+    assert h.link_how == f"measured on migration {m.id}"
+    h = env.svc.store.history(vm, "node1", "node2", encrypted=False)
+    assert h.link_how != f"measured on migration {m.id}"  # the plain one

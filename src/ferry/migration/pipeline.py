@@ -141,7 +141,8 @@ class MigrationRecords(Protocol):
 
     def storage_catalog(self) -> StorageCatalog: ...
 
-    def history(self, vm: str, source: str, destination: str) -> History: ...
+    def history(self, vm: str, source: str, destination: str, *,
+                encrypted: bool | None = None) -> History: ...
 
     def volumes_moved(self, moved: list[CopiedVolume], host: str) -> None: ...
 
@@ -217,7 +218,8 @@ class MigrationPipeline:
         req = claim.request
         inputs, m = None, None
         if req.policy != Policy.PRECOPY:
-            h = self.records.history(req.vm, claim.source.name, claim.destination.name)
+            h = self.records.history(req.vm, claim.source.name, claim.destination.name,
+                                     encrypted=self._tls(claim))
             if req.link_mib_s is not None:
                 h = replace(h, link_bytes_s=req.link_mib_s * MIB,
                             link_how=f"{req.link_mib_s:g} MiB/s as given")

@@ -134,9 +134,12 @@ class DrainPlanner:
         placed = [by_name[v] for v in placement.to]
         hist: dict[str, History] = {}
         pairs: dict[tuple[str, str], History] = {}
+        with self.db.session() as s:  # a move between these is encrypted (by default)
+            tls = set(s.scalars(select(HostRow.name).where(HostRow.migration_tls)))
         for c in placed:
             key = (str(c.host), placement.to[c.vm])
-            hist[c.vm] = self.store.history(c.vm, *key, pairs.get(key))
+            hist[c.vm] = self.store.history(c.vm, *key, pairs.get(key),
+                                            encrypted=key[0] in tls and key[1] in tls)
             pairs.setdefault(key, hist[c.vm])
         asked = self.queries.ask({
             f"measure:{c.vm}": _measurer(self.conns, uris[str(c.host)], c, self.clock,

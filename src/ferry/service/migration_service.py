@@ -288,7 +288,8 @@ class MigrationService:
         if v.host is None or v.host == to:
             raise InvalidRequest(f"VM {vm} runs on {v.host}: pick another destination")
         src = self.hosts.get(v.host)
-        h = self.store.history(vm, src.name, dest.name)
+        h = self.store.history(vm, src.name, dest.name,
+                               encrypted=src.migration_tls and dest.migration_tls)
         m = measure(self.conns.get(src.uri), vm, v.memory_mib, self.clock,
                     bandwidth_bytes_s=link_bytes_s(h, bandwidth_mib_s)[0])
         timeout = timeout_s(v.memory_mib, 0, self.timeouts.per_gib_s, self.timeouts.min_s)

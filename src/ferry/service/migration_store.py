@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import ColumnElement, and_, false, func, select, update
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -383,12 +383,13 @@ class MigrationStore:
     # -- history: what earlier migrations teach ----------------------------------------
     @durable
     def history(self, vm: str, source: str, destination: str,
-                pair: History | None = None) -> History:
+                pair: History | None = None, *, encrypted: bool | None = None) -> History:
         """What earlier migrations teach about moving `vm` from `source` to
         `destination`; `pair`: the link figures of that pair already read (a drain
-        asks for many VMs over few pairs)."""
+        asks for many VMs over few pairs); `encrypted`: the link as streams of that
+        mode reached it (TLS costs CPU: an encrypted stream may be slower)."""
         if pair is None:
-            link, link_how = self._link_bytes_s(source, destination)
+            link, link_how = self._link_bytes_s(source, destination, encrypted)
             setup, setup_how = self._setup_s(source, destination)
             pair = History(link, link_how, setup, setup_how)
         nonzero, nonzero_how = self._nonzero(vm)
@@ -440,18 +441,28 @@ class MigrationStore:
         f = tracking_factor(float(during), before)
         return f, f"dirtying ran at {f:.0%} of the measured rate during migration {mid}"
 
-    def _link_bytes_s(self, source: str, destination: str) -> tuple[float | None, str]:
+    def _link_bytes_s(self, source: str, destination: str, encrypted: bool | None = None
+                      ) -> tuple[float | None, str]:
         """The steady transfer rate (median of its samples) of the latest uncapped
-        migration between these hosts; links change, so only the newest counts, and
-        peaks (a shaper's burst) would overstate it.  Without one in this direction,
-        the other direction's (links are mostly symmetric) beats a guess."""
+        migration between these hosts (in the mode `encrypted` says, if it says);
+        links change, so only the newest counts, and peaks (a shaper's burst) would
+        overstate it.  Without one in this direction, the other direction's (links
+        are mostly symmetric) beats a guess; without one in this mode, the other
+        mode's, said so."""
+        if encrypted is not None and not self._any_in_mode(source, destination, encrypted):
+            rate, how = self._link_bytes_s(source, destination, None)
+            mode = "encrypted" if encrypted else "plain"
+            return (rate, f"{how} (no {mode} migration between these hosts yet)") \
+                if rate is not None else (None, "")
         rates: list[int] = []
         latest = None
+        mode_ok = true() if encrypted is None else \
+            func.coalesce(MigrationRow.encrypted, false()) == encrypted
         with self.db.session() as s:
             for src, dst in ((source, destination), (destination, source)):
                 latest = s.scalar(select(func.max(SampleRow.migration_id)).join(
                     MigrationRow, MigrationRow.id == SampleRow.migration_id).where(
-                    MigrationRow.source == src, MigrationRow.destination == dst,
+                    MigrationRow.source == src, MigrationRow.destination == dst, mode_ok,
                     MigrationRow.bandwidth_mib_s.is_(None), SampleRow.iteration >= 1))
                 if latest:
                     rates = sorted(r for r in s.scalars(select(SampleRow.bandwidth_bytes_s)
@@ -463,6 +474,17 @@ class MigrationStore:
         if rates:
             return float(rates[len(rates) // 2]), f"measured on migration {latest}"
         return None, ""
+
+    def _any_in_mode(self, source: str, destination: str, encrypted: bool) -> bool:
+        """Has an uncapped migration between these hosts (either way) run in this mode?"""
+        with self.db.session() as s:
+            return s.scalar(select(MigrationRow.id).where(
+                or_(and_(MigrationRow.source == source, MigrationRow.destination == destination),
+                    and_(MigrationRow.source == destination,
+                         MigrationRow.destination == source)),
+                MigrationRow.bandwidth_mib_s.is_(None),
+                func.coalesce(MigrationRow.encrypted, false()) == encrypted).limit(1)) \
+                is not None
 
     def _setup_s(self, source: str, destination: str) -> tuple[float | None, str]:
         """How long a job between these hosts runs before its first byte moves (libvirt's
