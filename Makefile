@@ -18,7 +18,7 @@ demo: install
 	bash scripts/demo.sh
 
 test: install
-	$(VENV)/bin/pytest -v --durations=30
+	$(VENV)/bin/pytest -v --durations=60
 
 test-unit: install
 	$(VENV)/bin/pytest -q -m "not lab and not postgres and not fuzz"
