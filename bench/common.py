@@ -45,14 +45,14 @@ def write(name: str, data: dict[str, Any], table_md: str) -> None:
     print(table_md)
 
 
-def virsh_migrate(vm: str, src_uri: str, dst_uri: str, timeout_s: float
-                  ) -> tuple[bool, float, JobStats | None]:
+def virsh_migrate(vm: str, src_uri: str, dst_uri: str, timeout_s: float,
+                  extra: tuple[str, ...] = ()) -> tuple[bool, float, JobStats | None]:
     """Plain `virsh migrate --live --p2p --persistent --undefinesource` (libvirt's
-    defaults), aborted after `timeout_s`: (moved, wall s, libvirt's completed-job
-    figures on the destination, if it moved)."""
+    defaults; `extra` options added), aborted after `timeout_s`: (moved, wall s,
+    libvirt's completed-job figures on the destination, if it moved)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(["virsh", "-c", src_uri, "migrate", "--live", "--p2p",
-                             "--persistent", "--undefinesource", vm, dst_uri],
+                             "--persistent", "--undefinesource", *extra, vm, dst_uri],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         proc.wait(timeout=timeout_s)
