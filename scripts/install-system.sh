@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Ferry's lab and tests need. Idempotent.
 # QEMU 10 + libvirt 11 come from bookworm-backports: Debian 12's QEMU 7.2
-# corrupts TCG guests during multi-pass live migration.
+# corrupts TCG guests during multi-pass live migration.  Prometheus and
+# Chromium are for the tests of what operators watch (a real scrape, a real
+# browser); like PostgreSQL, none of them is started by this script.
 set -euo pipefail
 
 WITH_CEPH=${WITH_CEPH:-1}
 STAMP=/var/lib/ferry-install.stamp
-want_stamp="v4 ceph=$WITH_CEPH"
+want_stamp="v5 ceph=$WITH_CEPH"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] && command -v libvirtd >/dev/null \
    && command -v qemu-system-x86_64 >/dev/null; then
   exit 0
@@ -50,7 +52,8 @@ apt-get install -y -q --no-install-recommends -t bookworm-backports \
   libvirt-daemon-driver-network libvirt-daemon-driver-interface
 apt-get install -y -q --no-install-recommends \
   busybox-static cpio iproute2 pkg-config gcc libc6-dev make dpkg-dev \
-  python3-venv util-linux procps kmod postgresql-15
+  python3-venv util-linux procps kmod postgresql-15 \
+  prometheus chromium chromium-driver
 if [ "$WITH_CEPH" = 1 ]; then
   apt-get install -y -q --no-install-recommends \
     ceph-mon ceph-mgr ceph-osd ceph-common

@@ -7,12 +7,6 @@ with SQLite.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,65 +19,7 @@ from ferry.service.host_queries import InlineQueries
 from ferry.service.settings import GuestImage, Settings
 from ferry.service.wiring import build
 from ferry.simulated import InlineExecutor, SimClock, SimCluster, Workload
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_postgres(*args: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
-                   capture_output=True, timeout=120)
-
-
-@dataclass
-class Postgres:
-    url: str
-    data: Path
-    log: Path
-    options: str
-
-    def stop(self) -> None:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def new_database(self, name: str) -> str:
-        port = self.url.rsplit(":", 1)[1].split("/")[0]
-        _as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", port, name)
-        return self.url.rsplit("/", 1)[0] + "/" + name
-
-    def start(self) -> None:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.log),
-                     "-o", self.options, "start")
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[Postgres]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail("PostgreSQL 15 server binaries missing (postgresql-15 package)")
-    tmp = Path(tempfile.mkdtemp(prefix="ferry-pg-"))
-    shutil.chown(tmp, "postgres", "postgres")
-    port = _free_port()
-    server = Postgres(f"postgresql+psycopg://postgres@127.0.0.1:{port}/ferry", tmp / "data",
-                      tmp / "log", f"-c listen_addresses=127.0.0.1 -c port={port} -k {tmp}")
-    _as_postgres(str(PG_BIN / "initdb"), "-D", str(server.data), "-A", "trust",
-                 "-U", "postgres")
-    server.start()
-    try:
-        _as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "ferry")
-        yield server
-    finally:
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(server.data), "-m", "immediate",
-                     "stop")
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def pg_url(pg: Postgres) -> str:
-    return pg.url
+from tests.db.conftest import Postgres
 
 
 def test_schema_and_a_whole_migration_on_postgres(pg_url: str, tmp_path: Path) -> None:

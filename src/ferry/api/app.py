@@ -15,12 +15,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferry import __version__
+from ferry.api import ui
 from ferry.api.guard import Guard
+from ferry.api.metrics import CONTENT_TYPE as METRICS_TYPE
+from ferry.api.metrics import render
 from ferry.api.schemas import (
     CpuModeSet,
     CpuPolicySet,
@@ -91,7 +94,10 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
             "error": _HTTP_CODES.get(exc.status_code, "error"), "message": str(exc.detail),
             "details": {}})
 
-    app.add_middleware(Guard, token=svc.settings.token)
+    app.add_middleware(Guard, token=svc.settings.token,
+                       scrape_token=svc.settings.metrics_token, scrape_paths=("/metrics",),
+                       public_paths=ui.PUBLIC_PATHS)
+    app.include_router(ui.router)
 
     dep = [Depends(auth)]
 
@@ -104,6 +110,11 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
         """On the event loop, not a worker thread: it answers even when every worker
         waits on a host."""
         return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus' text format (the Guard took the API or the scrape token)."""
+        return Response(render(svc.metrics.snapshot), media_type=METRICS_TYPE)
 
     @app.get("/hosts", dependencies=dep)
     def list_hosts() -> list[Host]:

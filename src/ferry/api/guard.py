@@ -33,17 +33,36 @@ async def _answer(send: Send, status: int, code: str, message: str,
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, token: str, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    """`scrape_token`, if set, opens GET `scrape_paths` only (Prometheus' scrape
+    config holds it: a leaked one reads figures and changes nothing).
+    `public_paths` are answered to GET without a token: static files that hold no
+    data (the web view's page, which asks for the token)."""
+
+    def __init__(self, app: ASGIApp, token: str, max_body_bytes: int = MAX_BODY_BYTES, *,
+                 scrape_token: str = "", scrape_paths: tuple[str, ...] = (),
+                 public_paths: tuple[str, ...] = ()) -> None:
         self.app, self._token, self.max_body = app, token.encode(), max_body_bytes
+        self._scrape = scrape_token.encode()
+        self._scrape_paths = scrape_paths
+        self._public = public_paths
+
+    def _allowed(self, scope: Scope, given: bytes) -> bool:
+        if hmac.compare_digest(given, self._token):
+            return True
+        return bool(self._scrape) and scope.get("method") == "GET" and \
+            scope.get("path") in self._scrape_paths and hmac.compare_digest(given, self._scrape)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope.get("method") in ("GET", "HEAD") and scope.get("path") in self._public:
+            await self.app(scope, receive, send)
+            return
         headers = dict(scope.get("headers") or [])
         auth = headers.get(b"authorization", b"")
         scheme, _, given = auth.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
+        if scheme.lower() != b"bearer" or not self._allowed(scope, given.strip()):
             await _answer(send, 401, "auth", "missing or wrong API token",
                           [(b"www-authenticate", b"Bearer")])
             return

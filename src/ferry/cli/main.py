@@ -30,6 +30,7 @@ from ferry.cli.render import (
     table,
 )
 from ferry.cli.storage_cmds import parse_disks, pool_app, volume_app
+from ferry.cli.ui_cmds import ui
 from ferry.cli.watch import follow
 from ferry.domain.vocab import OnTimeout, Policy, VirtType, WorkloadPattern
 
@@ -50,6 +51,7 @@ app.add_typer(cpu_app, name="cpu")
 app.add_typer(pool_app, name="pool")
 app.add_typer(volume_app, name="volume")
 app.add_typer(drain_app, name="drain")
+app.command()(ui)
 host_app.command("drain")(host_drain)
 host_app.command("activate")(host_activate)
 

@@ -147,11 +147,14 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
     ctl.mkdir(exist_ok=True)
     port = _free_port(CONTROLLER_PORT)
     token = secrets.token_urlsafe(32)
+    scrape = secrets.token_urlsafe(24)  # Prometheus' (docs/metrics.md): /metrics only
+    write_private(ctl / "metrics.token", scrape)
     settings = {
         "db_url": f"sqlite:///{ctl / 'ferry.db'}",
         "listen_host": "127.0.0.1",
         "listen_port": port,
         "token": token,
+        "metrics_token": scrape,
         "boot_pool": "shared",
         "guest_network": GUEST_NETWORK,
         "guest_subnet": GUEST_SUBNET,

@@ -69,6 +69,9 @@ class Settings(BaseModel):
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
     allow_plain_http: bool = False
+    # a second token that reads /metrics only (Prometheus' scrape config holds it, not
+    # the API token); "" = /metrics takes the API token only
+    metrics_token: str = Field("", pattern=r"^$|^.{16,}$")
 
     @model_validator(mode="after")
     def _tls(self) -> Settings:

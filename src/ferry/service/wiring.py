@@ -27,6 +27,7 @@ from ferry.service.drains import DrainService
 from ferry.service.host_queries import HostQueries, ThreadedQueries
 from ferry.service.hosts import HostService
 from ferry.service.inventory import Inventory
+from ferry.service.metrics import MetricsService
 from ferry.service.migration_service import MigrationService
 from ferry.service.migration_store import MigrationStore
 from ferry.service.pools import PoolService
@@ -55,6 +56,7 @@ class Services:
     store: MigrationStore
     drains: DrainService
     executor: Executor
+    metrics: MetricsService
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -138,4 +140,4 @@ def build(settings: Settings, connector: Connector, clock: Clock | None = None,
     drains = DrainService(DrainStore(db, clock), planner, migrations, store, hosts, inventory,
                           clock, executor)
     return Services(settings, db, conns, inventory, hosts, pools, volumes, vms, cpu,
-                    migrations, store, drains, executor)
+                    migrations, store, drains, executor, MetricsService(db))
