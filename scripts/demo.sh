@@ -47,6 +47,8 @@ Explore further:
   .venv/bin/ferry migrate $VM --to node2 --wait --json
   .venv/bin/ferry host drain node1 --dry-run --json   a drain's plan, for scripts
   .venv/bin/ferry drain list                   drains and their state
+  .venv/bin/ferry ui                           the web view's link (hosts, drains, migrations
+                                               live; open it in a browser on this machine)
   virsh -c qemu+tls://198.18.0.11/system list  the real libvirt of node1
 Tear the lab down (guests, daemons, namespaces, controller):
   .venv/bin/ferry lab down

@@ -95,7 +95,8 @@ def test_twenty_concurrent_migrates_of_one_vm_start_one(lab: Lab, make_vm) -> No
 
 def test_delete_during_a_migration_is_refused(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
     vm = make_vm("node1", memory=128, dirty=2, wss=16)
-    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "4")
+    # measuring the guest alone takes ~5 s before the job: time enough to ask
+    m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "16")
     r = ferry("vm", "delete", vm, "--delete-volumes", "--json", check=False)
     assert r.returncode == 3 and "migrating" in r.stdout
     done = wait_finished(lab, m["id"])
@@ -172,6 +173,7 @@ def test_link_cut_during_postcopy_never_resumes_the_source_and_ends_recorded(
         with cut("node1", "node2"):
             time.sleep(15)  # past libvirt's keepalive (lab: ~8 s): post-copy failed
             assert lab.where(vm).get("node1") != "running"  # never resumed
+        ferry("lab", "link", "--unlimited")  # the pages left, at full speed
         done = wait_finished(lab, m["id"], timeout=300)
     assert done["state"] == "completed", done
     kinds = [e["kind"] for e in done["events"]]

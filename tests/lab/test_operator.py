@@ -81,7 +81,9 @@ def test_prometheus_and_the_web_view_watch_a_migration(lab: Lab, make_vm, tmp_pa
         seen = wait_for(lambda: prom.query(f"ferry_migration_remaining_bytes{live}"), 30,
                         "Prometheus scraping the running migration")
         assert seen[0]["metric"]["policy"] == "auto"
-        assert prom.query(f"ferry_migration_transfer_rate_bytes_per_second{live} > 0")
+        wait_for(lambda: prom.query(  # a rate, not a constant (one sample may read 0)
+            f"max_over_time(ferry_migration_transfer_rate_bytes_per_second{live}[1m]) > 0"),
+            30, "a transfer rate in Prometheus")
 
         done = wait_finished(lab, mid, timeout=300)
         assert done["state"] == "completed", done
@@ -101,7 +103,7 @@ def test_prometheus_and_the_web_view_watch_a_migration(lab: Lab, make_vm, tmp_pa
         time.sleep(3)  # a few more scrapes after the end
         remaining = prom.query_range(f"ferry_migration_remaining_bytes{live}", t0, time.time())
         values = [float(v) for _, v in remaining[0]["values"]]
-        assert len(set(values)) > 1 and values[-1] < values[0], values  # it moved
+        assert len(set(values)) > 2 and values[-1] < max(values), values  # it moved
         assert not prom.query(f"ferry_migration_remaining_bytes{live}")  # gone at the end
         count = prom.query("ferry_migration_duration_seconds_count")
         assert float(count[0]["value"][1]) == done_before + 1
