@@ -116,7 +116,8 @@ def report(name: str, runs: list[dict[str, Any]], reps: int, boots: int,
           "hosts run here; the machine has "
           f"{os.cpu_count()} CPUs).", "",
           "| link | mode | total ms | downtime ms | MiB sent | CPU s | guest pause ms | "
-          "blackout ms | TCP resets | encrypted |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "blackout ms | TCP resets | encrypted as asked |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     ratios = []
     for link in LINKS:
         by: dict[str, list[dict[str, Any]]] = {}
