@@ -12,6 +12,7 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -98,12 +99,26 @@ def lab() -> Iterator[Lab]:
         cfg = json.loads(CLIENT_CONFIG.read_text())
         yield Lab(url=cfg["url"], token=cfg["token"], ca=cfg["ca"])
     finally:
+        settle_deletions()
         ferry("lab", "down", check=False)
+
+
+# A test's VMs are deleted in the background while the next test's first VM boots
+# (deleting takes ~3 s, booting a TCG guest ~6 s: CI time); `make_vm` returns only
+# once they are gone, so no test sees another's VMs or memory.
+_deleting: list[threading.Thread] = []
+
+
+def settle_deletions() -> None:
+    """Wait until the VMs of earlier tests are deleted."""
+    while _deleting:
+        _deleting.pop().join()
 
 
 @pytest.fixture
 def make_vm(lab: Lab) -> Iterator[Callable[..., str]]:
-    """Create VMs through `ferry vm create`; delete them after the test, whatever happened."""
+    """Create VMs through `ferry vm create`; delete them after the test, whatever
+    happened (in the background: see `_deleting`)."""
     made: list[str] = []
 
     def create(host: str = "node1", memory: int = 256, dirty: int = 0, wss: int = 32,
@@ -119,15 +134,24 @@ def make_vm(lab: Lab) -> Iterator[Callable[..., str]]:
             extra += ["--network", network]
         if boot_pool:
             extra += ["--boot-pool", boot_pool]
-        ferry("vm", "create", name, "--host", host, "--memory", str(memory),
-              "--workload-dirty", str(dirty), "--workload-wss", str(wss), *extra)
+        try:
+            ferry("vm", "create", name, "--host", host, "--memory", str(memory),
+                  "--workload-dirty", str(dirty), "--workload-wss", str(wss), *extra)
+        finally:
+            settle_deletions()
         return name
 
     yield create
-    for name in made:
-        if ferry("vm", "delete", name, "--delete-volumes", check=False).returncode == 3:
-            _stop_migrations(lab, name)  # a failed test may leave one running
-            ferry("vm", "delete", name, "--delete-volumes", check=False)
+
+    def delete() -> None:
+        for name in made:
+            if ferry("vm", "delete", name, "--delete-volumes", check=False).returncode == 3:
+                _stop_migrations(lab, name)  # a failed test may leave one running
+                ferry("vm", "delete", name, "--delete-volumes", check=False)
+
+    t = threading.Thread(target=delete, name="lab-vm-delete")
+    t.start()
+    _deleting.append(t)
 
 
 def _stop_migrations(lab: Lab, vm: str) -> None:

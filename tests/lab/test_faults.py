@@ -21,6 +21,7 @@ from tests.lab.conftest import (
     Lab,
     ferry,
     ferry_json,
+    settle_deletions,
     wait_finished,
     wait_for,
     wait_samples,
@@ -185,6 +186,7 @@ def test_two_vms_into_a_destination_with_room_for_one(lab: Lab, make_vm) -> None
     """Memory promised to a migration still running into node2 counts: the second
     is refused before any transfer.  Sized from node2's free memory (the lab's hosts
     share one machine); guests touch little of it (QEMU allocates lazily)."""
+    settle_deletions()  # earlier tests' guests hold memory until they are gone
     free = ferry_json("host", "show", "node2")["memory_free_mib"]
     size = max(256, min(16384, int(free * 0.6) // 64 * 64))
     a = make_vm("node1", memory=size, dirty=1, wss=16)
