@@ -4,8 +4,8 @@ libvirt's keepalive is meant to end every call on a daemon that stopped
 answering, but it does not always (measured: with the destination's libvirtd
 SIGSTOPped, a `virDomainLookupByName` on the controller's connection waited
 in poll() without a timeout until the daemon came back, minutes later).  So
-the questions whose answers decide what happens next (where is the domain,
-how is its job doing) run in a thread of their own and the asker stops
+the questions whose answers decide what happens next (the host's figures,
+where is the domain, how is its job doing) run in a thread of their own and the asker stops
 waiting at a deadline: the host is then `HostUnreachable`.  A question still
 outstanding (same key) is not asked again but waited on and its answer
 shared, so a hung daemon never piles up threads and concurrent askers agree.

@@ -65,6 +65,11 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
 
     # -- host -------------------------------------------------------------
     def info(self) -> HostInfo:
+        """Bounded (answers.py): the first question a precheck asks a destination
+        (seen in CI: a stopped daemon held it past keepalive)."""
+        return self._ask("host info", self._info)
+
+    def _info(self) -> HostInfo:
         c = self.conn()
         caps = ET.fromstring(self._call(c.getCapabilities))
         cpu = caps.find("./host/cpu")
