@@ -4,7 +4,6 @@ postgres user) on a free loopback port, for the tests of this directory."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -13,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_postgres(*args: str) -> None:

@@ -28,7 +28,8 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from ferry.lab import pki
-from tests.db.conftest import Postgres, free_port
+from tests.db.conftest import Postgres
+from tests.helpers import end, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "deploy.md"
@@ -146,12 +147,7 @@ def test_the_deployment_page_end_to_end(pg: Postgres, tmp_path: Path) -> None:
                              text=True, timeout=60, check=False)
         assert bad.returncode == 2 and "pkipath" in bad.stdout  # checked, nothing reached
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        end(server, timeout=30)
         log.close()
     # uvicorn shuts down, then re-raises the signal; systemd counts SIGTERM as clean
     assert server.returncode in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()

@@ -7,7 +7,6 @@ token (docs/metrics.md), and is ended by its PID whatever happened.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 import httpx
 
 from ferry.lab.layout import lab_dir
+from tests.helpers import end, free_port
 
 CONFIG = """global:
   scrape_interval: 1s
@@ -56,19 +56,13 @@ class Prometheus:
         return list(r.json()["data"]["result"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def prometheus(controller_url: str, ca: str) -> Iterator[Prometheus]:
     with tempfile.TemporaryDirectory(prefix="ferry-prom-") as tmp:
         cfg = Path(tmp) / "prometheus.yml"
         cfg.write_text(CONFIG.format(ca=ca, target=urlparse(controller_url).netloc,
                                      token=lab_dir() / "controller" / "metrics.token"))
-        port = _free_port()
+        port = free_port()
         log = (Path(tmp) / "prometheus.log").open("w")
         proc = subprocess.Popen(
             ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/data",
@@ -90,10 +84,5 @@ def prometheus(controller_url: str, ca: str) -> Iterator[Prometheus]:
                                      + (Path(tmp) / "prometheus.log").read_text()[-2000:])
             yield prom
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end(proc)
             log.close()

@@ -20,15 +20,10 @@ import httpx
 import pytest
 
 from ferry.lab.pki import issue, new_authority, write_authority, write_pair
+from tests.helpers import end, free_port
 
 FERRY = str(Path(sys.executable).parent / "ferry")
 TOKEN = "mtls-test-token-" + "x" * 16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -38,7 +33,7 @@ def mtls(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     write_pair(issue(ca, "api", ips=("127.0.0.1",), server=True),
                tmp_path / "api.pem", tmp_path / "api.key")
     write_pair(issue(ca, "operator", client=True), tmp_path / "op.pem", tmp_path / "op.key")
-    port = _free_port()
+    port = free_port()
     settings = {"db_url": f"sqlite:///{tmp_path / 'ferry.db'}", "listen_port": port,
                 "token": TOKEN, "tls_cert_file": str(tmp_path / "api.pem"),
                 "tls_key_file": str(tmp_path / "api.key"),
@@ -57,12 +52,7 @@ def mtls(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             time.sleep(0.2)
         yield f"https://127.0.0.1:{port}", tmp_path
     finally:
-        proc.terminate()  # ours, by its PID
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end(proc)
 
 
 def _ctx(d: Path, client_cert: bool) -> ssl.SSLContext:

@@ -24,11 +24,14 @@ from ferry.hypervisor.types import HostNetworks, NicInfo
 RESTART_NEEDED = "restart needed for full mobility"
 
 
-def host(row: HostRow) -> Host:
+def host_state(row: HostRow) -> HostState:
+    """What the API says of a host: a host that is up but drained is in maintenance."""
     state = HostState(row.state)
-    if row.maintenance and state == HostState.UP:
-        state = HostState.MAINTENANCE
-    return Host(name=row.name, uri=row.uri, state=state, virt_type=row.virt_type,
+    return HostState.MAINTENANCE if row.maintenance and state == HostState.UP else state
+
+
+def host(row: HostRow) -> Host:
+    return Host(name=row.name, uri=row.uri, state=host_state(row), virt_type=row.virt_type,
                 cpu_model=row.cpu_model, cpu_vendor=row.cpu_vendor, cpus=row.cpus,
                 cpu_models=list(row.cpu_models or []),
                 memory_total_mib=row.memory_total_mib, memory_free_mib=row.memory_free_mib,

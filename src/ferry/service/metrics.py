@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from ferry.db.models import DrainRow, HostRow, MigrationRow, SampleRow
 from ferry.domain.models import HostState, MigrationState
+from ferry.service.convert import host_state
 from ferry.service.database import Database
 from ferry.service.drain_store import UNFINISHED
 
@@ -135,8 +136,7 @@ class MetricsService:
                                 dict(Counter(str(m.get("state")) for m in r.moves)))
                       for r in s.scalars(select(DrainRow).where(DrainRow.state.in_(UNFINISHED))
                                          .order_by(DrainRow.id))]
-            hosts = Counter(HostState.MAINTENANCE if h.maintenance and h.state == HostState.UP
-                            else str(h.state) for h in s.scalars(select(HostRow)))
+            hosts = Counter(host_state(h) for h in s.scalars(select(HostRow)))
         errors = [e for r in done if (e := prediction_error(r[3], r[0])) is not None]
         return Snapshot(
             migrations=counts,
@@ -148,7 +148,7 @@ class MetricsService:
                                         BYTES_BUCKETS),
             prediction_error=histogram(errors, ERROR_BUCKETS),
             live=live, drains=drains,
-            hosts={str(st): hosts.get(str(st), 0) for st in HostState},
+            hosts={str(st): hosts.get(st, 0) for st in HostState},
             queued=sum(n for (st, _), n in counts.items() if st == MigrationState.QUEUED))
 
     @staticmethod
