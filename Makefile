@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml scripts/install-system.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# Selenium (the web view's browser test) apart from the venv: httpx would import its
+	# trio in every `ferry` command the tests run (~0.1-0.2 s each; tests/lab/browser.py)
+	$(PY) -m pip install -q --upgrade --target $(VENV)/browser 'selenium>=4.20'
 	touch $(STAMP)
 
 demo: install

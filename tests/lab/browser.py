@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,11 +19,19 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 
 from ferry.lab.layout import lab_dir
+
+# Selenium is installed apart from the venv (Makefile), after it on the path: the
+# venv's own packages win where both have one
+sys.path.append(str(Path(sys.prefix) / "browser"))
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+__all__ = ["By", "WebDriverException", "chromium"]
 
 
 def _spki_pin(cert_pem: Path) -> str:

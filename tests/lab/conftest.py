@@ -33,10 +33,17 @@ URIS = {"node1": "qemu+tls://198.18.0.11/system", "node2": "qemu+tls://198.18.0.
 libvirt.registerErrorHandler(lambda _c, _e: None, None)
 
 
+TRACE = os.environ.get("FERRY_TEST_TRACE")  # a file: each CLI call's start and duration
+
+
 def ferry(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, FERRY_CONFIG=str(CLIENT_CONFIG), COLUMNS="200")
+    t0 = time.monotonic()
     proc = subprocess.run([FERRY, *args], capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
+    if TRACE:
+        with open(TRACE, "a") as f:
+            f.write(f"{time.time():.1f} {time.monotonic() - t0:6.2f} ferry {' '.join(args)}\n")
     if check and proc.returncode != 0:
         raise AssertionError(f"ferry {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
@@ -188,3 +195,15 @@ def wait_samples(lab: Lab, mid: int) -> None:
         wait_for(lambda: any(s["memory_total_bytes"] > 0 and s["iteration"] >= 1
                              for s in api.get(f"/migrations/{mid}/samples").json()),
                  60, "migration samples")
+
+
+@pytest.fixture(autouse=True)
+def _trace_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With FERRY_TEST_TRACE set, mark each test's start and end in the trace."""
+    if TRACE:
+        with open(TRACE, "a") as f:
+            f.write(f"{time.time():.1f} ---- start {request.node.nodeid}\n")
+    yield
+    if TRACE:
+        with open(TRACE, "a") as f:
+            f.write(f"{time.time():.1f} ---- end {request.node.nodeid}\n")

@@ -27,8 +27,7 @@ def node1_back(lab: Lab) -> Iterator[None]:
         if d["state"] not in FINAL:
             ferry("drain", "cancel", str(d["id"]), check=False)
             with contextlib.suppress(AssertionError):
-                wait_for(lambda d=d: ferry_json("drain", "show", str(d["id"]))["state"]
-                         in FINAL, 240, "drain to end")
+                _drain(lab, d["id"])
     ferry("host", "activate", "node1", check=False)
 
 
@@ -39,17 +38,21 @@ def _clean(lab: Lab, vm: str) -> None:
         assert check["tcp_resets"] == 0 and check["tcp_errors"] == 0, check
 
 
-def _drain(did: int, timeout: float = 240) -> dict[str, Any]:
-    return dict(wait_for(lambda: (lambda d: d if d["state"] in FINAL else None)(
-        ferry_json("drain", "show", str(did))), timeout, f"drain {did} to end"))
+# waits ask the API (what `ferry drain show` prints): a `ferry` call a poll would cost
+# a CPU second, slowing the guests and moves being watched
+def _drain(lab: Lab, did: int, timeout: float = 240) -> dict[str, Any]:
+    with lab.api() as api:
+        return dict(wait_for(lambda: (lambda d: d if d["state"] in FINAL else None)(
+            api.get(f"/drains/{did}").json()), timeout, f"drain {did} to end"))
 
 
-def _first_running(did: int) -> int:
-    def running() -> int | None:
-        d = ferry_json("drain", "show", str(did))
-        return next((m["migration"] for m in d["moves"] if m["state"] == "running"
-                     and m["migration"] is not None), None)
-    return int(wait_for(running, 120, "a move to run"))
+def _first_running(lab: Lab, did: int) -> int:
+    with lab.api() as api:
+        def running() -> int | None:
+            d = api.get(f"/drains/{did}").json()
+            return next((m["migration"] for m in d["moves"] if m["state"] == "running"
+                         and m["migration"] is not None), None)
+        return int(wait_for(running, 120, "a move to run"))
 
 
 def test_drain_plans_moves_reports_and_returns(lab: Lab, make_vm: Callable[..., str],
@@ -101,9 +104,9 @@ def test_cancel_mid_drain_leaves_every_guest_whole_on_one_host(
     vms = [make_vm("node1", memory=192, dirty=8, wss=64) for _ in range(2)]
     ferry("lab", "link", "--rate", "16")  # slow enough to be caught mid-move
     d = ferry_json("host", "drain", "node1")
-    wait_samples(lab, _first_running(d["id"]))
+    wait_samples(lab, _first_running(lab, d["id"]))
     ferry("drain", "cancel", str(d["id"]))
-    final = _drain(d["id"])
+    final = _drain(lab, d["id"])
     assert final["state"] == "cancelled", final
     states = {m["vm"]: m["state"] for m in final["moves"]}
     assert "cancelled" in states.values()
@@ -121,11 +124,11 @@ def test_controller_restart_mid_drain_resumes_it(lab: Lab, make_vm: Callable[...
     vms = [make_vm("node1", memory=128, dirty=4, wss=32) for _ in range(2)]
     ferry("lab", "link", "--rate", "16")
     d = ferry_json("host", "drain", "node1")
-    wait_samples(lab, _first_running(d["id"]))
+    wait_samples(lab, _first_running(lab, d["id"]))
     ferry("lab", "controller", "stop")
     ferry("lab", "controller", "start")
     ferry("lab", "link", "--unlimited")
-    final = _drain(d["id"])
+    final = _drain(lab, d["id"])
     assert final["state"] == "completed", final
     for m in final["moves"]:
         assert lab.where(m["vm"]) == {m["to"]: "running"}

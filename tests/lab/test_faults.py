@@ -48,8 +48,8 @@ def test_a_hung_libvirtd_holds_nobody(lab: Lab, make_vm) -> None:  # type: ignor
         assert r.returncode in (5, 6), r.stdout  # refused or unavailable, within bounds
         with lab.api() as api:
             assert api.get("/health").status_code == 200
-        host = wait_for(lambda: (h := ferry_json("host", "show", "node2"))["state"]
-                        == "unreachable" and h, 60, "node2 marked unreachable")
+            host = wait_for(lambda: (h := api.get("/hosts/node2").json())["state"]
+                            == "unreachable" and h, 60, "node2 marked unreachable")
         assert host["error"]
     ferry("host", "refresh", "node2", timeout=90)
     assert ferry_json("host", "show", "node2")["state"] == "up"
@@ -59,7 +59,7 @@ def test_a_hung_libvirtd_holds_nobody(lab: Lab, make_vm) -> None:  # type: ignor
 
 
 def test_controller_killed_during_a_block_copy_finishes_and_tidies(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
-    vm = make_vm("node1", memory=128, dirty=2, wss=16, disks=("local:0.25",))
+    vm = make_vm("node1", memory=128, dirty=2, wss=16, disks=("local:0.125",))
     m = ferry_json("migrate", vm, "--to", "node2", "--bandwidth", "16")
     with lab.api() as api:
         wait_for(lambda: any(s for s in api.get(f"/migrations/{m['id']}/samples").json()),

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.common.by import By
 
-from tests.lab.browser import chromium
+from tests.lab.browser import By, WebDriverException, chromium
 from tests.lab.conftest import Lab, ferry_json, wait_finished, wait_for, wait_samples
 from tests.lab.prometheus import prometheus
 

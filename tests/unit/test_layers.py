@@ -16,7 +16,11 @@ LAYERS = ["cli", "api", "service", "simulated", "migration", "drain", "predict",
 # the CLI loads the server's stack only inside `ferry serve` (every other command is a
 # thin HTTP client and would pay ~1 s to import it)
 LAZY = {("cli.main", "api.app"), ("cli.main", "hypervisor.drivers"),
-        ("cli.main", "service.settings"), ("cli.main", "service.wiring")}
+        ("cli.main", "service.settings"), ("cli.main", "service.wiring"),
+        # what only `ferry lab ...` and `ferry cpu baseline --from-xml` need (the lab's
+        # processes and certificates; libvirt): every other command starts faster
+        ("cli.lab_cmds", "lab.cluster"), ("cli.lab_cmds", "lab.netns"),
+        ("cli.cpu_cmds", "cpu.baseline")}
 # (`ferry secret rotate` loads the same two service modules)
 
 

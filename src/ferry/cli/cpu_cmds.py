@@ -17,7 +17,6 @@ import typer
 from ferry.cli.client import ApiError, Client
 from ferry.cli.common import JsonOpt, handles_errors
 from ferry.cli.render import console, kv, print_json, table
-from ferry.cpu.baseline import offline_baseline
 from ferry.cpu.model import nova_conf
 from ferry.cpu.xmlinput import CpuInputError
 
@@ -73,6 +72,8 @@ def _offline(files: list[Path], fmt: str) -> None:
         inputs = [(str(f), f.read_text()) for f in files]
     except OSError as exc:
         raise ApiError(400, "invalid", f"cannot read {exc.filename}: {exc.strerror}", {}) from exc
+    from ferry.cpu.baseline import offline_baseline  # here: it loads libvirt
+
     try:
         summary, xml = offline_baseline(inputs)
     except CpuInputError as exc:

@@ -13,7 +13,6 @@ from ferry.cli.common import JsonOpt, handles_errors
 from ferry.cli.render import console, kv, print_json, table
 from ferry.domain.names import check_name
 from ferry.errors import InvalidRequest
-from ferry.lab import cluster, netns
 from ferry.lab.check import check_vm
 from ferry.lab.layout import lab_dir, lab_host
 from ferry.lab.run import LabError
@@ -34,6 +33,7 @@ def lab_up(hosts: Annotated[int, typer.Option(help="How many hosts.")] = 2,
     and the pools shared (dir-shared), local and, with --storage ceph, ceph (rbd)."""
 
     say = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]lab:[/dim] {m}"))
+    from ferry.lab import cluster  # here: the other commands start faster
     state = cluster.up(hosts, client_config=local_config_path(), say=say, storage=storage)
     if as_json:
         print_json({"hosts": state["hosts"], "controller": state["controller"],
@@ -48,6 +48,7 @@ def lab_up(hosts: Annotated[int, typer.Option(help="How many hosts.")] = 2,
 def lab_down(as_json: JsonOpt = False) -> None:
     """Remove everything the lab made (guests, daemons, namespaces, bridge, controller)."""
 
+    from ferry.lab import cluster  # here: the other commands start faster
     res = cluster.down(say=(lambda _m: None) if as_json else console.print)
     if as_json:
         print_json(res)
@@ -58,6 +59,7 @@ def lab_down(as_json: JsonOpt = False) -> None:
 def lab_status(as_json: JsonOpt = False) -> None:
     """Show the lab's hosts, daemons and controller."""
 
+    from ferry.lab import cluster  # here: the other commands start faster
     st = cluster.status()
     if as_json:
         print_json(st)
@@ -79,6 +81,7 @@ def lab_controller_stop(kill: Annotated[bool, typer.Option(
                             "--kill", help="SIGKILL, as a crash would.")] = False,
                         as_json: JsonOpt = False) -> None:
     """Stop the lab's controller (its hosts, guests and jobs go on)."""
+    from ferry.lab import cluster  # here: the other commands start faster
     pid = cluster.controller_stop(lab_dir(), kill)
     res = {"stopped": pid, "signal": "SIGKILL" if kill else "SIGTERM"}
     print_json(res) if as_json else console.print(
@@ -90,6 +93,7 @@ def lab_controller_stop(kill: Annotated[bool, typer.Option(
 @handles_errors
 def lab_controller_start(as_json: JsonOpt = False) -> None:
     """Start the lab's controller again with its settings; it recovers what was running."""
+    from ferry.lab import cluster  # here: the other commands start faster
     pid = cluster.controller_start(lab_dir())
     print_json({"pid": pid}) if as_json else console.print(f"controller {pid} answers")
 
@@ -102,6 +106,7 @@ def lab_link(rate: Annotated[float | None, typer.Option(
              as_json: JsonOpt = False) -> None:
     """Emulate a slower network between lab hosts (tbf on each host's link)."""
 
+    from ferry.lab import cluster, netns  # here: the other commands start faster
     st = cluster.status()
     if not st["up"]:
         raise LabError("the lab is down")

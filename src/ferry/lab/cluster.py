@@ -161,6 +161,9 @@ def up(n_hosts: int = 2, client_config: Path | None = None, say: Say = _quiet,
         "guest_image": {"kernel": str(kernel), "initrd": str(initrd)},
         "console_dir": "/var/lib/libvirt/ferry-console",
         "heartbeat_glob": str(lab / "hosts" / "*" / "var-lib-libvirt" / "ferry-console"),
+        # the lab's guests are small: a --timeout-per-gib asked for ends a move of one
+        # in seconds, not at the 30 s floor meant for real guests
+        "migration_timeout_min_s": 10.0,
         **_api_certificate(lab, ca),
     }
     conf = ctl / "settings.json"

@@ -42,6 +42,11 @@ def _libvirtd_conf(host: LabHost) -> str:
         'unix_sock_group = "root"',
         f'host_uuid = "{host.host_uuid}"',
         'log_outputs = "3:stderr"',
+        # a client that stops answering (a source's p2p migration connection across a
+        # cut link) is dropped after ~8 s, not ~30 s: the destination then ends its
+        # half-arrived guest and answers about it again sooner
+        "keepalive_interval = 2",
+        "keepalive_count = 3",
         "",
     ])
 

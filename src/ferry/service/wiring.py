@@ -39,6 +39,7 @@ from ferry.service.volumes import VolumeService
 log = logging.getLogger("ferry.controller")
 WORKERS = 16
 CANCEL_POLL_S = 2.0  # a cancel asked through another controller reaches the job this fast
+PAUSED_LOOK_S = 5.0  # a broken post-copy that QEMU finished by itself is recorded this fast
 
 
 @dataclass
@@ -69,9 +70,15 @@ class Services:
                 try:
                     self.inventory.reconcile()
                     self.migrations.dispatch()  # e.g. one another controller ended
-                    self.migrations.look_at_paused()
                 except Exception:  # keep the loop alive; the next round retries
                     log.exception("reconcile failed")
+
+        def paused() -> None:  # more often than a full reconcile: a database query when
+            while not self.stopping.wait(PAUSED_LOOK_S):  # nothing is paused
+                try:
+                    self.migrations.look_at_paused()
+                except Exception:
+                    log.exception("looking at paused post-copies failed")
 
         def cancels() -> None:
             while not self.stopping.wait(CANCEL_POLL_S):
@@ -82,6 +89,7 @@ class Services:
 
         threading.Thread(target=loop, name="ferry-reconcile", daemon=True).start()
         threading.Thread(target=cancels, name="ferry-cancels", daemon=True).start()
+        threading.Thread(target=paused, name="ferry-paused", daemon=True).start()
 
     def shutdown(self) -> None:
         self.stopping.set()
