@@ -391,7 +391,7 @@ class MigrationStore:
         if pair is None:
             link, link_how = self._link_bytes_s(source, destination, encrypted)
             setup, setup_how = self._setup_s(source, destination)
-            pair = History(link, link_how, setup, setup_how)
+            pair = History(link, link_how, setup, setup_how, encrypted=bool(encrypted))
         nonzero, nonzero_how = self._nonzero(vm)
         tracking, tracking_how = self._tracking(vm)
         return replace(pair, nonzero_bytes=nonzero, nonzero_how=nonzero_how,
