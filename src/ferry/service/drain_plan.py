@@ -8,6 +8,7 @@ after a restart) and its prediction; the VMs that cannot move, with why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,8 @@ from ferry.service.host_queries import HostQueries
 from ferry.service.migration_store import MigrationStore
 
 MEASURE_WITHIN_S = 30.0
+# a guest's move in the model's terms, its link's rate, and its measurement
+OnMeasured = Callable[[MoveSpec, float, Measurement], None]
 PRECHECK_AND_START_S = 1.5  # prechecks, libvirt's p2p start (lab: ~1-1.5 s)
 REUSE_FOR_S = 300.0  # a plan's measurement stands for the guest this long
 
@@ -123,13 +126,15 @@ class DrainPlanner:
         return place(cands, targets, set(to) if to else None, self.store.incoming_by_host())
 
     def specs(self, cands: list[Candidate], placement: Placement, uris: dict[str, str],
-              link_mib_s: float | None, max_downtime_ms: int | None
+              link_mib_s: float | None, max_downtime_ms: int | None,
+              on_measured: OnMeasured | None = None
               ) -> tuple[list[MoveSpec], Model, dict[str, str]]:
         """Measure every placed guest at once and turn it into the model's terms; a
         guest that cannot be measured is blocked with the reason.  A host's link is
         `link_mib_s` if given, else what its last migration reached.  No per-migration
         rate is learned: what the last one reached may have been a shared link's
-        share."""
+        share.  `on_measured(spec, link, measurement)` hears of each guest as soon as
+        its own measurement is in (the drain starts a quiet one at once)."""
         by_name = {c.vm: c for c in cands}
         placed = [by_name[v] for v in placement.to]
         hist: dict[str, History] = {}
@@ -141,10 +146,28 @@ class DrainPlanner:
             hist[c.vm] = self.store.history(c.vm, *key, pairs.get(key),
                                             encrypted=key[0] in tls and key[1] in tls)
             pairs.setdefault(key, hist[c.vm])
-        asked = self.queries.ask({
-            f"measure:{c.vm}": _measurer(self.conns, uris[str(c.host)], c, self.clock,
-                                         link_bytes_s(hist[c.vm], None)[0])
-            for c in placed}, timeout_s=MEASURE_WITHIN_S)
+        def spec(c: Candidate, m: Measurement) -> tuple[MoveSpec, float]:
+            timeout = timeout_s(c.memory_mib, 0, self.timeout_per_gib_s, self.timeout_min_s)
+            inp, _ = build_inputs(m, hist[c.vm], c.memory_mib, None, max_downtime_ms,
+                                  timeout)
+            link = link_mib_s * MIB if link_mib_s else inp.link.final_bytes_s
+            return MoveSpec(c.vm, str(c.host), placement.to[c.vm], c.memory_mib, inp.guest,
+                            inp.limit_s, inp.cpu_bound, PRECHECK_AND_START_S,
+                            inp.setup_s), link
+
+        def measurer(c: Candidate) -> Callable[[], Measurement]:
+            measure_it = _measurer(self.conns, uris[str(c.host)], c, self.clock,
+                                   link_bytes_s(hist[c.vm], None)[0])
+
+            def run() -> Measurement:
+                m = measure_it()
+                if on_measured is not None:
+                    on_measured(*spec(c, m), m)
+                return m
+            return run
+
+        asked = self.queries.ask({f"measure:{c.vm}": measurer(c) for c in placed},
+                                 timeout_s=MEASURE_WITHIN_S)
         specs: list[MoveSpec] = []
         links: dict[str, float] = {}
         failed: dict[str, str] = {}
@@ -153,16 +176,11 @@ class DrainPlanner:
             if isinstance(m, HypervisorError) or m is None:
                 failed[c.vm] = f"cannot be measured: {m}"
                 continue
-            timeout = timeout_s(c.memory_mib, 0, self.timeout_per_gib_s, self.timeout_min_s)
-            inp, _ = build_inputs(m, hist[c.vm], c.memory_mib, None, max_downtime_ms,
-                                  timeout)
-            link = link_mib_s * MIB if link_mib_s else inp.link.final_bytes_s
-            src, dst = str(c.host), placement.to[c.vm]
-            for h in (src, dst):
+            ms, link = spec(c, m)
+            for h in (ms.source, ms.destination):
                 links[h] = max(links.get(h, 0.0), link)
-            specs.append(MoveSpec(c.vm, src, dst, c.memory_mib, inp.guest, inp.limit_s,
-                                  inp.cpu_bound, PRECHECK_AND_START_S, inp.setup_s))
-            self.measured[c.vm] = (m, self.clock.monotonic())
+            specs.append(ms)
+            self.measured.setdefault(c.vm, (m, self.clock.monotonic()))
         for h in uris:
             links.setdefault(h, (link_mib_s or ASSUMED_LINK_MIB_S) * MIB)
         return specs, Model(links), failed
@@ -199,8 +217,8 @@ def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float |
 
 
 def _measurer(conns: HostConnections, uri: str, c: Candidate, clock: Clock, rate: float
-              ) -> Any:
-    def run() -> Any:
+              ) -> Callable[[], Measurement]:
+    def run() -> Measurement:
         try:
             return measure(conns.get(uri), c.vm, c.memory_mib, clock, bandwidth_bytes_s=rate,
                            before_move=True)

@@ -23,6 +23,10 @@ def _ms(a: datetime | None, b: datetime | None) -> int | None:
     return round((aware(b) - aware(a)).total_seconds() * 1000)
 
 
+def _planned(moves: list[dict[str, Any]], blocked: list[dict[str, str]], eta_ms: int) -> str:
+    return f"{len(moves)} moves, {len(blocked)} VMs stay, ETA {eta_ms / 1000:.1f} s"
+
+
 def aware(t: datetime) -> datetime:
     """SQLite hands back naive datetimes; they were stored as UTC."""
     return t if t.tzinfo else t.replace(tzinfo=UTC)
@@ -46,9 +50,10 @@ class DrainStore:
         self.db, self.clock = db, clock
 
     def create(self, host: str, request: dict[str, Any], moves: list[dict[str, Any]],
-               blocked: list[dict[str, str]], eta_ms: int) -> int:
-        """Record a drain (running) and put its host in maintenance, unless another
-        drain of the same host is unfinished."""
+               blocked: list[dict[str, str]], eta_ms: int | None) -> int:
+        """Record a drain and put its host in maintenance, unless another drain of the
+        same host is unfinished.  Without an ETA it is `planning`: its guests are being
+        measured (`planned` stores the plan)."""
         with self.db.session() as s:
             busy = s.scalar(select(DrainRow).where(DrainRow.host == host,
                                                    DrainRow.state.in_(UNFINISHED)))
@@ -56,19 +61,39 @@ class DrainStore:
                 raise Conflict(f"host {host} is already being drained (drain {busy.id})",
                                {"drain": busy.id})
             now = self.clock.now()
-            planned = (f"{len(moves)} moves, {len(blocked)} VMs stay, ETA "
-                       f"{eta_ms / 1000:.1f} s")
-            row = DrainRow(host=host, state="running", request=request, moves=moves,
-                           blocked=blocked, eta_ms=eta_ms, planned_eta_ms=eta_ms,
-                           created_at=now, started_at=now,
-                           events=[{"at": now.isoformat(), "kind": "planned",
-                                    "message": planned}])
+            if eta_ms is None:
+                first = {"at": now.isoformat(), "kind": "planning", "message": (
+                    f"{len(moves)} VMs placed, {len(blocked)} stay; measuring the guests "
+                    "(a quiet one starts moving at once)")}
+            else:
+                first = {"at": now.isoformat(), "kind": "planned",
+                         "message": _planned(moves, blocked, eta_ms)}
+            row = DrainRow(host=host, state="running" if eta_ms is not None else "planning",
+                           request=request, moves=moves, blocked=blocked, eta_ms=eta_ms,
+                           planned_eta_ms=eta_ms, created_at=now, started_at=now,
+                           events=[first])
             s.add(row)
             if not request.get("return"):
                 s.execute(update(HostRow).where(HostRow.name == host)
                           .values(maintenance=True))
             s.flush()
             return int(row.id)
+
+    def planned(self, did: int, moves: list[dict[str, Any]], blocked: list[dict[str, str]],
+                eta_ms: int, planned_eta_ms: int) -> None:
+        """A planning drain's plan: its moves, the VMs that stay, the ETA from now and
+        the whole drain's predicted length (from its start, planning included)."""
+        with self.db.session() as s:
+            r = s.get(DrainRow, did)
+            assert r is not None
+            r.moves, r.blocked = [dict(m) for m in moves], list(blocked)
+            r.eta_ms, r.planned_eta_ms = eta_ms, planned_eta_ms
+            if r.state == "planning":
+                r.state = "running"
+            r.events = [*(r.events or []), {"at": self.clock.now().isoformat(),
+                                            "kind": "planned",
+                                            "message": _planned(moves, blocked,
+                                                                planned_eta_ms)}]
 
     def get(self, did: int) -> dict[str, Any]:
         with self.db.session() as s:

@@ -18,19 +18,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ferry.clock import Clock
 from ferry.domain.models import Migration, MigrationState
 from ferry.domain.names import check_name
-from ferry.domain.vocab import EventKind
-from ferry.drain.schedule import Active, may_share
+from ferry.drain.placement import Candidate, Placement
+from ferry.drain.schedule import Active, Model, MoveSpec, order
 from ferry.errors import Conflict, FerryError, InvalidRequest
 from ferry.migration.pipeline import Hooks
-from ferry.service.drain_plan import DrainPlanner, DrainRequest, model_of, plan_dict, spec_of
+from ferry.predict.inputs import Measurement
+from ferry.service.drain_gate import QUIET_SHARE, LinkGate
+from ferry.service.drain_plan import (
+    DrainPlanner,
+    DrainRequest,
+    model_of,
+    plan_dict,
+    spec_dict,
+    spec_of,
+)
 from ferry.service.drain_store import DrainStore, aware
 from ferry.service.hosts import HostService
 from ferry.service.inventory import Inventory
@@ -39,10 +48,11 @@ from ferry.service.migration_store import MigrationStore
 
 log = logging.getLogger("ferry.drains")
 TICK_S = 1.0
-GATE_POLL_S = 0.2
-HANDOVER_S = 1.0
-QUIET_SHARE = 0.05  # dirtying below 5 % of the link: round 1 is nearly the whole job
 ATTEMPTS = 2  # a move that fails is tried once more, elsewhere
+MEASURING = "measuring"  # a planning drain's move whose guest is not measured yet
+# what a move's run has told (kept when a plan is made around a move under way)
+RUNTIME = ("state", "migration", "migrations", "tried", "error", "to", "started_at",
+           "total_ms", "downtime_ms", "cancel_sent")
 
 
 def _check(req: DrainRequest) -> None:
@@ -64,13 +74,11 @@ class DrainService:
         self.clock, self.executor = clock, executor
         self._running: set[int] = set()
         self._lock = threading.Lock()
-        # per source host: VMs of drains whose job was let through and has not ended
-        self._on_link: dict[str, set[str]] = {}
+        self.gate = LinkGate(drains, store, clock)
 
     # -- planning --------------------------------------------------------------
-    def plan(self, req: DrainRequest, vms: list[str] | None = None) -> dict[str, Any]:
-        """Where every VM goes, in which order, how many at once, and the ETA; nothing
-        moves.  `vms`: move these to `req.host` instead (a return)."""
+    def _place(self, req: DrainRequest, vms: list[str] | None
+               ) -> tuple[list[Candidate], Placement, dict[str, str]]:
         _check(req)
         self.hosts.get(req.host)
         for h in req.to:
@@ -78,7 +86,12 @@ class DrainService:
         self.inventory.reconcile()
         cands, targets, uris = self.planner.candidates(vms, None if vms else req.host)
         to = (req.host,) if vms is not None else req.to
-        placement = self.planner.place(cands, targets, to)
+        return cands, self.planner.place(cands, targets, to), uris
+
+    def plan(self, req: DrainRequest, vms: list[str] | None = None) -> dict[str, Any]:
+        """Where every VM goes, in which order, how many at once, and the ETA; nothing
+        moves.  `vms`: move these to `req.host` instead (a return)."""
+        cands, placement, uris = self._place(req, vms)
         specs, model, unmeasured = self.planner.specs(cands, placement, uris, req.link_mib_s,
                                                       req.max_downtime_ms)
         sched = self.planner.schedule(specs, model, req.max_parallel)
@@ -109,16 +122,96 @@ class DrainService:
 
     # -- running -----------------------------------------------------------------
     def start(self, req: DrainRequest, vms: list[str] | None = None) -> dict[str, Any]:
-        """Plan, put the host in maintenance (unless it is a return), store, run."""
-        p = self.plan(req, vms)
+        """Place every VM, record the drain (`planning`; the host in maintenance unless
+        it is a return), measure the guests and store the plan (`_finish_plan`: the
+        first quiet guest moves while the others are measured), then run it."""
+        cands, placement, _uris = self._place(req, vms)
         request = {"to": list(req.to), "max_parallel": req.max_parallel,
                    "link_mib_s": req.link_mib_s, "max_downtime_ms": req.max_downtime_ms,
                    "return": vms is not None}
-        moves = [{**m, "state": "pending", "migration": None, "migrations": [],
-                  "tried": [], "error": ""} for m in p["moves"]]
-        did = self.drains.create(req.host, request, moves, p["blocked"], p["eta_ms"])
+        source = {c.vm: str(c.host) for c in cands}
+        moves: list[dict[str, Any]] = [
+            {"vm": vm, "to": to, "source": source[vm], "order": i, "state": MEASURING,
+             "migration": None, "migrations": [], "tried": [], "error": ""}
+            for i, (vm, to) in enumerate(placement.to.items())]
+        did = self.drains.create(req.host, request, moves,
+                                 [{"vm": v, "reason": r}
+                                  for v, r in sorted(placement.blocked.items())], None)
+        self._finish_plan(did, early=True)
         self._submit(did)
         return self.drains.get(did)
+
+    def _finish_plan(self, did: int, early: bool) -> None:
+        """Measure the drain's guests still `measuring` (all at once), schedule them
+        after what already runs, and store the plan with the ETA.
+
+        With `early`, the first guest whose measurement shows it quiet (dirtying
+        under QUIET_SHARE of its link: it converges whatever shares the link) starts
+        moving at once, with that measurement, instead of waiting for the slowest
+        guest's (~8 s for six guests on the lab): its transfer overlaps the others'
+        measurement.  Without it (a restart cut the planning short), the plan is
+        only finished."""
+        d = self.drains.get(did)
+        req = d["request"]
+        by_vm = {m["vm"]: m for m in d["moves"]}
+        waiting = [m for m in d["moves"] if m["state"] == MEASURING]
+        cands, _targets, uris = self.planner.candidates([m["vm"] for m in waiting])
+        lock = threading.Lock()
+        gate = {"open": early}  # closed once the plan is made (a late answer starts nothing)
+        started: set[str] = set()
+
+        def start_if_quiet(spec: MoveSpec, link: float, m: Measurement) -> None:
+            with lock:
+                if not gate["open"] or spec.guest.curve.rate_bytes_s > QUIET_SHARE * link \
+                        or self.drains.cancel_requested(did):
+                    return
+                gate["open"] = False
+                started.add(spec.vm)
+                mv = by_vm[spec.vm]
+                mv.update(state="pending",
+                          model=spec_dict(spec, Model({spec.source: link,
+                                                       spec.destination: link})))
+                self.planner.measured[spec.vm] = (m, self.clock.monotonic())
+                self.drains.event(did, "early", f"{spec.vm} is quiet: it moves while the "
+                                  "others are measured")
+                self._start_move(mv, d)
+                self.drains.save(did, d["moves"], None)
+
+        specs, model, unmeasured = self.planner.specs(
+            cands, Placement({m["vm"]: m["to"] for m in waiting}, {}), uris,
+            req.get("link_mib_s"), req.get("max_downtime_ms"), start_if_quiet)
+        with lock:
+            gate["open"] = False
+        specs += [spec_of(m, d["host"]) for m in d["moves"]
+                  if m["state"] != MEASURING and m["vm"] not in started]
+        now = (self.clock.now() - datetime.fromisoformat(d["started_at"])).total_seconds()
+        active: list[Active] = []
+        pending: list[MoveSpec] = []
+        settled: list[MoveSpec] = []
+        for sp in specs:
+            mv = by_vm[sp.vm]
+            if mv["state"] == "running":
+                active.append(self._active({**mv, "model": spec_dict(sp, model)},
+                                           d["host"], now))
+            elif mv["state"] in (MEASURING, "pending"):
+                pending.append(replace(sp, destination=mv["to"]))  # a retry may move it
+            else:
+                settled.append(sp)
+        sched = self.planner.schedule_from(order(pending, model), model, req["max_parallel"],
+                                           active, now)
+        planned = plan_dict(d["host"], sched, specs, model, {}, req["max_parallel"])
+        moves: list[dict[str, Any]] = []
+        for pm in planned["moves"]:
+            old = by_vm[pm["vm"]]
+            mv = {**pm, "state": "pending", "migration": None, "migrations": [], "tried": [],
+                  "error": ""}
+            if old["state"] != MEASURING:
+                mv.update({k: old[k] for k in RUNTIME if k in old})
+            moves.append(mv)
+        moves += [{**by_vm[sp.vm], "model": spec_dict(sp, model)} for sp in settled]
+        blocked = [*d["blocked"], *({"vm": v, "reason": r} for v, r in sorted(unmeasured.items()))]
+        self.drains.planned(did, moves, blocked, round(sched.eta_s * 1000),
+                            round((now + sched.eta_s) * 1000))
 
     def _submit(self, did: int) -> None:
         with self._lock:
@@ -142,8 +235,8 @@ class DrainService:
         d = self.drains.get(did)
         since = datetime.fromisoformat(d["started_at"])
         for m in d["moves"]:  # at once, not at the runner's next look; a move being
-            if m["state"] not in ("pending", "running"):  # started has no id stored yet
-                continue
+            if m["state"] not in ("pending", "running", MEASURING):  # started has no id
+                continue  # stored yet (nor the quiet one moving while a plan is made)
             for mig in self.store.list_migrations(m["vm"], 5):
                 if mig.state.finished or (mig.created_at and aware(mig.created_at) < since):
                     continue
@@ -171,6 +264,9 @@ class DrainService:
         says starts now, update the ETA.  True once the drain has ended."""
         d = self.drains.get(did)
         moves: list[dict[str, Any]] = d["moves"]
+        if any(m["state"] == MEASURING for m in moves):
+            self._finish_plan(did, early=False)  # a restart cut its planning short
+            return False
         cancelling = self.drains.cancel_requested(did)
         for m in moves:
             if m["state"] == "running":
@@ -235,7 +331,7 @@ class DrainService:
         m["started_at"] = self.clock.now().timestamp()
         m["tried"] = [*m["tried"], m["to"]]
         fresh = self.planner.fresh(m["vm"]) if len(m["tried"]) == 1 else None
-        hooks = Hooks(self._gate(d["id"], m["vm"], m.get("source", d["host"])),
+        hooks = Hooks(self.gate.hold(d["id"], m["vm"], m.get("source", d["host"])),
                       fresh[0] if fresh else None, fresh[1] if fresh else 0.0)
         try:
             mig = self.migrations.start(m["vm"], m["to"],
@@ -250,59 +346,6 @@ class DrainService:
         if mig.state.finished:  # refused in its prechecks, or ran inline (simulation)
             self._follow(m, d, False)
 
-    def _gate(self, did: int, vm: str, source: str) -> Callable[[threading.Event], None]:
-        """Hold a move's job (measured, planned) until its link can take it: a move
-        prepares while others transfer, and transfers only when the model says that
-        every transfer then on the link still converges (usually: when it is free)."""
-        def wait(cancel: threading.Event) -> None:
-            while not cancel.is_set():
-                with self._lock:
-                    on = self._on_link.setdefault(source, set())
-                    if self._link_takes(did, vm, on - {vm}):
-                        on.add(vm)
-                        return
-                self.clock.sleep(GATE_POLL_S)
-        return wait
-
-    def _link_takes(self, did: int, vm: str, others: set[str]) -> bool:
-        if not others:
-            return True
-        d = self.drains.get(did)
-        by_vm = {m["vm"]: m for m in d["moves"]}
-        others = {o for o in others if not self._leaving(by_vm.get(o))}
-        if not others:
-            return True
-        specs = {m["vm"]: spec_of(m, d["host"]) for m in d["moves"]}
-        if vm not in specs or not others <= set(specs):
-            return False  # another drain's move: do not share with what we cannot model
-        model = model_of(d["moves"], d["host"], d["request"].get("link_mib_s"))
-        return may_share(specs[vm], [specs[o] for o in others], model)
-
-    def _leaving(self, m: dict[str, Any] | None) -> bool:
-        """Is this move's job about to leave the link: ended, switched to post-copy
-        (whose background copy Ferry slows to a quarter of the rate), everything sent
-        (its last sample says nothing remains: libvirt finishing), or a guest that
-        hardly dirties in its first round with less than HANDOVER_S of it left (it then
-        ends; the next job's start, ~1 s before its first byte, overlaps it).  Any other
-        is left alone: sharing could keep it from converging."""
-        if m is None or m.get("migration") is None:
-            return False
-        mid = int(m["migration"])
-        mig = self.store.get(mid)
-        if mig.state.finished or any(e.kind == EventKind.START_POSTCOPY for e in mig.events):
-            return True  # in post-copy the background copy runs at a quarter of the rate
-        last = self.store.last_sample(mid)
-        if last is None:
-            return False
-        quiet = float(m["model"]["dirty_bytes_s"]) <= QUIET_SHARE * last.bandwidth_bytes_s
-        return last.memory_remaining_bytes == 0 or (
-            quiet and last.iteration == 1 and
-            last.memory_remaining_bytes <= last.bandwidth_bytes_s * HANDOVER_S)
-
-    def _off_link(self, m: dict[str, Any], d: dict[str, Any]) -> None:
-        with self._lock:
-            self._on_link.get(m.get("source", d["host"]), set()).discard(m["vm"])
-
     def _follow(self, m: dict[str, Any], d: dict[str, Any], cancelling: bool) -> None:
         mig = self.store.get(int(m["migration"]))
         if not mig.state.finished:
@@ -313,7 +356,7 @@ class DrainService:
                 except FerryError as exc:  # e.g. past its post-copy switch: it finishes
                     m["error"] = f"not cancelled: {exc.message}"
             return
-        self._off_link(m, d)
+        self.gate.release(m["vm"], m.get("source", d["host"]))
         m["total_ms"], m["downtime_ms"] = mig.total_ms, mig.downtime_ms
         if mig.state == MigrationState.COMPLETED:
             m["state"], m["to"], m["error"] = "completed", mig.destination, ""

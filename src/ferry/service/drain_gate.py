@@ -1,0 +1,82 @@
+"""Which drain move's job may use its source's link now (the gate a prepared move
+waits at): moves prepare while others transfer, and a job transfers only when the
+model says every transfer then on the link still converges (usually: when it is
+free, or when what runs there is about to leave it)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ferry.clock import Clock
+from ferry.domain.vocab import EventKind
+from ferry.drain.schedule import may_share
+from ferry.service.drain_plan import model_of, spec_of
+from ferry.service.drain_store import DrainStore
+from ferry.service.migration_store import MigrationStore
+
+GATE_POLL_S = 0.2
+HANDOVER_S = 1.0
+QUIET_SHARE = 0.05  # dirtying below 5 % of the link: round 1 is nearly the whole job
+
+
+class LinkGate:
+    def __init__(self, drains: DrainStore, store: MigrationStore, clock: Clock) -> None:
+        self.drains, self.store, self.clock = drains, store, clock
+        self._lock = threading.Lock()
+        # per source host: VMs of drains whose job was let through and has not ended
+        self._on_link: dict[str, set[str]] = {}
+
+    def hold(self, did: int, vm: str, source: str) -> Callable[[threading.Event], None]:
+        """A move's hook: its job (measured, planned) waits here until its link can
+        take it."""
+        def wait(cancel: threading.Event) -> None:
+            while not cancel.is_set():
+                with self._lock:
+                    on = self._on_link.setdefault(source, set())
+                    if self._takes(did, vm, on - {vm}):
+                        on.add(vm)
+                        return
+                self.clock.sleep(GATE_POLL_S)
+        return wait
+
+    def release(self, vm: str, source: str) -> None:
+        """The move's job has ended: it no longer uses the link."""
+        with self._lock:
+            self._on_link.get(source, set()).discard(vm)
+
+    def _takes(self, did: int, vm: str, others: set[str]) -> bool:
+        if not others:
+            return True
+        d = self.drains.get(did)
+        by_vm = {m["vm"]: m for m in d["moves"]}
+        others = {o for o in others if not self._leaving(by_vm.get(o))}
+        if not others:
+            return True
+        specs = {m["vm"]: spec_of(m, d["host"]) for m in d["moves"] if "model" in m}
+        if vm not in specs or not others <= set(specs):
+            return False  # another drain's move: do not share with what we cannot model
+        model = model_of(d["moves"], d["host"], d["request"].get("link_mib_s"))
+        return may_share(specs[vm], [specs[o] for o in others], model)
+
+    def _leaving(self, m: dict[str, Any] | None) -> bool:
+        """Is this move's job about to leave the link: ended, switched to post-copy
+        (whose background copy Ferry slows to a quarter of the rate), everything sent
+        (its last sample says nothing remains: libvirt finishing), or a guest that
+        hardly dirties in its first round with less than HANDOVER_S of it left (it then
+        ends; the next job's start, ~1 s before its first byte, overlaps it).  Any other
+        is left alone: sharing could keep it from converging."""
+        if m is None or m.get("migration") is None:
+            return False
+        mid = int(m["migration"])
+        mig = self.store.get(mid)
+        if mig.state.finished or any(e.kind == EventKind.START_POSTCOPY for e in mig.events):
+            return True  # in post-copy the background copy runs at a quarter of the rate
+        last = self.store.last_sample(mid)
+        if last is None:
+            return False
+        quiet = float(m["model"]["dirty_bytes_s"]) <= QUIET_SHARE * last.bandwidth_bytes_s
+        return last.memory_remaining_bytes == 0 or (
+            quiet and last.iteration == 1 and
+            last.memory_remaining_bytes <= last.bandwidth_bytes_s * HANDOVER_S)
