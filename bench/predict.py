@@ -181,7 +181,7 @@ def table(name: str, rows: list[dict[str, Any]], s: dict[str, Any]) -> str:
     return "\n".join(md)
 
 
-def plot(name: str, rows: list[dict[str, Any]]) -> None:
+def plot(name: str, rows: list[dict[str, Any]], out: str = "") -> None:
     """Predicted against actual total time, with each prediction's range."""
     import matplotlib
 
@@ -206,7 +206,7 @@ def plot(name: str, rows: list[dict[str, Any]]) -> None:
     ax.set_title(f"fresh VMs, {name} seeds")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / f"predict-{name}.png", dpi=100)
+    fig.savefig(RESULTS / f"{out or 'predict-' + name}.png", dpi=100)
 
 
 def main() -> None:
@@ -214,6 +214,7 @@ def main() -> None:
     ap.add_argument("--set", choices=tuple(FIRST_SEED), default="heldout")
     ap.add_argument("--cases", type=int, default=12)
     ap.add_argument("--first", type=int, default=0, help="skip this many seeds of the set")
+    ap.add_argument("--name", default="", help="results file name (default predict-SET)")
     args = ap.parse_args()
     seeds = [FIRST_SEED[args.set] + args.first + i for i in range(args.cases)]
     warm_up()
@@ -222,11 +223,11 @@ def main() -> None:
         rows.append(run(case(seed)))
         print(rows[-1], flush=True)
     s = summary(rows)
-    write(f"predict-{args.set}", {"when": datetime.now(UTC).isoformat(),
-                                  "machine": platform.node(), "set": args.set,
-                                  "seeds": seeds, "summary": s, "rows": rows},
+    name = args.name or f"predict-{args.set}"
+    write(name, {"when": datetime.now(UTC).isoformat(), "machine": platform.node(),
+                 "set": args.set, "seeds": seeds, "summary": s, "rows": rows},
           table(args.set, rows, s))
-    plot(args.set, rows)
+    plot(args.set, rows, name)
 
 
 if __name__ == "__main__":
