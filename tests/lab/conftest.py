@@ -36,14 +36,18 @@ libvirt.registerErrorHandler(lambda _c, _e: None, None)
 TRACE = os.environ.get("FERRY_TEST_TRACE")  # a file: each CLI call's start and duration
 
 
+def _trace(line: str) -> None:
+    if TRACE:
+        with open(TRACE, "a") as f:
+            f.write(f"{time.time():.1f} {line}\n")
+
+
 def ferry(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, FERRY_CONFIG=str(CLIENT_CONFIG), COLUMNS="200")
     t0 = time.monotonic()
     proc = subprocess.run([FERRY, *args], capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
-    if TRACE:
-        with open(TRACE, "a") as f:
-            f.write(f"{time.time():.1f} {time.monotonic() - t0:6.2f} ferry {' '.join(args)}\n")
+    _trace(f"{time.monotonic() - t0:6.2f} ferry {' '.join(args)}")
     if check and proc.returncode != 0:
         raise AssertionError(f"ferry {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
@@ -200,10 +204,6 @@ def wait_samples(lab: Lab, mid: int) -> None:
 @pytest.fixture(autouse=True)
 def _trace_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """With FERRY_TEST_TRACE set, mark each test's start and end in the trace."""
-    if TRACE:
-        with open(TRACE, "a") as f:
-            f.write(f"{time.time():.1f} ---- start {request.node.nodeid}\n")
+    _trace(f"---- start {request.node.nodeid}")
     yield
-    if TRACE:
-        with open(TRACE, "a") as f:
-            f.write(f"{time.time():.1f} ---- end {request.node.nodeid}\n")
+    _trace(f"---- end {request.node.nodeid}")

@@ -180,7 +180,7 @@ class DrainPlanner:
             for h in (ms.source, ms.destination):
                 links[h] = max(links.get(h, 0.0), link)
             specs.append(ms)
-            self.measured.setdefault(c.vm, (m, self.clock.monotonic()))
+            self.measured[c.vm] = (m, self.clock.monotonic())
         for h in uris:
             links.setdefault(h, (link_mib_s or ASSUMED_LINK_MIB_S) * MIB)
         return specs, Model(links), failed

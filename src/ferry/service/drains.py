@@ -182,6 +182,8 @@ class DrainService:
             req.get("link_mib_s"), req.get("max_downtime_ms"), start_if_quiet)
         with lock:
             gate["open"] = False
+        for vm in started:  # its measurement went with its move: not for a later one
+            self.planner.measured.pop(vm, None)
         specs += [spec_of(m, d["host"]) for m in d["moves"]
                   if m["state"] != MEASURING and m["vm"] not in started]
         now = (self.clock.now() - datetime.fromisoformat(d["started_at"])).total_seconds()

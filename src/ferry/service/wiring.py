@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -65,31 +66,29 @@ class Services:
         self.migrations.recover()
         self.drains.recover()
 
+        def reconcile() -> None:
+            self.inventory.reconcile()
+            self.migrations.dispatch()  # e.g. one another controller ended
+
+        self._every(self.settings.reconcile_interval_s, "reconcile", reconcile,
+                    "reconcile")
+        self._every(CANCEL_POLL_S, "cancels", self.migrations.watch_cancels,
+                    "looking for cancel requests")
+        # more often than a full reconcile: a database query when nothing is paused
+        self._every(PAUSED_LOOK_S, "paused", self.migrations.look_at_paused,
+                    "looking at paused post-copies")
+
+    def _every(self, period_s: float, name: str, step: Callable[[], None], what: str) -> None:
+        """Run `step` every `period_s` in a thread of its own until shutdown; a failed
+        round is logged ("`what` failed") and the next one tries again."""
         def loop() -> None:
-            while not self.stopping.wait(self.settings.reconcile_interval_s):
+            while not self.stopping.wait(period_s):
                 try:
-                    self.inventory.reconcile()
-                    self.migrations.dispatch()  # e.g. one another controller ended
-                except Exception:  # keep the loop alive; the next round retries
-                    log.exception("reconcile failed")
-
-        def paused() -> None:  # more often than a full reconcile: a database query when
-            while not self.stopping.wait(PAUSED_LOOK_S):  # nothing is paused
-                try:
-                    self.migrations.look_at_paused()
+                    step()
                 except Exception:
-                    log.exception("looking at paused post-copies failed")
+                    log.exception("%s failed", what)
 
-        def cancels() -> None:
-            while not self.stopping.wait(CANCEL_POLL_S):
-                try:
-                    self.migrations.watch_cancels()
-                except Exception:
-                    log.exception("looking for cancel requests failed")
-
-        threading.Thread(target=loop, name="ferry-reconcile", daemon=True).start()
-        threading.Thread(target=cancels, name="ferry-cancels", daemon=True).start()
-        threading.Thread(target=paused, name="ferry-paused", daemon=True).start()
+        threading.Thread(target=loop, name=f"ferry-{name}", daemon=True).start()
 
     def shutdown(self) -> None:
         self.stopping.set()
