@@ -12,7 +12,10 @@ the unshaped link (not measured).
   parallelOutboundMigrationsPerNode), destinations alternating;
 - proxmox: one at a time, every guest to one target (node2) (bulk migrate,
   max_workers 1);
-- ferry: `ferry host drain node1 --link 48 --wait --json`.
+- ferry: `ferry host drain node1 --link 48 --wait --json` (TLS between the lab's
+  hosts, Ferry's default);
+- ferry-plain: the same with `--no-tls`, in clear like the baselines (the
+  like-for-like comparison).
 
 Baselines are plain `virsh migrate --live --p2p --persistent --undefinesource`
 with libvirt's defaults, as those tools leave them (no post-copy, 300 ms
@@ -30,6 +33,7 @@ run), VMs not moved, bytes sent; for Ferry its planned ETA vs actual and the
 physical limit (bytes the host sent / link rate).
 
 Usage: .venv/bin/python bench/drain.py [--reps 1] [--mix mixed,converging]
+       [--strategies nova,kubevirt,proxmox,ferry-plain,ferry]
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ MIXES = {
     "heldout": {"dr1": (384, 2, 32), "dr2": (192, 16, 64), "dr3": (256, 0, 16),
                 "dr4": (128, 8, 32), "dr5": (320, 32, 128), "dr6": (256, 6, 48)},
 }
+STRATEGIES = ("nova", "kubevirt", "proxmox", "ferry-plain", "ferry")
 TIMEOUT_S_PER_GIB = {"nova": 800.0, "kubevirt": 150.0, "proxmox": float("inf")}
 MIB = 1 << 20
 
@@ -112,9 +117,9 @@ def baseline(name: str, guests: dict[str, tuple[int, int, int]]) -> list[dict[st
     return results
 
 
-def ferry_drain() -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+def ferry_drain(tls: bool) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
     proc, wall_ms = ferry("host", "drain", "node1", "--link", str(LINK_MIB_S), "--wait",
-                          "--json", check=False)
+                          "--json", "--tls" if tls else "--no-tls", check=False)
     d = json.loads(proc.stdout)
     moves = []
     for m in d["moves"]:
@@ -144,8 +149,8 @@ def run(strategy: str, guests: dict[str, tuple[int, int, int]]) -> dict[str, Any
     since = time.time_ns()
     t0 = time.perf_counter()
     drain = None
-    if strategy == "ferry":  # the drain command alone, not the look-ups after it
-        moves, drain, makespan = ferry_drain()
+    if strategy.startswith("ferry"):  # the drain command alone, not the look-ups after it
+        moves, drain, makespan = ferry_drain(strategy == "ferry")
     else:
         moves = baseline(strategy, guests)
         makespan = time.perf_counter() - t0
@@ -180,7 +185,9 @@ def run(strategy: str, guests: dict[str, tuple[int, int, int]]) -> dict[str, Any
                    drain_elapsed_s=round(drain["elapsed_ms"] / 1000, 1),
                    plan_s=round(makespan - drain["elapsed_ms"] / 1000, 1),
                    planned_at_s=round((planned_at - start).total_seconds(), 1),
-                   state=drain["state"])
+                   state=drain["state"],
+                   events=[[round((datetime.fromisoformat(e["at"]) - start).total_seconds(), 2),
+                            e["kind"], e["message"]] for e in drain["events"]])
     return out
 
 
@@ -189,13 +196,17 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--mix", default="mixed,converging")
     ap.add_argument("--name", default="drain", help="results file name (default drain)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES),
+                    help="comma-separated, of " + ", ".join(STRATEGIES))
     args = ap.parse_args()
     state = ferry_json("lab", "status")
     if len(state.get("hosts", [])) != 3:
         ferry("lab", "down")
         ferry("lab", "up", "--hosts", "3")
     runs: list[dict[str, Any]] = []
-    strategies = ["nova", "kubevirt", "proxmox", "ferry"]
+    strategies = args.strategies.split(",")
+    if unknown := set(strategies) - set(STRATEGIES):
+        ap.error(f"unknown strategies: {', '.join(sorted(unknown))}")
     for mix in args.mix.split(","):
         guests = MIXES[mix]
         for vm in guests:
@@ -229,6 +240,32 @@ def _net(runs: list[dict[str, Any]], key: str, agg: Any = median) -> str:
     return f"{agg(vals):.0f}" if vals else "-"
 
 
+def _ferry_lines(name: str, f: list[dict[str, Any]], mk: dict[str, float],
+                 base: list[str]) -> list[str]:
+    """One Ferry strategy against the best baseline, its ETA and the physical limit."""
+    fm = mk[name]
+    drain = median([r["drain_elapsed_s"] for r in f])
+    eta = median([r["planned_eta_s"] for r in f])
+    at = median([r.get("planned_at_s", 0.0) for r in f])
+    phys = median([r["physical_s"] for r in f])
+    out = [""]
+    if base:
+        best = min((mk[s], s) for s in base)
+        out.append(f"- {name} / best baseline ({best[1]}): **{fm / best[0]:.2f}** "
+                   "(goal <= 0.8)")
+    return [*out,
+        f"- {name}: planned ETA {eta:.1f} s vs the drain's actual {drain:.1f} s: "
+        f"error **{abs(eta - drain) / drain:.0%}** (goal <= 15 %); the plan "
+        f"was made {at:.1f} s into the drain (its guests measured, a quiet one "
+        f"already moving): what it predicted from there, {eta - at:.1f} s, vs "
+        f"{drain - at:.1f} s: error {abs(eta - drain) / max(drain - at, 0.1):.0%}; "
+        f"before the drain's record the command took "
+        f"{median([r['plan_s'] for r in f]):.1f} s (placement)",
+        f"- {name}: physical limit (MiB sent / {LINK_MIB_S} MiB/s) "
+        f"{phys:.1f} s; the drain {drain / phys:.2f}x it, the whole command "
+        f"{fm / phys:.2f}x (goal <= 1.15)", ""]
+
+
 def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     md = ["# Draining a host: Ferry vs peers' defaults (same lab, same guests)", "",
           f"Lab: 3 hosts, links shaped to {LINK_MIB_S} MiB/s, TCG guests; node1 emptied onto "
@@ -239,8 +276,9 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
           f"{args.reps} rep(s). Guest pause: the largest heartbeat gap the guest showed "
           "while the run lasted; blackout: the longest time the lab's network client got no "
           "UDP echo from it (guests with a NIC), with the TCP resets its connection saw. "
-          "Ferry's streams are TLS-encrypted (its default between hosts with migration "
-          "certificates); the baselines' are not (libvirt's default). Ferry's makespan "
+          "`ferry` streams are TLS-encrypted (its default between hosts with migration "
+          "certificates), `ferry-plain` ones are not (`--no-tls`), nor are the baselines' "
+          "(libvirt's default): ferry-plain is the like-for-like comparison. Ferry's makespan "
           "includes planning: its drain is recorded as soon as the VMs are placed, and a "
           "quiet guest moves while the others are measured.",
           ""]
@@ -265,26 +303,9 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                       f"{_net(v, 'tcp_resets', sum)} | "
                       f"{median([r['sent_mib'] for r in v]):.0f} | "
                       f"{all(r['guests_clean'] for r in v)} |")
-        f = by.get("ferry", [])
-        if f:
-            best = min((mk[s], s) for s in mk if s != "ferry")
-            fm = mk["ferry"]
-            drain = median([r["drain_elapsed_s"] for r in f])
-            eta = median([r["planned_eta_s"] for r in f])
-            at = median([r.get("planned_at_s", 0.0) for r in f])
-            phys = median([r["physical_s"] for r in f])
-            md += ["", f"- Ferry / best baseline ({best[1]}): **{fm / best[0]:.2f}** "
-                   f"(goal <= 0.8)",
-                   f"- Ferry's planned ETA {eta:.1f} s vs the drain's actual {drain:.1f} s: "
-                   f"error **{abs(eta - drain) / drain:.0%}** (goal <= 15 %); the plan "
-                   f"was made {at:.1f} s into the drain (its guests measured, a quiet one "
-                   f"already moving): what it predicted from there, {eta - at:.1f} s, vs "
-                   f"{drain - at:.1f} s: error {abs(eta - drain) / max(drain - at, 0.1):.0%}; "
-                   f"before the drain's record the command took "
-                   f"{median([r['plan_s'] for r in f]):.1f} s (placement)",
-                   f"- physical limit (MiB Ferry's run sent / {LINK_MIB_S} MiB/s): "
-                   f"{phys:.1f} s; Ferry's drain {drain / phys:.2f}x it, the whole command "
-                   f"{fm / phys:.2f}x (goal <= 1.15)", ""]
+        base = [s for s in mk if not s.startswith("ferry")]
+        for name in (s for s in STRATEGIES if s.startswith("ferry") and s in by):
+            md += _ferry_lines(name, by[name], mk, base)
         for st, v in by.items():
             if any(r.get("blackout_median_ms") is not None for r in v):
                 md.append(f"- network, {st}: blackout median {_net(v, 'blackout_median_ms')} "

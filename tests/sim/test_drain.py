@@ -173,3 +173,23 @@ def test_a_stopped_vm_is_listed_with_its_state(env: SimEnv) -> None:
     assert {b["vm"]: b["reason"] for b in plan["blocked"]} == {
         "c1": "not running (shutoff): only a running VM moves live"}
     assert sorted(m["vm"] for m in plan["moves"]) == ["a1", "b1"]
+
+
+def test_the_plan_learns_what_one_stream_reaches_from_earlier_moves(env: SimEnv) -> None:
+    """A host's latest uncapped migrations say what one stream reaches; a capped one
+    (it shows the cap, not the stream) is not read."""
+    _guests(env)
+    env.vm("probe", memory=256, dirty=0)
+    plan = env.svc.drains.plan(DrainRequest("node1", link_mib_s=64))
+    assert all(m["model"]["stream_bytes_s"] is None for m in plan["moves"])  # no history
+    capped = env.migrate("probe", "node2", bandwidth_mib_s=8)
+    env.migrate("probe", "node1", bandwidth_mib_s=8)
+    assert capped.state == MigrationState.COMPLETED
+    plan = env.svc.drains.plan(DrainRequest("node1", link_mib_s=64))
+    assert all(m["model"]["stream_bytes_s"] is None for m in plan["moves"])
+    plain = env.migrate("probe", "node2", tls=False)
+    env.migrate("probe", "node1", tls=False)
+    assert plain.transferred_bytes and plain.total_ms
+    rate = plain.transferred_bytes / (plain.total_ms / 1000)
+    plan = env.svc.drains.plan(DrainRequest("node1", link_mib_s=64, tls=False))
+    assert {m["model"]["stream_bytes_s"] for m in plan["moves"]} == {round(rate)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ferry.drain.schedule import Active, Limits, Model, MoveSpec, order, plan
 from ferry.predict.dirty import MIB, DirtyCurve
 from ferry.predict.precopy import Guest
+from ferry.service.drain_plan import streams_seen
 
 LINK = 48 * MIB
 LINKS = {"a": LINK, "b": LINK, "c": LINK}
@@ -111,3 +112,27 @@ def test_a_stream_measured_just_below_the_link_fills_it() -> None:
     model = Model(LINKS, {"a": 0.93 * LINK})
     assert model.stream("a") == LINK
     assert Model(LINKS, {"a": 0.5 * LINK}).stream("a") == 0.5 * LINK
+
+
+def test_alone_is_judged_at_what_one_stream_reaches_not_the_link() -> None:
+    """A dirtier that would converge on the whole link, but not at the rate one
+    migration from its host reaches, needs the link to itself; two idle guests then
+    transfer side by side (one stream alone would leave half the link idle)."""
+    heavy = mv("heavy", 256, 200, dirty=30, wss=128)
+    idle = [mv(f"i{i}", 256, 100, to="bc"[i % 2]) for i in range(2)]
+    full, half = Model(LINKS), Model(LINKS, {"a": LINK / 2})
+    assert full.fits(heavy, LINK) and not full.alone(heavy)
+    assert half.alone(heavy)
+    s = plan(order(idle, half), LINKS, Limits(), 2, model=half)
+    assert s.max_parallel["a"] == 2
+    a, b = s.slots
+    assert _overlap((a.transfer_s, a.end_s), (b.transfer_s, b.end_s)) > 1.0
+
+
+def test_streams_seen_are_the_best_of_a_drains_completed_moves() -> None:
+    moves = [{"vm": "x", "state": "completed", "sent_bytes": 100 * MIB, "total_ms": 5000},
+             {"vm": "y", "state": "completed", "sent_bytes": 100 * MIB, "total_ms": 4000},
+             {"vm": "z", "state": "running", "sent_bytes": None, "total_ms": None},
+             {"vm": "w", "state": "failed", "sent_bytes": 10 * MIB, "total_ms": 100,
+              "source": "b"}]
+    assert streams_seen(moves, "a") == {"a": 25 * MIB}

@@ -135,7 +135,7 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
     @app.post("/hosts/{name}/drain", dependencies=dep)
     def drain_host(name: str, body: DrainCreate) -> dict[str, Any]:
         req = DrainRequest(name, tuple(body.to), body.max_parallel, body.link_mib_s,
-                           body.max_downtime_ms)
+                           body.max_downtime_ms, body.tls)
         return svc.drains.plan(req) if body.dry_run else svc.drains.start(req)
 
     @app.post("/hosts/{name}/activate", dependencies=dep)

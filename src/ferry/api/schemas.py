@@ -91,6 +91,7 @@ class DrainCreate(Body):
     link_mib_s: float | None = None  # the host's link, when no migration measured it
     max_downtime_ms: int | None = None
     dry_run: bool = False
+    tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
 
 
 class HostActivate(Body):

@@ -106,6 +106,10 @@ def host_drain(host: str,
                = None,
                max_downtime: Annotated[int | None, typer.Option(
                    help="Pause limit per VM, ms.")] = None,
+               tls: Annotated[bool | None, typer.Option(
+                   "--tls/--no-tls", help="Encrypt the streams (default: between hosts with "
+                   "migration certificates); --no-tls moves the guests' memory in clear.")]
+               = None,
                dry_run: Annotated[bool, typer.Option(
                    help="Show the plan; move nothing.")] = False,
                wait: Annotated[bool, typer.Option(help="Follow until it ends.")] = False,
@@ -113,7 +117,8 @@ def host_drain(host: str,
     """Empty a host: maintenance, a plan (destinations, order, parallelism, ETA), moves."""
     client = Client()
     body = {"to": [h for h in (to or "").split(",") if h], "max_parallel": max_parallel,
-            "link_mib_s": link, "max_downtime_ms": max_downtime, "dry_run": dry_run}
+            "link_mib_s": link, "max_downtime_ms": max_downtime, "dry_run": dry_run,
+            "tls": tls}
     d = client.post(f"/hosts/{host}/drain", json=body)
     if dry_run:
         print_json(d) if as_json else show_plan(d)

@@ -159,13 +159,14 @@ class Model:
         return self._at(m, share)[1]
 
     def alone(self, m: MoveSpec) -> bool:
-        return not self.fits(m, self.link(m.source))
+        """Converges only with all one stream reaches (nothing sharing its link)."""
+        return not self.fits(m, self.stream(m.source))
 
 
 def order(moves: list[MoveSpec], model: Model) -> list[MoveSpec]:
-    """Alone-only moves first, then longest predicted (at the whole link) first."""
+    """Alone-only moves first, then longest predicted (alone on its link) first."""
     return sorted(moves, key=lambda m: (not model.alone(m),
-                                        -model.predict(m, model.link(m.source)).total_s))
+                                        -model.predict(m, model.stream(m.source)).total_s))
 
 
 @dataclass
@@ -258,9 +259,9 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
     included) and the ETA."""
     model = model or Model(links, streams)
     runs = [_Run(a.spec, a.started_s, a.transfer_from_s, a.bytes_left,
-                 model.link(a.spec.source),
+                 model.stream(a.spec.source),
                  None if a.bytes_left is None else
-                 model.predict(a.spec, model.link(a.spec.source)))
+                 model.predict(a.spec, model.stream(a.spec.source)))
             for a in active or []]
     pending = list(moves)
     t = now
@@ -305,7 +306,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
         t = t2
     slots = [Slot(r.spec.vm, r.spec.source, r.spec.destination, r.start, r.transfer_from,
                   (r.end if r.end is not None else r.transfer_from) + r.spec.finish_s,
-                  r.share, r.prediction or model.predict(r.spec, model.link(r.spec.source)),
+                  r.share, r.prediction or model.predict(r.spec, model.stream(r.spec.source)),
                   model.alone(r.spec)) for r in runs]
     eta = max((s.end_s for s in slots), default=now) - now
     return Schedule(sorted(slots, key=lambda s: (s.start_s, s.vm)), eta, dict(peak))

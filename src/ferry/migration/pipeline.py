@@ -79,11 +79,14 @@ class Request:
 class Hooks:
     """What a caller running many moves (a drain) adds to one, in this process only:
     `before_job` returns when the job may start (its link is free); `measured` is a
-    recent measurement of the guest to plan with instead of measuring again."""
+    recent measurement of the guest to plan with instead of measuring again;
+    `ended` hears that the migration has its final state (the drain starts the
+    next move at once, not at its next look)."""
 
     before_job: Callable[[threading.Event], None] | None = None
     measured: Measurement | None = None
     measured_age_s: float = 0.0
+    ended: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,14 @@ class MigrationPipeline:
         called once the guest is measured and the plan made, and returns when the job
         may start (a drain holds a move until its link is free)."""
         hooks = hooks or Hooks()
+        try:
+            self._run(claim, cancel, checked, hooks)
+        finally:
+            if hooks.ended is not None:
+                hooks.ended()
+
+    def _run(self, claim: Claim, cancel: threading.Event, checked: PrecheckResult | None,
+             hooks: Hooks) -> None:
         rec = self.records.recorder(claim.id)
         try:
             if checked is None:

@@ -59,11 +59,15 @@ class DrainRequest:
     max_parallel: int = 2
     link_mib_s: float | None = None  # the source's link, when history does not know it
     max_downtime_ms: int | None = None
+    tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
 
 
 def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
     g = m.guest
-    return {"link_bytes_s": round(model.link(m.source)), "memory_mib": m.memory_mib,
+    stream = model.streams.get(m.source)
+    return {"link_bytes_s": round(model.link(m.source)),
+            "stream_bytes_s": None if stream is None else round(stream),
+            "memory_mib": m.memory_mib,
             "nonzero_bytes": round(g.nonzero_bytes),
             "dirty_bytes_s": round(g.curve.rate_bytes_s),
             "wss_bytes": None if g.curve.wss_bytes == float("inf") else round(g.curve.wss_bytes),
@@ -127,25 +131,32 @@ class DrainPlanner:
 
     def specs(self, cands: list[Candidate], placement: Placement, uris: dict[str, str],
               link_mib_s: float | None, max_downtime_ms: int | None,
-              on_measured: OnMeasured | None = None
+              on_measured: OnMeasured | None = None, tls: bool | None = None
               ) -> tuple[list[MoveSpec], Model, dict[str, str]]:
         """Measure every placed guest at once and turn it into the model's terms; a
         guest that cannot be measured is blocked with the reason.  A host's link is
         `link_mib_s` if given, else what its last migration reached.  No per-migration
         rate is learned: what the last one reached may have been a shared link's
         share.  `on_measured(spec, link, measurement)` hears of each guest as soon as
-        its own measurement is in (the drain starts a quiet one at once)."""
+        its own measurement is in (the drain starts a quiet one at once); `tls`
+        False: the moves go in clear (their history is that of plain streams).  What
+        one stream from a host reaches comes from its latest migrations: where it
+        is below the link, several moves at once fill it."""
         by_name = {c.vm: c for c in cands}
         placed = [by_name[v] for v in placement.to]
         hist: dict[str, History] = {}
         pairs: dict[tuple[str, str], History] = {}
         with self.db.session() as s:  # a move between these is encrypted (by default)
-            tls = set(s.scalars(select(HostRow.name).where(HostRow.migration_tls)))
+            certs = set(s.scalars(select(HostRow.name).where(HostRow.migration_tls)))
+        modes: dict[str, set[bool]] = {}
         for c in placed:
             key = (str(c.host), placement.to[c.vm])
-            hist[c.vm] = self.store.history(c.vm, *key, pairs.get(key),
-                                            encrypted=key[0] in tls and key[1] in tls)
+            enc = tls is not False and key[0] in certs and key[1] in certs
+            hist[c.vm] = self.store.history(c.vm, *key, pairs.get(key), encrypted=enc)
             pairs.setdefault(key, hist[c.vm])
+            modes.setdefault(key[0], set()).add(enc)
+        streams = {h: min(r) for h, ms in modes.items()
+                   if (r := [x for e in ms if (x := self.store.stream_bytes_s(h, e))])}
         def spec(c: Candidate, m: Measurement) -> tuple[MoveSpec, float]:
             timeout = timeout_s(c.memory_mib, 0, self.timeout_per_gib_s, self.timeout_min_s)
             inp, _ = build_inputs(m, hist[c.vm], c.memory_mib, None, max_downtime_ms,
@@ -183,7 +194,7 @@ class DrainPlanner:
             self.measured[c.vm] = (m, self.clock.monotonic())
         for h in uris:
             links.setdefault(h, (link_mib_s or ASSUMED_LINK_MIB_S) * MIB)
-        return specs, Model(links), failed
+        return specs, Model(links, streams), failed
 
     def fresh(self, vm: str) -> tuple[Measurement, float] | None:
         """The plan's measurement of `vm` and its age, if recent enough (taken once)."""
@@ -203,17 +214,32 @@ class DrainPlanner:
         return plan(specs, model.links, self.limits, max_parallel, active, now, model=model)
 
 
-def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float | None
-             ) -> Model:
-    """The links a drain's stored moves were planned with."""
+def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float | None,
+             seen: dict[str, float] | None = None) -> Model:
+    """The links a drain's stored moves were planned with, and what one stream from
+    each source reaches: as `seen` in this drain's own moves, else as planned."""
     links: dict[str, float] = {}
+    streams: dict[str, float] = {}
     for m in moves:
         s = m["model"]
         rate = float(s.get("link_bytes_s") or 0.0) or (link_mib_s or ASSUMED_LINK_MIB_S) * MIB
         src = m.get("source", default_host)
         for h in (src, m["to"]):
             links[h] = max(links.get(h, 0.0), rate)
-    return Model(links)
+        if s.get("stream_bytes_s"):
+            streams[src] = float(s["stream_bytes_s"])
+    return Model(links, {**streams, **(seen or {})})
+
+
+def streams_seen(moves: list[dict[str, Any]], default_host: str) -> dict[str, float]:
+    """What one stream reached in a drain's completed moves, per source: the best
+    bytes-over-job-time (a move that shared the link reached less)."""
+    out: dict[str, float] = {}
+    for m in moves:
+        if m["state"] == "completed" and m.get("sent_bytes") and m.get("total_ms"):
+            src = m.get("source", default_host)
+            out[src] = max(out.get(src, 0.0), m["sent_bytes"] / (m["total_ms"] / 1000))
+    return out
 
 
 def _measurer(conns: HostConnections, uri: str, c: Candidate, clock: Clock, rate: float

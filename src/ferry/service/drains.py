@@ -24,14 +24,14 @@ from datetime import datetime
 from typing import Any
 
 from ferry.clock import Clock
-from ferry.domain.models import Migration, MigrationState
+from ferry.domain.models import Migration
 from ferry.domain.names import check_name
 from ferry.drain.placement import Candidate, Placement
 from ferry.drain.schedule import Active, Model, MoveSpec, order
 from ferry.errors import Conflict, FerryError, InvalidRequest
-from ferry.migration.pipeline import Hooks
 from ferry.predict.inputs import Measurement
 from ferry.service.drain_gate import QUIET_SHARE, LinkGate
+from ferry.service.drain_moves import DrainMoves
 from ferry.service.drain_plan import (
     DrainPlanner,
     DrainRequest,
@@ -39,6 +39,7 @@ from ferry.service.drain_plan import (
     plan_dict,
     spec_dict,
     spec_of,
+    streams_seen,
 )
 from ferry.service.drain_store import DrainStore, aware
 from ferry.service.hosts import HostService
@@ -48,11 +49,11 @@ from ferry.service.migration_store import MigrationStore
 
 log = logging.getLogger("ferry.drains")
 TICK_S = 1.0
-ATTEMPTS = 2  # a move that fails is tried once more, elsewhere
+NAP_S = 0.1  # how soon a runner hears that one of its migrations ended
 MEASURING = "measuring"  # a planning drain's move whose guest is not measured yet
 # what a move's run has told (kept when a plan is made around a move under way)
 RUNTIME = ("state", "migration", "migrations", "tried", "error", "to", "started_at",
-           "total_ms", "downtime_ms", "cancel_sent")
+           "total_ms", "downtime_ms", "sent_bytes", "cancel_sent")
 
 
 def _check(req: DrainRequest) -> None:
@@ -73,8 +74,11 @@ class DrainService:
         self.store, self.hosts, self.inventory = store, hosts, inventory
         self.clock, self.executor = clock, executor
         self._running: set[int] = set()
+        self._woken: set[int] = set()  # drains one of whose migrations has just ended
         self._lock = threading.Lock()
         self.gate = LinkGate(drains, store, clock)
+        self.moves = DrainMoves(drains, planner, migrations, store, hosts, self.gate, clock,
+                                self.choose, self._woken.add)
 
     # -- planning --------------------------------------------------------------
     def _place(self, req: DrainRequest, vms: list[str] | None
@@ -93,7 +97,7 @@ class DrainService:
         moves.  `vms`: move these to `req.host` instead (a return)."""
         cands, placement, uris = self._place(req, vms)
         specs, model, unmeasured = self.planner.specs(cands, placement, uris, req.link_mib_s,
-                                                      req.max_downtime_ms)
+                                                      req.max_downtime_ms, tls=req.tls)
         sched = self.planner.schedule(specs, model, req.max_parallel)
         return plan_dict(req.host, sched, specs, model, {**placement.blocked, **unmeasured},
                          req.max_parallel)
@@ -128,7 +132,7 @@ class DrainService:
         cands, placement, _uris = self._place(req, vms)
         request = {"to": list(req.to), "max_parallel": req.max_parallel,
                    "link_mib_s": req.link_mib_s, "max_downtime_ms": req.max_downtime_ms,
-                   "return": vms is not None}
+                   "return": vms is not None, "tls": req.tls}
         source = {c.vm: str(c.host) for c in cands}
         moves: list[dict[str, Any]] = [
             {"vm": vm, "to": to, "source": source[vm], "order": i, "state": MEASURING,
@@ -174,12 +178,12 @@ class DrainService:
                 self.planner.measured[spec.vm] = (m, self.clock.monotonic())
                 self.drains.event(did, "early", f"{spec.vm} is quiet: it moves while the "
                                   "others are measured")
-                self._start_move(mv, d)
+                self.moves.start(mv, d)
                 self.drains.save(did, d["moves"], None)
 
         specs, model, unmeasured = self.planner.specs(
             cands, Placement({m["vm"]: m["to"] for m in waiting}, {}), uris,
-            req.get("link_mib_s"), req.get("max_downtime_ms"), start_if_quiet)
+            req.get("link_mib_s"), req.get("max_downtime_ms"), start_if_quiet, req.get("tls"))
         with lock:
             gate["open"] = False
         for vm in started:  # its measurement went with its move: not for a later one
@@ -193,7 +197,7 @@ class DrainService:
         for sp in specs:
             mv = by_vm[sp.vm]
             if mv["state"] == "running":
-                active.append(self._active({**mv, "model": spec_dict(sp, model)},
+                active.append(self.moves.active({**mv, "model": spec_dict(sp, model)},
                                            d["host"], now))
             elif mv["state"] in (MEASURING, "pending"):
                 pending.append(replace(sp, destination=mv["to"]))  # a retry may move it
@@ -252,7 +256,7 @@ class DrainService:
     def _drive(self, did: int) -> None:
         try:
             while not self._tick(did):
-                self.clock.sleep(TICK_S)
+                self._nap(did)
         except Exception as exc:  # never leave a drain running because of a bug
             log.exception("drain %s failed", did)
             d = self.drains.get(did)
@@ -260,6 +264,15 @@ class DrainService:
         finally:
             with self._lock:
                 self._running.discard(did)
+
+    def _nap(self, did: int) -> None:
+        """Until the next look: TICK_S, or less once one of the drain's migrations has
+        ended (its slot is free: the next move starts now, not up to a tick later)."""
+        waited = 0.0
+        while waited < TICK_S and did not in self._woken:
+            self.clock.sleep(NAP_S)
+            waited += NAP_S
+        self._woken.discard(did)
 
     def _tick(self, did: int) -> bool:
         """One look: follow moves, retry or report failures, start what the schedule
@@ -272,7 +285,7 @@ class DrainService:
         cancelling = self.drains.cancel_requested(did)
         for m in moves:
             if m["state"] == "running":
-                self._follow(m, d, cancelling)
+                self.moves.follow(m, d, cancelling)
         if cancelling:
             for m in moves:
                 if m["state"] == "pending":
@@ -297,7 +310,7 @@ class DrainService:
         for m in starts:
             if self.drains.cancel_requested(did):
                 break  # the next look cancels the rest
-            self._start_move(m, d)
+            self.moves.start(m, d)
         self.drains.save(did, moves, eta)
         return False
 
@@ -306,9 +319,10 @@ class DrainService:
         """Which pending moves start now, and the ETA, from the same schedule as the
         plan, fed with what is running and what remains of it."""
         now = self.clock.monotonic()
-        active = [self._active(m, d["host"], now) for m in running]
+        active = [self.moves.active(m, d["host"], now) for m in running]
         specs = [spec_of(m, d["host"]) for m in sorted(pending, key=lambda m: m["order"])]
-        model = model_of([*pending, *running], d["host"], d["request"].get("link_mib_s"))
+        model = model_of([*pending, *running], d["host"], d["request"].get("link_mib_s"),
+                         streams_seen(d["moves"], d["host"]))
         sched = self.planner.schedule_from(specs, model, d["request"]["max_parallel"],
                                            active, now)
         # a move may prepare one preparation early: its job waits at the gate anyway
@@ -317,77 +331,6 @@ class DrainService:
                      if s.vm in early and s.start_s <= now + early[s.vm]}
         return ([m for m in pending if m["vm"] in start_now],
                 round(sched.eta_s * 1000))
-
-    def _active(self, m: dict[str, Any], host: str, now: float) -> Active:
-        spec = spec_of(m, host)
-        elapsed = self.clock.now().timestamp() - float(m["started_at"])
-        started = now - elapsed
-        last = self.store.last_sample(int(m["migration"]))
-        if last is None:
-            return Active(spec, started, max(now, started + spec.overhead_s))
-        return Active(spec, started, min(now, started + spec.overhead_s),
-                      float(last.memory_remaining_bytes))
-
-    def _start_move(self, m: dict[str, Any], d: dict[str, Any]) -> None:
-        req = d["request"]
-        m["started_at"] = self.clock.now().timestamp()
-        m["tried"] = [*m["tried"], m["to"]]
-        fresh = self.planner.fresh(m["vm"]) if len(m["tried"]) == 1 else None
-        hooks = Hooks(self.gate.hold(d["id"], m["vm"], m.get("source", d["host"])),
-                      fresh[0] if fresh else None, fresh[1] if fresh else 0.0)
-        try:
-            mig = self.migrations.start(m["vm"], m["to"],
-                                        max_downtime_ms=req.get("max_downtime_ms"),
-                                        link_mib_s=req.get("link_mib_s"), hooks=hooks)
-        except FerryError as exc:
-            self._failed(m, d, exc.message)
-            return
-        m["migration"], m["migrations"] = mig.id, [*m["migrations"], mig.id]
-        m["state"] = "running"
-        self.drains.event(d["id"], "started", f"{m['vm']} -> {m['to']}: migration {mig.id}")
-        if mig.state.finished:  # refused in its prechecks, or ran inline (simulation)
-            self._follow(m, d, False)
-
-    def _follow(self, m: dict[str, Any], d: dict[str, Any], cancelling: bool) -> None:
-        mig = self.store.get(int(m["migration"]))
-        if not mig.state.finished:
-            if cancelling and not m.get("cancel_sent"):
-                m["cancel_sent"] = True
-                try:
-                    self.migrations.cancel(mig.id)
-                except FerryError as exc:  # e.g. past its post-copy switch: it finishes
-                    m["error"] = f"not cancelled: {exc.message}"
-            return
-        self.gate.release(m["vm"], m.get("source", d["host"]))
-        m["total_ms"], m["downtime_ms"] = mig.total_ms, mig.downtime_ms
-        if mig.state == MigrationState.COMPLETED:
-            m["state"], m["to"], m["error"] = "completed", mig.destination, ""
-        elif mig.state == MigrationState.CANCELLED or cancelling:
-            m["state"], m["error"] = "cancelled", mig.error or "cancelled"
-        else:
-            self._failed(m, d, mig.error or str(mig.state))
-        kind = "retry" if m["state"] == "pending" else m["state"]
-        self.drains.event(d["id"], kind, f"{m['vm']}: migration {mig.id} {mig.state}"
-                          + (f" ({m['error']})" if m["error"] else ""))
-
-    def _failed(self, m: dict[str, Any], d: dict[str, Any], why: str) -> None:
-        """Try once more on another destination, else report it and go on."""
-        if len(m["tried"]) >= ATTEMPTS:
-            m["state"], m["error"] = "failed", why
-            return
-        try:
-            other = self.choose(m["vm"], tuple(h for h in self._allowed(d)
-                                               if h not in m["tried"]))
-        except FerryError as exc:
-            m["state"], m["error"] = "failed", f"{why}; no other destination: {exc.message}"
-            return
-        m["state"], m["to"], m["error"] = "pending", other, f"retrying on {other}: {why}"
-
-    def _allowed(self, d: dict[str, Any]) -> tuple[str, ...]:
-        to = tuple(d["request"].get("to") or ())
-        if to:
-            return to
-        return tuple(h.name for h in self.hosts.list_hosts() if h.name != d["host"])
 
     # -- maintenance -------------------------------------------------------------
     def activate(self, host: str, back: bool = False, max_parallel: int = 2
@@ -410,7 +353,8 @@ class DrainService:
             where = {v.name: v.host for v in self.migrations.vms.list_vms()}
             vms = [v for v in vms if v in where and where[v] != host]
             if vms:
+                asked = (last or {}).get("request", {})
                 req = DrainRequest(host, max_parallel=max_parallel,
-                                   link_mib_s=(last or {}).get("request", {}).get("link_mib_s"))
+                                   link_mib_s=asked.get("link_mib_s"), tls=asked.get("tls"))
                 out["return"] = self.start(req, vms)
         return out

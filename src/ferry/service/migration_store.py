@@ -55,6 +55,7 @@ from ferry.service.secrets import SecretBox
 from ferry.storage.sharing import StorageCatalog
 
 SETUP_HISTORY = 5
+STREAM_HISTORY = 5  # latest migrations from a host read for what one stream reaches
 _UNFINISHED = [s.value for s in UNFINISHED]
 
 
@@ -474,6 +475,25 @@ class MigrationStore:
         if rates:
             return float(rates[len(rates) // 2]), f"measured on migration {latest}"
         return None, ""
+
+    @durable
+    def stream_bytes_s(self, source: str, encrypted: bool) -> float | None:
+        """What one migration leaving `source` reaches (its QEMU thread, TCP, the CPU
+        left for encryption), as bytes sent over job time: the best of its latest
+        STREAM_HISTORY memory-only migrations in this mode that nobody capped.  One
+        that shared the link reached less; the best is the nearest to one alone.
+        A drain runs several at once where one stream does not fill the link."""
+        with self.db.session() as s:
+            rows = s.execute(select(MigrationRow.transferred_bytes, MigrationRow.total_ms)
+                             .where(MigrationRow.source == source,
+                                    MigrationRow.state == MigrationState.COMPLETED,
+                                    MigrationRow.bandwidth_mib_s.is_(None),
+                                    func.coalesce(MigrationRow.disk_bytes, 0) == 0,
+                                    func.coalesce(MigrationRow.encrypted, false()) == encrypted,
+                                    MigrationRow.total_ms > 0)
+                             .order_by(MigrationRow.id.desc()).limit(STREAM_HISTORY)).all()
+        rates = [b / (t / 1000) for b, t in rows if b and t]
+        return max(rates) if rates else None
 
     def _any_in_mode(self, source: str, destination: str, encrypted: bool) -> bool:
         """Has an uncapped migration between these hosts (either way) run in this mode?"""
