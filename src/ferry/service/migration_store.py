@@ -482,7 +482,13 @@ class MigrationStore:
         left for encryption), as bytes sent over job time: the best of its latest
         STREAM_HISTORY memory-only migrations in this mode that nobody capped.  One
         that shared the link reached less; the best is the nearest to one alone.
-        A drain runs several at once where one stream does not fill the link."""
+        A drain runs several at once where one stream does not fill the link.
+        Without one in this mode, the other mode's (a plain stream is the faster:
+        a bound still below a link it cannot fill)."""
+        rate = self._stream_bytes_s(source, encrypted)
+        return rate if rate is not None else self._stream_bytes_s(source, not encrypted)
+
+    def _stream_bytes_s(self, source: str, encrypted: bool) -> float | None:
         with self.db.session() as s:
             rows = s.execute(select(MigrationRow.transferred_bytes, MigrationRow.total_ms)
                              .where(MigrationRow.source == source,
