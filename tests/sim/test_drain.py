@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ferry.domain.models import HostState, MigrationState
+from ferry.domain.vocab import EventKind
+from ferry.drain.schedule import DEFAULT_FINISH_S
 from ferry.errors import Conflict, MigrationRefused
 from ferry.service.drain_plan import DrainRequest
 from tests.sim.conftest import ControllerCrash, SimEnv, crash
@@ -193,3 +195,18 @@ def test_the_plan_learns_what_one_stream_reaches_from_earlier_moves(env: SimEnv)
     rate = plain.transferred_bytes / (plain.total_ms / 1000)
     plan = env.svc.drains.plan(DrainRequest("node1", link_mib_s=64, tls=False))
     assert {m["model"]["stream_bytes_s"] for m in plan["moves"]} == {round(rate)}
+
+
+def test_the_plan_learns_each_moves_time_after_its_job(env: SimEnv) -> None:
+    """libvirt's finish and settling hold a move's slot after QEMU's job time: the plan
+    uses what the pair's latest migrations took (a default before any)."""
+    _guests(env)
+    plan = env.svc.drains.plan(DrainRequest("node1", to=("node2",), link_mib_s=64))
+    assert {m["model"]["finish_s"] for m in plan["moves"]} == {DEFAULT_FINISH_S}
+    env.vm("probe", memory=256, dirty=0)
+    m = env.migrate("probe", "node2")
+    started = next(e.at for e in m.events if e.kind == EventKind.STARTED)
+    assert m.finished_at is not None and m.total_ms is not None
+    after = (m.finished_at - started).total_seconds() - m.total_ms / 1000
+    plan = env.svc.drains.plan(DrainRequest("node1", to=("node2",), link_mib_s=64))
+    assert {m["model"]["finish_s"] for m in plan["moves"]} == {round(after, 3)}

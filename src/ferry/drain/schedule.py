@@ -9,8 +9,10 @@ another move's transfer.  The heuristic, simulated forward on a fluid model
 of the links:
 
 - order: moves that need the whole link (they converge only alone) first,
-  then the longest predicted first (longest-processing-time for makespan:
-  no long move is left alone at the end);
+  then of three orders (longest predicted first, for makespan: no long move
+  left alone at the end; longest and shortest alternating, so that one move's
+  fixed costs overlap another's transfer; shortest first) the one whose
+  simulated drain ends soonest;
 - a move starts when the limits allow (per source, per destination, the
   cluster, `max_parallel`) and, at the moment its transfer will begin, every
   transfer then on its links (itself included) still converges in pre-copy
@@ -167,6 +169,32 @@ def order(moves: list[MoveSpec], model: Model) -> list[MoveSpec]:
     """Alone-only moves first, then longest predicted (alone on its link) first."""
     return sorted(moves, key=lambda m: (not model.alone(m),
                                         -model.predict(m, model.stream(m.source)).total_s))
+
+
+def best_order(moves: list[MoveSpec], model: Model, limits: Limits, max_parallel: int,
+               active: list[Active] | None = None, now: float = 0.0) -> list[MoveSpec]:
+    """The order whose simulated drain ends soonest, of three (alone-only moves first
+    in each): longest first; longest and shortest alternating; shortest first.
+
+    Longest-first makes equal moves start and end together: with two at once,
+    both wait for their destination QEMU to start and both finish with the link
+    idle.  Alternating a long move with a short one lets one's fixed costs
+    overlap the other's transfer; which wins depends on the sizes, the fixed
+    costs and what one stream reaches, so the model decides (ties: longest
+    first)."""
+    lpt = order(moves, model)
+    first = [m for m in lpt if model.alone(m)]
+    rest = [m for m in lpt if not model.alone(m)]
+    alternating: list[MoveSpec] = []
+    lo, hi = 0, len(rest) - 1
+    while lo <= hi:
+        alternating.append(rest[lo])
+        if lo != hi:
+            alternating.append(rest[hi])
+        lo, hi = lo + 1, hi - 1
+    candidates = [lpt, first + alternating, first + rest[::-1]]
+    return min(candidates, key=lambda o: plan(o, model.links, limits, max_parallel, active,
+                                              now, model=model).eta_s)
 
 
 @dataclass

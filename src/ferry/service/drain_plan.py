@@ -19,12 +19,13 @@ from ferry.db.models import HostRow, PoolRow, VmRow, VolumeRow
 from ferry.domain.models import HostState
 from ferry.drain.placement import Candidate, Disk, Placement, Target, place
 from ferry.drain.schedule import (
+    DEFAULT_FINISH_S,
     Active,
     Limits,
     Model,
     MoveSpec,
     Schedule,
-    order,
+    best_order,
     plan,
 )
 from ferry.hypervisor.errors import HypervisorError
@@ -72,7 +73,7 @@ def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
             "dirty_bytes_s": round(g.curve.rate_bytes_s),
             "wss_bytes": None if g.curve.wss_bytes == float("inf") else round(g.curve.wss_bytes),
             "limit_s": m.limit_s, "cpu_bound": m.cpu_bound, "overhead_s": round(m.overhead_s, 2),
-            "setup_s": round(m.setup_s, 3)}
+            "setup_s": round(m.setup_s, 3), "finish_s": round(m.finish_s, 3)}
 
 
 def spec_of(move: dict[str, Any], source: str) -> MoveSpec:
@@ -83,7 +84,7 @@ def spec_of(move: dict[str, Any], source: str) -> MoveSpec:
                   DirtyCurve(float(s["dirty_bytes_s"]), wss))
     return MoveSpec(move["vm"], move.get("source", source), move["to"], s["memory_mib"], guest,
                     float(s["limit_s"]), float(s["cpu_bound"]), float(s["overhead_s"]),
-                    float(s["setup_s"]))
+                    float(s["setup_s"]), float(s.get("finish_s", DEFAULT_FINISH_S)))
 
 
 class DrainPlanner:
@@ -149,10 +150,13 @@ class DrainPlanner:
         with self.db.session() as s:  # a move between these is encrypted (by default)
             certs = set(s.scalars(select(HostRow.name).where(HostRow.migration_tls)))
         modes: dict[str, set[bool]] = {}
+        finish: dict[tuple[str, str], float] = {}
         for c in placed:
             key = (str(c.host), placement.to[c.vm])
             enc = tls is not False and key[0] in certs and key[1] in certs
             hist[c.vm] = self.store.history(c.vm, *key, pairs.get(key), encrypted=enc)
+            if key not in pairs:
+                finish[key] = self.store.finish_s(*key) or DEFAULT_FINISH_S
             pairs.setdefault(key, hist[c.vm])
             modes.setdefault(key[0], set()).add(enc)
         streams = {h: min(r) for h, ms in modes.items()
@@ -162,9 +166,9 @@ class DrainPlanner:
             inp, _ = build_inputs(m, hist[c.vm], c.memory_mib, None, max_downtime_ms,
                                   timeout)
             link = link_mib_s * MIB if link_mib_s else inp.link.final_bytes_s
-            return MoveSpec(c.vm, str(c.host), placement.to[c.vm], c.memory_mib, inp.guest,
-                            inp.limit_s, inp.cpu_bound, PRECHECK_AND_START_S,
-                            inp.setup_s), link
+            key = (str(c.host), placement.to[c.vm])
+            return MoveSpec(c.vm, *key, c.memory_mib, inp.guest, inp.limit_s, inp.cpu_bound,
+                            PRECHECK_AND_START_S, inp.setup_s, finish[key]), link
 
         def measurer(c: Candidate) -> Callable[[], Measurement]:
             measure_it = _measurer(self.conns, uris[str(c.host)], c, self.clock,
@@ -206,7 +210,13 @@ class DrainPlanner:
 
     def schedule(self, specs: list[MoveSpec], model: Model, max_parallel: int) -> Schedule:
         """The plan: moves in the schedule's order, none started yet."""
-        return plan(order(specs, model), model.links, self.limits, max_parallel, model=model)
+        return plan(best_order(specs, model, self.limits, max_parallel), model.links,
+                    self.limits, max_parallel, model=model)
+
+    def ordered(self, specs: list[MoveSpec], model: Model, max_parallel: int,
+                active: list[Active], now: float) -> list[MoveSpec]:
+        """`specs` in the order that ends the drain soonest, after what runs."""
+        return best_order(specs, model, self.limits, max_parallel, active, now)
 
     def schedule_from(self, specs: list[MoveSpec], model: Model, max_parallel: int,
                       active: list[Active], now: float) -> Schedule:

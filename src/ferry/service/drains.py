@@ -27,7 +27,7 @@ from ferry.clock import Clock
 from ferry.domain.models import Migration
 from ferry.domain.names import check_name
 from ferry.drain.placement import Candidate, Placement
-from ferry.drain.schedule import Active, Model, MoveSpec, order
+from ferry.drain.schedule import Active, Model, MoveSpec
 from ferry.errors import Conflict, FerryError, InvalidRequest
 from ferry.predict.inputs import Measurement
 from ferry.service.drain_gate import QUIET_SHARE, LinkGate
@@ -203,8 +203,9 @@ class DrainService:
                 pending.append(replace(sp, destination=mv["to"]))  # a retry may move it
             else:
                 settled.append(sp)
-        sched = self.planner.schedule_from(order(pending, model), model, req["max_parallel"],
-                                           active, now)
+        sched = self.planner.schedule_from(
+            self.planner.ordered(pending, model, req["max_parallel"], active, now), model,
+            req["max_parallel"], active, now)
         planned = plan_dict(d["host"], sched, specs, model, {}, req["max_parallel"])
         moves: list[dict[str, Any]] = []
         for pm in planned["moves"]:

@@ -539,6 +539,31 @@ class MigrationStore:
         return setup, f"set-up {setup:.2f} s (last {len(est)} migrations)"
 
 
+    @durable
+    def finish_s(self, source: str, destination: str) -> float | None:
+        """How long a move between these hosts takes after QEMU's job time: libvirt's
+        finish (the destination resumes the guest, the source's QEMU ends) and
+        Ferry settling where the guest is, which hold the move's admission slot
+        (lab under load: ~2 s).  The median over the latest SETUP_HISTORY completed
+        memory-only migrations of: end recorded - job started - job time."""
+        est = []
+        with self.db.session() as s:
+            rows = s.execute(select(MigrationRow.id, MigrationRow.finished_at,
+                                    MigrationRow.total_ms).where(
+                MigrationRow.source == source, MigrationRow.destination == destination,
+                MigrationRow.state == MigrationState.COMPLETED,
+                func.coalesce(MigrationRow.disk_bytes, 0) == 0,
+                MigrationRow.total_ms.is_not(None), MigrationRow.finished_at.is_not(None))
+                .order_by(MigrationRow.id.desc()).limit(SETUP_HISTORY)).all()
+            for mid, finished, total_ms in rows:
+                started = s.scalar(select(func.min(EventRow.at)).where(
+                    EventRow.migration_id == mid, EventRow.kind == EventKind.STARTED.value))
+                end, begin = _aware(finished), _aware(started)
+                if end is not None and begin is not None:
+                    est.append(max(0.0, (end - begin).total_seconds() - (total_ms or 0) / 1000))
+        return statistics.median(est) if est else None
+
+
 def _options(plan: dict[str, Any] | None) -> MigrationOptions | None:
     if not plan or "options" not in plan:
         return None
