@@ -138,6 +138,10 @@ def test_streams_seen_are_the_best_of_a_drains_completed_moves() -> None:
              {"vm": "w", "state": "failed", "sent_bytes": 10 * MIB, "total_ms": 100,
               "source": "b"}]
     assert streams_seen(moves, "a") == {"a": 25 * MIB}
+    # the job's time after its set-up, when known: the destination QEMU's start sends
+    # nothing
+    moves[0]["moving_ms"] = 2000
+    assert streams_seen(moves, "a") == {"a": 50 * MIB}
 
 
 def test_the_order_is_the_one_whose_simulated_drain_ends_soonest() -> None:

@@ -479,7 +479,8 @@ class MigrationStore:
     @durable
     def stream_bytes_s(self, source: str, encrypted: bool) -> float | None:
         """What one migration leaving `source` reaches (its QEMU thread, TCP, the CPU
-        left for encryption), as bytes sent over job time: the best of its latest
+        left for encryption), as bytes sent over the job's time after its set-up
+        (the destination QEMU starting sends nothing): the best of its latest
         STREAM_HISTORY memory-only migrations in this mode that nobody capped.  One
         that shared the link reached less; the best is the nearest to one alone.
         A drain runs several at once where one stream does not fill the link.
@@ -490,7 +491,8 @@ class MigrationStore:
 
     def _stream_bytes_s(self, source: str, encrypted: bool) -> float | None:
         with self.db.session() as s:
-            rows = s.execute(select(MigrationRow.transferred_bytes, MigrationRow.total_ms)
+            rows = s.execute(select(MigrationRow.id, MigrationRow.transferred_bytes,
+                                    MigrationRow.total_ms)
                              .where(MigrationRow.source == source,
                                     MigrationRow.state == MigrationState.COMPLETED,
                                     MigrationRow.bandwidth_mib_s.is_(None),
@@ -498,8 +500,14 @@ class MigrationStore:
                                     func.coalesce(MigrationRow.encrypted, false()) == encrypted,
                                     MigrationRow.total_ms > 0)
                              .order_by(MigrationRow.id.desc()).limit(STREAM_HISTORY)).all()
-        rates = [b / (t / 1000) for b, t in rows if b and t]
+            rates = [b / moving for mid, b, t in rows
+                     if b and t and (moving := t / 1000 - (_job_setup_s(s, mid) or 0.0)) > 0.1]
         return max(rates) if rates else None
+
+    def job_setup_s(self, mid: int) -> float | None:
+        """How long migration `mid`'s job ran before its first byte moved."""
+        with self.db.session() as s:
+            return _job_setup_s(s, mid)
 
     def _any_in_mode(self, source: str, destination: str, encrypted: bool) -> bool:
         """Has an uncapped migration between these hosts (either way) run in this mode?"""
@@ -519,20 +527,13 @@ class MigrationStore:
         From the first transferring sample of each of the latest memory-only
         migrations: elapsed minus what was sent at the rate seen; the median of up
         to five."""
-        est = []
         with self.db.session() as s:
             mids = list(s.scalars(select(MigrationRow.id).where(
                 MigrationRow.source == source, MigrationRow.destination == destination,
                 MigrationRow.state == MigrationState.COMPLETED,
                 func.coalesce(MigrationRow.disk_bytes, 0) == 0)
                 .order_by(MigrationRow.id.desc()).limit(SETUP_HISTORY)))
-            for mid in mids:
-                first = s.scalar(select(SampleRow).where(
-                    SampleRow.migration_id == mid, SampleRow.memory_processed_bytes > 0,
-                    SampleRow.bandwidth_bytes_s > 0).order_by(SampleRow.t_ms).limit(1))
-                if first is not None:
-                    sent_s = first.memory_processed_bytes / first.bandwidth_bytes_s
-                    est.append(max(0.0, first.t_ms / 1000 - sent_s))
+            est = [x for mid in mids if (x := _job_setup_s(s, mid)) is not None]
         if not est:
             return None, ""
         setup = statistics.median(est)
@@ -562,6 +563,17 @@ class MigrationStore:
                 if end is not None and begin is not None:
                     est.append(max(0.0, (end - begin).total_seconds() - (total_ms or 0) / 1000))
         return statistics.median(est) if est else None
+
+
+def _job_setup_s(s: Session, mid: int) -> float | None:
+    """From a migration's first transferring sample: its elapsed time minus what it had
+    sent at the rate it showed (None: no such sample)."""
+    first = s.scalar(select(SampleRow).where(
+        SampleRow.migration_id == mid, SampleRow.memory_processed_bytes > 0,
+        SampleRow.bandwidth_bytes_s > 0).order_by(SampleRow.t_ms).limit(1))
+    if first is None:
+        return None
+    return max(0.0, first.t_ms / 1000 - first.memory_processed_bytes / first.bandwidth_bytes_s)
 
 
 def _options(plan: dict[str, Any] | None) -> MigrationOptions | None:
