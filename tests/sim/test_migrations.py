@@ -9,7 +9,6 @@ from ferry.domain.models import MigrationState, VmState
 from ferry.domain.vocab import EventKind as K
 from ferry.domain.vocab import OnTimeout, Policy
 from ferry.errors import InvalidRequest
-from ferry.predict.dirty import MIB
 from tests.sim.conftest import SimEnv
 
 
@@ -147,15 +146,3 @@ def test_history_follows_the_vm_not_its_name(env: SimEnv) -> None:
     assert h.nonzero_bytes is None and h.nonzero_how == ""  # not the old VM's
     assert h.tracking == 1.0 and h.tracking_how == ""
     assert h.setup_s is not None  # what the hosts taught is kept
-
-
-def test_the_link_is_learnt_from_an_uncapped_move(env: SimEnv) -> None:
-    """The simulated link carries 40 MiB/s, and an uncapped move of a guest mostly of
-    zero pages (spread evenly: no stretch of non-zero pages) teaches about that."""
-    env.cluster.set_link("node1", "node2", 40)
-    vm = env.vm(memory=512, dirty=2, wss=32)
-    m = env.migrate(vm, "node2")
-    assert m.state == MigrationState.COMPLETED
-    h = env.svc.store.history(vm, "node2", "node1")
-    assert h.link_how == f"measured on migration {m.id}"
-    assert h.link_bytes_s is not None and abs(h.link_bytes_s / MIB - 40) < 40 * 0.05

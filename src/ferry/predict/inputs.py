@@ -11,7 +11,6 @@ the guest's resident memory and stated assumptions.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from itertools import pairwise
 from typing import Any
 
 from ferry.hypervisor.types import QEMU_OVERHEAD_MIB
@@ -103,29 +102,6 @@ def nonzero_bytes(m: Measurement, h: History, memory_mib: int) -> tuple[float, s
     est = max(min(mem, (m.resident_mib - QEMU_OVERHEAD_MIB) * MIB), m.curve.bytes_in(3600),
               MIB)
     return est, "QEMU resident memory (an upper bound)"
-
-
-NONZERO_STRETCH = 0.9  # a stretch of round 1 that sent this share of what it scanned
-MIN_STRETCHES_S = 1.0  # ...over at least this long in all: the link's rate from them
-
-
-def wire_rate(samples: list[tuple[int, int, int]]) -> float | None:
-    """The link's rate from one migration's round-1 samples (t ms, bytes sent, bytes
-    remaining): sent over time across the stretches where nearly every page scanned
-    was sent (non-zero pages).  A stretch of zero pages shows QEMU scanning, not the
-    link: with the stream encrypted (CPU-bound) the median of all samples came out
-    ~20 % below what non-zero pages then crossed at.  None when the stretches last
-    less than MIN_STRETCHES_S in all (a guest mostly of zero pages).
-
-    >>> wire_rate([(0, 0, 100), (500, 25, 75), (1000, 50, 50), (1500, 52, 0)])  # 50/s
-    50.0
-    """
-    sent = span = 0.0
-    for (t0, s0, r0), (t1, s1, r1) in pairwise(samples):
-        scanned, moved, dt = r0 - r1, s1 - s0, (t1 - t0) / 1000
-        if dt > 0 and scanned > 0 and moved >= NONZERO_STRETCH * scanned:
-            sent, span = sent + moved, span + dt
-    return sent / span if span >= MIN_STRETCHES_S else None
 
 
 def link_bytes_s(h: History, bandwidth_mib_s: int | None) -> tuple[float, float]:

@@ -47,7 +47,7 @@ from ferry.migration.figures import Final
 from ferry.migration.pipeline import Claim, HostRef, Request, Unfinished
 from ferry.migration.policies import PolicyConfig
 from ferry.predict.dirty import MIB, DirtyCurve, tracking_factor
-from ferry.predict.inputs import History, Measurement, wire_rate
+from ferry.predict.inputs import History, Measurement
 from ferry.predict.precopy import Prediction
 from ferry.service import convert
 from ferry.service.database import Database
@@ -444,12 +444,12 @@ class MigrationStore:
 
     def _link_bytes_s(self, source: str, destination: str, encrypted: bool | None = None
                       ) -> tuple[float | None, str]:
-        """The link's rate as the latest uncapped migration between these hosts saw it
-        (its round 1 where it sent non-zero pages, `wire_rate`; else the median of its
-        samples), in the mode `encrypted` says, if it says; links change, so only the
-        newest counts, and peaks (a shaper's burst) would overstate it.  Without one
-        in this direction, the other direction's (links are mostly symmetric) beats a
-        guess; without one in this mode, the other mode's, said so."""
+        """The steady transfer rate (median of its samples) of the latest uncapped
+        migration between these hosts (in the mode `encrypted` says, if it says);
+        links change, so only the newest counts, and peaks (a shaper's burst) would
+        overstate it.  Without one in this direction, the other direction's (links
+        are mostly symmetric) beats a guess; without one in this mode, the other
+        mode's, said so."""
         if encrypted is not None and not self._any_in_mode(source, destination, encrypted):
             rate, how = self._link_bytes_s(source, destination, None)
             mode = "encrypted" if encrypted else "plain"
@@ -466,13 +466,6 @@ class MigrationStore:
                     MigrationRow.source == src, MigrationRow.destination == dst, mode_ok,
                     MigrationRow.bandwidth_mib_s.is_(None), SampleRow.iteration >= 1))
                 if latest:
-                    round1 = [(t, p, r) for t, p, r in s.execute(
-                        select(SampleRow.t_ms, SampleRow.memory_processed_bytes,
-                               SampleRow.memory_remaining_bytes)
-                        .where(SampleRow.migration_id == latest, SampleRow.iteration == 1)
-                        .order_by(SampleRow.t_ms))]
-                    if (wire := wire_rate(round1)) is not None:
-                        return wire, f"measured on migration {latest} (non-zero pages)"
                     rates = sorted(r for r in s.scalars(select(SampleRow.bandwidth_bytes_s)
                                                         .where(SampleRow.migration_id == latest,
                                                                SampleRow.iteration >= 1))
