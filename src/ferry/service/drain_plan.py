@@ -136,9 +136,8 @@ class DrainPlanner:
               ) -> tuple[list[MoveSpec], Model, dict[str, str]]:
         """Measure every placed guest at once and turn it into the model's terms; a
         guest that cannot be measured is blocked with the reason.  A host's link is
-        `link_mib_s` if given, else what its last migration reached.  No per-migration
-        rate is learned: what the last one reached may have been a shared link's
-        share.  `on_measured(spec, link, measurement)` hears of each guest as soon as
+        `link_mib_s` if given, else what its last migration reached.
+        `on_measured(spec, link, measurement)` hears of each guest as soon as
         its own measurement is in (the drain starts a quiet one at once); `tls`
         False: the moves go in clear (their history is that of plain streams).  What
         one stream from a host reaches comes from its latest migrations: where it
