@@ -85,6 +85,8 @@ def run(c: dict[str, Any]) -> dict[str, Any]:
         "fit": {"rate_mib_s": p["inputs"]["dirty_rate_mib_s"],
                 "wss_mib": p["inputs"]["working_set_mib"],
                 "zero_share": p["inputs"]["zero_share"]},
+        # what the prediction was made from (link, set-up, ...), to read a miss's cause
+        "inputs": {k: v for k, v in p["inputs"].items() if k != "dirty_windows"},
         "actual": {"state": m.get("state"), "total_ms": m.get("total_ms"),
                    "downtime_ms": m.get("downtime_ms"),
                    "transferred_bytes": m.get("transferred_bytes"), "rounds": m.get("rounds"),
