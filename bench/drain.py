@@ -274,8 +274,10 @@ def _ferry_lines(name: str, f: list[dict[str, Any]], mk: dict[str, float],
         f"was made {at:.1f} s into the drain (its guests measured, a quiet one "
         f"already moving): what it predicted from there, {eta - at:.1f} s, vs "
         f"{drain - at:.1f} s: error {abs(eta - drain) / max(drain - at, 0.1):.0%}; "
-        f"before the drain's record the command took "
-        f"{median([r['plan_s'] for r in f]):.1f} s (placement)",
+        f"outside the drain's own time the command took "
+        f"{median([r['plan_s'] for r in f]):.1f} s (the `ferry` command starting, "
+        "~2 s of Python imports on these saturated CPUs, placement ~0.2 s, and its last look "
+        "after the end)",
         f"- {name}: physical limit (MiB sent / {LINK_MIB_S} MiB/s) "
         f"{phys:.1f} s; the drain {drain / phys:.2f}x it, the whole command "
         f"{fm / phys:.2f}x (goal <= 1.15)", ""]
