@@ -192,9 +192,12 @@ def test_the_plan_learns_what_one_stream_reaches_from_earlier_moves(env: SimEnv)
     plain = env.migrate("probe", "node2", tls=False)
     env.migrate("probe", "node1", tls=False)
     assert plain.transferred_bytes and plain.total_ms
-    setup = env.svc.store.job_setup_s(plain.id)
-    assert setup is not None and 0 < setup < plain.total_ms / 1000
+    first = next(x for x in env.svc.store.samples(plain.id)
+                 if x.memory_processed_bytes > 0 and x.bandwidth_bytes_s > 0)
+    setup = first.t_ms / 1000 - first.memory_processed_bytes / first.bandwidth_bytes_s
+    assert 0 < setup < plain.total_ms / 1000
     rate = plain.transferred_bytes / (plain.total_ms / 1000 - setup)  # after its set-up
+    assert env.svc.store.reached_bytes_s(plain.id) == pytest.approx(rate)  # a drain's move
     plan = env.svc.drains.plan(DrainRequest("node1", link_mib_s=64, tls=False))
     assert {m["model"]["stream_bytes_s"] for m in plan["moves"]} == {round(rate)}
 

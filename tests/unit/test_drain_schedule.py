@@ -132,15 +132,12 @@ def test_alone_is_judged_at_what_one_stream_reaches_not_the_link() -> None:
 
 
 def test_streams_seen_are_the_best_of_a_drains_completed_moves() -> None:
-    moves = [{"vm": "x", "state": "completed", "sent_bytes": 100 * MIB, "total_ms": 5000},
-             {"vm": "y", "state": "completed", "sent_bytes": 100 * MIB, "total_ms": 4000},
-             {"vm": "z", "state": "running", "sent_bytes": None, "total_ms": None},
-             {"vm": "w", "state": "failed", "sent_bytes": 10 * MIB, "total_ms": 100,
-              "source": "b"}]
+    moves = [{"vm": "x", "state": "completed", "reached_bytes_s": 20 * MIB},
+             {"vm": "y", "state": "completed", "reached_bytes_s": 25 * MIB},
+             {"vm": "z", "state": "running", "reached_bytes_s": None},
+             {"vm": "w", "state": "failed", "reached_bytes_s": 100 * MIB, "source": "b"}]
     assert streams_seen(moves, "a") == {"a": 25 * MIB}
-    # the job's time after its set-up, when known: the destination QEMU's start sends
-    # nothing
-    moves[0]["moving_ms"] = 2000
+    moves[0]["reached_bytes_s"] = 50 * MIB
     assert streams_seen(moves, "a") == {"a": 50 * MIB}
 
 

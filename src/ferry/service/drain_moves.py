@@ -77,10 +77,7 @@ class DrainMoves:
             return
         self.gate.release(m["vm"], m.get("source", d["host"]))
         m["total_ms"], m["downtime_ms"] = mig.total_ms, mig.downtime_ms
-        m["sent_bytes"] = mig.transferred_bytes
-        setup = self.store.job_setup_s(mig.id) if mig.total_ms else None
-        m["moving_ms"] = None if mig.total_ms is None else \
-            mig.total_ms - round((setup or 0.0) * 1000)
+        m["reached_bytes_s"] = self.store.reached_bytes_s(mig.id)
         if mig.state == MigrationState.COMPLETED:
             m["state"], m["to"], m["error"] = "completed", mig.destination, ""
         elif mig.state == MigrationState.CANCELLED or cancelling:

@@ -241,15 +241,13 @@ def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float |
 
 
 def streams_seen(moves: list[dict[str, Any]], default_host: str) -> dict[str, float]:
-    """What one stream reached in a drain's completed moves, per source: the best of
-    bytes over the job's time after its set-up (a move that shared the link reached
-    less)."""
+    """What one stream reached in a drain's completed moves, per source: the best
+    (a move that shared the link reached less)."""
     out: dict[str, float] = {}
     for m in moves:
-        ms = m.get("moving_ms") or m.get("total_ms")
-        if m["state"] == "completed" and m.get("sent_bytes") and ms and ms > 100:
+        if m["state"] == "completed" and m.get("reached_bytes_s"):
             src = m.get("source", default_host)
-            out[src] = max(out.get(src, 0.0), m["sent_bytes"] / (ms / 1000))
+            out[src] = max(out.get(src, 0.0), float(m["reached_bytes_s"]))
     return out
 
 

@@ -53,7 +53,7 @@ NAP_S = 0.1  # how soon a runner hears that one of its migrations ended
 MEASURING = "measuring"  # a planning drain's move whose guest is not measured yet
 # what a move's run has told (kept when a plan is made around a move under way)
 RUNTIME = ("state", "migration", "migrations", "tried", "error", "to", "started_at",
-           "total_ms", "downtime_ms", "sent_bytes", "moving_ms", "cancel_sent")
+           "total_ms", "downtime_ms", "reached_bytes_s", "cancel_sent")
 
 
 def _check(req: DrainRequest) -> None:

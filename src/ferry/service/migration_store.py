@@ -500,14 +500,15 @@ class MigrationStore:
                                     func.coalesce(MigrationRow.encrypted, false()) == encrypted,
                                     MigrationRow.total_ms > 0)
                              .order_by(MigrationRow.id.desc()).limit(STREAM_HISTORY)).all()
-            rates = [b / moving for mid, b, t in rows
-                     if b and t and (moving := t / 1000 - (_job_setup_s(s, mid) or 0.0)) > 0.1]
+            rates = [r for mid, b, t in rows if (r := _reached(s, mid, b, t)) is not None]
         return max(rates) if rates else None
 
-    def job_setup_s(self, mid: int) -> float | None:
-        """How long migration `mid`'s job ran before its first byte moved."""
+    def reached_bytes_s(self, mid: int) -> float | None:
+        """What migration `mid`'s stream reached: bytes over its job time after set-up."""
         with self.db.session() as s:
-            return _job_setup_s(s, mid)
+            row = s.get(MigrationRow, mid)
+            return None if row is None else \
+                _reached(s, mid, row.transferred_bytes, row.total_ms)
 
     def _any_in_mode(self, source: str, destination: str, encrypted: bool) -> bool:
         """Has an uncapped migration between these hosts (either way) run in this mode?"""
@@ -539,7 +540,6 @@ class MigrationStore:
         setup = statistics.median(est)
         return setup, f"set-up {setup:.2f} s (last {len(est)} migrations)"
 
-
     @durable
     def finish_s(self, source: str, destination: str) -> float | None:
         """How long a move between these hosts takes after QEMU's job time: libvirt's
@@ -563,6 +563,15 @@ class MigrationStore:
                 if end is not None and begin is not None:
                     est.append(max(0.0, (end - begin).total_seconds() - (total_ms or 0) / 1000))
         return statistics.median(est) if est else None
+
+
+def _reached(s: Session, mid: int, sent: int | None, total_ms: int | None) -> float | None:
+    """Bytes sent over the job's time after its set-up (the destination QEMU starting
+    sends nothing); None without figures or with under 0.1 s of moving."""
+    if not sent or not total_ms:
+        return None
+    moving = total_ms / 1000 - (_job_setup_s(s, mid) or 0.0)
+    return sent / moving if moving > 0.1 else None
 
 
 def _job_setup_s(s: Session, mid: int) -> float | None:
