@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ferry.drain.schedule import Active, Limits, Model, MoveSpec, best_order, order, plan
+from ferry.drain.schedule import Active, Limits, Model, MoveSpec, best_plan, order, plan
 from ferry.predict.dirty import MIB, DirtyCurve
 from ferry.predict.precopy import Guest
 from ferry.service.drain_plan import streams_seen
@@ -153,11 +153,12 @@ def test_the_order_is_the_one_whose_simulated_drain_ends_soonest() -> None:
         moves = [fixed(f"v{i}", n, "bc"[i % 2]) for i, n in enumerate(sizes)]
         for model in (Model(LINKS), Model(LINKS, {"a": LINK / 2})):
             lpt = plan(order(moves, model), LINKS, Limits(), 2, model=model).eta_s
-            best = best_order(moves, model, Limits(), 2)
+            best = best_plan(moves, model, Limits(), 2)[0]
             assert plan(best, LINKS, Limits(), 2, model=model).eta_s <= lpt + 1e-9
     moves = [fixed(f"v{i}", n, "bc"[i % 2]) for i, n in enumerate([200, 200, 50, 50])]
     model = Model(LINKS)
-    best = best_order(moves, model, Limits(), 2)
+    best, sched = best_plan(moves, model, Limits(), 2)
     assert [m.vm for m in best][:2] == ["v0", "v3"]  # a big one beside a small one
+    assert sched.eta_s == plan(best, LINKS, Limits(), 2, model=model).eta_s
     assert plan(best, LINKS, Limits(), 2, model=model).eta_s < \
         plan(order(moves, model), LINKS, Limits(), 2, model=model).eta_s - 2.0

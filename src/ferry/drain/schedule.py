@@ -171,10 +171,12 @@ def order(moves: list[MoveSpec], model: Model) -> list[MoveSpec]:
                                         -model.predict(m, model.stream(m.source)).total_s))
 
 
-def best_order(moves: list[MoveSpec], model: Model, limits: Limits, max_parallel: int,
-               active: list[Active] | None = None, now: float = 0.0) -> list[MoveSpec]:
-    """The order whose simulated drain ends soonest, of three (alone-only moves first
-    in each): longest first; longest and shortest alternating; shortest first.
+def best_plan(moves: list[MoveSpec], model: Model, limits: Limits, max_parallel: int,
+              active: list[Active] | None = None, now: float = 0.0
+              ) -> tuple[list[MoveSpec], Schedule]:
+    """The order whose simulated drain ends soonest, and that drain, of three orders
+    (alone-only moves first in each): longest first; longest and shortest
+    alternating; shortest first.
 
     Longest-first makes equal moves start and end together: with two at once,
     both wait for their destination QEMU to start and both finish with the link
@@ -193,8 +195,9 @@ def best_order(moves: list[MoveSpec], model: Model, limits: Limits, max_parallel
             alternating.append(rest[hi])
         lo, hi = lo + 1, hi - 1
     candidates = [lpt, first + alternating, first + rest[::-1]]
-    return min(candidates, key=lambda o: plan(o, model.links, limits, max_parallel, active,
-                                              now, model=model).eta_s)
+    planned = [(o, plan(o, model.links, limits, max_parallel, active, now, model=model))
+               for o in candidates]
+    return min(planned, key=lambda p: p[1].eta_s)
 
 
 @dataclass

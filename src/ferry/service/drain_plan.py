@@ -25,7 +25,7 @@ from ferry.drain.schedule import (
     Model,
     MoveSpec,
     Schedule,
-    best_order,
+    best_plan,
     plan,
 )
 from ferry.hypervisor.errors import HypervisorError
@@ -209,13 +209,13 @@ class DrainPlanner:
 
     def schedule(self, specs: list[MoveSpec], model: Model, max_parallel: int) -> Schedule:
         """The plan: moves in the schedule's order, none started yet."""
-        return plan(best_order(specs, model, self.limits, max_parallel), model.links,
-                    self.limits, max_parallel, model=model)
+        return best_plan(specs, model, self.limits, max_parallel)[1]
 
-    def ordered(self, specs: list[MoveSpec], model: Model, max_parallel: int,
-                active: list[Active], now: float) -> list[MoveSpec]:
-        """`specs` in the order that ends the drain soonest, after what runs."""
-        return best_order(specs, model, self.limits, max_parallel, active, now)
+    def best_from(self, specs: list[MoveSpec], model: Model, max_parallel: int,
+                  active: list[Active], now: float) -> Schedule:
+        """The plan from now, `specs` in the order that ends the drain soonest after
+        what runs."""
+        return best_plan(specs, model, self.limits, max_parallel, active, now)[1]
 
     def schedule_from(self, specs: list[MoveSpec], model: Model, max_parallel: int,
                       active: list[Active], now: float) -> Schedule:

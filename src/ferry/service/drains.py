@@ -203,9 +203,7 @@ class DrainService:
                 pending.append(replace(sp, destination=mv["to"]))  # a retry may move it
             else:
                 settled.append(sp)
-        sched = self.planner.schedule_from(
-            self.planner.ordered(pending, model, req["max_parallel"], active, now), model,
-            req["max_parallel"], active, now)
+        sched = self.planner.best_from(pending, model, req["max_parallel"], active, now)
         planned = plan_dict(d["host"], sched, specs, model, {}, req["max_parallel"])
         moves: list[dict[str, Any]] = []
         for pm in planned["moves"]:
