@@ -9,6 +9,7 @@ from sqlalchemy import update
 from ferry.db.models import HostRow
 from ferry.domain.models import MigrationState
 from ferry.errors import MigrationRefused
+from ferry.service.drain_plan import DrainRequest
 from tests.sim.conftest import SimEnv
 
 
@@ -61,3 +62,19 @@ def test_the_link_is_learnt_per_mode(env: SimEnv) -> None:
     assert h.link_how == f"measured on migration {m.id}"
     h = env.svc.store.history(vm, "node1", "node2", encrypted=False)
     assert h.link_how != f"measured on migration {m.id}"  # the plain one
+
+
+def test_a_drain_encrypts_by_default_and_in_clear_with_no_tls(env: SimEnv) -> None:
+    _tls(env, "node1", "node2", "node3")
+    vms = [env.vm("a1"), env.vm("b1", memory=128)]
+    d = env.svc.drains.start(DrainRequest("node1"))
+    d = env.svc.drains.drains.get(d["id"])
+    assert d["state"] == "completed", d
+    assert all(env.svc.store.get(m["migration"]).encrypted is True for m in d["moves"])
+    env.svc.drains.activate("node1")
+    for vm in vms:
+        env.migrate(vm, "node1")
+    d = env.svc.drains.start(DrainRequest("node1", tls=False))
+    d = env.svc.drains.drains.get(d["id"])
+    assert d["state"] == "completed" and d["request"]["tls"] is False, d
+    assert all(env.svc.store.get(m["migration"]).encrypted is False for m in d["moves"])
