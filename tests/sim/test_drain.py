@@ -9,7 +9,9 @@ from ferry.domain.models import HostState, MigrationState
 from ferry.domain.vocab import EventKind
 from ferry.drain.schedule import DEFAULT_FINISH_S
 from ferry.errors import Conflict, MigrationRefused
+from ferry.migration.pipeline import Hooks
 from ferry.service.drain_plan import DrainRequest
+from ferry.service.drains import TICK_S
 from tests.sim.conftest import ControllerCrash, SimEnv, crash
 
 
@@ -215,3 +217,20 @@ def test_the_plan_learns_each_moves_time_after_its_job(env: SimEnv) -> None:
     after = (m.finished_at - started).total_seconds() - m.total_ms / 1000
     plan = env.svc.drains.plan(DrainRequest("node1", to=("node2",), link_mib_s=64))
     assert {m["model"]["finish_s"] for m in plan["moves"]} == {round(after, 3)}
+
+
+def test_a_drain_hears_at_once_that_one_of_its_migrations_ended(env: SimEnv) -> None:
+    """A migration's end reaches its drain's runner (Hooks.ended), which then looks
+    again within a nap instead of a whole tick."""
+    vm = env.vm("a1")
+    heard: list[int] = []
+    m = env.svc.migrations.start(vm, "node2", hooks=Hooks(ended=lambda: heard.append(1)))
+    assert env.svc.store.get(m.id).state.finished and heard == [1]
+    drains = env.svc.drains
+    t0 = env.clock.monotonic()
+    drains._nap(7)  # nobody woke it: a whole tick
+    assert env.clock.monotonic() - t0 >= TICK_S - 1e-9
+    drains._woken.add(7)
+    t0 = env.clock.monotonic()
+    drains._nap(7)
+    assert env.clock.monotonic() - t0 < TICK_S / 2 and 7 not in drains._woken
