@@ -119,9 +119,11 @@ def baseline(name: str, guests: dict[str, tuple[int, int, int]]) -> list[dict[st
     return results
 
 
-def ferry_drain(tls: bool) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+def ferry_drain(tls: bool, max_parallel: int | None
+                ) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+    more = ["--max-parallel", str(max_parallel)] if max_parallel else []
     proc, wall_ms = ferry("host", "drain", "node1", "--link", str(LINK_MIB_S), "--wait",
-                          "--json", "--tls" if tls else "--no-tls", check=False)
+                          "--json", "--tls" if tls else "--no-tls", *more, check=False)
     d = json.loads(proc.stdout)
     moves = []
     for m in d["moves"]:
@@ -158,12 +160,13 @@ def warm_up(vm: str) -> None:
         ferry("host", "refresh", "node1")
 
 
-def run(strategy: str, guests: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
+def run(strategy: str, guests: dict[str, tuple[int, int, int]],
+        max_parallel: int | None = None) -> dict[str, Any]:
     since = time.time_ns()
     t0 = time.perf_counter()
     drain = None
     if strategy.startswith("ferry"):  # the drain command alone, not the look-ups after it
-        moves, drain, makespan = ferry_drain(strategy == "ferry")
+        moves, drain, makespan = ferry_drain(strategy == "ferry", max_parallel)
     else:
         moves = baseline(strategy, guests)
         makespan = time.perf_counter() - t0
@@ -211,6 +214,8 @@ def main() -> None:
     ap.add_argument("--name", default="drain", help="results file name (default drain)")
     ap.add_argument("--strategies", default=",".join(STRATEGIES),
                     help="comma-separated, of " + ", ".join(STRATEGIES))
+    ap.add_argument("--max-parallel", type=int, default=None,
+                    help="Ferry's --max-parallel (default: Ferry's own)")
     args = ap.parse_args()
     state = ferry_json("lab", "status")
     if len(state.get("hosts", [])) != 3:
@@ -237,7 +242,7 @@ def main() -> None:
             rot = rep % len(strategies)
             for strategy in strategies[rot:] + strategies[:rot]:
                 bring_back(guests)
-                r = run(strategy, guests)
+                r = run(strategy, guests, args.max_parallel)
                 r.update(mix=mix, rep=rep)
                 runs.append(r)
                 print(f"{mix} {strategy}: {r['makespan_s']} s, not moved {r['not_moved']}, "

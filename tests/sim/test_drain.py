@@ -106,6 +106,26 @@ def test_a_failed_move_is_retried_on_another_destination(env: SimEnv) -> None:
         assert env.cluster.where(m["vm"]) == {m["to"]: "running"}
 
 
+@pytest.mark.parametrize("max_parallel", [1, 2])
+def test_quiet_guests_start_while_the_others_are_measured_up_to_the_slots(
+        env: SimEnv, max_parallel: int) -> None:
+    """Every quiet guest may start before the plan is made, as many as the drain's
+    slots from its source allow (fails when only the first quiet one starts early,
+    or when early starts ignore `max_parallel`)."""
+    _guests(env)
+    env.vm("d1", memory=256, dirty=0)
+    env.vm("e1", memory=320, dirty=0)
+    d = env.svc.drains.start(DrainRequest("node1", link_mib_s=64, max_parallel=max_parallel))
+    d = env.svc.drains.drains.get(d["id"])
+    assert d["state"] == "completed", d
+    kinds = [e["kind"] for e in d["events"]]
+    before_plan = kinds[:kinds.index("planned")]
+    assert before_plan.count("early") == max_parallel, kinds
+    assert "retry" not in kinds and all(m["tried"] == [m["to"]] for m in d["moves"]), d
+    early = [e["message"].split()[0] for e in d["events"] if e["kind"] == "early"]
+    assert "b1" not in early  # 8 MiB/s of 64: not quiet (c1's 2 MiB/s is)
+
+
 def test_a_vm_that_fails_everywhere_is_reported_with_its_reason(env: SimEnv) -> None:
     _guests(env)
     env.cluster.host("node2").unreachable = True
@@ -151,12 +171,15 @@ def test_cancel_mid_drain_stops_the_rest_and_leaves_each_vm_whole(env: SimEnv) -
     assert env.svc.hosts.get("node1").state == HostState.UP
 
 
-@pytest.mark.parametrize("job,state", [(1, "planning"), (2, "running")])
+@pytest.mark.parametrize("job,state", [(1, "planning"), (3, "running")])
 def test_controller_restart_mid_drain_resumes_it(env: SimEnv, job: int, state: str) -> None:
-    """Killed in the first job (the quiet guest moving while the others are measured:
-    the plan is not made yet) or in the second (the plan runs)."""
+    """Killed in the first job (a1 and c1 are quiet: both move while b1 is measured;
+    the plan is not made yet) or in the third (the plan runs)."""
     vms = _guests(env)
-    env.in_job(1.0, crash if job == 1 else lambda: env.in_job(1.0, crash))
+
+    def in_job(n: int) -> None:
+        env.in_job(1.0, crash if n == 1 else lambda: in_job(n - 1))
+    in_job(job)
     with pytest.raises(ControllerCrash):
         env.svc.drains.start(DrainRequest("node1"))
     assert env.svc.drains.drains.get(1)["state"] == state

@@ -95,10 +95,10 @@ def test_a_running_migration_is_watched_and_its_figures_land_in_the_histograms(
 
 
 def test_a_drain_in_progress_shows_its_eta_and_moves(menv: SimEnv, api: TestClient) -> None:
-    for i in range(3):
-        menv.vm(f"d{i}", dirty=2)
+    for i in range(3):  # d0 is quiet, d1 and d2 are not
+        menv.vm(f"d{i}", dirty=8 if i else 0)
     during: list[Series] = []
-    # in the first job (a quiet guest moving while the others are measured) the plan
+    # in the first job (the quiet guest moving while the others are measured) the plan
     # and its ETA are not made yet: scraped in the second
     menv.in_job(0.5, lambda: (during.append(scrape(api)),
                               menv.in_job(0.5, lambda: during.append(scrape(api)))))

@@ -12,13 +12,13 @@ from typing import Any
 from ferry.clock import Clock
 from ferry.domain.vocab import EventKind
 from ferry.drain.schedule import may_share
-from ferry.service.drain_plan import model_of, spec_of
+from ferry.drain.schedule import quiet as drain_quiet
+from ferry.service.drain_plan import model_of, spec_of, streams_seen
 from ferry.service.drain_store import DrainStore
 from ferry.service.migration_store import MigrationStore
 
 GATE_POLL_S = 0.2
 HANDOVER_S = 1.0
-QUIET_SHARE = 0.05  # dirtying below 5 % of the link: round 1 is nearly the whole job
 
 
 class LinkGate:
@@ -27,6 +27,9 @@ class LinkGate:
         self._lock = threading.Lock()
         # per source host: VMs of drains whose job was let through and has not ended
         self._on_link: dict[str, set[str]] = {}
+        # VMs whose job shared its link with another's transfer (what their stream
+        # reached says less about one stream alone)
+        self._shared: set[str] = set()
 
     def hold(self, did: int, vm: str, source: str) -> Callable[[threading.Event], None]:
         """A move's hook: its job (measured, planned) waits here until its link can
@@ -35,30 +38,43 @@ class LinkGate:
             while not cancel.is_set():
                 with self._lock:
                     on = self._on_link.setdefault(source, set())
-                    if self._takes(did, vm, on - {vm}):
+                    takes, sharing = self._takes(did, vm, on - {vm})
+                    if takes:
                         on.add(vm)
+                        self._shared.discard(vm)
+                        if sharing:
+                            self._shared |= sharing | {vm}
                         return
                 self.clock.sleep(GATE_POLL_S)
         return wait
 
-    def release(self, vm: str, source: str) -> None:
-        """The move's job has ended: it no longer uses the link."""
+    def release(self, vm: str, source: str) -> bool:
+        """The move's job has ended: it no longer uses the link.  Returns whether it
+        had the link to itself all along (not known after a controller restart:
+        False)."""
         with self._lock:
-            self._on_link.get(source, set()).discard(vm)
+            on = self._on_link.get(source, set())
+            known = vm in on
+            on.discard(vm)
+            alone = known and vm not in self._shared
+            self._shared.discard(vm)
+            return alone
 
-    def _takes(self, did: int, vm: str, others: set[str]) -> bool:
+    def _takes(self, did: int, vm: str, others: set[str]) -> tuple[bool, set[str]]:
+        """May `vm`'s job transfer now, and beside which transfers (not leaving)."""
         if not others:
-            return True
+            return True, set()
         d = self.drains.get(did)
         by_vm = {m["vm"]: m for m in d["moves"]}
         others = {o for o in others if not self._leaving(by_vm.get(o))}
         if not others:
-            return True
+            return True, set()
         specs = {m["vm"]: spec_of(m, d["host"]) for m in d["moves"] if "model" in m}
         if vm not in specs or not others <= set(specs):
-            return False  # another drain's move: do not share with what we cannot model
-        model = model_of(d["moves"], d["host"], d["request"].get("link_mib_s"))
-        return may_share(specs[vm], [specs[o] for o in others], model)
+            return False, others  # another drain's move: not shared with what we cannot model
+        model = model_of(d["moves"], d["host"], d["request"].get("link_mib_s"),
+                         streams_seen(d["moves"], d["host"]))  # as the runner's
+        return may_share(specs[vm], [specs[o] for o in others], model), others
 
     def _leaving(self, m: dict[str, Any] | None) -> bool:
         """Is this move's job about to leave the link: ended, switched to post-copy
@@ -76,7 +92,8 @@ class LinkGate:
         last = self.store.last_sample(mid)
         if last is None:
             return False
-        quiet = float(m["model"]["dirty_bytes_s"]) <= QUIET_SHARE * last.bandwidth_bytes_s
+        quiet = last.bandwidth_bytes_s > 0 and \
+            drain_quiet(spec_of(m, "").guest, last.bandwidth_bytes_s)
         return last.memory_remaining_bytes == 0 or (
             quiet and last.iteration == 1 and
             last.memory_remaining_bytes <= last.bandwidth_bytes_s * HANDOVER_S)

@@ -75,9 +75,10 @@ class DrainMoves:
                 except FerryError as exc:  # e.g. past its post-copy switch: it finishes
                     m["error"] = f"not cancelled: {exc.message}"
             return
-        self.gate.release(m["vm"], m.get("source", d["host"]))
+        alone = self.gate.release(m["vm"], m.get("source", d["host"]))
         m["total_ms"], m["downtime_ms"] = mig.total_ms, mig.downtime_ms
-        m["reached_bytes_s"] = self.store.reached_bytes_s(mig.id)
+        # what one stream reaches is read only from a move that had its link alone
+        m["reached_bytes_s"] = self.store.reached_bytes_s(mig.id) if alone else None
         if mig.state == MigrationState.COMPLETED:
             m["state"], m["to"], m["error"] = "completed", mig.destination, ""
         elif mig.state == MigrationState.CANCELLED or cancelling:

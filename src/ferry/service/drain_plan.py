@@ -226,10 +226,13 @@ class DrainPlanner:
 def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float | None,
              seen: dict[str, float] | None = None) -> Model:
     """The links a drain's stored moves were planned with, and what one stream from
-    each source reaches: as `seen` in this drain's own moves, else as planned."""
+    each source reaches: as `seen` in this drain's own moves, else as planned.  A move
+    still being measured (no model yet; quiet ones already move) is not read."""
     links: dict[str, float] = {}
     streams: dict[str, float] = {}
     for m in moves:
+        if "model" not in m:
+            continue
         s = m["model"]
         rate = float(s.get("link_bytes_s") or 0.0) or (link_mib_s or ASSUMED_LINK_MIB_S) * MIB
         src = m.get("source", default_host)

@@ -27,10 +27,10 @@ from ferry.clock import Clock
 from ferry.domain.models import Migration
 from ferry.domain.names import check_name
 from ferry.drain.placement import Candidate, Placement
-from ferry.drain.schedule import Active, Model, MoveSpec
+from ferry.drain.schedule import Active, Limits, Model, MoveSpec, quiet
 from ferry.errors import Conflict, FerryError, InvalidRequest
 from ferry.predict.inputs import Measurement
-from ferry.service.drain_gate import QUIET_SHARE, LinkGate
+from ferry.service.drain_gate import LinkGate
 from ferry.service.drain_moves import DrainMoves
 from ferry.service.drain_plan import (
     DrainPlanner,
@@ -54,6 +54,16 @@ MEASURING = "measuring"  # a planning drain's move whose guest is not measured y
 # what a move's run has told (kept when a plan is made around a move under way)
 RUNTIME = ("state", "migration", "migrations", "tried", "error", "to", "started_at",
            "total_ms", "downtime_ms", "reached_bytes_s", "cancel_sent")
+
+
+def early_slots(spec: MoveSpec, moving: list[MoveSpec], limits: Limits,
+                max_parallel: int) -> bool:
+    """May `spec` start while its drain is still planning, beside `moving`: within the
+    admission limits (per source, capped by the drain's `max_parallel`; per
+    destination; cluster-wide), which would otherwise refuse the migration."""
+    return (sum(o.source == spec.source for o in moving) < min(limits.per_source, max_parallel)
+            and sum(o.destination == spec.destination for o in moving) < limits.per_destination
+            and len(moving) < limits.cluster)
 
 
 def _check(req: DrainRequest) -> None:
@@ -149,12 +159,12 @@ class DrainService:
         """Measure the drain's guests still `measuring` (all at once), schedule them
         after what already runs, and store the plan with the ETA.
 
-        With `early`, the first guest whose measurement shows it quiet (dirtying
-        under QUIET_SHARE of its link: it converges whatever shares the link) starts
-        moving at once, with that measurement, instead of waiting for the slowest
-        guest's (~8 s for six guests on the lab): its transfer overlaps the others'
-        measurement.  Without it (a restart cut the planning short), the plan is
-        only finished."""
+        With `early`, each guest whose measurement shows it quiet (`quiet` at its
+        share of the link with every slot busy: it converges whatever shares) starts
+        moving at once, with that measurement, while the drain's slots allow
+        (`early_slots`), instead of waiting for the slowest guest's (~6-8 s for six
+        guests on the lab): their transfers overlap the others' measurement.
+        Without it (a restart cut the planning short), the plan is only finished."""
         d = self.drains.get(did)
         req = d["request"]
         by_vm = {m["vm"]: m for m in d["moves"]}
@@ -162,15 +172,19 @@ class DrainService:
         cands, _targets, uris = self.planner.candidates([m["vm"] for m in waiting])
         lock = threading.Lock()
         gate = {"open": early}  # closed once the plan is made (a late answer starts nothing)
-        started: set[str] = set()
+        started: list[MoveSpec] = []
+        running = [spec_of(m, d["host"]) for m in d["moves"]
+                   if m["state"] in ("pending", "running") and "model" in m]
 
         def start_if_quiet(spec: MoveSpec, link: float, m: Measurement) -> None:
             with lock:
-                if not gate["open"] or spec.guest.curve.rate_bytes_s > QUIET_SHARE * link \
+                slots = min(self.planner.limits.per_source, req["max_parallel"])
+                if not gate["open"] or not quiet(spec.guest, link / slots) \
+                        or not early_slots(spec, [*running, *started], self.planner.limits,
+                                           req["max_parallel"]) \
                         or self.drains.cancel_requested(did):
                     return
-                gate["open"] = False
-                started.add(spec.vm)
+                started.append(spec)
                 mv = by_vm[spec.vm]
                 mv.update(state="pending",
                           model=spec_dict(spec, Model({spec.source: link,
@@ -186,10 +200,11 @@ class DrainService:
             req.get("link_mib_s"), req.get("max_downtime_ms"), start_if_quiet, req.get("tls"))
         with lock:
             gate["open"] = False
-        for vm in started:  # its measurement went with its move: not for a later one
+        early_vms = {sp.vm for sp in started}
+        for vm in early_vms:  # its measurement went with its move: not for a later one
             self.planner.measured.pop(vm, None)
         specs += [spec_of(m, d["host"]) for m in d["moves"]
-                  if m["state"] != MEASURING and m["vm"] not in started]
+                  if m["state"] != MEASURING and m["vm"] not in early_vms]
         now = (self.clock.now() - datetime.fromisoformat(d["started_at"])).total_seconds()
         active: list[Active] = []
         pending: list[MoveSpec] = []
