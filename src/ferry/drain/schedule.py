@@ -52,7 +52,6 @@ SWITCHOVER_S = 0.01
 STREAM_FILLS = 0.75
 SHARE_STEP = 0.02  # shares are rounded to 2 % of a link for the predictions' cache
 EPS = 1e-6
-SHARE_BYTES = 1.15  # a move shares its link only if it then sends at most this much more
 QUIET_SHARE = 0.05  # round 2 at most this share of round 1: the guest is quiet
 
 
@@ -163,9 +162,11 @@ class Model:
         return self._at(m, share)[1]
 
     def costs_little(self, m: MoveSpec, share: float) -> bool:
-        """At this share the move sends at most SHARE_BYTES times what it sends alone."""
+        """What the move sends at this share beyond what it sends alone takes its link
+        less time than the fixed costs sharing overlaps (its set-up and finish)."""
         alone = self.predict(m, self.stream(m.source)).transferred_bytes
-        return self.predict(m, share).transferred_bytes <= SHARE_BYTES * alone
+        extra = self.predict(m, share).transferred_bytes - alone
+        return extra / self.link(m.source) <= m.setup_s + m.finish_s
 
     def alone(self, m: MoveSpec) -> bool:
         """Converges only with all one stream reaches (nothing sharing its link)."""
@@ -288,11 +289,13 @@ def may_share(m: MoveSpec, sharing: list[MoveSpec], model: Model) -> bool:
     """May `m` transfer while `sharing` transfer from the same host: only if nobody
     among them converges only alone and every one still converges at its share.
     Sharing lets one job's fixed costs (libvirt starting the destination QEMU,
-    its finish) overlap another's transfer; it costs the link nothing only while
-    the bytes stay the same: a dirtier whose rounds stretch at a smaller share
-    re-sends more (`costs_little`), and one near its convergence edge at that
-    share is where predictions miss most (lab: a 24 MiB/s dirtier predicted to
-    converge at half of a 48 MiB/s link took 1.5x as long and 2.5x its memory)."""
+    its finish) overlap another's transfer; what it costs is the bytes a dirtier
+    re-sends as its rounds stretch at a smaller share: it pays only while those
+    take the link less time than the fixed costs it overlaps (`costs_little`).
+    Near its convergence edge a move re-sends many times its memory, and there
+    predictions miss most (lab: a guest dirtying 25 MB/s over 78 MB, predicted to
+    converge at half of a 48 MiB/s link, took 1.5x as long and sent 2.5x its
+    memory sharing): such a move goes alone."""
     n = len(sharing) + 1
     if n == 1:
         return True
