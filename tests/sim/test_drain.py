@@ -257,3 +257,41 @@ def test_a_drain_hears_at_once_that_one_of_its_migrations_ended(env: SimEnv) -> 
     t0 = env.clock.monotonic()
     drains._nap(7)
     assert env.clock.monotonic() - t0 < TICK_S / 2 and 7 not in drains._woken
+
+
+def test_a_move_whose_link_is_busy_is_staged_and_released(env: SimEnv) -> None:
+    """A drain's move that may not transfer yet starts its job at a trickle (libvirt's
+    set-up overlaps the link's transfers) and goes at full speed when its gate says
+    so; its time counts from then, and it teaches neither the pair's set-up (it
+    overlapped) nor a finish that includes the wait (fails when the job waits before
+    starting, or when the staged time is counted as job time)."""
+    env.vm("plain", memory=256, dirty=2)
+    env.vm("held", memory=256, dirty=2)
+    alone = env.migrate("plain", "node2")
+    setup = env.svc.store._setup_s("node1", "node2")[0]
+    assert setup is not None and setup > 0.25
+    asked: list[float] = []
+
+    def may_transfer() -> bool:
+        asked.append(env.clock.monotonic())
+        return len(asked) > 12  # the link frees ~3 s (12 samples) in
+
+    m = env.svc.migrations.start("held", "node2", hooks=Hooks(may_transfer=may_transfer))
+    m = env.svc.store.get(m.id)
+    assert m.state == MigrationState.COMPLETED, m.error
+    kinds = [e.kind for e in m.events]
+    assert kinds.index(EventKind.STARTED) < kinds.index(EventKind.STAGED) \
+        < kinds.index(EventKind.RELEASED) < kinds.index(EventKind.RESOLVED)
+    assert "full speed" in next(e.message for e in m.events if e.kind == EventKind.RELEASED)
+    staged_s = asked[-1] - asked[0]
+    assert staged_s >= 2.5
+    # the same guest's job alone vs staged: its time counts from the release (the
+    # staged job's set-up was over by then, so it is shorter by about the set-up)
+    assert alone.total_ms is not None and m.total_ms is not None
+    assert m.total_ms <= alone.total_ms
+    assert m.total_ms >= alone.total_ms - 1500
+    samples = env.svc.store.samples(m.id)
+    assert samples and samples[0].t_ms < 1000  # on the clock of the release
+    # the pair's set-up is still the unstaged job's; the finish excludes the wait
+    assert env.svc.store._setup_s("node1", "node2")[0] == pytest.approx(setup)
+    assert (env.svc.store.finish_s("node1", "node2") or 0) < staged_s

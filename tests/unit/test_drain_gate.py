@@ -3,7 +3,6 @@ link alone (only those say what one stream reaches)."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any, cast
 
 from ferry.clock import SystemClock
@@ -35,12 +34,24 @@ def test_a_move_alone_on_its_link_says_so_and_two_sharing_do_not() -> None:
     moves = [{"vm": v, "to": "b", "state": "running", "migration": None, "model": IDLE}
              for v in ("x", "y", "z")]
     gate = _gate(moves)
-    go = threading.Event()
-    gate.hold(1, "x", "a")(go)  # alone: let through at once
+    assert gate.ready(1, "x", "a")()  # alone: let through at once
     assert gate.release("x", "a") is True
-    gate.hold(1, "x", "a")(go)
-    gate.hold(1, "y", "a")(go)  # two idle guests share
+    assert gate.ready(1, "x", "a")() and gate.ready(1, "y", "a")()  # two idle guests share
     assert gate.release("x", "a") is False and gate.release("y", "a") is False
-    gate.hold(1, "z", "a")(go)
+    assert gate.ready(1, "z", "a")()
     assert gate.release("z", "a") is True  # a later move alone again
     assert gate.release("w", "a") is False  # never let through here (a restart)
+
+
+def test_a_heavy_dirtier_holds_the_link_until_it_leaves() -> None:
+    heavy = {**IDLE, "dirty_bytes_s": 40 * MIB, "wss_bytes": 128 * MIB,
+             "nonzero_bytes": 200 * MIB}
+    moves = [{"vm": "h", "to": "b", "state": "running", "migration": None, "model": heavy},
+             {"vm": "i", "to": "c", "state": "running", "migration": None, "model": IDLE}]
+    gate = _gate(moves)
+    ask = gate.ready(1, "i", "a")
+    assert gate.ready(1, "h", "a")()
+    assert not ask() and not ask()  # staged meanwhile
+    gate.release("h", "a")
+    assert ask() and ask()  # on the link now; asking again changes nothing
+    assert gate.release("i", "a") is True

@@ -84,6 +84,8 @@ class EventKind(StrEnum):
     PLAN = "plan"
     # the job and what the policy did to it
     STARTED = "started"
+    STAGED = "staged"  # a drain's job started slowly while its link is busy...
+    RELEASED = "released"  # ...and at full speed once the link is free
     SET_DOWNTIME = "set_downtime"
     SET_DOWNTIME_FAILED = "set_downtime_failed"
     SET_BANDWIDTH = "set_bandwidth"  # post-copy's share, the drain before the switch

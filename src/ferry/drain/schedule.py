@@ -18,8 +18,10 @@ of the links:
   transfer then on its links (itself included) still converges in pre-copy
   within its pause limit at its share: heavy dirtiers run alone, small idle
   guests side by side;
-- a move whose transfer would have to wait starts its preparation
-  `overhead_s` before the link frees, so preparation overlaps transfers;
+- a move whose transfer would have to wait starts its preparation and its job
+  `overhead_s + setup_s` before the link frees (the job staged: started at a
+  trickle, so that libvirt's set-up overlaps the transfers, at full speed once
+  the link frees), so preparation overlaps transfers;
 - a move that cannot start now does not hold up those behind it.
 
 The same function plans a drain (`--dry-run`), decides live which moves start
@@ -342,7 +344,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
         ends = [_projected_end(r, rates, t, model) for r in [*live, *preparing]]
         nxt = ends[:len(live)] + [r.transfer_from for r in preparing]
         if pending:
-            nxt += [e - m.overhead_s for e in ends for m in pending[:1]]
+            nxt += [e - m.overhead_s - m.setup_s for e in ends for m in pending[:1]]
         nxt += [r.end + r.spec.finish_s for r in runs if r.end is not None]
         nxt = [x for x in nxt if x > t + EPS]
         if not nxt:

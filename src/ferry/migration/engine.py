@@ -12,6 +12,7 @@ runs it on virtual time.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -34,6 +35,8 @@ POSTCOPY_SHARE = 0.25  # of the rate pre-copy reached, for post-copy's backgroun
 DRAIN_MIB_S = 1  # pre-copy's rate while the queues drain before the switch...
 DRAIN_S = 0.5  # ...for this long (a 4 MiB socket buffer at 16 MiB/s: 0.25 s)
 FOLLOW_GRACE_S = 60.0  # a job that outlives its hard stop this long is left to settling
+STAGE_MIB_S = 1  # a staged job's rate while its link is busy (libvirt's smallest)
+FULL_MIB_S = 8_796_093_022_207  # libvirt's largest rate for QEMU: no limit
 
 
 class Recorder(Protocol):
@@ -50,6 +53,7 @@ class JobResult:
     job_ms: int | None = None  # wall time of the job as this loop saw it
     last_sample: Sample | None = None
     disk_bytes: int = 0  # copied by block migration (libvirt's completed stats omit it)
+    staged_ms: int = 0  # started slowly this long, waiting for its link (not job time)
 
     @property
     def cancelled(self) -> bool:
@@ -80,25 +84,36 @@ class _Watch:
 
     def __init__(self, vm: str, source: Hypervisor, destination: Hypervisor,
                  recorder: Recorder, cancel: threading.Event, timeout_s: float, clock: Clock,
-                 adapter: Adapter | None = None, spent_s: float = 0.0) -> None:
+                 adapter: Adapter | None = None, spent_s: float = 0.0,
+                 bandwidth_mib_s: int | None = None) -> None:
         self.vm, self.source, self.recorder, self.clock = vm, source, recorder, clock
         self.destination = destination
         self.said_not_switching = False
         self.cancel, self.timeout_s, self.adapter = cancel, timeout_s, adapter
         self.started = clock.monotonic() - spent_s  # a followed job began before us
+        self.opts_bandwidth_mib_s = bandwidth_mib_s  # the job's own cap, once released
         self.aborted_for: AbortReason | None = None
         self.last_sample: Sample | None = None
         self.disk_bytes = 0
+        self.staged_s = 0.0  # how long the job ran staged, waiting for its link
+        self.hold: Callable[[], bool] | None = None  # set while staged: may it go now?
 
     def elapsed_s(self) -> float:
+        """The job's time since it started, or since its staging ended."""
         return self.clock.monotonic() - self.started
 
     def step(self) -> None:
-        """One look at the job: stop it if asked to or out of time, else sample it."""
+        """One look at the job: stop it if asked to or out of time, else sample it.  A
+        staged job goes at full speed once its hold says so; until then it is neither
+        sampled nor timed (its bytes trickle while libvirt sets it up)."""
         if self.aborted_for is None:
             if self.cancel.is_set():
                 self._abort(AbortReason.CANCEL, EventKind.CANCEL,
                             "cancel requested: aborting the job")
+            elif self.hold is not None:
+                if not self.hold():
+                    return
+                self._release()
             elif self.elapsed_s() > self.timeout_s:
                 self._abort(AbortReason.TIMEOUT, EventKind.TIMEOUT,
                             f"no completion after {self.timeout_s:.0f}s: aborting the job")
@@ -109,11 +124,29 @@ class _Watch:
         if not stats.active:
             return
         self.disk_bytes = max(self.disk_bytes, stats.disk_processed_bytes)
-        sample = self.last_sample = to_sample(stats)
+        sample = to_sample(stats)
+        if self.staged_s:  # on the clock of a job that started at its release
+            sample = replace(sample, t_ms=max(0, sample.t_ms - round(self.staged_s * 1000)))
+        self.last_sample = sample
         self.recorder.sample(sample)
         if self.adapter is not None and self.aborted_for is None:
             for action in self.adapter.decide(sample, self.elapsed_s()):
                 self._apply(action)
+
+    def _release(self) -> None:
+        """The link is free: full speed, and the job's time starts now."""
+        self.hold = None
+        self.staged_s = self.elapsed_s()
+        self.started += self.staged_s
+        rate = self.opts_bandwidth_mib_s or FULL_MIB_S
+        try:
+            self.source.set_bandwidth(self.vm, rate)
+        except HypervisorError as exc:  # e.g. the job has just ended
+            self.recorder.event(EventKind.SET_BANDWIDTH_FAILED, f"full speed: {exc}")
+            return
+        self.recorder.event(EventKind.RELEASED, f"its link is free after {self.staged_s:.1f} s "
+                            "staged: full speed" if rate == FULL_MIB_S else
+                            f"at {rate} MiB/s")
 
     def _apply(self, action: Action) -> None:
         if action.kind == ActionKind.ABORT:
@@ -187,12 +220,26 @@ class _Watch:
 
 def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: MigrationOptions,
             recorder: Recorder, cancel: threading.Event, timeout_s: float, clock: Clock,
-            adapter: Adapter | None = None) -> JobResult:
-    """Run the migration job to its end and settle where the guest is."""
+            adapter: Adapter | None = None, hold: Callable[[], bool] | None = None
+            ) -> JobResult:
+    """Run the migration job to its end and settle where the guest is.
+
+    `hold`: may the job transfer now?  If not, it is staged: started at
+    STAGE_MIB_S, so that libvirt's set-up (the destination QEMU starting, ~1 s on
+    the lab) overlaps what holds the link, and set to its own rate once `hold`
+    says yes; its time, timeout and policy count from then."""
+    staged = hold is not None and not opts.postcopy_resume and not hold()
     recorder.event(EventKind.STARTED, (
         f"resuming the broken post-copy to {opts.dest_uri}" if opts.postcopy_resume
         else f"libvirt p2p live migration to {opts.dest_uri}"))
-    watch = _Watch(vm, source, destination, recorder, cancel, timeout_s, clock, adapter)
+    watch = _Watch(vm, source, destination, recorder, cancel, timeout_s, clock, adapter,
+                   bandwidth_mib_s=opts.bandwidth_mib_s)
+    if staged:
+        recorder.event(EventKind.STAGED, f"its link is busy: the job starts at {STAGE_MIB_S} "
+                       "MiB/s (libvirt starts the destination QEMU meanwhile) and goes at "
+                       "full speed once the link is free")
+        watch.hold = hold
+        opts = replace(opts, bandwidth_mib_s=STAGE_MIB_S)
     try:
         job = source.start_migration(vm, opts)
     except HypervisorError as exc:
@@ -216,7 +263,7 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
     res = settle(vm, source, destination, recorder, clock, error=error,
                  aborted_for=watch.aborted_for, job_returned=True)
     return replace(res, job_ms=job_ms, last_sample=watch.last_sample,
-                   disk_bytes=watch.disk_bytes)
+                   disk_bytes=watch.disk_bytes, staged_ms=round(watch.staged_s * 1000))
 
 
 def _job_running(source: Hypervisor, vm: str) -> bool | None:

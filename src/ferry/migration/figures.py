@@ -2,7 +2,8 @@
 
 libvirt's completed-job statistics give the figures when it kept them; after
 post-copy it keeps none, and the figures come from the last sample instead,
-on libvirt's clock like every other total.
+on libvirt's clock like every other total.  A drain's staged job (started
+slowly while its link was busy) counts its time from its release.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def final_of(result: JobResult) -> Final:
         if st is not None:
             disk = st.disk_processed_bytes or result.disk_bytes
             memory = st.data_processed_bytes - st.disk_processed_bytes
-            return Final(MigrationState.COMPLETED, total_ms=st.elapsed_ms,
+            return Final(MigrationState.COMPLETED, total_ms=st.elapsed_ms - result.staged_ms,
                          downtime_ms=st.downtime_ms, transferred_bytes=memory + disk,
                          disk_bytes=disk, rounds=st.iteration)
         last = result.last_sample

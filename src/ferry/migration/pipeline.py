@@ -78,12 +78,13 @@ class Request:
 @dataclass(frozen=True)
 class Hooks:
     """What a caller running many moves (a drain) adds to one, in this process only:
-    `before_job` returns when the job may start (its link is free); `measured` is a
+    `may_transfer` says whether the job may transfer now (its link is free): if not,
+    the job is staged (started slowly, at full speed once it may); `measured` is a
     recent measurement of the guest to plan with instead of measuring again;
     `ended` hears that the migration has its final state (the drain starts the
     next move at once, not at its next look)."""
 
-    before_job: Callable[[threading.Event], None] | None = None
+    may_transfer: Callable[[], bool] | None = None
     measured: Measurement | None = None
     measured_age_s: float = 0.0
     ended: Callable[[], None] | None = None
@@ -262,9 +263,9 @@ class MigrationPipeline:
             checked: PrecheckResult | None = None, hooks: Hooks | None = None) -> None:
         """Plan and run the job to its end; the migration always ends in a final state.
         `checked` is the request's precheck when it was admitted at once; a migration
-        that waited in the queue is checked again (hosts change).  `hooks.before_job` is
-        called once the guest is measured and the plan made, and returns when the job
-        may start (a drain holds a move until its link is free)."""
+        that waited in the queue is checked again (hosts change).  `hooks.may_transfer`
+        is asked once the guest is measured and the plan made (a drain stages a move
+        until its link is free)."""
         hooks = hooks or Hooks()
         try:
             self._run(claim, cancel, checked, hooks)
@@ -284,13 +285,12 @@ class MigrationPipeline:
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
             plan, copies = self._plan_for(claim, checked, hooks)
-            if hooks.before_job is not None and not cancel.is_set():
-                hooks.before_job(cancel)
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
             source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
             result = run_job(claim.request.vm, source, destination, plan.options, rec, cancel,
-                             plan.hard_stop_s, self.clock, Adapter(plan.policy))
+                             plan.hard_stop_s, self.clock, Adapter(plan.policy),
+                             hold=hooks.may_transfer)
             self._conclude(claim.id, claim.request.vm, result, copies, claim.source,
                            claim.destination, plan.options, cancel)
         except DatabaseUnavailable:

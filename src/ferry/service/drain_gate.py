@@ -1,7 +1,9 @@
-"""Which drain move's job may use its source's link now (the gate a prepared move
-waits at): moves prepare while others transfer, and a job transfers only when the
-model says every transfer then on the link still converges (usually: when it is
-free, or when what runs there is about to leave it)."""
+"""Which drain move's job may use its source's link now: moves prepare while others
+transfer, and a job transfers only when the model says every transfer then on the
+link still converges (usually: when it is free, or when what runs there is about
+to leave it).  A job that may not transfer yet is staged (engine.run_job): it
+starts at a trickle, so that libvirt's set-up (the destination QEMU starting)
+overlaps the transfers on the link, and goes at full speed when the gate says so."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from ferry.service.drain_plan import model_of, spec_of, streams_seen
 from ferry.service.drain_store import DrainStore
 from ferry.service.migration_store import MigrationStore
 
-GATE_POLL_S = 0.2
 HANDOVER_S = 1.0
 
 
@@ -31,22 +32,24 @@ class LinkGate:
         # reached says less about one stream alone)
         self._shared: set[str] = set()
 
-    def hold(self, did: int, vm: str, source: str) -> Callable[[threading.Event], None]:
-        """A move's hook: its job (measured, planned) waits here until its link can
-        take it."""
-        def wait(cancel: threading.Event) -> None:
-            while not cancel.is_set():
-                with self._lock:
-                    on = self._on_link.setdefault(source, set())
-                    takes, sharing = self._takes(did, vm, on - {vm})
-                    if takes:
-                        on.add(vm)
-                        self._shared.discard(vm)
-                        if sharing:
-                            self._shared |= sharing | {vm}
-                        return
-                self.clock.sleep(GATE_POLL_S)
-        return wait
+    def ready(self, did: int, vm: str, source: str) -> Callable[[], bool]:
+        """A move's hook: may its job (measured, planned) transfer now?  Asked before
+        the job starts and, while it is staged (started slowly: libvirt starts the
+        destination QEMU meanwhile), at every sample; once it says yes the move is
+        on its link."""
+        def ask() -> bool:
+            with self._lock:
+                on = self._on_link.setdefault(source, set())
+                if vm in on:
+                    return True
+                takes, sharing = self._takes(did, vm, on - {vm})
+                if takes:
+                    on.add(vm)
+                    self._shared.discard(vm)
+                    if sharing:
+                        self._shared |= sharing | {vm}
+                return takes
+        return ask
 
     def release(self, vm: str, source: str) -> bool:
         """The move's job has ended: it no longer uses the link.  Returns whether it

@@ -48,7 +48,7 @@ class DrainMoves:
         m["started_at"] = self.clock.now().timestamp()
         m["tried"] = [*m["tried"], m["to"]]
         fresh = self.planner.fresh(m["vm"]) if len(m["tried"]) == 1 else None
-        hooks = Hooks(self.gate.hold(d["id"], m["vm"], m.get("source", d["host"])),
+        hooks = Hooks(self.gate.ready(d["id"], m["vm"], m.get("source", d["host"])),
                       fresh[0] if fresh else None, fresh[1] if fresh else 0.0,
                       ended=lambda: self.ended(d["id"]))
         try:

@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -527,12 +527,14 @@ class MigrationStore:
 
         From the first transferring sample of each of the latest memory-only
         migrations: elapsed minus what was sent at the rate seen; the median of up
-        to five."""
+        to five.  A drain's staged jobs are left out: their set-up overlapped another's
+        transfer, and their samples start at their release."""
         with self.db.session() as s:
             mids = list(s.scalars(select(MigrationRow.id).where(
                 MigrationRow.source == source, MigrationRow.destination == destination,
                 MigrationRow.state == MigrationState.COMPLETED,
-                func.coalesce(MigrationRow.disk_bytes, 0) == 0)
+                func.coalesce(MigrationRow.disk_bytes, 0) == 0,
+                MigrationRow.id.not_in(_staged()))
                 .order_by(MigrationRow.id.desc()).limit(SETUP_HISTORY)))
             est = [x for mid in mids if (x := _job_setup_s(s, mid)) is not None]
         if not est:
@@ -557,12 +559,21 @@ class MigrationStore:
                 MigrationRow.total_ms.is_not(None), MigrationRow.finished_at.is_not(None))
                 .order_by(MigrationRow.id.desc()).limit(SETUP_HISTORY)).all()
             for mid, finished, total_ms in rows:
-                started = s.scalar(select(func.min(EventRow.at)).where(
-                    EventRow.migration_id == mid, EventRow.kind == EventKind.STARTED.value))
+                started = s.scalar(select(func.min(EventRow.at)).where(  # a staged job's
+                    EventRow.migration_id == mid,  # time counts from its release
+                    EventRow.kind == EventKind.RELEASED.value)) or s.scalar(
+                    select(func.min(EventRow.at)).where(
+                        EventRow.migration_id == mid, EventRow.kind == EventKind.STARTED.value))
                 end, begin = _aware(finished), _aware(started)
                 if end is not None and begin is not None:
                     est.append(max(0.0, (end - begin).total_seconds() - (total_ms or 0) / 1000))
         return statistics.median(est) if est else None
+
+
+def _staged() -> Select[int]:
+    """The migrations whose job was staged (a drain's, started slowly while its link
+    was busy)."""
+    return select(EventRow.migration_id).where(EventRow.kind == EventKind.STAGED.value)
 
 
 def _reached(s: Session, mid: int, sent: int | None, total_ms: int | None) -> float | None:

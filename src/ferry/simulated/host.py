@@ -400,11 +400,14 @@ class SimHost:
 
     @_reachable
     def set_bandwidth(self, name: str, mib_s: int, *, postcopy: bool = False) -> None:
-        """Recorded, not modelled (the model has no socket queue to drain)."""
+        """Recorded; modelled only as a staged job's release (the model has no socket
+        queue to drain)."""
         d = self._get(name)
         if d.job is None or not d.job.active:
             raise HypervisorError("Requested operation is not valid: no job is active")
         d.speeds.append(("postcopy" if postcopy else "precopy", int(mib_s)))
+        if not postcopy:
+            d.job.set_rate(int(mib_s))
 
     @_reachable
     def start_postcopy(self, name: str) -> None:

@@ -28,6 +28,10 @@ from ferry.hypervisor.types import JobStats, MigrationOptions
 from ferry.predict.precopy import POSTCOPY_PAUSE_S, Guest, Link, PrecopyRun, Schedule
 
 PAGE = 4096
+# libvirt's smallest rate: a job started at it is a drain's staged job (waiting for its
+# link), kept in its set-up by the model (the trickle's bytes are not modelled) until
+# its rate is raised
+STAGED_MIB_S = 1
 
 
 class Phase(StrEnum):
@@ -61,15 +65,10 @@ class SimJob:
         self.memory_bytes = guest.memory_bytes
         pre = min(opts.bandwidth_mib_s * 2**20, link_bytes_s) if opts.bandwidth_mib_s \
             else link_bytes_s
-        self.bandwidth_bytes_s = pre
-        self.setup_s = setup_s
+        self.staged = opts.bandwidth_mib_s == STAGED_MIB_S
+        self.link_bytes_s, self.cpu_bound = link_bytes_s, cpu_bound
         self.disk_bytes = disk_bytes
-        self.disk_s = disk_bytes / pre if disk_bytes else 0.0
-        sched = Schedule(downtime_ms / 1000, throttle=opts.auto_converge,
-                         throttle_effect=1.0 if cpu_bound else 0.0,
-                         setup_s=setup_s + self.disk_s, max_time_s=math.inf,
-                         detect_stuck=False)
-        self.model = PrecopyRun(guest, Link(pre, link_bytes_s), sched)
+        self._model_from(guest, pre, setup_s, downtime_ms / 1000)
         self.phase = Phase.SETUP
         self.elapsed = 0.0
         self.switch_at: float | None = None  # the source paused (stop-and-copy or post-copy)
@@ -80,6 +79,29 @@ class SimJob:
         self.frozen_total = 0.0
         self.outcome: Outcome | None = None
         self.left_bytes = 0.0
+
+    def _model_from(self, guest: Guest, pre: float, setup_s: float, limit_s: float) -> None:
+        """The pre-copy model of the job at rate `pre`, its set-up ending at `setup_s`."""
+        self.bandwidth_bytes_s = pre
+        self.setup_s = setup_s
+        self.disk_s = self.disk_bytes / pre if self.disk_bytes else 0.0
+        sched = Schedule(limit_s, throttle=self.opts.auto_converge,
+                         throttle_effect=1.0 if self.cpu_bound else 0.0,
+                         setup_s=setup_s + self.disk_s, max_time_s=math.inf,
+                         detect_stuck=False)
+        self.model = PrecopyRun(guest, Link(pre, self.link_bytes_s), sched)
+
+    def set_rate(self, mib_s: int) -> None:
+        """A staged job released at `mib_s`: it transfers from now (its set-up is over by
+        then, or ends as it would have)."""
+        if not self.staged or self.outcome is not None:
+            return
+        self.staged = False
+        now = self.elapsed - self.frozen_total
+        limit = self.model.limit_s
+        self._model_from(self.model.guest, min(mib_s * 2**20, self.link_bytes_s),
+                         max(self.setup_s, now), self.model.limit_at(0))
+        self.model.limit_s = limit  # a limit set meanwhile stays
 
     def resume_postcopy(self, started_at: float, setup_s: float) -> SimJob:
         """The same job taken up again (POSTCOPY_RESUME): the guest already runs on
@@ -115,7 +137,7 @@ class SimJob:
         self.elapsed = max(self.elapsed, elapsed)
         while self.outcome is None:
             if self.phase in (Phase.SETUP, Phase.DISK):
-                if t < self.setup_s:
+                if self.staged or t < self.setup_s:
                     return None
                 self.phase = Phase.DISK
                 if t < self.setup_s + self.disk_s:
