@@ -9,6 +9,7 @@ from ferry.domain.models import MigrationState, VmState
 from ferry.domain.vocab import EventKind as K
 from ferry.domain.vocab import OnTimeout, Policy
 from ferry.errors import InvalidRequest
+from ferry.predict.dirty import MIB
 from tests.sim.conftest import SimEnv
 
 
@@ -146,3 +147,26 @@ def test_history_follows_the_vm_not_its_name(env: SimEnv) -> None:
     assert h.nonzero_bytes is None and h.nonzero_how == ""  # not the old VM's
     assert h.tracking == 1.0 and h.tracking_how == ""
     assert h.setup_s is not None  # what the hosts taught is kept
+
+
+def test_a_newer_capped_migration_that_reached_its_cap_raises_the_link(env: SimEnv) -> None:
+    """A link learnt while it was slow (e.g. shared in a busy drain) is not kept once a
+    newer capped migration went faster: the link carries at least what that one
+    reached (held-out TLS predictions at a 64 MiB/s cap had read a ~45 MiB/s link).
+    One that stayed below its cap was held back by the link: it measured it."""
+    vm = env.vm(memory=256, dirty=0)
+    env.cluster.set_link("node1", "node2", 32)
+    slow = env.migrate(vm, "node2")
+    env.cluster.set_link("node1", "node2", 200)
+    h = env.svc.store.history(vm, "node1", "node2")
+    assert h.link_how == f"measured on migration {slow.id}"
+    assert h.link_bytes_s == pytest.approx(32 * MIB, rel=0.05)
+    capped = env.migrate(vm, "node1", bandwidth_mib_s=64)
+    h = env.svc.store.history(vm, "node1", "node2")
+    assert h.link_bytes_s == pytest.approx(64 * MIB, rel=0.05)
+    assert f"migration {capped.id}, capped there" in h.link_how
+    env.cluster.set_link("node1", "node2", 20)
+    held = env.migrate(vm, "node2", bandwidth_mib_s=128)  # held back by the link
+    h = env.svc.store.history(vm, "node1", "node2")
+    assert h.link_how == f"measured on migration {held.id} (below its cap)"
+    assert h.link_bytes_s == pytest.approx(20 * MIB, rel=0.05)

@@ -47,7 +47,7 @@ from ferry.migration.figures import Final
 from ferry.migration.pipeline import Claim, HostRef, Request, Unfinished
 from ferry.migration.policies import PolicyConfig
 from ferry.predict.dirty import MIB, DirtyCurve, tracking_factor
-from ferry.predict.inputs import History, Measurement
+from ferry.predict.inputs import ASSUMED_LINK_MIB_S, History, Measurement
 from ferry.predict.precopy import Prediction
 from ferry.service import convert
 from ferry.service.database import Database
@@ -56,6 +56,7 @@ from ferry.storage.sharing import StorageCatalog
 
 SETUP_HISTORY = 5
 STREAM_HISTORY = 5  # latest migrations from a host read for what one stream reaches
+CAP_REACHED = 0.9  # a capped migration whose median rate is this close to its cap reached it
 _UNFINISHED = [s.value for s in UNFINISHED]
 
 
@@ -472,9 +473,41 @@ class MigrationStore:
                                    if r > 0)
                 if rates:
                     break
-        if rates:
-            return float(rates[len(rates) // 2]), f"measured on migration {latest}"
+            reached, at_cap, capped = self._capped(s, source, destination, mode_ok, latest or 0)
+        rate = float(rates[len(rates) // 2]) if rates else None
+        if capped is not None and not at_cap:  # held back by the link: it measured it
+            return reached, f"measured on migration {capped} (below its cap)"
+        if capped is not None and reached > (rate or ASSUMED_LINK_MIB_S * MIB):
+            return reached, (f"at least {reached / MIB:.0f} MiB/s: migration {capped}, capped "
+                             "there, reached it" + (f" (newer than migration {latest}'s "
+                                                    f"{rate / MIB:.0f} MiB/s)" if rate else ""))
+        if rate is not None:
+            return rate, f"measured on migration {latest}"
         return None, ""
+
+    @staticmethod
+    def _capped(s: Session, source: str, destination: str, mode_ok: ColumnElement[bool],
+                after: int) -> tuple[float, bool, int | None]:
+        """What the newest capped migration between these hosts (either way, newer than
+        migration `after`) reached, whether that was its cap (CAP_REACHED of it), and
+        its id (None: none).  At its cap, the link carries at least that; below it,
+        the link held it back, so that is the link.  A link learnt while busy (a
+        loaded drain) would otherwise stand until the next uncapped migration,
+        however fast capped ones went since."""
+        mid, cap = s.execute(select(MigrationRow.id, MigrationRow.bandwidth_mib_s).where(
+            or_(and_(MigrationRow.source == source, MigrationRow.destination == destination),
+                and_(MigrationRow.source == destination, MigrationRow.destination == source)),
+            mode_ok, MigrationRow.bandwidth_mib_s.is_not(None), MigrationRow.id > after,
+            MigrationRow.state == MigrationState.COMPLETED)
+            .order_by(MigrationRow.id.desc()).limit(1)).first() or (None, None)
+        if mid is None or not cap:
+            return 0.0, False, None
+        rates = sorted(r for r in s.scalars(select(SampleRow.bandwidth_bytes_s).where(
+            SampleRow.migration_id == mid, SampleRow.iteration >= 1)) if r > 0)
+        if not rates:
+            return 0.0, False, None
+        reached = float(rates[len(rates) // 2])
+        return reached, reached >= CAP_REACHED * cap * MIB, mid
 
     @durable
     def stream_bytes_s(self, source: str, encrypted: bool) -> float | None:
