@@ -145,8 +145,8 @@ class _Watch:
             self.recorder.event(EventKind.SET_BANDWIDTH_FAILED, f"full speed: {exc}")
             return
         self.recorder.event(EventKind.RELEASED, f"its link is free after {self.staged_s:.1f} s "
-                            "staged: full speed" if rate == FULL_MIB_S else
-                            f"at {rate} MiB/s")
+                            "staged: " + ("full speed" if rate == FULL_MIB_S
+                                          else f"{rate} MiB/s (its cap)"))
 
     def _apply(self, action: Action) -> None:
         if action.kind == ActionKind.ABORT:
