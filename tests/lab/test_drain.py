@@ -135,3 +135,29 @@ def test_controller_restart_mid_drain_resumes_it(lab: Lab, make_vm: Callable[...
     assert {m["vm"] for m in final["moves"]} >= set(vms)
     for vm in vms:
         _clean(lab, vm)
+
+
+def test_a_move_whose_link_is_busy_is_staged_then_released(
+        lab: Lab, make_vm: Callable[..., str], node1_back: None) -> None:
+    """Two guests drained to one host over a 16 MiB/s link: the idle one moves first
+    (quiet: it starts while the other is measured); the dirtier may not share the
+    link with it (at half the link it would not converge, or re-send far more), so
+    its libvirt job is staged, started at 1 MiB/s while the idle one transfers, and
+    released at full speed when the link frees (libvirt's migrateSetMaxSpeed on
+    the running job).  Both guests clean, each on the destination only."""
+    idle = make_vm("node1", memory=128, dirty=0, wss=16)
+    hot = make_vm("node1", memory=128, dirty=12, wss=64)
+    ferry("lab", "link", "--rate", "16")
+    d = ferry_json("host", "drain", "node1", "--to", "node2", "--no-tls", "--wait")
+    assert d["state"] == "completed", d
+    done = {m["vm"]: m for m in d["moves"]}
+    mig = ferry_json("migration", "show", str(done[hot]["migration"]))
+    kinds = [e["kind"] for e in mig["events"]]
+    assert "staged" in kinds and "released" in kinds, kinds
+    assert kinds.index("started") < kinds.index("staged") < kinds.index("released")
+    released = next(e for e in mig["events"] if e["kind"] == "released")
+    assert "full speed" in released["message"], released
+    assert mig["state"] == "completed" and "set_bandwidth_failed" not in kinds
+    for vm in (idle, hot):
+        assert lab.where(vm) == {"node2": "running"}
+        _clean(lab, vm)

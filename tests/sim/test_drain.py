@@ -295,3 +295,22 @@ def test_a_move_whose_link_is_busy_is_staged_and_released(env: SimEnv) -> None:
     # the pair's set-up is still the unstaged job's; the finish excludes the wait
     assert env.svc.store._setup_s("node1", "node2")[0] == pytest.approx(setup)
     assert (env.svc.store.finish_s("node1", "node2") or 0) < staged_s
+
+
+def test_a_staged_job_is_released_only_once_qemus_migration_runs(env: SimEnv) -> None:
+    """The gate frees the link while libvirt still sets the job up: the rate is raised
+    only once QEMU's migration runs, else libvirt's start would put the trickle back
+    (lab: a job released 0.3 s in stayed at 1 MiB/s until its timeout)."""
+    env.vm("held", memory=256, dirty=2)
+    asked: list[int] = []
+
+    def may_transfer() -> bool:
+        asked.append(1)
+        return len(asked) > 1  # staged at the start, free from the next look
+
+    m = env.svc.migrations.start("held", "node2", hooks=Hooks(may_transfer=may_transfer))
+    m = env.svc.store.get(m.id)
+    assert m.state == MigrationState.COMPLETED, m.error
+    started = next(e.at for e in m.events if e.kind == EventKind.STARTED)
+    released = next(e.at for e in m.events if e.kind == EventKind.RELEASED)
+    assert (released - started).total_seconds() >= env.cluster.setup_s

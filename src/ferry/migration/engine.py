@@ -104,17 +104,16 @@ class _Watch:
 
     def step(self) -> None:
         """One look at the job: stop it if asked to or out of time, else sample it.  A
-        staged job goes at full speed once its hold says so; until then it is neither
-        sampled nor timed (its bytes trickle while libvirt sets it up)."""
+        staged job goes at full speed once QEMU's own migration runs (a rate set
+        earlier, while libvirt still sets the job up, is overwritten by the job's
+        start parameters: seen on the lab, a staged job stayed at 1 MiB/s until its
+        timeout) and its hold says so; until then it is neither sampled nor timed."""
+        staged = self.hold is not None
         if self.aborted_for is None:
             if self.cancel.is_set():
                 self._abort(AbortReason.CANCEL, EventKind.CANCEL,
                             "cancel requested: aborting the job")
-            elif self.hold is not None:
-                if not self.hold():
-                    return
-                self._release()
-            elif self.elapsed_s() > self.timeout_s:
+            elif not staged and self.elapsed_s() > self.timeout_s:
                 self._abort(AbortReason.TIMEOUT, EventKind.TIMEOUT,
                             f"no completion after {self.timeout_s:.0f}s: aborting the job")
         try:
@@ -123,6 +122,11 @@ class _Watch:
             return  # the source domain goes away at the very end of a success
         if not stats.active:
             return
+        if self.hold is not None:
+            if self.aborted_for is not None or stats.iteration < 1 or not self.hold():
+                return
+            self._release()
+            return  # the next sample is at the new rate
         self.disk_bytes = max(self.disk_bytes, stats.disk_processed_bytes)
         sample = to_sample(stats)
         if self.staged_s:  # on the clock of a job that started at its release
@@ -228,7 +232,10 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
     STAGE_MIB_S, so that libvirt's set-up (the destination QEMU starting, ~1 s on
     the lab) overlaps what holds the link, and set to its own rate once `hold`
     says yes; its time, timeout and policy count from then."""
-    staged = hold is not None and not opts.postcopy_resume and not hold()
+    # not a job that copies disks: libvirt's rate change reaches the migration, not
+    # the disk mirror, which would stay at the trickle
+    staged = hold is not None and not opts.postcopy_resume and not opts.copy_disks \
+        and not hold()
     recorder.event(EventKind.STARTED, (
         f"resuming the broken post-copy to {opts.dest_uri}" if opts.postcopy_resume
         else f"libvirt p2p live migration to {opts.dest_uri}"))
