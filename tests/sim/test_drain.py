@@ -314,3 +314,32 @@ def test_a_staged_job_is_released_only_once_qemus_migration_runs(env: SimEnv) ->
     started = next(e.at for e in m.events if e.kind == EventKind.STARTED)
     released = next(e.at for e in m.events if e.kind == EventKind.RELEASED)
     assert (released - started).total_seconds() >= env.cluster.setup_s
+
+
+def test_a_job_staged_when_the_controller_died_goes_at_full_speed_once_followed(
+        env: SimEnv) -> None:
+    """The gate that would have released a staged job went with the controller: the
+    restarted one, following the job, raises its rate itself (fails when a followed
+    job trickles on until its timeout)."""
+    env.vm("held", memory=256, dirty=2)
+    env.in_job(3, crash)
+    with pytest.raises(ControllerCrash):
+        env.svc.migrations.start("held", "node2", hooks=Hooks(may_transfer=lambda: False))
+    mid = env.svc.store.list_migrations("held")[0].id
+    svc = env.restart()
+    svc.migrations.recover()
+    m = svc.store.get(mid)
+    assert m.state == MigrationState.COMPLETED, m.error
+    released = [e for e in m.events if e.kind == EventKind.RELEASED]
+    assert len(released) == 1 and "after a restart" in released[0].message
+    assert env.cluster.where("held") == {"node2": "running"}
+
+
+def test_a_job_whose_link_never_frees_does_not_trickle_forever(env: SimEnv) -> None:
+    """A gate that never says yes (a bug, or a move elsewhere that never leaves) holds
+    a staged job at most its timeout: then it goes at full speed and completes."""
+    env.vm("held", memory=256, dirty=2)
+    m = env.svc.migrations.start("held", "node2", hooks=Hooks(may_transfer=lambda: False))
+    m = env.svc.store.get(m.id)
+    assert m.state == MigrationState.COMPLETED, m.error
+    assert any(e.kind == EventKind.RELEASED for e in m.events)

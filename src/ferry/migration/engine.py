@@ -97,6 +97,7 @@ class _Watch:
         self.disk_bytes = 0
         self.staged_s = 0.0  # how long the job ran staged, waiting for its link
         self.hold: Callable[[], bool] | None = None  # set while staged: may it go now?
+        self.count_staged = True  # the job's time counts from its release
 
     def elapsed_s(self) -> float:
         """The job's time since it started, or since its staging ended."""
@@ -123,7 +124,8 @@ class _Watch:
         if not stats.active:
             return
         if self.hold is not None:
-            if self.aborted_for is not None or stats.iteration < 1 or not self.hold():
+            if self.aborted_for is not None or stats.iteration < 1 or not (
+                    self.hold() or self.elapsed_s() > self.timeout_s):  # never trickle on
                 return
             self._release()
             return  # the next sample is at the new rate
@@ -140,17 +142,20 @@ class _Watch:
     def _release(self) -> None:
         """The link is free: full speed, and the job's time starts now."""
         self.hold = None
-        self.staged_s = self.elapsed_s()
-        self.started += self.staged_s
+        if self.count_staged:
+            self.staged_s = self.elapsed_s()
+            self.started += self.staged_s
         rate = self.opts_bandwidth_mib_s or FULL_MIB_S
         try:
             self.source.set_bandwidth(self.vm, rate)
         except HypervisorError as exc:  # e.g. the job has just ended
             self.recorder.event(EventKind.SET_BANDWIDTH_FAILED, f"full speed: {exc}")
             return
-        self.recorder.event(EventKind.RELEASED, f"its link is free after {self.staged_s:.1f} s "
-                            "staged: " + ("full speed" if rate == FULL_MIB_S
-                                          else f"{rate} MiB/s (its cap)"))
+        speed = "full speed" if rate == FULL_MIB_S else f"{rate} MiB/s (its cap)"
+        self.recorder.event(EventKind.RELEASED, (
+            f"its link is free after {self.staged_s:.1f} s staged: {speed}"
+            if self.count_staged else f"followed after a restart (its drain's gate went with "
+            f"the earlier process): {speed}"))
 
     def _apply(self, action: Action) -> None:
         if action.kind == ActionKind.ABORT:
@@ -331,15 +336,21 @@ def _follow(vm: str, source: Hypervisor, watch: _Watch, recorder: Recorder,
 
 def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recorder,
                cancel: threading.Event, timeout_s: float, clock: Clock,
-               adapter: Adapter | None = None, spent_s: float = 0.0) -> JobResult:
+               adapter: Adapter | None = None, spent_s: float = 0.0, *, staged: bool = False,
+               bandwidth_mib_s: int | None = None) -> JobResult:
     """Follow a job an earlier controller process started `spent_s` ago until it ends,
-    applying its policy (`adapter`) and timeout as the first process would, then settle."""
+    applying its policy (`adapter`) and timeout as the first process would, then settle.
+    A `staged` job (its drain's gate went with that process) goes at its own rate
+    (`bandwidth_mib_s`, else full speed) as soon as QEMU's migration runs; its time
+    still counts from its start."""
     def running() -> bool:
         # a source that cannot say now: settling asks again, patiently
         return bool(_job_running(source, vm)) and not _past_hard_stop(watch)
 
     watch = _Watch(vm, source, destination, recorder, cancel, timeout_s, clock, adapter,
-                   spent_s)
+                   spent_s, bandwidth_mib_s)
+    if staged:
+        watch.hold, watch.count_staged = (lambda: True), False
     if running():
         recorder.event(EventKind.REATTACHED, "found the migration job still running; "
                                              "following it")

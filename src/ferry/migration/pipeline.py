@@ -116,6 +116,7 @@ class Unfinished:
     copies: list[CopiedVolume] = field(default_factory=list)
     policy: PolicyConfig | None = None  # as planned, resumed (older rows: the timeout only)
     options: MigrationOptions | None = None  # the job's, to resume a broken post-copy
+    staged: bool = False  # a drain's job still at its trickle: released once followed
 
 
 @dataclass(frozen=True)
@@ -361,7 +362,9 @@ class MigrationPipeline:
             else:
                 result = follow_job(u.vm, source, destination, rec, cancel,
                                     hard_stop_s(planned), self.clock,
-                                    Adapter(u.policy) if u.policy else None, spent)
+                                    Adapter(u.policy) if u.policy else None, spent,
+                                    staged=u.staged, bandwidth_mib_s=(
+                                        u.options.bandwidth_mib_s if u.options else None))
             self._conclude(u.id, u.vm, result, u.copies, u.source, u.destination,
                            u.options, cancel)
         except DatabaseUnavailable:

@@ -236,12 +236,15 @@ class MigrationStore:
                     [MigrationState.PRECHECKING.value, MigrationState.RUNNING.value,
                      MigrationState.POSTCOPY_PAUSED.value]))):
                 memory = s.scalar(select(VmRow.memory_mib).where(VmRow.name == r.vm))
+                kinds = set(s.scalars(select(EventRow.kind).where(
+                    EventRow.migration_id == r.id, EventRow.kind.in_(
+                        (EventKind.STAGED.value, EventKind.RELEASED.value)))))
                 out.append(Unfinished(
                     r.id, r.vm, int(memory or 1024), MigrationState(r.state),
                     hosts.get(r.source), hosts.get(r.destination), _aware(r.started_at),
                     r.timeout_s, [CopiedVolume(c["pool"], c["volume"]) for c in r.copies or []],
                     PolicyConfig.from_dict(r.plan) if r.plan else None,
-                    _options(r.plan)))
+                    _options(r.plan), staged=kinds == {EventKind.STAGED.value}))
             return out
 
     @durable
