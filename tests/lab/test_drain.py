@@ -146,14 +146,15 @@ def test_a_move_whose_link_is_busy_is_staged_then_released(
     released at full speed when the link frees (libvirt's migrateSetMaxSpeed on
     the running job).  Both guests clean, each on the destination only."""
     idle = make_vm("node1", memory=128, dirty=0, wss=16)
-    hot = make_vm("node1", memory=128, dirty=12, wss=64)
+    hot = make_vm("node1", memory=128, dirty=12, wss=48)
     ferry("lab", "link", "--rate", "16")
-    d = ferry_json("host", "drain", "node1", "--to", "node2", "--no-tls", "--wait")
+    d = ferry_json("host", "drain", "node1", "--to", "node2", "--link", "16", "--no-tls",
+                   "--wait")
     assert d["state"] == "completed", d
     done = {m["vm"]: m for m in d["moves"]}
     mig = ferry_json("migration", "show", str(done[hot]["migration"]))
     kinds = [e["kind"] for e in mig["events"]]
-    assert "staged" in kinds and "released" in kinds, kinds
+    assert "staged" in kinds and "released" in kinds, (d["events"], d["moves"], mig["events"])
     assert kinds.index("started") < kinds.index("staged") < kinds.index("released")
     released = next(e for e in mig["events"] if e["kind"] == "released")
     assert "full speed" in released["message"], released
