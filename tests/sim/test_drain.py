@@ -343,3 +343,22 @@ def test_a_job_whose_link_never_frees_does_not_trickle_forever(env: SimEnv) -> N
     m = env.svc.store.get(m.id)
     assert m.state == MigrationState.COMPLETED, m.error
     assert any(e.kind == EventKind.RELEASED for e in m.events)
+
+
+def test_a_move_that_copies_disks_waits_for_its_link_instead_of_being_staged(
+        env: SimEnv) -> None:
+    """libvirt's rate change reaches the memory migration, not its disk mirror: a move
+    with a local disk to copy is not staged but waits for its link before its job
+    starts (fails when it bypasses the gate, or is staged and copies at a trickle)."""
+    env.vm("disky", memory=256, dirty=2, disks=[("local", 0.25)])
+    asked: list[float] = []
+
+    def may_transfer() -> bool:
+        asked.append(env.clock.monotonic())
+        return len(asked) > 5
+
+    m = env.svc.migrations.start("disky", "node2", hooks=Hooks(may_transfer=may_transfer))
+    m = env.svc.store.get(m.id)
+    assert m.state == MigrationState.COMPLETED, m.error
+    assert EventKind.STAGED not in [e.kind for e in m.events]
+    assert len(asked) == 6 and env.cluster.jobs[-1].started_at >= asked[-1]

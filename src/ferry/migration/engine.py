@@ -1,10 +1,11 @@
-"""Running one migration job: start it, sample it, stop it, settle it.
+"""Running one migration job: start it (staged, for a drain whose link is busy),
+sample it, stop it, settle it.
 
 The job runs on its own on the source host; this loop samples its progress
 every SAMPLE_INTERVAL_S, honours cancel and the hard timeout by aborting it,
-applies what the policy's `Adapter` decides on each sample, and finally asks
-both hosts where the guest really is (`outcome.resolve`) and cleans the
-losing side.  It never touches the database (it reports through a
+applies what the policy's `Adapter` decides on each sample, and finally
+settles (`settling.settle`: where the guest really is, the losing side
+cleaned).  It never touches the database (it reports through a
 `Recorder`) and waits only through its `Clock`, so the simulated cluster
 runs it on virtual time.
 """
@@ -13,55 +14,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
 from ferry.clock import Clock
 from ferry.domain.models import Sample
 from ferry.domain.vocab import AbortReason, EventKind
 from ferry.hypervisor.base import Hypervisor
 from ferry.hypervisor.errors import DomainNotFound, HostUnreachable, HypervisorError
-from ferry.hypervisor.types import DomainInfo, JobStats, MigrationOptions, PostcopyState
-from ferry.migration.outcome import Resolution, Verdict, resolve
+from ferry.hypervisor.types import JobStats, MigrationOptions, PostcopyState
 from ferry.migration.policies import Action, ActionKind, Adapter
+from ferry.migration.settling import JobResult, Recorder, settle
 from ferry.predict.dirty import MIB
 
 SAMPLE_INTERVAL_S = 0.25
-SETTLE_GAP_S = 0.3  # two agreeing readings this far apart make a verdict
-SETTLE_WAIT_S = 120.0  # after this, the last reading decides
-UNREACHABLE_WAIT_S = 3600.0  # a host that does not answer is asked again this long,
-UNREACHABLE_GAP_S = 30.0  # this often once SETTLE_WAIT_S has passed
 POSTCOPY_SHARE = 0.25  # of the rate pre-copy reached, for post-copy's background copy
 DRAIN_MIB_S = 1  # pre-copy's rate while the queues drain before the switch...
 DRAIN_S = 0.5  # ...for this long (a 4 MiB socket buffer at 16 MiB/s: 0.25 s)
 FOLLOW_GRACE_S = 60.0  # a job that outlives its hard stop this long is left to settling
 STAGE_MIB_S = 1  # a staged job's rate while its link is busy (libvirt's smallest)
 FULL_MIB_S = 8_796_093_022_207  # libvirt's largest rate for QEMU: no limit
-
-
-class Recorder(Protocol):
-    def sample(self, sample: Sample) -> None: ...
-    def event(self, kind: EventKind, message: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class JobResult:
-    resolution: Resolution
-    stats: JobStats | None  # libvirt's completed-job statistics, when available
-    error: str = ""
-    aborted_for: AbortReason | None = None
-    job_ms: int | None = None  # wall time of the job as this loop saw it
-    last_sample: Sample | None = None
-    disk_bytes: int = 0  # copied by block migration (libvirt's completed stats omit it)
-    staged_ms: int = 0  # started slowly this long, waiting for its link (not job time)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.aborted_for == AbortReason.CANCEL
-
-    @property
-    def timed_out(self) -> bool:
-        return self.aborted_for == AbortReason.TIMEOUT
+HOLD_POLL_S = 0.2  # a job that cannot be staged waits for its link, asking this often
 
 
 def to_sample(stats: JobStats) -> Sample:
@@ -237,10 +209,11 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
     STAGE_MIB_S, so that libvirt's set-up (the destination QEMU starting, ~1 s on
     the lab) overlaps what holds the link, and set to its own rate once `hold`
     says yes; its time, timeout and policy count from then."""
-    # not a job that copies disks: libvirt's rate change reaches the migration, not
-    # the disk mirror, which would stay at the trickle
-    staged = hold is not None and not opts.postcopy_resume and not opts.copy_disks \
-        and not hold()
+    if hold is not None and opts.copy_disks:  # never staged: libvirt's rate change
+        while not hold() and not cancel.is_set():  # reaches the memory migration, not
+            clock.sleep(HOLD_POLL_S)  # the disk mirror, which would stay at the trickle
+        hold = None
+    staged = hold is not None and not opts.postcopy_resume and not hold()
     recorder.event(EventKind.STARTED, (
         f"resuming the broken post-copy to {opts.dest_uri}" if opts.postcopy_resume
         else f"libvirt p2p live migration to {opts.dest_uri}"))
@@ -360,102 +333,3 @@ def follow_job(vm: str, source: Hypervisor, destination: Hypervisor, recorder: R
     res = settle(vm, source, destination, recorder, clock, error="",
                  aborted_for=watch.aborted_for)
     return replace(res, last_sample=watch.last_sample, disk_bytes=watch.disk_bytes)
-
-
-def _read(host: Hypervisor, vm: str) -> DomainInfo | HostUnreachable | None:
-    """The domain as the host sees it; a host that cannot say now (no answer, or a
-    call that failed: e.g. its job lock held by a hung finish phase) is asked again."""
-    try:
-        return host.find_domain(vm)
-    except HostUnreachable as exc:
-        return exc
-    except HypervisorError as exc:
-        return HostUnreachable(f"cannot read the domain now: {exc}")
-
-
-def settle(vm: str, source: Hypervisor, destination: Hypervisor, recorder: Recorder,
-           clock: Clock, *, error: str, aborted_for: AbortReason | None,
-           job_returned: bool = False, wait_s: float = SETTLE_WAIT_S,
-           unreachable_wait_s: float = UNREACHABLE_WAIT_S) -> JobResult:
-    """Ask both hosts where the guest is until the answer is stable, then clean up.
-
-    When our own job has ended (`job_returned`), libvirt's protocol is over
-    and one non-transitional reading decides.  Otherwise (a job followed
-    after a restart) a verdict is acted on only when two readings
-    SETTLE_GAP_S apart agree.  After `wait_s` the last reading decides, with
-    the ambiguous cases left to an operator (see outcome.py).  A host that
-    does not answer is asked again (every UNREACHABLE_GAP_S after `wait_s`)
-    for up to `unreachable_wait_s`, the VM still locked; if it never
-    answers, the verdict is `unknown` and nothing is touched."""
-    started = clock.monotonic()
-    deadline = started + wait_s
-    previous: Resolution | None = None
-    said_unreachable = False
-    while True:
-        now = clock.monotonic()
-        late = now >= deadline
-        src, dst = _read(source, vm), _read(destination, vm)
-        broken = [d for d in (src, dst) if isinstance(d, DomainInfo)
-                  and d.postcopy == PostcopyState.FAILED]
-        unreadable = isinstance(src, HostUnreachable) or isinstance(dst, HostUnreachable)
-        if broken and unreadable:  # one side says so: enough (the other may hang in its
-            # finish phase for minutes: seen with libvirt 11.3)
-            res = Resolution(Verdict.POSTCOPY_PAUSED, reason="post-copy broke after the "
-                             "switch: the guest's memory is split between the hosts")
-            break
-        if isinstance(src, HostUnreachable) or isinstance(dst, HostUnreachable):
-            down = src if isinstance(src, HostUnreachable) else dst
-            if not said_unreachable:
-                recorder.event(EventKind.UNREACHABLE,
-                               f"cannot ask where the VM is: {down}; asking again for up to "
-                               f"{unreachable_wait_s / 60:.0f} min")
-                said_unreachable = True
-            res = Resolution(Verdict.UNKNOWN, reason=f"a host does not answer: {down}")
-            if now - started >= unreachable_wait_s:
-                break
-            previous = None
-            clock.sleep(UNREACHABLE_GAP_S if late else SETTLE_GAP_S)
-            continue
-        if said_unreachable and previous is None and late:
-            deadline, late = now + wait_s, False  # both answer again: a fresh look
-        res = resolve(src, dst, deadline_passed=late)
-        if res.verdict != Verdict.IN_PROGRESS and (job_returned or res == previous or late):
-            break
-        previous = res if res.verdict != Verdict.IN_PROGRESS else None
-        clock.sleep(SETTLE_GAP_S)
-    recorder.event(EventKind.RESOLVED, f"{res.verdict}: {res.reason}")
-    if res.clean_destination:
-        _cleanup(destination, vm, recorder, "destination")
-    if res.resume_source:
-        try:
-            source.resume(vm)
-            recorder.event(EventKind.RESUMED, "resumed the paused guest on the source")
-        except HypervisorError as exc:
-            recorder.event(EventKind.RESUME_FAILED, str(exc))
-    if res.clean_source:
-        _cleanup(source, vm, recorder, "source")
-    stats = None
-    if res.verdict == Verdict.COMPLETED:
-        stats = _completed_stats(destination, vm) or _completed_stats(source, vm)
-    return JobResult(res, stats, error=error, aborted_for=aborted_for)
-
-
-def _completed_stats(host: Hypervisor, vm: str) -> JobStats | None:
-    try:
-        return host.completed_job_stats(vm)
-    except HypervisorError:
-        return None
-
-
-def _cleanup(host: Hypervisor, vm: str, recorder: Recorder, side: str) -> None:
-    try:
-        dom = host.find_domain(vm)
-        if dom is None:
-            return
-        if dom.active:
-            host.destroy(vm)
-        if dom.persistent:
-            host.undefine(vm)
-        recorder.event(EventKind.CLEANED, f"removed the leftover domain on the {side}")
-    except HypervisorError as exc:
-        recorder.event(EventKind.CLEANUP_FAILED, f"{side}: {exc}")

@@ -20,7 +20,7 @@ after the source goes away.  Those are `transitional`: wait and ask again.
 | paused          | absent           | failed       | resume source                |
 | running         | running          | split        | none: an operator decides    |
 | absent/inactive | absent/inactive  | lost         | —                            |
-| no answer       | any              | unknown      | none (engine.settle: asked   |
+| no answer       | any              | unknown      | none (settling.settle: asked |
 | any             | no answer        | unknown      | again until its deadline)    |
 
 `settled` applies this table once the state is no longer transitional (or a

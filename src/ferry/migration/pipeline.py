@@ -29,13 +29,14 @@ from ferry.hypervisor.base import Connector, Hypervisor
 from ferry.hypervisor.errors import HostUnreachable, HypervisorError
 from ferry.hypervisor.types import MigrationOptions, PostcopyState
 from ferry.migration.copies import CopiedVolume, tidy_copies
-from ferry.migration.engine import JobResult, Recorder, follow_job, run_job, settle
+from ferry.migration.engine import follow_job, run_job
 from ferry.migration.figures import Final, final_of
 from ferry.migration.measure import measure
 from ferry.migration.outcome import Verdict, resolve
 from ferry.migration.planning import Plan, hard_stop_s, make_plan, timeout_s
 from ferry.migration.policies import Adapter, PolicyConfig
 from ferry.migration.prechecks import PrecheckResult, run_prechecks, stream_tls
+from ferry.migration.settling import JobResult, Recorder, settle
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import (
     History,

@@ -42,10 +42,10 @@ from ferry.errors import Conflict, DatabaseUnavailable, InvalidRequest, NotFound
 from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.admission import Move
 from ferry.migration.copies import CopiedVolume
-from ferry.migration.engine import Recorder
 from ferry.migration.figures import Final
 from ferry.migration.pipeline import Claim, HostRef, Request, Unfinished
 from ferry.migration.policies import PolicyConfig
+from ferry.migration.settling import Recorder
 from ferry.predict.dirty import MIB, DirtyCurve, tracking_factor
 from ferry.predict.inputs import ASSUMED_LINK_MIB_S, History, Measurement
 from ferry.predict.precopy import Prediction
