@@ -362,3 +362,23 @@ def test_a_move_that_copies_disks_waits_for_its_link_instead_of_being_staged(
     assert m.state == MigrationState.COMPLETED, m.error
     assert EventKind.STAGED not in [e.kind for e in m.events]
     assert len(asked) == 6 and env.cluster.jobs[-1].started_at >= asked[-1]
+
+
+def test_a_move_that_copies_disks_cancelled_while_waiting_never_starts_its_job(
+        env: SimEnv) -> None:
+    """Cancelled while it waits for its link, a disk-copying move ends cancelled before
+    any libvirt job (fails when the wait sits inside the job's start, which then
+    starts a job only to abort it)."""
+    env.vm("disky", memory=256, dirty=2, disks=[("local", 0.25)])
+    asked: list[int] = []
+
+    def may_transfer() -> bool:
+        asked.append(1)
+        if len(asked) == 3:
+            env.svc.migrations.cancel(env.svc.store.list_migrations("disky")[0].id)
+        return False
+
+    m = env.svc.migrations.start("disky", "node2", hooks=Hooks(may_transfer=may_transfer))
+    m = env.svc.store.get(m.id)
+    assert m.state == MigrationState.CANCELLED, m
+    assert env.cluster.jobs == [] and env.cluster.where("disky") == {"node1": "running"}

@@ -33,7 +33,6 @@ DRAIN_S = 0.5  # ...for this long (a 4 MiB socket buffer at 16 MiB/s: 0.25 s)
 FOLLOW_GRACE_S = 60.0  # a job that outlives its hard stop this long is left to settling
 STAGE_MIB_S = 1  # a staged job's rate while its link is busy (libvirt's smallest)
 FULL_MIB_S = 8_796_093_022_207  # libvirt's largest rate for QEMU: no limit
-HOLD_POLL_S = 0.2  # a job that cannot be staged waits for its link, asking this often
 
 
 def to_sample(stats: JobStats) -> Sample:
@@ -209,11 +208,10 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
     STAGE_MIB_S, so that libvirt's set-up (the destination QEMU starting, ~1 s on
     the lab) overlaps what holds the link, and set to its own rate once `hold`
     says yes; its time, timeout and policy count from then."""
-    if hold is not None and opts.copy_disks:  # never staged: libvirt's rate change
-        while not hold() and not cancel.is_set():  # reaches the memory migration, not
-            clock.sleep(HOLD_POLL_S)  # the disk mirror, which would stay at the trickle
-        hold = None
-    staged = hold is not None and not opts.postcopy_resume and not hold()
+    # never a job that copies disks (the pipeline waits for its link instead): libvirt's
+    # rate change reaches the memory migration, not the disk mirror
+    staged = hold is not None and not opts.postcopy_resume and not opts.copy_disks \
+        and not hold()
     recorder.event(EventKind.STARTED, (
         f"resuming the broken post-copy to {opts.dest_uri}" if opts.postcopy_resume
         else f"libvirt p2p live migration to {opts.dest_uri}"))

@@ -3,8 +3,9 @@ and its CPU use.
 
 Random guest pages read (while the first dirty windows run) say how much of
 its memory is not zero (what round 1 will really send), and so how long round
-1 will take at the link's speed: the dirty curve matters up to there.  Dirtying saturates at the
-guest's writable working set, so one rate would mispredict: QEMU page
+1 will take at the link's speed: the dirty curve matters up to there.
+Dirtying saturates at the guest's writable working set, so one rate would
+mispredict: QEMU page
 sampling over windows that double (0.25, 0.5, 1, 2 s, ...) gives points of
 the curve until the curve flattens, the windows reach round 1's length, or
 the measurement budget is spent (`predict.windows` decides, pure).

@@ -51,6 +51,7 @@ from ferry.storage.sharing import StorageCatalog
 POSTCOPY_FIRST_GAP_S = 10.0
 POSTCOPY_MAX_GAP_S = 300.0
 POSTCOPY_RETRY_FOR_S = 3600.0
+HOLD_POLL_S = 0.2  # a move that cannot be staged waits for its link, asking this often
 
 
 @dataclass(frozen=True)
@@ -287,12 +288,17 @@ class MigrationPipeline:
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
             plan, copies = self._plan_for(claim, checked, hooks)
+            hold = hooks.may_transfer
+            if hold is not None and plan.options.copy_disks:
+                # not staged (engine.run_job): its job starts once its link is free
+                while not hold() and not cancel.is_set():
+                    self.clock.sleep(HOLD_POLL_S)
+                hold = None
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
             source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
             result = run_job(claim.request.vm, source, destination, plan.options, rec, cancel,
-                             plan.hard_stop_s, self.clock, Adapter(plan.policy),
-                             hold=hooks.may_transfer)
+                             plan.hard_stop_s, self.clock, Adapter(plan.policy), hold=hold)
             self._conclude(claim.id, claim.request.vm, result, copies, claim.source,
                            claim.destination, plan.options, cancel)
         except DatabaseUnavailable:

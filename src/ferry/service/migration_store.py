@@ -595,15 +595,19 @@ class MigrationStore:
                 MigrationRow.total_ms.is_not(None), MigrationRow.finished_at.is_not(None))
                 .order_by(MigrationRow.id.desc()).limit(SETUP_HISTORY)).all()
             for mid, finished, total_ms in rows:
-                started = s.scalar(select(func.min(EventRow.at)).where(  # a staged job's
-                    EventRow.migration_id == mid,  # time counts from its release
-                    EventRow.kind == EventKind.RELEASED.value)) or s.scalar(
-                    select(func.min(EventRow.at)).where(
-                        EventRow.migration_id == mid, EventRow.kind == EventKind.STARTED.value))
+                # a staged job's time counts from its release
+                started = _first(s, mid, EventKind.RELEASED) or _first(s, mid,
+                                                                       EventKind.STARTED)
                 end, begin = _aware(finished), _aware(started)
                 if end is not None and begin is not None:
                     est.append(max(0.0, (end - begin).total_seconds() - (total_ms or 0) / 1000))
         return statistics.median(est) if est else None
+
+
+def _first(s: Session, mid: int, kind: EventKind) -> datetime | None:
+    """When migration `mid` first recorded an event of this kind."""
+    return s.scalar(select(func.min(EventRow.at)).where(EventRow.migration_id == mid,
+                                                        EventRow.kind == kind.value))
 
 
 def _staged() -> Select[int]:
