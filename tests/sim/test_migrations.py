@@ -10,6 +10,7 @@ from ferry.domain.vocab import EventKind as K
 from ferry.domain.vocab import OnTimeout, Policy
 from ferry.errors import InvalidRequest
 from ferry.predict.dirty import MIB
+from ferry.simulated.jobs import SWITCHOVER_S as SIM_SWITCHOVER_S
 from tests.sim.conftest import SimEnv
 
 
@@ -21,7 +22,9 @@ def test_converging_migration_moves_the_vm_and_records_its_figures(env: SimEnv) 
     v = env.svc.vms.get(vm)
     assert (v.host, v.state) == ("node2", VmState.RUNNING)
     assert m.total_ms and m.downtime_ms is not None and m.rounds and m.rounds >= 2
-    assert m.downtime_ms <= 50  # auto started with a small limit and the model agreed
+    # auto started with a small limit and the model agreed (QEMU's limit is on the
+    # pages: the pause's own cost comes on top)
+    assert m.downtime_ms <= 50 + SIM_SWITCHOVER_S * 1000
     assert m.predicted_converges and m.predicted_total_ms
     kinds = env.kinds(m)
     assert kinds[:2] == [K.REQUESTED, K.PRECHECK]
@@ -170,3 +173,25 @@ def test_a_newer_capped_migration_that_reached_its_cap_raises_the_link(env: SimE
     h = env.svc.store.history(vm, "node1", "node2")
     assert h.link_how == f"measured on migration {held.id} (below its cap)"
     assert h.link_bytes_s == pytest.approx(20 * MIB, rel=0.05)
+
+
+def test_a_switchover_is_learnt_from_the_pairs_pauses(env: SimEnv) -> None:
+    """Predicted pauses missed by 20-40 ms with a constant tuned on another day: the
+    pause's own cost and the stop-and-copy rate come from the pair's latest pauses
+    once there are enough (the simulated QEMU's cost is 40 ms, not the assumed 20; its
+    samples lag its model by a step, so the reading is a few ms off)."""
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    h = env.svc.store.history(vm, "node1", "node2")
+    assert h.switchover is None
+    out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=32)
+    assert out["sources"]["switchover"].startswith("assumed")
+    for to, cap in (("node2", 16), ("node1", 64), ("node2", 32), ("node1", 128)):
+        m = env.migrate(vm, to, bandwidth_mib_s=cap, policy=Policy.PRECOPY)
+        assert m.state == MigrationState.COMPLETED, m.error
+    h = env.svc.store.history(vm, "node1", "node2")
+    assert h.switchover is not None
+    assert h.switchover.cost_s == pytest.approx(SIM_SWITCHOVER_S, abs=0.006)
+    assert h.switchover.speedup == pytest.approx(1.0, abs=0.1)  # the sim copies at the link
+    out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=32)
+    assert out["sources"]["switchover"].startswith("history (")
+    assert out["sources"]["switchover"].endswith("(last 4 pauses))")

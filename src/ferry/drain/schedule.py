@@ -45,12 +45,12 @@ from dataclasses import dataclass, field, replace
 
 from ferry.domain.vocab import Policy
 from ferry.predict.dirty import MIB
+from ferry.predict.inputs import SWITCHOVER_S
 from ferry.predict.precopy import Guest, Link, Prediction, simulate
 from ferry.predict.strategy import Inputs, choose_auto, schedule_for
 
 DEFAULT_OVERHEAD_S = 3.0  # measured on the lab: a move spends ~2-3.5 s off the link
 DEFAULT_FINISH_S = 1.2  # lab: the job's end to the VM settled on the destination
-SWITCHOVER_S = 0.01
 STREAM_FILLS = 0.75
 SHARE_STEP = 0.02  # shares are rounded to 2 % of a link for the predictions' cache
 EPS = 1e-6

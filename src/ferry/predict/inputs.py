@@ -15,17 +15,19 @@ from typing import Any
 
 from ferry.hypervisor.types import QEMU_OVERHEAD_MIB
 from ferry.predict.dirty import MIB, DirtyCurve
+from ferry.predict.pause import Switchover
 from ferry.predict.precopy import Guest, Link
 from ferry.predict.strategy import Inputs
 from ferry.predict.uncertainty import spread
 
 ASSUMED_LINK_MIB_S = 100.0
 # what a switchover costs beyond the pages (stopping, device state, starting): QEMU's
-# downtime figure exceeded the pages' share by a median ~10 ms on the lab (TCG;
-# bench/predict.py, tune seeds); with the stream encrypted, by ~30 ms (least squares
-# over the same 12 tune seeds moved with TLS: 30 ms + 1.05 x the pages' share;
+# downtime figure exceeded the pages' share by a median 15-26 ms on the lab (TCG;
+# bench/predict.py, two runs of the tune seeds, pages counted as a capped job sees them:
+# half a rate window below its threshold); with the stream encrypted, by ~30 ms (least
+# squares over the same 12 tune seeds moved with TLS: 30 ms + 1.05 x the pages' share;
 # bench/results/predict-tune-tls.md)
-SWITCHOVER_S = 0.01
+SWITCHOVER_S = 0.02
 SWITCHOVER_TLS_S = 0.03
 DEFAULT_SETUP_S = 0.1  # before any history between two hosts
 CPU_BOUND_BUSY = 0.9  # vCPU busy share from which throttling slows the dirtying
@@ -60,11 +62,20 @@ class History:
     tracking: float = 1.0  # dirtying during a migration relative to before it
     tracking_how: str = ""
     encrypted: bool = False  # the move's stream is TLS: its switchover costs more
+    switchover: Switchover | None = None  # learnt from the pair's latest pauses
 
 
 def switchover_s(h: History) -> float:
-    """The pause beyond the pages, by the stream's mode."""
+    """The pause beyond the pages: the pair's, else assumed by the stream's mode."""
+    if h.switchover is not None:
+        return h.switchover.cost_s
     return SWITCHOVER_TLS_S if h.encrypted else SWITCHOVER_S
+
+
+def final_bytes_s(h: History, link: float) -> float:
+    """The stop-and-copy rate: the guest is paused, so QEMU sends faster than the
+    link figure read while it ran, by what the pair's pauses showed."""
+    return link * h.switchover.speedup if h.switchover is not None else link
 
 
 MIN_PAGES = 256  # fewer pages read than this (16 reads): too uncertain to use
@@ -124,7 +135,7 @@ def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: i
         how += f"; {h.tracking_how}"
     nonzero, _ = nonzero_bytes(m, h, memory_mib)
     inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking)),
-                 Link(pre, link, switchover_s(h)),
+                 Link(pre, final_bytes_s(h, link), switchover_s(h)),
                  max_downtime_ms / 1000 if max_downtime_ms else None,
                  cpu_bound=1.0 if m.cpu_busy >= CPU_BOUND_BUSY else 0.0, timeout_s=timeout_s,
                  setup_s=h.setup_s if h.setup_s is not None else DEFAULT_SETUP_S)
@@ -155,8 +166,9 @@ def sources(m: Measurement, h: History, bandwidth_mib_s: int | None) -> dict[str
         "link": "history" if h.link_bytes_s is not None else
         "capped" if bandwidth_mib_s else "assumed",
         "setup": "history" if h.setup_s is not None else "assumed",
-        "switchover": f"assumed ({switchover_s(h) * 1000:.0f} ms beyond the pages"
-                      + (", TLS)" if h.encrypted else ")"),
+        "switchover": f"history ({h.switchover.how})" if h.switchover is not None else
+        f"assumed ({switchover_s(h) * 1000:.0f} ms beyond the pages"
+        + (", TLS)" if h.encrypted else ")"),
         "dirtying_while_migrating": "history" if h.tracking < 1.0 else "assumed (as measured)",
     }
 
