@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 
@@ -96,3 +97,20 @@ def test_fresh_vm_prediction_reads_its_nonzero_memory(lab: Lab, make_vm) -> None
     assert inputs["pages_read"] >= 100, inputs
     assert 0 < inputs["pages_nonzero"] < inputs["pages_read"], inputs
     assert inputs["zero_share"] > 0.3, inputs  # 32 MiB of workload + the kernel in 256
+
+
+def test_a_pairs_pauses_teach_what_a_switchover_costs(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """After a few moves between two hosts, a prediction's switchover (the pause's own
+    cost, the stop-and-copy rate) comes from those moves' pauses, read from real
+    QEMU samples and downtimes, not from the assumed constant."""
+    vm = make_vm("node1", memory=128, dirty=4, wss=16)
+    for to, cap in (("node2", "16"), ("node1", "64"), ("node2", "32")):
+        m = ferry_json("migrate", vm, "--to", to, "--bandwidth", cap, "--policy", "precopy",
+                       "--wait")
+        assert m["state"] == "completed" and m["downtime_ms"], m
+    out = ferry_json("predict", vm, "--to", "node1", "--bandwidth", "32")
+    how = out["sources"]["switchover"]
+    assert how.startswith("history (") and how.endswith("pauses))"), how
+    n = int(re.search(r"last (\d+) pauses", how)[1])  # type: ignore[index]
+    assert n >= 3, how
+    assert out["strategies"]["precopy"]["downtime_ms"] > 0, out

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from ferry.predict.dirty import MIB, DirtyCurve, tracking_factor
+from ferry.predict.dirty import MIB, DirtyCurve, fit, tracking_factor
 
 
 def test_curve_saturates_at_the_working_set() -> None:
@@ -21,3 +21,13 @@ def test_tracking_factor_compares_with_the_apparent_rate() -> None:
     assert tracking_factor(1 * MIB, linear) == 0.1  # clamped
     assert tracking_factor(0, linear) == 1.0  # QEMU reported nothing: no correction
     assert tracking_factor(10 * MIB, DirtyCurve(0)) == 1.0
+
+
+def test_a_first_window_between_bursts_does_not_set_the_rate() -> None:
+    """Lab, a guest 2 s on at 80 MiB/s, 2 s off: its 0.25 s window fell in an off
+    phase and the fit read 0 MiB/s for a guest that dirtied 85 MiB in 2.8 s."""
+    pts = [(0.25, 0.0), (0.5, 21.2 * MIB), (1.0, 55.5 * MIB), (2.0, 41.0 * MIB),
+           (2.79, 85.2 * MIB)]
+    c = fit(pts, 384 * MIB)
+    assert c.rate_bytes_s >= 40 * MIB  # at least what the 0.5 s window saw
+    assert c.bytes_in(2.79) > 40 * MIB

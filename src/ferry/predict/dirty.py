@@ -48,9 +48,11 @@ class DirtyCurve:
 def fit(points: list[tuple[float, float]], memory_bytes: float) -> DirtyCurve:
     """Fit r and W to measured (window seconds, dirty bytes) points.
 
-    r comes from the shortest window (nearest the true instantaneous rate,
-    corrected for the curvature once W is known); W by least squares over
-    [largest measurement, memory size]; no saturation visible → W = memory.
+    r comes from the shortest window that saw dirtying (nearest the true
+    instantaneous rate, corrected for the curvature once W is known; a shorter
+    one that saw nothing fell between a bursty guest's bursts: lab, a guest 2 s
+    on / 2 s off read as dirtying 0 MiB/s); W by least squares over [largest
+    measurement, memory size]; no saturation visible → W = memory.
 
     >>> c = fit([(0.25, 14.2 * MIB), (1, 40.5 * MIB), (4, 62.8 * MIB)], 256 * MIB)
     >>> round(c.rate_bytes_s / MIB), round(c.wss_bytes / MIB)
@@ -59,6 +61,8 @@ def fit(points: list[tuple[float, float]], memory_bytes: float) -> DirtyCurve:
     pts = sorted((t, d) for t, d in points if t > 0 and d >= 0)
     if not pts or max(d for _, d in pts) <= 0:
         return DirtyCurve(0.0, memory_bytes)
+    while pts[0][1] <= 0:
+        pts = pts[1:]
     lo = max(d for _, d in pts)
     best: tuple[float, float, float] | None = None
     steps = 200
