@@ -19,7 +19,7 @@ import pytest
 
 from ferry.db.engine import upgrade
 from ferry.domain.models import Migration
-from ferry.domain.vocab import EventKind
+from ferry.domain.vocab import EventKind, WorkloadPattern
 from ferry.service.host_queries import InlineQueries
 from ferry.service.settings import GuestImage, Settings
 from ferry.service.wiring import Services, build
@@ -84,9 +84,10 @@ class SimEnv:
         self.at(self.clock.monotonic(), check)
 
     def vm(self, name: str = "web1", host: str = "node1", memory: int = 256, dirty: int = 0,
-           wss: int = 32, disks: list[tuple[str, float]] | None = None) -> str:
+           wss: int = 32, disks: list[tuple[str, float]] | None = None,
+           pattern: WorkloadPattern = WorkloadPattern.UNIFORM) -> str:
         self.svc.vms.create(name, host, memory, workload_dirty_mib_s=dirty,
-                            workload_wss_mib=wss, disks=disks)
+                            workload_wss_mib=wss, disks=disks, workload_pattern=pattern)
         return name
 
     def migrate(self, vm: str, to: str, **kw: Any) -> Migration:

@@ -9,9 +9,12 @@ mispredict: QEMU page
 sampling over windows that double (0.25, 0.5, 1, 2 s, ...) gives points of
 the curve until the curve flattens, the windows reach round 1's length, or
 the measurement budget is spent (`predict.windows` decides, pure).
-`predict.dirty.fit` turns the points into a rate and a working set.  The
-vCPU time over the same span says whether the dirtying is CPU-bound (only
-then can auto-converge's throttling slow it).
+`predict.dirty.fit` turns the points into a rate and a working set.  Windows
+that do not grow like one curve are a guest dirtying in bursts: the
+doubling stops, and short windows back to back, in what is left of the
+budget, show its bursts and pauses (`predict.bursts`).  The vCPU time over
+the same span says whether the dirtying is CPU-bound (only then can
+auto-converge's throttling slow it).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ferry.clock import Clock
 from ferry.errors import Unavailable
 from ferry.hypervisor.base import MeasureOps
 from ferry.hypervisor.errors import HypervisorError
-from ferry.predict.dirty import MIB, fit
+from ferry.predict import bursts
+from ferry.predict.dirty import MIB, DirtyCurve, fit
 from ferry.predict.inputs import Measurement
 from ferry.predict.windows import next_window_s
 
@@ -37,6 +41,7 @@ SAMPLE_BUDGET_S = {"predict": 3.0, "migrate": 1.0}
 # QEMU's maximum; its default (512 per GiB) sees only ~128 pages of a small guest
 SAMPLE_PAGES_PER_GIB = 16384
 HORIZON_AFTER = 2  # windows measured before the horizon (from the page count) is needed
+BURSTS_AFTER = 3  # windows measured before they can say the guest is in bursts
 
 
 class _Sampling:
@@ -89,7 +94,11 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
             points.append((ms / 1000, rate * MIB * ms / 1000))
             if len(points) >= HORIZON_AFTER:
                 horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)
+            if len(points) >= BURSTS_AFTER and bursts.bursty(points):
+                break  # the rest of the budget goes to seeing its bursts
             window = next_window_s(points, horizon_s, budget_s)
+        probe = _probe(host, vm, clock, budget_s - (clock.monotonic() - t0)) \
+            if bursts.bursty(points) else []
         horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)
         read, nonzero, err = sampling.result()
         spent = max(clock.monotonic() - t0, 1e-3)
@@ -98,6 +107,24 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
     except HypervisorError as exc:
         raise Unavailable(f"cannot measure {vm}: {exc}") from exc
     hashed = max(128, round(SAMPLE_PAGES_PER_GIB * memory_mib / 1024))
-    return Measurement(points, fit(points, memory_mib * MIB), rss, min(busy, 1.0),
-                       read, nonzero, err, horizon_s=horizon_s, spent_s=spent,
-                       dirty_sample_pages=hashed)
+    curve: DirtyCurve = bursts.describe(probe, points, memory_mib * MIB) or \
+        fit(points, memory_mib * MIB)
+    return Measurement(points, curve, rss, min(busy, 1.0), read, nonzero, err,
+                       horizon_s=horizon_s, spent_s=spent, dirty_sample_pages=hashed,
+                       probe=[(w.length_s, w.dirtied_bytes) for w in probe])
+
+
+def _probe(host: MeasureOps, vm: str, clock: Clock, left_s: float) -> list[bursts.Window]:
+    """Short windows back to back for up to PROBE_SPAN_S (of what the budget left):
+    when the guest is in a burst and when it pauses."""
+    span = min(bursts.PROBE_SPAN_S, left_s)
+    if span < bursts.MIN_PROBE_S:
+        return []
+    out: list[bursts.Window] = []
+    t0 = clock.monotonic()
+    ms = round(bursts.PROBE_S * 1000)
+    while clock.monotonic() - t0 + bursts.PROBE_S <= span:
+        start = clock.monotonic() - t0
+        rate = host.dirty_rate_mib_s(vm, ms, SAMPLE_PAGES_PER_GIB)
+        out.append(bursts.Window(start, ms / 1000, rate * MIB * ms / 1000))
+    return out

@@ -10,7 +10,7 @@ the guest's resident memory and stated assumptions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ferry.hypervisor.types import QEMU_OVERHEAD_MIB
@@ -47,6 +47,8 @@ class Measurement:
     horizon_s: float = 0.0  # round 1's expected length: the curve was wanted up to here
     dirty_sample_pages: int = 0  # pages QEMU hashed per window (0: exact, e.g. simulated)
     spent_s: float = 0.0  # time the dirty-page windows took
+    # short back-to-back windows (s, dirtied bytes) of a guest seen dirtying in bursts
+    probe: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,9 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
         "dirty_windows": [{"window_ms": round(t * 1000), "dirtied_mib": round(d / MIB, 1),
                            "rate_mib_s": round(d / MIB / t, 1)} for t, d in m.points],
         "dirty_rate_mib_s": round(m.curve.rate_bytes_s / MIB, 1),
+        "bursts": None if m.curve.bursts is None else {
+            "on_s": round(m.curve.bursts.on_s, 2), "off_s": round(m.curve.bursts.off_s, 2),
+            "probe_windows": len(m.probe)},
         "working_set_mib": round(m.curve.wss_bytes / MIB, 1),
         "zero_share": round(1 - nonzero / (memory_mib * MIB), 3),
         "nonzero_source": source,

@@ -155,7 +155,8 @@ class PrecopyRun:
         if due and self._since_sync >= self._min_gap:
             # a page dirtied while still pending is one bitmap bit, not two
             pool = g.nonzero_bytes if self.first else min(g.curve.wss_bytes, g.memory_bytes)
-            dirtied = self._curve.bytes_in(self._since_sync) * max(0.0, 1.0 - self.unsent / pool)
+            dirtied = self._curve.bytes_between(self.t - self._since_sync, self.t) * \
+                max(0.0, 1.0 - self.unsent / pool)
             exact = estimate + dirtied
             if exact <= threshold and not self.postcopy_requested:
                 rest = self.unsent + dirtied
@@ -179,7 +180,7 @@ class PrecopyRun:
                                   self.sent + self.unsent, len(self.rounds), self.rounds,
                                   f"post-copy: the guest runs on the destination while the "
                                   f"last {self.unsent / 2**20:.0f} MiB follow")
-            if sched.detect_stuck and _stuck(self._syncs, sched):
+            if sched.detect_stuck and _stuck(self._syncs, sched) and not self._may_calm():
                 return Prediction(False, self.t, 0.0, self.sent, len(self.rounds), self.rounds,
                                   f"no progress: {self.unsent / 2**20:.1f} MiB dirtied per "
                                   "round is not shrinking")
@@ -187,6 +188,14 @@ class PrecopyRun:
             return Prediction(False, self.t, 0.0, self.sent, len(self.rounds), self.rounds,
                               f"still copying after {sched.max_time_s:.0f} s")
         return None
+
+
+    def _may_calm(self) -> bool:
+        """A bursty guest's rounds stop shrinking in its bursts and may finish in a
+        quiet phase: no progress is judged over less than two of its cycles."""
+        b = self._curve.bursts
+        return b is not None and len(self.rounds) > 1 and \
+            self.t - self.rounds[1].start_s < 2 * b.period_s
 
 
 POSTCOPY_PAUSE_S = 0.05

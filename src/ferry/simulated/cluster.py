@@ -199,7 +199,8 @@ class SimCluster:
             disk_bytes += self.files.dir(source.name, src.rsplit("/", 1)[0]).get(
                 src.rsplit("/", 1)[1], 0)
         link = self.link_mib_s(source.name, dest.name) * MIB
-        guest = Guest(d.memory_mib * MIB, d.nonzero_mib * MIB, d.workload.curve())
+        guest = Guest(d.memory_mib * MIB, d.nonzero_mib * MIB,
+                      d.workload.curve(self.clock.monotonic() - d.started_at))
         downtime = opts.max_downtime_ms if opts.max_downtime_ms is not None \
             else d.max_downtime_ms
         job = SimJob(d.name, source.name, dest.name, opts, guest, link, downtime,

@@ -42,7 +42,7 @@ from ferry.hypervisor.types import (
     PostcopyState,
     VolumeInfo,
 )
-from ferry.predict.dirty import MIB, DirtyCurve
+from ferry.predict.dirty import MIB, Bursts, DirtyCurve
 from ferry.simulated import cpus
 from ferry.simulated.clock import SimClock
 from ferry.simulated.jobs import Outcome, SimJob
@@ -51,6 +51,7 @@ from ferry.simulated.storage import Ceph, Files, HostStorage, StorageView
 F = TypeVar("F", bound=Callable[..., Any])
 GUEST_BASE_MIB = 40  # kernel, initramfs, page cache: non-zero pages of an idle guest
 IDLE_BUSY = 0.12  # an idle TCG guest uses 12-16 % of a core (measured)
+BURST_S = 2.0  # the lab guest's `burst` pattern: this long on, as long off (guest/workload.c)
 
 
 class ClusterView(Protocol):
@@ -81,16 +82,23 @@ class Workload:
     wss_mib: float = 64.0
     nonzero_mib: float | None = None  # None: GUEST_BASE_MIB + the working set
     cpu_bound: bool = False  # dirtying paced by the vCPU (auto-converge slows it)
+    bursts: bool = False  # as the lab guest's `burst`: 2 s at twice the rate, 2 s idle
 
     @classmethod
     def from_cmdline(cls, cmdline: str) -> Workload:
-        """The lab guest's own parameters (`ferry.wss=`, `ferry.dirty=`)."""
+        """The lab guest's own parameters (`ferry.wss=`, `ferry.dirty=`,
+        `ferry.pattern=`)."""
         wss = re.search(r"ferry\.wss=(\d+)", cmdline)
         dirty = re.search(r"ferry\.dirty=(\d+)", cmdline)
-        return cls(float(dirty.group(1)) if dirty else 0.0, float(wss.group(1)) if wss else 64.0)
+        return cls(float(dirty.group(1)) if dirty else 0.0, float(wss.group(1)) if wss else 64.0,
+                   bursts="ferry.pattern=burst" in cmdline)
 
-    def curve(self) -> DirtyCurve:
-        return DirtyCurve(self.dirty_mib_s * MIB, self.wss_mib * MIB)
+    def curve(self, since_boot_s: float = 0.0) -> DirtyCurve:
+        """Its dirtying from `since_boot_s` after the guest started (bursts keep time)."""
+        if not self.bursts:
+            return DirtyCurve(self.dirty_mib_s * MIB, self.wss_mib * MIB)
+        return DirtyCurve(2 * self.dirty_mib_s * MIB, self.wss_mib * MIB,
+                          Bursts(BURST_S, BURST_S, since_boot_s))
 
 
 @dataclass
@@ -437,8 +445,8 @@ class SimHost:
             raise HypervisorError(f"{name}: domain is not running")
         self.cluster.clock.sleep(window_ms / 1000)
         self.cluster.tick()
-        t = window_ms / 1000
-        return d.workload.curve().bytes_in(t) / t / MIB
+        t, now = window_ms / 1000, self.cluster.clock.monotonic() - d.started_at
+        return d.workload.curve().bytes_between(now - t, now) / t / MIB
 
     @_reachable
     def vcpu_time_ns(self, name: str) -> int:

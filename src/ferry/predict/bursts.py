@@ -1,0 +1,138 @@
+"""Telling a guest that dirties in bursts from a steady one, and describing it (pure).
+
+The doubling windows (predict/windows.py) run back to back.  A steady guest's
+dirtied bytes grow with the window and flatten at its working set; a longer
+window that dirtied far less than a shorter one, or a window that saw nothing
+beside windows that saw plenty, is a guest in bursts (lab: 2 s on, 2 s off;
+three back-to-back measurements of one read 91, 0 and 1.5 MiB/s as a steady
+curve, and pre-copy finished in an off phase where the steady model said it
+never would).  Then short windows back to back (`PROBE_S`) show when it is on
+and off; runs between two others give the bursts' and pauses' lengths, a run
+cut by the probe's ends only a lower bound.  The rate is the probe's busy
+windows'; the working set comes from the largest window of the doubling ones.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from ferry.predict.dirty import MIB, Bursts, DirtyCurve
+
+DROP = 1.5  # a longer window dirtying this many times less than a shorter one
+QUIET = 0.05  # a window dirtying under this share of the most any did saw nothing
+MIN_SEEN = 1 * MIB  # below this at most, the guest is idle, not bursty
+PROBE_S = 0.25
+PROBE_SPAN_S = 5.0  # about one cycle and a quarter of the lab's bursts
+MIN_PROBE_S = 1.5  # less budget than this left: no probe, the steady fit stands
+ON = 0.5  # a probe window dirtying over this share of the busiest is in a burst
+
+
+@dataclass(frozen=True)
+class Window:
+    start_s: float  # when it began (the measurement's clock)
+    length_s: float
+    dirtied_bytes: float
+
+
+def bursty(points: list[tuple[float, float]]) -> bool:
+    """Do the doubling windows (in the order measured) look like bursts?
+
+    >>> bursty([(0.25, 10 * MIB), (0.5, 18 * MIB), (1, 30 * MIB), (2, 31 * MIB)])
+    False
+    >>> bursty([(0.25, 19.6 * MIB), (0.5, 32.8 * MIB), (1, 41.5 * MIB), (2, 21 * MIB)])
+    True
+    >>> bursty([(0.25, 0.0), (0.5, 21.2 * MIB), (1, 55.5 * MIB)])
+    True
+    >>> bursty([(0.25, 0.0), (0.5, 0.2 * MIB), (1, 0.0)])  # idle
+    False
+    """
+    top = max((d for _, d in points), default=0.0)
+    if top < MIN_SEEN:
+        return False
+    if any(d < QUIET * top for _, d in points):
+        return True
+    return any(tj >= ti and dj * DROP < di
+               for i, (ti, di) in enumerate(points) for tj, dj in points[i + 1:])
+
+
+def _runs(on: list[bool], windows: list[Window]) -> list[tuple[bool, float, bool]]:
+    """(in a burst, seconds, whole: between two other runs) per run of like windows."""
+    out: list[tuple[bool, float, bool]] = []
+    i = 0
+    while i < len(on):
+        j = i
+        while j + 1 < len(on) and on[j + 1] == on[i]:
+            j += 1
+        span = windows[j].start_s + windows[j].length_s - windows[i].start_s
+        out.append((on[i], span, i > 0 and j < len(on) - 1))
+        i = j + 1
+    return out
+
+
+def _length(runs: list[tuple[bool, float, bool]], state: bool) -> float | None:
+    whole = [s for st, s, w in runs if st == state and w]
+    if whole:
+        return statistics.median(whole)
+    cut = [s for st, s, _ in runs if st == state]
+    return max(cut) if cut else None
+
+
+def describe(probe: list[Window], points: list[tuple[float, float]],
+             memory_bytes: float) -> DirtyCurve | None:
+    """The bursts seen in `probe` (back-to-back short windows) as a curve: the rate in
+    a burst, the working set, the bursts' and pauses' lengths (phase 0: a move is
+    taken to start as a burst does).  None: no burst and no pause both seen.
+
+    >>> w = [Window(0.25 * i, 0.25, (18 if (i // 8) % 2 == 0 else 0) * MIB)
+    ...      for i in range(4, 24)]
+    >>> c = describe(w, [(0.5, 30 * MIB), (2.0, 80 * MIB)], 512 * MIB)
+    >>> c.bursts.on_s, c.bursts.off_s, round(c.rate_bytes_s / MIB)
+    (2.0, 2.0, 79)
+    """
+    if not probe:
+        return None
+    top = max(w.dirtied_bytes for w in probe)
+    if top <= 0:
+        return None
+    on = [w.dirtied_bytes > ON * top for w in probe]
+    runs = _runs(on, probe)
+    on_s, off_s = _length(runs, True), _length(runs, False)
+    if on_s is None or off_s is None:
+        return None
+    # windows inside a burst (a burst's first and last overlap a pause)
+    inside = [w for i, w in enumerate(probe) if 0 < i < len(probe) - 1 and on[i - 1] and on[i]
+              and on[i + 1]] or [max(probe, key=lambda w: w.dirtied_bytes)]
+    seen = statistics.median(w.dirtied_bytes for w in inside)
+    rate, wss = seen / PROBE_S, memory_bytes
+    for _ in range(3):  # a short window already saturates over a small working set
+        wss = _working_set(rate, on_s, points, memory_bytes)
+        rate = _rate_over(PROBE_S, seen, wss)
+    return DirtyCurve(rate, wss, Bursts(on_s, off_s))
+
+
+def _rate_over(t: float, dirtied: float, wss: float) -> float:
+    """The rate at which a curve saturating at `wss` dirties `dirtied` in t seconds."""
+    if math.isinf(wss):
+        return dirtied / t
+    return -wss * math.log(1.0 - min(dirtied, 0.999 * wss) / wss) / t
+
+
+def _working_set(rate: float, on_s: float, points: list[tuple[float, float]],
+                 memory_bytes: float) -> float:
+    """The W whose curve, dirtying at `rate` for as long as the largest window could
+    have been in a burst, dirties what that window saw; the memory when it saw no
+    saturation."""
+    t, d = max(points, key=lambda p: p[1])
+    tau = min(t, on_s)
+    if d <= 0 or d >= 0.95 * rate * tau:
+        return memory_bytes
+    lo, hi = d, memory_bytes
+    for _ in range(60):  # bisection: the curve at tau grows with W
+        mid = (lo + hi) / 2
+        if DirtyCurve(rate, mid).bytes_in(tau) < d:
+            lo = mid
+        else:
+            hi = mid
+    return hi if not math.isinf(hi) else memory_bytes
