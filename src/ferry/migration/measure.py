@@ -41,7 +41,9 @@ SAMPLE_BUDGET_S = {"predict": 3.0, "migrate": 1.0}
 # QEMU's maximum; its default (512 per GiB) sees only ~128 pages of a small guest
 SAMPLE_PAGES_PER_GIB = 16384
 HORIZON_AFTER = 2  # windows measured before the horizon (from the page count) is needed
-BURSTS_AFTER = 3  # windows measured before they can say the guest is in bursts
+# windows measured before they can say the guest is in bursts; one more (a longer
+# window shows its working set) if the budget leaves room for it and the probe
+BURSTS_AFTER = 3
 
 
 class _Sampling:
@@ -94,9 +96,11 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
             points.append((ms / 1000, rate * MIB * ms / 1000))
             if len(points) >= HORIZON_AFTER:
                 horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)
-            if len(points) >= BURSTS_AFTER and bursts.bursty(points):
-                break  # the rest of the budget goes to seeing its bursts
             window = next_window_s(points, horizon_s, budget_s)
+            if window is not None and len(points) >= BURSTS_AFTER and bursts.bursty(points) \
+                    and (len(points) > BURSTS_AFTER or clock.monotonic() - t0 + window +
+                         bursts.PROBE_SPAN_S > budget_s):
+                break  # the rest of the budget goes to seeing its bursts
         probe = _probe(host, vm, clock, budget_s - (clock.monotonic() - t0)) \
             if bursts.bursty(points) else []
         horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)

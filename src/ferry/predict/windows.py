@@ -19,6 +19,8 @@ would add little).
 
 from __future__ import annotations
 
+from ferry.predict.bursts import MIN_SEEN
+
 FIRST_S = 0.25
 FLAT = 1.15
 IDLE_AFTER_S = 1.0
@@ -40,14 +42,16 @@ def next_window_s(points: list[tuple[float, float]], horizon_s: float,
     [0.25, 0.5, 1.0, 2.0]
     >>> _windows(lambda t: 0.0, 30, 16)  # idle
     [0.25, 0.5, 1.0]
+    >>> _windows(lambda t: 0.0 if t == 1 else 2**20 * 40 * t, 3, 16)  # a pause in bursts
+    [0.25, 0.5, 1.0, 2.0, 3.0]
     """
     if not points:
         return FIRST_S
     t, d = points[-1]
     if len(points) >= 3 and _flat(points[-3:-1]) and _flat(points[-2:]):
         return None
-    if d <= 0 and t >= IDLE_AFTER_S:
-        return None
+    if d <= 0 and t >= IDLE_AFTER_S and max(dd for _, dd in points) < MIN_SEEN:
+        return None  # (after a window that saw plenty: a pause between bursts)
     if t >= horizon_s:
         return None
     nxt = float(min(2 * t, horizon_s))
