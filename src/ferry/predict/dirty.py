@@ -71,6 +71,12 @@ class DirtyCurve:
             return self.rate_bytes_s * t
         return self.wss_bytes * (1.0 - math.exp(-self.rate_bytes_s * t / self.wss_bytes))
 
+    @property
+    def mean_rate_bytes_s(self) -> float:
+        """The rate over bursts and pauses alike (what QEMU's per-round figure sees)."""
+        b = self.bursts
+        return self.rate_bytes_s * (b.on_s / b.period_s if b is not None else 1.0)
+
     def bytes_between(self, a: float, b: float) -> float:
         """Dirtied between times a and b: a bursty guest only in its bursts."""
         return self.bytes_in(b - a if self.bursts is None else self.bursts.on_time(a, b))

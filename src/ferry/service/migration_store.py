@@ -326,7 +326,8 @@ class MigrationStore(HistoryReads):
             row.predicted_converges = ok
             row.predicted_total_ms = round(prediction.total_s * 1000) if ok else None
             row.predicted_downtime_ms = round(prediction.downtime_s * 1000) if ok else None
-            row.measured_rate_mib_s = m.curve.rate_bytes_s / MIB
+            # a bursty guest's mean: a later move compares QEMU's per-round rate with it
+            row.measured_rate_mib_s = m.curve.mean_rate_bytes_s / MIB
             row.measured_wss_mib = m.curve.wss_bytes / MIB
 
     @durable
