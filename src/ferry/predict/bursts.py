@@ -28,6 +28,7 @@ PROBE_SPAN_S = 5.0  # about one cycle and a quarter of the lab's bursts
 MIN_PROBE_S = 1.5  # less budget than this left: no probe, the steady fit stands
 ON = 0.5  # a probe window dirtying over this share of the busiest is in a burst
 LONG_S = 1.0  # windows this long show a working set
+MIN_PAUSE_S = 2 * PROBE_S  # shorter pauses are not told from noise
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ def describe(probe: list[Window], points: list[tuple[float, float]],
     on = [w.dirtied_bytes > ON * top for w in probe]
     runs = _runs(on, probe)
     on_s, off_s = _length(runs, True), _length(runs, False)
-    if on_s is None or off_s is None:
-        return None
+    if on_s is None or off_s is None or off_s < MIN_PAUSE_S:
+        return None  # (one quiet window is a slow dirtier's noise: lab, 3 MiB/s hot/cold)
     # windows inside a burst (a burst's first and last overlap a pause)
     inside = [w for i, w in enumerate(probe) if 0 < i < len(probe) - 1 and on[i - 1] and on[i]
               and on[i + 1]] or [max(probe, key=lambda w: w.dirtied_bytes)]

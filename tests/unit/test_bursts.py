@@ -1,0 +1,32 @@
+"""Telling a bursty guest from a steady one (predict/bursts.py)."""
+
+from __future__ import annotations
+
+from ferry.predict.bursts import Window, bursty, describe
+
+MIB = 2**20
+
+
+def _probe(pattern: list[float]) -> list[Window]:
+    return [Window(0.25 * i, 0.25, d * MIB) for i, d in enumerate(pattern)]
+
+
+def test_one_quiet_window_of_a_slow_dirtier_is_noise_not_a_pause() -> None:
+    """Lab, hot/cold at 3 MiB/s: one of 18 probe windows read nothing, and a 0.25 s
+    pause every 4.5 s was taken for bursts."""
+    noisy = _probe([0.8, 0.7, 0.9, 0.8, 0.0, 0.7, 0.8, 0.9, 0.8, 0.7, 0.8, 0.9])
+    assert describe(noisy, [(1.0, 3 * MIB)], 256 * MIB) is None
+
+
+def test_bursts_and_pauses_are_measured_from_whole_runs() -> None:
+    probe = _probe([18] * 3 + [0] * 6 + [18] * 6 + [0] * 3)  # 1.5 s, 1.5 s, cut ends
+    c = describe(probe, [(1.0, 18 * 4 * MIB)], 256 * MIB)
+    assert c is not None and c.bursts is not None
+    assert (c.bursts.on_s, c.bursts.off_s) == (1.5, 1.5)
+    # 18 MiB per 0.25 s on a curve that saturates only at the memory (none seen)
+    assert c.wss_bytes == 256 * MIB
+    assert 72 * MIB < c.rate_bytes_s < 76 * MIB
+
+
+def test_a_steady_curve_with_noise_is_not_bursty() -> None:
+    assert not bursty([(0.25, 14 * MIB), (0.5, 25 * MIB), (1.0, 40 * MIB), (2.0, 38 * MIB)])
