@@ -15,12 +15,12 @@ def test_one_quiet_window_of_a_slow_dirtier_is_noise_not_a_pause() -> None:
     """Lab, hot/cold at 3 MiB/s: one of 18 probe windows read nothing, and a 0.25 s
     pause every 4.5 s was taken for bursts."""
     noisy = _probe([0.8, 0.7, 0.9, 0.8, 0.0, 0.7, 0.8, 0.9, 0.8, 0.7, 0.8, 0.9])
-    assert describe(noisy, [(1.0, 3 * MIB)], 256 * MIB) is None
+    assert describe(noisy, [Window(-1.0, 1.0, 3 * MIB)], 256 * MIB) is None
 
 
 def test_bursts_and_pauses_are_measured_from_whole_runs() -> None:
     probe = _probe([18] * 3 + [0] * 6 + [18] * 6 + [0] * 3)  # 1.5 s, 1.5 s, cut ends
-    c = describe(probe, [(1.0, 18 * 4 * MIB)], 256 * MIB)
+    c = describe(probe, [Window(-3.0, 1.0, 18 * 4 * MIB)], 256 * MIB)
     assert c is not None and c.bursts is not None
     assert (c.bursts.on_s, c.bursts.off_s) == (1.5, 1.5)
     # 18 MiB per 0.25 s on a curve that saturates only at the memory (none seen)
@@ -30,3 +30,14 @@ def test_bursts_and_pauses_are_measured_from_whole_runs() -> None:
 
 def test_a_steady_curve_with_noise_is_not_bursty() -> None:
     assert not bursty([(0.25, 14 * MIB), (0.5, 25 * MIB), (1.0, 40 * MIB), (2.0, 38 * MIB)])
+
+
+def test_the_working_set_counts_only_a_windows_time_in_bursts() -> None:
+    """Bursts of 2 s every 4 s at 40 MiB/s over a large set: a 2 s window that was
+    half in a pause saw 40 MiB.  Taken as all burst it reads a small working set
+    (lab: 33 MiB for 136, and a guest that never finished was predicted to);
+    counted over its 1 s in bursts, it shows none."""
+    probe = _probe([10] * 8 + [0] * 8 + [10] * 4)  # bursts begin at 0 and 4 s
+    half = Window(-3.0, 2.0, 40 * MIB)  # from -3 s: 1 s of the burst at -4..-2 s
+    c = describe(probe, [half], 512 * MIB)
+    assert c is not None and c.wss_bytes > 256 * MIB

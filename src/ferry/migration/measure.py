@@ -90,10 +90,13 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
     try:
         cpu0, t0 = host.vcpu_time_ns(vm), clock.monotonic()
         window = next_window_s(points, horizon_s, budget_s)
+        done: list[bursts.Window] = []  # the same windows, with when they began
         while window is not None:
             ms = max(50, round(window * 1000))  # QEMU's shortest
+            start = clock.monotonic() - t0
             rate = host.dirty_rate_mib_s(vm, ms, SAMPLE_PAGES_PER_GIB)
             points.append((ms / 1000, rate * MIB * ms / 1000))
+            done.append(bursts.Window(start, ms / 1000, points[-1][1]))
             if len(points) >= HORIZON_AFTER:
                 horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)
             window = next_window_s(points, horizon_s, budget_s)
@@ -101,8 +104,7 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
                     and (len(points) > BURSTS_AFTER or clock.monotonic() - t0 + window +
                          bursts.PROBE_SPAN_S > budget_s):
                 break  # the rest of the budget goes to seeing its bursts
-        probe = _probe(host, vm, clock, budget_s - (clock.monotonic() - t0)) \
-            if bursts.bursty(points) else []
+        probe = _probe(host, vm, clock, t0, budget_s) if bursts.bursty(points) else []
         horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)
         read, nonzero, err = sampling.result()
         spent = max(clock.monotonic() - t0, 1e-3)
@@ -111,23 +113,25 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
     except HypervisorError as exc:
         raise Unavailable(f"cannot measure {vm}: {exc}") from exc
     hashed = max(128, round(SAMPLE_PAGES_PER_GIB * memory_mib / 1024))
-    curve: DirtyCurve = bursts.describe(probe, points, memory_mib * MIB) or \
+    curve: DirtyCurve = bursts.describe(probe, done, memory_mib * MIB) or \
         fit(points, memory_mib * MIB)
     return Measurement(points, curve, rss, min(busy, 1.0), read, nonzero, err,
                        horizon_s=horizon_s, spent_s=spent, dirty_sample_pages=hashed,
                        probe=[(w.length_s, w.dirtied_bytes) for w in probe])
 
 
-def _probe(host: MeasureOps, vm: str, clock: Clock, left_s: float) -> list[bursts.Window]:
-    """Short windows back to back for up to PROBE_SPAN_S (of what the budget left):
-    when the guest is in a burst and when it pauses."""
-    span = min(bursts.PROBE_SPAN_S, left_s)
+def _probe(host: MeasureOps, vm: str, clock: Clock, t0: float,
+           budget_s: float) -> list[bursts.Window]:
+    """Short windows back to back for up to PROBE_SPAN_S (of what the budget left,
+    counted from t0, which their start times count from too): when the guest is in
+    a burst and when it pauses."""
+    begin = clock.monotonic()
+    span = min(bursts.PROBE_SPAN_S, budget_s - (begin - t0))
     if span < bursts.MIN_PROBE_S:
         return []
     out: list[bursts.Window] = []
-    t0 = clock.monotonic()
     ms = round(bursts.PROBE_S * 1000)
-    while clock.monotonic() - t0 + bursts.PROBE_S <= span:
+    while clock.monotonic() - begin + bursts.PROBE_S <= span:
         start = clock.monotonic() - t0
         rate = host.dirty_rate_mib_s(vm, ms, SAMPLE_PAGES_PER_GIB)
         out.append(bursts.Window(start, ms / 1000, rate * MIB * ms / 1000))

@@ -27,7 +27,7 @@ PROBE_S = 0.25
 PROBE_SPAN_S = 5.0  # about one cycle and a quarter of the lab's bursts
 MIN_PROBE_S = 1.5  # less budget than this left: no probe, the steady fit stands
 ON = 0.5  # a probe window dirtying over this share of the busiest is in a burst
-LONG_S = 1.0  # windows this long show a working set
+MIN_TAU_S = 0.2  # a doubling window with less time in bursts says little of the set
 MIN_PAUSE_S = 2 * PROBE_S  # shorter pauses are not told from noise
 
 
@@ -81,17 +81,18 @@ def _length(runs: list[tuple[bool, float, bool]], state: bool) -> float | None:
     return max(cut) if cut else None
 
 
-def describe(probe: list[Window], points: list[tuple[float, float]],
+def describe(probe: list[Window], windows: list[Window],
              memory_bytes: float) -> DirtyCurve | None:
     """The bursts seen in `probe` (back-to-back short windows) as a curve: the rate in
     a burst, the working set, the bursts' and pauses' lengths (phase 0: a move is
-    taken to start as a burst does).  None: no burst and no pause both seen.
+    taken to start as a burst does).  `windows`: the doubling ones before it, on the
+    same clock.  None: no burst and no pause both seen.
 
-    >>> w = [Window(0.25 * i, 0.25, (18 if (i // 8) % 2 == 0 else 0) * MIB)
-    ...      for i in range(4, 24)]
-    >>> c = describe(w, [(0.5, 30 * MIB), (2.0, 80 * MIB)], 512 * MIB)
-    >>> c.bursts.on_s, c.bursts.off_s, round(c.rate_bytes_s / MIB)
-    (2.0, 2.0, 79)
+    >>> probe = [Window(4 + 0.25 * i, 0.25, (18 if (i // 8) % 2 == 0 else 0) * MIB)
+    ...          for i in range(20)]
+    >>> c = describe(probe, [Window(0.0, 2.0, 80 * MIB)], 512 * MIB)
+    >>> c.bursts.on_s, c.bursts.off_s, round(c.rate_bytes_s / MIB), round(c.wss_bytes / MIB)
+    (2.0, 2.0, 79, 101)
     """
     if not probe:
         return None
@@ -107,11 +108,27 @@ def describe(probe: list[Window], points: list[tuple[float, float]],
     inside = [w for i, w in enumerate(probe) if 0 < i < len(probe) - 1 and on[i - 1] and on[i]
               and on[i + 1]] or [max(probe, key=lambda w: w.dirtied_bytes)]
     seen = statistics.median(w.dirtied_bytes for w in inside)
+    # the doubling windows' time in bursts, from where the probe saw one begin
+    cycle = Bursts(on_s, off_s, -_burst_start(probe, on, on_s) % (on_s + off_s))
+    pts = [(tau, w.dirtied_bytes) for w in windows if w.dirtied_bytes > 0
+           and (tau := cycle.on_time(w.start_s, w.start_s + w.length_s)) >= MIN_TAU_S]
     rate, wss = seen / PROBE_S, memory_bytes
     for _ in range(3):  # a short window already saturates over a small working set
-        wss = _working_set(rate, on_s, points, memory_bytes)
+        wss = _working_set(rate, pts, memory_bytes)
         rate = _rate_over(PROBE_S, seen, wss)
     return DirtyCurve(rate, wss, Bursts(on_s, off_s))
+
+
+def _burst_start(probe: list[Window], on: list[bool], on_s: float) -> float:
+    """When (on the probe's clock) a burst began: the first window of one that follows
+    a pause, else a burst's end less its length."""
+    for i in range(1, len(on)):
+        if on[i] and not on[i - 1]:
+            return probe[i].start_s
+    for i in range(1, len(on)):
+        if on[i - 1] and not on[i]:
+            return probe[i].start_s - on_s
+    return probe[0].start_s
 
 
 def _rate_over(t: float, dirtied: float, wss: float) -> float:
@@ -121,24 +138,19 @@ def _rate_over(t: float, dirtied: float, wss: float) -> float:
     return -wss * math.log(1.0 - min(dirtied, 0.999 * wss) / wss) / t
 
 
-def _working_set(rate: float, on_s: float, points: list[tuple[float, float]],
-                 memory_bytes: float) -> float:
-    """The W whose curve, dirtying at `rate` for as long as the largest window could
-    have been in a burst, dirties what that window saw; the memory when it saw no
-    saturation, or no window of a second or more saw dirtying: a shorter one that
-    fell partly in a pause reads as a small working set (lab: 19-27 MiB for 104)."""
-    long = [p for p in points if p[0] >= LONG_S and p[1] > 0]
-    if not long:
+def _working_set(rate: float, pts: list[tuple[float, float]], memory_bytes: float) -> float:
+    """The W that best explains what each doubling window dirtied over its time in
+    bursts, at `rate` (least squares; the memory without such a window).  Taking a
+    window as all burst read a small working set from ones partly in a pause (lab:
+    19-33 MiB for 104-136; one such guest was then predicted to converge)."""
+    if not pts:
         return memory_bytes
-    t, d = max(long, key=lambda p: p[1])
-    tau = min(t, on_s)
-    if d <= 0 or d >= 0.95 * rate * tau:
+    lo = max(d for _, d in pts)
+    if lo >= memory_bytes:
         return memory_bytes
-    lo, hi = d, memory_bytes
-    for _ in range(60):  # bisection: the curve at tau grows with W
-        mid = (lo + hi) / 2
-        if DirtyCurve(rate, mid).bytes_in(tau) < d:
-            lo = mid
-        else:
-            hi = mid
-    return hi if not math.isinf(hi) else memory_bytes
+    best = (math.inf, memory_bytes)
+    for i in range(201):
+        w = lo * (memory_bytes / lo) ** (i / 200)
+        err = sum((DirtyCurve(rate, w).bytes_in(tau) - d) ** 2 for tau, d in pts)
+        best = min(best, (err, w))
+    return best[1]
