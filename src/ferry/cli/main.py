@@ -340,8 +340,11 @@ def predict(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
         print_json(res)
         return
     inp = res["inputs"]
-    console.print(f"{vm}: {inp['memory_mib']} MiB, dirtying {inp['dirty_rate_mib_s']} MiB/s over"
-                  f" ~{inp['working_set_mib']} MiB, {inp['zero_share'] * 100:.0f}% zero pages; "
+    b = inp.get("bursts")
+    bursts = f" in bursts of {b['on_s']} s every {b['on_s'] + b['off_s']:.1f} s" if b else ""
+    console.print(f"{vm}: {inp['memory_mib']} MiB, dirtying {inp['dirty_rate_mib_s']} MiB/s"
+                  f"{bursts} over ~{inp['working_set_mib']} MiB, "
+                  f"{inp['zero_share'] * 100:.0f}% zero pages; "
                   f"link {inp['link_mib_s']} MiB/s ({inp['link']})", soft_wrap=True)
     table(f"predicted {res['source']} → {res['destination']}",
           ["policy", "converges", "total_ms", "range", "downtime_ms", "sent", "rounds", "note"],
