@@ -8,8 +8,10 @@ three back-to-back measurements of one read 91, 0 and 1.5 MiB/s as a steady
 curve, and pre-copy finished in an off phase where the steady model said it
 never would).  Then short windows back to back (`PROBE_S`) show when it is on
 and off; runs between two others give the bursts' and pauses' lengths, a run
-cut by the probe's ends only a lower bound.  The rate is the probe's busy
-windows'; the working set comes from the largest window of the doubling ones.
+cut by the probe's ends only a lower bound.  The rate is the probe's windows
+inside a burst; the working set is fitted to what each doubling window
+dirtied over its own time in bursts (located from where the probe saw a
+burst begin).
 """
 
 from __future__ import annotations
