@@ -41,3 +41,15 @@ def test_the_working_set_counts_only_a_windows_time_in_bursts() -> None:
     half = Window(-3.0, 2.0, 40 * MIB)  # from -3 s: 1 s of the burst at -4..-2 s
     c = describe(probe, [half], 512 * MIB)
     assert c is not None and c.wss_bytes > 256 * MIB
+
+
+def test_a_move_right_after_the_probe_starts_where_the_guest_is_in_its_cycle() -> None:
+    """Bursts at 0-2 s, 4-6 s, ...: a move at 6.5 s (as a migration starts right
+    after its measurement) begins 0.5 s into a pause, i.e. 2.5 s into its cycle."""
+    probe = _probe([10] * 8 + [0] * 8 + [10] * 4)
+    later = describe(probe, [], 512 * MIB)
+    now = describe(probe, [], 512 * MIB, move_at_s=6.5)
+    assert later is not None and later.bursts is not None and later.bursts.phase_s == 0.0
+    assert now is not None and now.bursts is not None
+    assert now.bursts.phase_s == 2.5
+    assert now.bursts.on_time(0.0, 1.5) == 0.0  # the rest of the pause

@@ -79,9 +79,11 @@ class _Sampling:
 
 
 def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
-            bandwidth_bytes_s: float, before_move: bool = False) -> Measurement:
+            bandwidth_bytes_s: float, before_move: bool = False,
+            move_now: bool = False) -> Measurement:
     """Measure `vm` for a move at `bandwidth_bytes_s` (the pre-copy rate expected);
-    `before_move`: a migration waits for it, so look for less long."""
+    `before_move`: a migration waits for it, so look for less long; `move_now`: it
+    starts as soon as this returns (a bursty guest's phase then is known)."""
     kind = "migrate" if before_move else "predict"
     budget_s = MIGRATE_BUDGET_S if before_move else PREDICT_BUDGET_S
     sampling = _Sampling(host, vm, kind)
@@ -113,7 +115,8 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
     except HypervisorError as exc:
         raise Unavailable(f"cannot measure {vm}: {exc}") from exc
     hashed = max(128, round(SAMPLE_PAGES_PER_GIB * memory_mib / 1024))
-    curve: DirtyCurve = bursts.describe(probe, done, memory_mib * MIB) or \
+    move_at = clock.monotonic() - t0 if move_now else None
+    curve: DirtyCurve = bursts.describe(probe, done, memory_mib * MIB, move_at) or \
         fit(points, memory_mib * MIB)
     return Measurement(points, curve, rss, min(busy, 1.0), read, nonzero, err,
                        horizon_s=horizon_s, spent_s=spent, dirty_sample_pages=hashed,

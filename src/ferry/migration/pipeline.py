@@ -239,7 +239,7 @@ class MigrationPipeline:
                 m = measure(self.hosts(claim.source.uri), req.vm, claim.memory_mib,
                             self.clock,
                             bandwidth_bytes_s=link_bytes_s(h, req.bandwidth_mib_s)[0],
-                            before_move=True)
+                            before_move=True, move_now=True)
             inputs, link_how = build_inputs(m, h, claim.memory_mib, req.bandwidth_mib_s,
                                             req.max_downtime_ms, timeout)
             nonzero, source = nonzero_bytes(m, h, claim.memory_mib)

@@ -83,12 +83,14 @@ def _length(runs: list[tuple[bool, float, bool]], state: bool) -> float | None:
     return max(cut) if cut else None
 
 
-def describe(probe: list[Window], windows: list[Window],
-             memory_bytes: float) -> DirtyCurve | None:
+def describe(probe: list[Window], windows: list[Window], memory_bytes: float,
+             move_at_s: float | None = None) -> DirtyCurve | None:
     """The bursts seen in `probe` (back-to-back short windows) as a curve: the rate in
-    a burst, the working set, the bursts' and pauses' lengths (phase 0: a move is
-    taken to start as a burst does).  `windows`: the doubling ones before it, on the
-    same clock.  None: no burst and no pause both seen.
+    a burst, the working set, the bursts' and pauses' lengths, and where in its
+    cycle a move starting at `move_at_s` finds the guest (None, a move at some
+    later time: taken to start as a burst does).  `windows`: the doubling ones
+    before the probe; all times on the same clock.  None: no burst and no pause
+    both seen.
 
     >>> probe = [Window(4 + 0.25 * i, 0.25, (18 if (i // 8) % 2 == 0 else 0) * MIB)
     ...          for i in range(20)]
@@ -118,7 +120,8 @@ def describe(probe: list[Window], windows: list[Window],
     for _ in range(3):  # a short window already saturates over a small working set
         wss = _working_set(rate, pts, memory_bytes)
         rate = _rate_over(PROBE_S, seen, wss)
-    return DirtyCurve(rate, wss, Bursts(on_s, off_s))
+    phase = 0.0 if move_at_s is None else cycle.phase_s + move_at_s
+    return DirtyCurve(rate, wss, Bursts(on_s, off_s, phase % cycle.period_s))
 
 
 def _burst_start(probe: list[Window], on: list[bool], on_s: float) -> float:
