@@ -15,7 +15,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-MIB = 2**20
+from ferry.predict.dirty import MIB
+
 MAX_GAP_S = 0.6  # a last sample older than this before the pause: rest too uncertain
 MIN_POINTS = 3  # fewer pauses than this: the assumed constants
 MIN_SPREAD_BYTES = 4 * MIB  # the rests must differ this much to read a rate from them

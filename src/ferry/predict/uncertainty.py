@@ -68,11 +68,12 @@ def spread(guest: Guest, points: list[tuple[float, float]], sampled_pages: int,
         return fit(pts, mem).scaled(tracking) if pts else guest.curve
 
     nz = guest.nonzero_bytes
-    lo_curve, hi_curve = curve(low_pts), curve(high_pts)
     b = guest.curve.bursts
     if b is not None:  # what matters most is where in its cycle the move begins
         lo_curve = replace(guest.curve, bursts=replace(b, phase_s=b.on_s))  # a pause
-        hi_curve = guest.curve  # a burst (the prediction's own assumption)
+        hi_curve = guest.curve  # as the prediction assumes
+    else:
+        lo_curve, hi_curve = curve(low_pts), curve(high_pts)
     low = replace(guest, nonzero_bytes=max(nz - Z * nonzero_sd_bytes, MIB), curve=lo_curve)
     high = replace(guest, nonzero_bytes=min(nz + Z * nonzero_sd_bytes, mem), curve=hi_curve)
     return Spread(low, high)

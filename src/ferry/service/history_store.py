@@ -77,16 +77,12 @@ class HistoryReads:
         """What a pause costs between these hosts (either way) in this stream mode: from
         the latest PAUSE_HISTORY completed memory-only pre-copy migrations, the bytes
         each sent paused and its QEMU downtime (predict/pause.py)."""
-        mode_ok = true() if encrypted is None else \
-            func.coalesce(MigrationRow.encrypted, false()) == encrypted
+        mode_ok = _in_mode(encrypted)
         points: list[tuple[float, float]] = []
         with self.db.session() as s:
             rows = s.execute(select(MigrationRow.id, MigrationRow.total_ms,
                                     MigrationRow.downtime_ms, MigrationRow.transferred_bytes)
-                             .where(or_(and_(MigrationRow.source == source,
-                                             MigrationRow.destination == destination),
-                                        and_(MigrationRow.source == destination,
-                                             MigrationRow.destination == source)),
+                             .where(_between(source, destination),
                                     mode_ok, MigrationRow.state == MigrationState.COMPLETED,
                                     func.coalesce(MigrationRow.disk_bytes, 0) == 0,
                                     MigrationRow.downtime_ms > 0, MigrationRow.total_ms > 0,
@@ -165,8 +161,7 @@ class HistoryReads:
                 if rate is not None else (None, "")
         rates: list[int] = []
         latest = None
-        mode_ok = true() if encrypted is None else \
-            func.coalesce(MigrationRow.encrypted, false()) == encrypted
+        mode_ok = _in_mode(encrypted)
         with self.db.session() as s:
             for src, dst in ((source, destination), (destination, source)):
                 latest = s.scalar(select(func.max(SampleRow.migration_id)).join(
@@ -202,8 +197,7 @@ class HistoryReads:
         loaded drain) would otherwise stand until the next uncapped migration,
         however fast capped ones went since."""
         mid, cap = s.execute(select(MigrationRow.id, MigrationRow.bandwidth_mib_s).where(
-            or_(and_(MigrationRow.source == source, MigrationRow.destination == destination),
-                and_(MigrationRow.source == destination, MigrationRow.destination == source)),
+            _between(source, destination),
             mode_ok, MigrationRow.bandwidth_mib_s.is_not(None), MigrationRow.id > after,
             MigrationRow.state == MigrationState.COMPLETED)
             .order_by(MigrationRow.id.desc()).limit(1)).first() or (None, None)
@@ -237,8 +231,7 @@ class HistoryReads:
                                     MigrationRow.state == MigrationState.COMPLETED,
                                     MigrationRow.bandwidth_mib_s.is_(None),
                                     func.coalesce(MigrationRow.disk_bytes, 0) == 0,
-                                    func.coalesce(MigrationRow.encrypted, false()) == encrypted,
-                                    MigrationRow.total_ms > 0)
+                                    _in_mode(encrypted), MigrationRow.total_ms > 0)
                              .order_by(MigrationRow.id.desc()).limit(STREAM_HISTORY)).all()
             rates = [r for mid, b, t in rows if (r := _reached(s, mid, b, t)) is not None]
         return max(rates) if rates else None
@@ -254,12 +247,8 @@ class HistoryReads:
         """Has an uncapped migration between these hosts (either way) run in this mode?"""
         with self.db.session() as s:
             return s.scalar(select(MigrationRow.id).where(
-                or_(and_(MigrationRow.source == source, MigrationRow.destination == destination),
-                    and_(MigrationRow.source == destination,
-                         MigrationRow.destination == source)),
-                MigrationRow.bandwidth_mib_s.is_(None),
-                func.coalesce(MigrationRow.encrypted, false()) == encrypted).limit(1)) \
-                is not None
+                _between(source, destination),
+                MigrationRow.bandwidth_mib_s.is_(None), _in_mode(encrypted)).limit(1)) is not None
 
     def _setup_s(self, source: str, destination: str) -> tuple[float | None, str]:
         """How long a job between these hosts runs before its first byte moves (libvirt's
@@ -306,6 +295,19 @@ class HistoryReads:
                 if end is not None and begin is not None:
                     est.append(max(0.0, (end - begin).total_seconds() - (total_ms or 0) / 1000))
         return statistics.median(est) if est else None
+
+
+def _between(source: str, destination: str) -> ColumnElement[bool]:
+    """Migrations between these two hosts, either way (links are mostly symmetric)."""
+    return or_(and_(MigrationRow.source == source, MigrationRow.destination == destination),
+               and_(MigrationRow.source == destination, MigrationRow.destination == source))
+
+
+def _in_mode(encrypted: bool | None) -> ColumnElement[bool]:
+    """Migrations whose stream was encrypted (True), plain (False), or any (None)."""
+    if encrypted is None:
+        return true()
+    return func.coalesce(MigrationRow.encrypted, false()) == encrypted
 
 
 def _first(s: Session, mid: int, kind: EventKind) -> datetime | None:
