@@ -76,7 +76,9 @@ class HistoryReads:
                     link_bytes_s: float) -> pause.Switchover | None:
         """What a pause costs between these hosts (either way) in this stream mode: from
         the latest PAUSE_HISTORY completed memory-only pre-copy migrations, the bytes
-        each sent paused and its QEMU downtime (predict/pause.py)."""
+        each sent paused and its QEMU downtime (predict/pause.py).  One that switched to
+        post-copy is not one: its few-ms downtime (libvirt's job-completed event) sits
+        beside the pages the destination pulled after it."""
         mode_ok = _in_mode(encrypted)
         points: list[tuple[float, float]] = []
         with self.db.session() as s:
@@ -86,7 +88,8 @@ class HistoryReads:
                                     mode_ok, MigrationRow.state == MigrationState.COMPLETED,
                                     func.coalesce(MigrationRow.disk_bytes, 0) == 0,
                                     MigrationRow.downtime_ms > 0, MigrationRow.total_ms > 0,
-                                    MigrationRow.transferred_bytes > 0)
+                                    MigrationRow.transferred_bytes > 0,
+                                    MigrationRow.id.not_in(_with(EventKind.START_POSTCOPY)))
                              .order_by(MigrationRow.id.desc()).limit(PAUSE_HISTORY)).all()
             for mid, total_ms, down_ms, sent in rows:
                 if not (total_ms and down_ms and sent):
@@ -263,7 +266,7 @@ class HistoryReads:
                 MigrationRow.source == source, MigrationRow.destination == destination,
                 MigrationRow.state == MigrationState.COMPLETED,
                 func.coalesce(MigrationRow.disk_bytes, 0) == 0,
-                MigrationRow.id.not_in(_staged()))
+                MigrationRow.id.not_in(_with(EventKind.STAGED)))
                 .order_by(MigrationRow.id.desc()).limit(SETUP_HISTORY)))
             est = [x for mid in mids if (x := _job_setup_s(s, mid)) is not None]
         if not est:
@@ -316,10 +319,10 @@ def _first(s: Session, mid: int, kind: EventKind) -> datetime | None:
                                                         EventRow.kind == kind.value))
 
 
-def _staged() -> Select[int]:
-    """The migrations whose job was staged (a drain's, started slowly while its link
-    was busy)."""
-    return select(EventRow.migration_id).where(EventRow.kind == EventKind.STAGED.value)
+def _with(kind: EventKind) -> Select[int]:
+    """The migrations that recorded an event of this kind."""
+    return select(EventRow.migration_id).where(EventRow.kind == kind.value)
+
 
 
 def _reached(s: Session, mid: int, sent: int | None, total_ms: int | None) -> float | None:
