@@ -42,8 +42,17 @@ def _clean(lab: Lab, vm: str) -> None:
 # a CPU second, slowing the guests and moves being watched
 def _drain(lab: Lab, did: int, timeout: float = 240) -> dict[str, Any]:
     with lab.api() as api:
-        return dict(wait_for(lambda: (lambda d: d if d["state"] in FINAL else None)(
-            api.get(f"/drains/{did}").json()), timeout, f"drain {did} to end"))
+        try:
+            return dict(wait_for(lambda: (lambda d: d if d["state"] in FINAL else None)(
+                api.get(f"/drains/{did}").json()), timeout, f"drain {did} to end"))
+        except AssertionError:  # say where it stuck: its moves, and what their jobs did
+            d = api.get(f"/drains/{did}").json()
+            jobs = {m["migration"]: [(e["kind"], e["message"]) for e in api.get(
+                f"/migrations/{m['migration']}").json()["events"]][-12:]
+                for m in d["moves"] if m["migration"] is not None}
+            raise AssertionError(f"drain {did} did not end: {d['state']}; events "
+                                 f"{d['events'][-10:]}; moves {d['moves']}; "
+                                 f"jobs {jobs}") from None
 
 
 def _first_running(lab: Lab, did: int) -> int:

@@ -95,6 +95,25 @@ def test_cancel_during_prechecks_and_during_the_plan_starts_no_job(tmp_path: Pat
     env.svc.shutdown()
 
 
+def test_a_cancel_before_libvirt_has_begun_the_job_still_aborts_it(tmp_path: Path) -> None:
+    """libvirt's migration call runs in its own thread: a cancel just after it was
+    made finds no job yet and libvirt refuses the abort.  The abort is sent again
+    once the job runs (before: the job ran on to completion, and a drain's staged
+    job trickled forever)."""
+    env = make_env(tmp_path)
+    env.cluster.begin_s = 2.0  # the job is libvirt's only 2 s after the call
+    vm = env.vm(memory=512, dirty=20, wss=128)
+    env.in_job(0.1, lambda: env.svc.migrations.cancel(env.svc.store.list_migrations(vm)[0].id))
+    m = env.migrate(vm, "node2")
+    kinds = env.kinds(m)
+    assert m.state == MigrationState.CANCELLED, (m.error, kinds)
+    assert K.ABORT_FAILED in kinds
+    assert kinds.index(K.ABORT_FAILED) < len(kinds) - 1 - kinds[::-1].index(
+        K.CANCEL)  # aborted again after the refusal
+    assert env.cluster.where(vm) == {"node1": "running"}
+    env.svc.shutdown()
+
+
 def test_memory_promised_to_an_incoming_migration_is_held(tmp_path: Path) -> None:
     executor = DeferredExecutor()
     env = make_env(tmp_path, executor=executor)

@@ -44,6 +44,10 @@ class SimCluster:
         self.setup_s, self.keepalive_s, self.call_timeout_s = setup_s, keepalive_s, \
             call_timeout_s
         self.call_latency_s = call_latency_s  # every driver call takes this long
+        # libvirt's migration call runs in its own thread: until it has begun its job
+        # the domain has none (statistics inactive, an abort refused); 0 unless a test
+        # asks for that window
+        self.begin_s = 0.0
         self.jobs: list[SimJob] = []
 
     # -- building it ------------------------------------------------------------------

@@ -63,6 +63,7 @@ class ClusterView(Protocol):
     workloads: dict[str, Workload]
     call_timeout_s: float
     call_latency_s: float
+    begin_s: float
 
     def tick(self) -> None: ...
 
@@ -379,9 +380,13 @@ class SimHost:
             raise HypervisorError("Requested operation is not valid: domain is not running")
         if d.job is not None and not d.job.active and d.postcopy == PostcopyState.FAILED:
             return JobStats(active=True)  # libvirt keeps a broken post-copy's job, paused
-        if d.job is None or not d.job.active:
+        if d.job is None or not d.job.active or self._beginning(d.job):
             return JobStats(active=False)
         return d.job.stats()
+
+    def _beginning(self, job: SimJob) -> bool:
+        """Is the job's libvirt call still to begin it (`SimCluster.begin_s`)?"""
+        return self.cluster.clock.monotonic() - job.started_at < self.cluster.begin_s
 
     @_reachable
     def completed_job_stats(self, name: str) -> JobStats | None:
@@ -390,7 +395,7 @@ class SimHost:
     @_reachable
     def abort_job(self, name: str) -> None:
         d = self._get(name)
-        if d.job is None or not d.job.active:
+        if d.job is None or not d.job.active or self._beginning(d.job):
             raise HypervisorError("Requested operation is not valid: no job is active on "
                                   "the domain")
         if d.job.postcopy:
