@@ -44,6 +44,31 @@ def test_a_full_source_queues_the_rest_in_order_and_admits_them_as_slots_free(
                zip(vms, ["node2", "node3", "node2", "node3"], strict=True))
 
 
+def test_a_job_whose_source_has_sent_everything_frees_its_slot_before_libvirt_finishes(
+        deferred: tuple[SimEnv, DeferredExecutor]) -> None:
+    """libvirt's finish after QEMU's last byte (lab: ~1.7 s, statistics failing
+    meanwhile) leaves the link free: the job says `sent`, and the oldest waiting
+    migration is admitted then, before the first one is resolved (fails when a slot
+    frees only once the migration has its final state)."""
+    env, workers = deferred
+    env.cluster.finish_s = 1.5
+    vms = [env.vm(f"v{i}", dirty=2) for i in range(3)]
+    mids = [env.svc.migrations.start(vm, to).id
+            for vm, to in zip(vms, ["node2", "node3", "node2"], strict=True)]
+    assert _states(env, mids) == ["running", "running", "queued"]
+    workers.run_next()
+    first = env.svc.store.get(mids[0])
+    assert first.state.value == "completed"
+    sent = next(e.at for e in first.events if e.kind == K.SENT)
+    resolved = next(e.at for e in first.events if e.kind == K.RESOLVED)
+    admitted = next(e.at for e in env.svc.store.get(mids[2]).events if e.kind == K.ADMITTED)
+    assert sent <= admitted < resolved
+    assert (resolved - sent).total_seconds() >= 1.4  # libvirt's finish
+    while workers.waiting:
+        workers.run_next()
+    assert _states(env, mids) == ["completed"] * 3
+
+
 def test_a_busy_source_does_not_hold_up_moves_between_other_hosts(
         deferred: tuple[SimEnv, DeferredExecutor]) -> None:
     env, _workers = deferred

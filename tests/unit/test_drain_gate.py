@@ -19,15 +19,17 @@ IDLE = {"link_bytes_s": 48 * MIB, "stream_bytes_s": None, "memory_mib": 256,
 class _Drains:
     """One drain's stored moves, as DrainStore.get returns them."""
 
-    def __init__(self, moves: list[dict[str, Any]]) -> None:
-        self.moves = moves
+    def __init__(self, moves: list[dict[str, Any]], request: dict[str, Any]) -> None:
+        self.moves, self.request = moves, request
 
     def get(self, did: int) -> dict[str, Any]:
-        return {"id": did, "host": "a", "request": {"link_mib_s": 48}, "moves": self.moves}
+        return {"id": did, "host": "a", "request": self.request, "moves": self.moves}
 
 
-def _gate(moves: list[dict[str, Any]]) -> LinkGate:
-    return LinkGate(cast(DrainStore, _Drains(moves)), cast(MigrationStore, None), SystemClock())
+def _gate(moves: list[dict[str, Any]], **request: Any) -> LinkGate:
+    req = {"link_mib_s": 48, "transfers": None, **request}
+    return LinkGate(cast(DrainStore, _Drains(moves, req)), cast(MigrationStore, None),
+                    SystemClock())
 
 
 def test_a_move_alone_on_its_link_says_so_and_two_sharing_do_not() -> None:
@@ -55,3 +57,37 @@ def test_a_heavy_dirtier_holds_the_link_until_it_leaves() -> None:
     gate.release("h", "a")
     assert ask() and ask()  # on the link now; asking again changes nothing
     assert gate.release("i", "a") is True
+
+
+def test_the_plans_transfers_per_link_hold_and_one_while_planning_where_a_stream_fills_it(
+        ) -> None:
+    """Two idle guests that may share: not when the plan chose one transfer at a time,
+    nor while the drain is still planning (no choice stored yet) where one stream
+    fills the link; they do where one stream reaches only half of it."""
+    def moves(stream: float | None) -> list[dict[str, Any]]:
+        return [{"vm": v, "to": "b", "state": "running", "migration": None,
+                 "model": {**IDLE, "stream_bytes_s": stream}} for v in ("x", "y")]
+    one = _gate(moves(None), transfers=1)
+    assert one.ready(1, "x", "a")() and not one.ready(1, "y", "a")()
+    planning = _gate(moves(None))
+    del cast(_Drains, planning.drains).request["transfers"]
+    assert planning.ready(1, "x", "a")() and not planning.ready(1, "y", "a")()
+    slow = _gate(moves(24 * MIB))
+    del cast(_Drains, slow.drains).request["transfers"]
+    assert slow.ready(1, "x", "a")() and slow.ready(1, "y", "a")()
+
+
+def test_a_move_ready_first_does_not_pass_an_earlier_one_waiting_for_the_link() -> None:
+    """One transfer at a time: x transfers; y (earlier in the plan) and z both wait.
+    When x leaves, z asks first but y may go: z waits, y takes the link, then z."""
+    moves = [{"vm": v, "to": "b", "state": "running", "migration": None, "model": IDLE,
+              "order": i} for i, v in enumerate(("x", "y", "z"))]
+    gate = _gate(moves, transfers=1)
+    assert gate.ready(1, "x", "a")()
+    y, z = gate.ready(1, "y", "a"), gate.ready(1, "z", "a")
+    assert not y() and not z()  # both wait behind x
+    gate.release("x", "a")
+    assert not z()  # y is earlier and may go now
+    assert y() and not z()
+    gate.release("y", "a")
+    assert z()

@@ -30,8 +30,10 @@ def show_plan(p: dict[str, Any]) -> None:
                                           "link share", ""], rows)
     for b in p["blocked"]:
         console.print(f"[yellow]stays:[/yellow] {b['vm']}: {b['reason']}")
+    one = p.get("transfers_per_link") == 1
     console.print(f"ETA {_s(p['eta_ms'])} for {len(p['moves'])} moves "
-                  f"(at most {p['max_parallel']} at once from {p['host']})")
+                  f"(at most {p['max_parallel']} at once from {p['host']}"
+                  + ("; one transfers while the next prepares)" if one else ")"))
 
 
 def show_report(d: dict[str, Any]) -> None:

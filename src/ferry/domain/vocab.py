@@ -86,6 +86,7 @@ class EventKind(StrEnum):
     STARTED = "started"
     STAGED = "staged"  # a drain's job started slowly while its link is busy...
     RELEASED = "released"  # ...and at full speed once the link is free
+    SENT = "sent"  # the source has sent the guest's memory: libvirt finishes, link free
     SET_DOWNTIME = "set_downtime"
     SET_DOWNTIME_FAILED = "set_downtime_failed"
     SET_BANDWIDTH = "set_bandwidth"  # post-copy's share, the drain before the switch

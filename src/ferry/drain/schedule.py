@@ -118,6 +118,7 @@ class Schedule:
     slots: list[Slot]
     eta_s: float  # from `now` to the last move's end
     max_parallel: dict[str, int] = field(default_factory=dict)  # transfers per source
+    transfers: int | None = None  # at most this many on a source's link (None: the slots)
 
 
 class Model:
@@ -192,11 +193,19 @@ def order(moves: list[MoveSpec], model: Model) -> list[MoveSpec]:
 
 
 def best_plan(moves: list[MoveSpec], model: Model, limits: Limits, max_parallel: int,
-              active: list[Active] | None = None, now: float = 0.0
+              active: list[Active] | None = None, now: float = 0.0,
+              transfers: tuple[int | None, ...] | None = None
               ) -> tuple[list[MoveSpec], Schedule]:
-    """The order whose simulated drain ends soonest, and that drain, of three orders
-    (alone-only moves first in each): longest first; longest and shortest
-    alternating; shortest first.
+    """The order and the number of transfers per link whose simulated drain ends
+    soonest, and that drain, of three orders (alone-only moves first in each):
+    longest first; longest and shortest alternating; shortest first; and of
+    `transfers` (default: as many as the slots allow, or one at a time).
+
+    One at a time leaves the other slots to moves that prepare (their jobs staged)
+    while it transfers: where one stream fills the link, sharing it gains nothing
+    but overlap of fixed costs, and two moves sharing hold both slots until both
+    have settled, so the next pair's preparation and libvirt's set-up leave the
+    link idle (lab, 6 guests, 48 MiB/s: 3-4 s idle between pairs, three times).
 
     Longest-first makes equal moves start and end together: with two at once,
     both wait for their destination QEMU to start and both finish with the link
@@ -215,8 +224,11 @@ def best_plan(moves: list[MoveSpec], model: Model, limits: Limits, max_parallel:
             alternating.append(rest[hi])
         lo, hi = lo + 1, hi - 1
     candidates = [lpt, first + alternating, first + rest[::-1]]
-    planned = [(o, plan(o, model.links, limits, max_parallel, active, now, model=model))
-               for o in candidates]
+    ks = transfers if transfers is not None else (
+        (None, 1) if min(limits.per_source, max_parallel) > 1 else (None,))
+    planned = [(o, plan(o, model.links, limits, max_parallel, active, now, model=model,
+                        transfers=k))
+               for k in ks for o in candidates]
     return min(planned, key=lambda p: p[1].eta_s)
 
 
@@ -270,9 +282,10 @@ def _join(runs: list[_Run], model: Model, t: float) -> None:
 
 
 def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
-               max_parallel: int, t: float) -> bool:
-    # a move holds its admission slot until it has settled, not only while it transfers
-    busy = [r for r in runs if r.end is None or r.end + r.spec.finish_s > t + EPS]
+               max_parallel: int, t: float, transfers: int | None) -> bool:
+    # a move holds its admission slot until its last byte: in libvirt's finish and
+    # settling after it (`finish_s`) the link is free, and the limits no longer count it
+    busy = [r for r in runs if r.end is None or r.end > t + EPS]
     if len(busy) >= limits.cluster:
         return False
     if sum(r.spec.source == m.source for r in busy) >= min(limits.per_source, max_parallel):
@@ -284,6 +297,8 @@ def _may_start(m: MoveSpec, runs: list[_Run], model: Model, limits: Limits,
     rates = _rates(runs, model, t)
     sharing = [r for r in busy if r.spec.source == m.source and
                _projected_end(r, rates, t, model) > at + EPS]
+    if transfers is not None and len(sharing) >= transfers:
+        return False
     return may_share(m, [r.spec for r in sharing], model)
 
 
@@ -309,10 +324,12 @@ def may_share(m: MoveSpec, sharing: list[MoveSpec], model: Model) -> bool:
 
 def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
          max_parallel: int = 2, active: list[Active] | None = None, now: float = 0.0,
-         model: Model | None = None, streams: dict[str, float] | None = None) -> Schedule:
+         model: Model | None = None, streams: dict[str, float] | None = None,
+         transfers: int | None = None) -> Schedule:
     """Simulate the drain forward from `now`: `moves` not yet started (in the order
-    they should go), `active` those under way.  Returns every move's slot (active ones
-    included) and the ETA."""
+    they should go), `active` those under way; at most `transfers` on a source's link
+    at once (None: as the slots and `may_share` allow).  Returns every move's slot
+    (active ones included) and the ETA."""
     model = model or Model(links, streams)
     runs = [_Run(a.spec, a.started_s, a.transfer_from_s, a.bytes_left,
                  model.stream(a.spec.source),
@@ -329,7 +346,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
             raise RuntimeError("drain schedule did not advance")
         _join(runs, model, t)
         for m in list(pending):
-            if _may_start(m, runs, model, limits, max_parallel, t):
+            if _may_start(m, runs, model, limits, max_parallel, t, transfers):
                 runs.append(_Run(m, t, t + m.overhead_s + m.setup_s))
                 pending.remove(m)
         _join(runs, model, t)
@@ -365,7 +382,8 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
                   r.share, r.prediction or model.predict(r.spec, model.stream(r.spec.source)),
                   model.alone(r.spec)) for r in runs]
     eta = max((s.end_s for s in slots), default=now) - now
-    return Schedule(sorted(slots, key=lambda s: (s.start_s, s.vm)), eta, dict(peak))
+    return Schedule(sorted(slots, key=lambda s: (s.start_s, s.vm)), eta, dict(peak),
+                    transfers)
 
 
 def bytes_per_s(mib_s: float) -> float:

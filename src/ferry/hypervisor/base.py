@@ -44,6 +44,12 @@ class MigrationJob(Protocol):
         """Why the job failed (None while running and after success)."""
         ...
 
+    def when_stopped(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once the source guest stops for pre-copy's switchover (its last
+        pages: libvirt's suspended-for-migration event), from whichever thread
+        hears it; at once if it already has."""
+        ...
+
 
 class HostOps(Protocol):
     uri: str

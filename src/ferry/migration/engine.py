@@ -71,6 +71,10 @@ class _Watch:
         self.staged_s = 0.0  # how long the job ran staged, waiting for its link
         self.hold: Callable[[], bool] | None = None  # set while staged: may it go now?
         self.count_staged = True  # the job's time counts from its release
+        self.sent = False  # the source has sent everything (SENT recorded)
+        self.on_sent: Callable[[], None] | None = None  # told once it has
+        self.postcopy = False  # switched to post-copy
+        self.stopped_at: float | None = None  # the source guest stopped for the switchover
 
     def elapsed_s(self) -> float:
         """The job's time since it started, or since its staging ended."""
@@ -90,12 +94,20 @@ class _Watch:
             elif not staged and self.elapsed_s() > self.timeout_s:
                 self._abort(AbortReason.TIMEOUT, EventKind.TIMEOUT,
                             f"no completion after {self.timeout_s:.0f}s: aborting the job")
+        if self.stopped_at is not None and self._after_switchover():
+            return
         try:
             stats = self.source.job_stats(self.vm)
-        except HypervisorError:
-            return  # the source domain goes away at the very end of a success
+        except HostUnreachable:
+            return
+        except HypervisorError:  # the source domain stops, then goes, at the end
+            self._sent_all(certain=False)
+            return
         if not stats.active:
             return
+        if stats.iteration >= 1 and stats.memory_processed_bytes > 0 \
+                and stats.memory_remaining_bytes == 0 and self.hold is None:
+            self._sent_all(certain=True)
         if self.aborted_for is not None and not self.abort_sent:
             self._send_abort(again=True)
         if self.hold is not None:
@@ -113,6 +125,44 @@ class _Watch:
         if self.adapter is not None and self.aborted_for is None:
             for action in self.adapter.decide(sample, self.elapsed_s()):
                 self._apply(action)
+
+    def stopped(self) -> None:
+        """The source guest has stopped for pre-copy's switchover (from libvirt's event
+        thread): what remains goes now, in the pause."""
+        self.stopped_at = self.clock.monotonic()
+
+    def _after_switchover(self) -> bool:
+        """The pause's last pages take what remained at the last sample over its rate
+        (at most 1 s); then everything is sent, and the source's statistics are no
+        longer asked for: libvirt answers them only after its finish (seen on the lab:
+        a call blocked ~2 s)."""
+        assert self.stopped_at is not None
+        last = self.last_sample
+        final_s = min(1.0, last.memory_remaining_bytes / last.bandwidth_bytes_s) \
+            if last is not None and last.bandwidth_bytes_s > 0 else 0.0
+        if not self.sent and self.clock.monotonic() >= self.stopped_at + final_s:
+            self._sent_all(certain=True)
+        return self.sent
+
+    def _sent_all(self, certain: bool) -> None:
+        """QEMU has sent the guest's memory: a sample says nothing remains, or the
+        source's statistics fail ("domain is not running": the guest stopped for the
+        switchover) right after one that had under two samples' worth left.  libvirt
+        then starts the guest on the destination and ends the source's QEMU (~1.7 s on
+        the loaded lab).  Said once: the link is free, so a drain's next move may use
+        it, and the admission limits no longer count this one.  Not after an abort or
+        a switch to post-copy (its background copy still uses the link)."""
+        last = self.last_sample
+        near_end = certain or (last is not None and last.memory_remaining_bytes <=
+                               last.bandwidth_bytes_s * 2 * SAMPLE_INTERVAL_S)
+        if self.sent or last is None or last.iteration < 1 or self.aborted_for is not None \
+                or self.postcopy or not near_end:
+            return
+        self.sent = True
+        self.recorder.event(EventKind.SENT, "memory sent: libvirt starts the guest on the "
+                            "destination and ends the source's")
+        if self.on_sent is not None:
+            self.on_sent()
 
     def _release(self) -> None:
         """The link is free: full speed, and the job's time starts now."""
@@ -144,6 +194,7 @@ class _Watch:
                 self.source.set_max_downtime(self.vm, action.downtime_ms)
             elif action.kind == ActionKind.START_POSTCOPY:
                 self._quiet_link()
+                self.postcopy = True
                 self.source.start_postcopy(self.vm)
         except HypervisorError as exc:
             self.recorder.event(action.kind.failed_event, str(exc))
@@ -220,14 +271,15 @@ class _Watch:
 
 def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: MigrationOptions,
             recorder: Recorder, cancel: threading.Event, timeout_s: float, clock: Clock,
-            adapter: Adapter | None = None, hold: Callable[[], bool] | None = None
-            ) -> JobResult:
+            adapter: Adapter | None = None, hold: Callable[[], bool] | None = None,
+            sent: Callable[[], None] | None = None) -> JobResult:
     """Run the migration job to its end and settle where the guest is.
 
     `hold`: may the job transfer now?  If not, it is staged: started at
     STAGE_MIB_S, so that libvirt's set-up (the destination QEMU starting, ~1 s on
     the lab) overlaps what holds the link, and set to its own rate once `hold`
-    says yes; its time, timeout and policy count from then."""
+    says yes; its time, timeout and policy count from then.  `sent` hears once
+    that the source has sent everything (libvirt finishing: the link is free)."""
     # never a job that copies disks (the pipeline waits for its link instead): libvirt's
     # rate change reaches the memory migration, not the disk mirror
     staged = hold is not None and not opts.postcopy_resume and not opts.copy_disks \
@@ -237,6 +289,7 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
         else f"libvirt p2p live migration to {opts.dest_uri}"))
     watch = _Watch(vm, source, destination, recorder, cancel, timeout_s, clock, adapter,
                    bandwidth_mib_s=opts.bandwidth_mib_s)
+    watch.on_sent = sent
     if staged:
         recorder.event(EventKind.STAGED, f"its link is busy: the job starts at {STAGE_MIB_S} "
                        "MiB/s (libvirt starts the destination QEMU meanwhile) and goes at "
@@ -250,6 +303,7 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
         res = settle(vm, source, destination, recorder, clock, error=str(exc), aborted_for=None,
                      job_returned=True)
         return replace(res, job_ms=0)
+    job.when_stopped(watch.stopped)
     while True:
         watch.step()
         if job.wait(SAMPLE_INTERVAL_S):  # returns early when the job ends

@@ -84,12 +84,14 @@ class Hooks:
     the job is staged (started slowly, at full speed once it may); `measured` is a
     recent measurement of the guest to plan with instead of measuring again;
     `ended` hears that the migration has its final state (the drain starts the
-    next move at once, not at its next look)."""
+    next move at once, not at its next look); `sent`, that the source has sent
+    everything (libvirt finishes: the link and the admission slot are free)."""
 
     may_transfer: Callable[[], bool] | None = None
     measured: Measurement | None = None
     measured_age_s: float = 0.0
     ended: Callable[[], None] | None = None
+    sent: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -298,7 +300,8 @@ class MigrationPipeline:
                 return
             source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
             result = run_job(claim.request.vm, source, destination, plan.options, rec, cancel,
-                             plan.hard_stop_s, self.clock, Adapter(plan.policy), hold=hold)
+                             plan.hard_stop_s, self.clock, Adapter(plan.policy), hold=hold,
+                             sent=hooks.sent)
             self._conclude(claim.id, claim.request.vm, result, copies, claim.source,
                            claim.destination, plan.options, cancel)
         except DatabaseUnavailable:

@@ -7,13 +7,14 @@ overlaps the transfers on the link, and goes at full speed when the gate says so
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from ferry.clock import Clock
 from ferry.domain.vocab import EventKind
-from ferry.drain.schedule import may_share
+from ferry.drain.schedule import Model, may_share
 from ferry.drain.schedule import quiet as drain_quiet
 from ferry.service.drain_plan import model_of, spec_of, streams_seen
 from ferry.service.drain_store import DrainStore
@@ -31,25 +32,52 @@ class LinkGate:
         # VMs whose job shared its link with another's transfer (what their stream
         # reached says less about one stream alone)
         self._shared: set[str] = set()
+        # per source host: VMs whose job asked and waits, with their drain
+        self._waiting: dict[str, dict[str, int]] = {}
 
     def ready(self, did: int, vm: str, source: str) -> Callable[[], bool]:
         """A move's hook: may its job (measured, planned) transfer now?  Asked before
         the job starts and, while it is staged (started slowly: libvirt starts the
         destination QEMU meanwhile), at every sample; once it says yes the move is
-        on its link."""
+        on its link.  Moves take the link in their plan's order: one whose job is ready
+        first does not pass an earlier one that waits and may go (seen on the lab: a
+        move started a second later, not staged, took the link while the earlier one's
+        libvirt still set up; the earlier one then waited 10 s)."""
         def ask() -> bool:
             with self._lock:
                 on = self._on_link.setdefault(source, set())
                 if vm in on:
                     return True
+                waiting = self._waiting.setdefault(source, {})
                 takes, sharing = self._takes(did, vm, on - {vm})
+                if takes and self._behind(did, vm, on, waiting):
+                    takes = False
                 if takes:
                     on.add(vm)
+                    waiting.pop(vm, None)
                     self._shared.discard(vm)
                     if sharing:
                         self._shared |= sharing | {vm}
+                else:
+                    waiting[vm] = did
                 return takes
         return ask
+
+    def _behind(self, did: int, vm: str, on: set[str], waiting: dict[str, int]) -> bool:
+        """Does an earlier move of the same drain wait for this link, and may it go?"""
+        d = self.drains.get(did)
+        by_vm = {m["vm"]: m for m in d["moves"]}
+        order = by_vm.get(vm, {}).get("order")
+        if order is None:
+            return False
+        for w, wdid in waiting.items():
+            m = by_vm.get(w)
+            if w == vm or wdid != did or m is None or m.get("order") is None \
+                    or m["state"] not in ("running", "pending") or m["order"] >= order:
+                continue
+            if self._takes(did, w, on - {w})[0]:
+                return True
+        return False
 
     def release(self, vm: str, source: str) -> bool:
         """The move's job has ended: it no longer uses the link.  Returns whether it
@@ -59,6 +87,7 @@ class LinkGate:
             on = self._on_link.get(source, set())
             known = vm in on
             on.discard(vm)
+            self._waiting.get(source, {}).pop(vm, None)
             alone = known and vm not in self._shared
             self._shared.discard(vm)
             return alone
@@ -77,12 +106,25 @@ class LinkGate:
             return False, others  # another drain's move: not shared with what we cannot model
         model = model_of(d["moves"], d["host"], d["request"].get("link_mib_s"),
                          streams_seen(d["moves"], d["host"]))  # as the runner's
+        if len(others) >= self._transfers(d, model, specs[vm].source):
+            return False, others
         return may_share(specs[vm], [specs[o] for o in others], model), others
+
+    @staticmethod
+    def _transfers(d: dict[str, Any], model: Model, source: str) -> float:
+        """How many of the drain's moves may transfer at once on `source`'s link: as
+        its plan chose; while it is still being planned (quiet guests already move),
+        one where one stream fills the link (the next one prepares meanwhile)."""
+        if "transfers" in d["request"]:
+            k = d["request"]["transfers"]
+            return math.inf if k is None else int(k)
+        return 1 if model.stream(source) >= model.link(source) else math.inf
 
     def _leaving(self, m: dict[str, Any] | None) -> bool:
         """Is this move's job about to leave the link: ended, switched to post-copy
         (whose background copy Ferry slows to a quarter of the rate), everything sent
-        (its last sample says nothing remains: libvirt finishing), or a guest that
+        (its `sent` event, or its last sample says nothing remains: libvirt
+        finishing, ~1.7 s on the lab with no statistics to read), or a guest that
         hardly dirties in its first round with less than HANDOVER_S of it left (it then
         ends; the next job's start, ~1 s before its first byte, overlaps it).  Any other
         is left alone: sharing could keep it from converging."""
@@ -90,7 +132,8 @@ class LinkGate:
             return False
         mid = int(m["migration"])
         mig = self.store.get(mid)
-        if mig.state.finished or any(e.kind == EventKind.START_POSTCOPY for e in mig.events):
+        if mig.state.finished or any(e.kind in (EventKind.START_POSTCOPY, EventKind.SENT)
+                                     for e in mig.events):
             return True  # in post-copy the background copy runs at a quarter of the rate
         last = self.store.last_sample(mid)
         if last is None:

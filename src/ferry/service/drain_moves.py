@@ -8,6 +8,7 @@ from typing import Any
 
 from ferry.clock import Clock
 from ferry.domain.models import MigrationState
+from ferry.domain.vocab import EventKind
 from ferry.drain.schedule import Active
 from ferry.errors import FerryError
 from ferry.migration.pipeline import Hooks
@@ -37,11 +38,13 @@ class DrainMoves:
         spec = spec_of(m, host)
         elapsed = self.clock.now().timestamp() - float(m["started_at"])
         started = now - elapsed
-        last = self.store.last_sample(int(m["migration"]))
+        mid = int(m["migration"])
+        last = self.store.last_sample(mid)
         if last is None:
             return Active(spec, started, max(now, started + spec.overhead_s))
+        sent = any(e.kind == EventKind.SENT for e in self.store.get(mid).events)
         return Active(spec, started, min(now, started + spec.overhead_s),
-                      float(last.memory_remaining_bytes))
+                      0.0 if sent else float(last.memory_remaining_bytes))
 
     def start(self, m: dict[str, Any], d: dict[str, Any]) -> None:
         req = d["request"]
@@ -50,7 +53,7 @@ class DrainMoves:
         fresh = self.planner.fresh(m["vm"]) if len(m["tried"]) == 1 else None
         hooks = Hooks(self.gate.ready(d["id"], m["vm"], m.get("source", d["host"])),
                       fresh[0] if fresh else None, fresh[1] if fresh else 0.0,
-                      ended=lambda: self.ended(d["id"]))
+                      ended=lambda: self.ended(d["id"]), sent=lambda: self.ended(d["id"]))
         try:
             mig = self.migrations.start(m["vm"], m["to"],
                                         max_downtime_ms=req.get("max_downtime_ms"),

@@ -218,9 +218,11 @@ class DrainPlanner:
         return best_plan(specs, model, self.limits, max_parallel, active, now)[1]
 
     def schedule_from(self, specs: list[MoveSpec], model: Model, max_parallel: int,
-                      active: list[Active], now: float) -> Schedule:
-        """The plan again, from now: `specs` still to start (in the plan's order)."""
-        return plan(specs, model.links, self.limits, max_parallel, active, now, model=model)
+                      active: list[Active], now: float, transfers: int | None) -> Schedule:
+        """The plan again, from now: `specs` still to start (in the plan's order), at
+        most `transfers` on a link as the plan chose."""
+        return plan(specs, model.links, self.limits, max_parallel, active, now, model=model,
+                    transfers=transfers)
 
 
 def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float | None,
@@ -283,4 +285,4 @@ def plan_dict(host: str, sched: Schedule, specs: list[MoveSpec], model: Model,
     return {"host": host, "moves": moves,
             "blocked": [{"vm": v, "reason": r} for v, r in sorted(blocked.items())],
             "eta_ms": round(sched.eta_s * 1000), "max_parallel": max_parallel,
-            "parallel": sched.max_parallel}
+            "parallel": sched.max_parallel, "transfers_per_link": sched.transfers}

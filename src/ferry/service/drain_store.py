@@ -80,12 +80,15 @@ class DrainStore:
             return int(row.id)
 
     def planned(self, did: int, moves: list[dict[str, Any]], blocked: list[dict[str, str]],
-                eta_ms: int, planned_eta_ms: int) -> None:
-        """A planning drain's plan: its moves, the VMs that stay, the ETA from now and
-        the whole drain's predicted length (from its start, planning included)."""
+                eta_ms: int, planned_eta_ms: int, transfers: int | None = None) -> None:
+        """A planning drain's plan: its moves, the VMs that stay, the ETA from now, the
+        whole drain's predicted length (from its start, planning included) and how many
+        moves transfer at once on a link (kept with the request: the runner and its
+        link gate keep to it)."""
         with self.db.session() as s:
             r = s.get(DrainRow, did)
             assert r is not None
+            r.request = {**r.request, "transfers": transfers}
             r.moves, r.blocked = [dict(m) for m in moves], list(blocked)
             r.eta_ms, r.planned_eta_ms = eta_ms, planned_eta_ms
             if r.state == "planning":

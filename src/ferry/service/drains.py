@@ -231,7 +231,7 @@ class DrainService:
         moves += [{**by_vm[sp.vm], "model": spec_dict(sp, model)} for sp in settled]
         blocked = [*d["blocked"], *({"vm": v, "reason": r} for v, r in sorted(unmeasured.items()))]
         self.drains.planned(did, moves, blocked, round(sched.eta_s * 1000),
-                            round((now + sched.eta_s) * 1000))
+                            round((now + sched.eta_s) * 1000), sched.transfers)
 
     def _submit(self, did: int) -> None:
         with self._lock:
@@ -338,7 +338,7 @@ class DrainService:
         model = model_of([*pending, *running], d["host"], d["request"].get("link_mib_s"),
                          streams_seen(d["moves"], d["host"]))
         sched = self.planner.schedule_from(specs, model, d["request"]["max_parallel"],
-                                           active, now)
+                                           active, now, d["request"].get("transfers"))
         # a move may prepare one preparation early: its job waits at the gate anyway
         early = {m["vm"]: float(m["model"]["overhead_s"]) for m in pending}
         start_now = {s.vm for s in sched.slots

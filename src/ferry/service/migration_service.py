@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 from ferry.clock import Clock
@@ -136,7 +137,9 @@ class MigrationService:
         """Start every queued migration the limits admit now, oldest first; say once
         why each of the others waits."""
         with self._dispatching:
-            busy = (self.store.moves(MigrationState.RUNNING)
+            # a running job whose source has sent everything no longer counts (libvirt
+            # finishes it, ~1.7 s on the lab: the link is free); a broken post-copy does
+            busy = (self.store.moves(MigrationState.RUNNING, sending=True)
                     + self.store.moves(MigrationState.POSTCOPY_PAUSED))  # both QEMUs still up
             admitted, why = admit(self.store.moves(MigrationState.QUEUED), busy, self.limits)
             for mid in admitted:
@@ -153,8 +156,15 @@ class MigrationService:
 
     def _run(self, mid: int, cancel: threading.Event, checked: PrecheckResult | None) -> None:
         claim = self.store.claim_of(mid)
+        hooks = self._hooks.get(mid) or Hooks()
+        heard = hooks.sent
+
+        def sent() -> None:  # its slot is free: what waits may start
+            self.dispatch()
+            if heard is not None:
+                heard()
         try:
-            self.pipeline.run(claim, cancel, checked, self._hooks.get(mid))
+            self.pipeline.run(claim, cancel, checked, replace(hooks, sent=sent))
         finally:
             self._cancels.pop(mid, None)
             self._hooks.pop(mid, None)

@@ -45,7 +45,7 @@ from ferry.predict.inputs import Measurement
 from ferry.predict.precopy import Prediction
 from ferry.service import convert
 from ferry.service.database import Database
-from ferry.service.history_store import HistoryReads, _aware, durable
+from ferry.service.history_store import HistoryReads, _aware, _with, durable
 from ferry.service.secrets import SecretBox
 from ferry.storage.sharing import StorageCatalog
 
@@ -249,11 +249,15 @@ class MigrationStore(HistoryReads):
                          hosts.get(r.destination, missing))
 
     @durable
-    def moves(self, state: MigrationState) -> list[Move]:
+    def moves(self, state: MigrationState, sending: bool = False) -> list[Move]:
+        """The migrations in `state`; with `sending`, not those whose source has sent
+        everything (libvirt finishing: their link is free)."""
         with self.db.session() as s:
-            return [Move(r.id, r.source, r.destination) for r in s.scalars(
-                select(MigrationRow).where(MigrationRow.state == state)
-                .order_by(MigrationRow.id))]
+            q = select(MigrationRow).where(MigrationRow.state == state)
+            if sending:
+                q = q.where(MigrationRow.id.not_in(_with(EventKind.SENT)))
+            return [Move(r.id, r.source, r.destination)
+                    for r in s.scalars(q.order_by(MigrationRow.id))]
 
     def request_cancel(self, mid: int) -> None:
         """Stored, so that whichever controller runs the job sees it (`cancels_asked`)."""

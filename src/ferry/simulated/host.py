@@ -45,7 +45,7 @@ from ferry.hypervisor.types import (
 from ferry.predict.dirty import MIB, Bursts, DirtyCurve
 from ferry.simulated import cpus
 from ferry.simulated.clock import SimClock
-from ferry.simulated.jobs import Outcome, SimJob
+from ferry.simulated.jobs import Outcome, Phase, SimJob
 from ferry.simulated.storage import Ceph, Files, HostStorage, StorageView
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -382,6 +382,8 @@ class SimHost:
             return JobStats(active=True)  # libvirt keeps a broken post-copy's job, paused
         if d.job is None or not d.job.active or self._beginning(d.job):
             return JobStats(active=False)
+        if d.job.phase == Phase.FINISH:  # as libvirt 11 answers in its finish phase
+            raise HypervisorError("Requested operation is not valid: domain is not running")
         return d.job.stats()
 
     def _beginning(self, job: SimJob) -> bool:
@@ -532,6 +534,14 @@ class JobHandle:
             self.lost = True
             return True
         return False
+
+    def when_stopped(self, fn: Callable[[], None]) -> None:
+        if self.job is None:
+            return
+        if self.job.stopped:
+            fn()
+        else:
+            self.job.on_stop = fn
 
     @property
     def error(self) -> MigrationJobError | None:

@@ -8,6 +8,7 @@ Phases, in virtual seconds since the job started:
 | disk copy    | + copied bytes / bandwidth     | running  | paused             |
 | pre-copy     | the model's switchover         | running  | paused             |
 | stop-and-copy| + what is left / link speed    | paused   | paused             |
+| finish       | + finish_s (libvirt's Finish)  | paused   | paused             |
 | post-copy    | (if switched) + pending / link | paused   | running            |
 | done         |                                | removed  | running, persistent|
 
@@ -20,6 +21,7 @@ during post-copy leaves both sides paused (nobody has the whole guest).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -42,6 +44,7 @@ class Phase(StrEnum):
     DISK = "disk"
     PRECOPY = "precopy"
     STOP_COPY = "stop_copy"
+    FINISH = "finish"  # QEMU is done; libvirt starts the destination, ends the source
     POSTCOPY = "postcopy"
     DONE = "done"
     FAILED = "failed"
@@ -82,6 +85,9 @@ class SimJob:
         self.frozen_total = 0.0
         self.outcome: Outcome | None = None
         self.left_bytes = 0.0
+        self.finish_s = 0.0  # libvirt's finish after QEMU's last byte (0: none modelled)
+        self.stopped = False  # the source guest stopped for pre-copy's switchover
+        self.on_stop: Callable[[], None] | None = None  # told once it has
 
     def _model_from(self, guest: Guest, pre: float, setup_s: float, limit_s: float) -> None:
         """The pre-copy model of the job at rate `pre`, its set-up ending at `setup_s`."""
@@ -159,9 +165,18 @@ class SimJob:
                 self.downtime_s = pred.downtime_s
                 self.phase = Phase.POSTCOPY if self.model.postcopy_requested or \
                     pred.note.startswith("post-copy") else Phase.STOP_COPY
+                self.stopped = self.phase == Phase.STOP_COPY
             if self.phase in (Phase.STOP_COPY, Phase.POSTCOPY):
                 assert self.end_at is not None
                 if t < self.end_at:
+                    return None
+                if self.phase == Phase.STOP_COPY and self.finish_s > 0:
+                    self.phase = Phase.FINISH
+                else:
+                    return self._complete()
+            if self.phase == Phase.FINISH:
+                assert self.end_at is not None
+                if t < self.end_at + self.finish_s:
                     return None
                 return self._complete()
         return None
@@ -169,7 +184,7 @@ class SimJob:
     def _complete(self) -> Outcome:
         assert self.end_at is not None
         stats = None
-        if self.phase == Phase.STOP_COPY:  # libvirt keeps no figures after post-copy
+        if self.phase in (Phase.STOP_COPY, Phase.FINISH):  # none after post-copy
             stats = JobStats(
                 active=False, elapsed_ms=round(self.end_at * 1000),
                 memory_total_bytes=int(self.memory_bytes),
@@ -197,7 +212,7 @@ class SimJob:
 
     # -- what the hosts report -------------------------------------------------------
     def source_paused(self) -> bool:
-        return self.phase in (Phase.STOP_COPY, Phase.POSTCOPY)
+        return self.phase in (Phase.STOP_COPY, Phase.FINISH, Phase.POSTCOPY)
 
     def destination_running(self) -> bool:
         return self.phase == Phase.POSTCOPY and self.switch_at is not None and \
