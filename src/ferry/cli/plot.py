@@ -10,7 +10,7 @@ from ferry.domain.vocab import EventKind
 
 MIB = 2**20
 MARKED = {EventKind.SET_DOWNTIME: "downtime limit", EventKind.START_POSTCOPY: "post-copy",
-          EventKind.TIMEOUT: "timeout", EventKind.CANCEL: "cancel"}
+          EventKind.TIMEOUT: "timeout", EventKind.CANCEL: "cancel", EventKind.SENT: "memory sent"}
 
 
 def plot_migration(m: dict[str, Any], samples: list[dict[str, Any]], out: Path) -> None:
