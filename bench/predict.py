@@ -198,8 +198,11 @@ def plot(name: str, rows: list[dict[str, Any]], out: str = "") -> None:
             continue
         act = [r["actual"]["total_ms"] / 1000 for r in mine]
         pred = [r["predicted"]["total_ms"] / 1000 for r in mine]
-        lo = [p - r["range"]["total_ms"][0] / 1000 for p, r in zip(pred, mine, strict=True)]
-        hi = [r["range"]["total_ms"][1] / 1000 - p for p, r in zip(pred, mine, strict=True)]
+        # ranges recorded before they were made to hold their prediction may not
+        lo = [max(0.0, p - r["range"]["total_ms"][0] / 1000)
+              for p, r in zip(pred, mine, strict=True)]
+        hi = [max(0.0, r["range"]["total_ms"][1] / 1000 - p)
+              for p, r in zip(pred, mine, strict=True)]
         ax.errorbar(act, pred, yerr=[lo, hi], fmt=marker, label=pattern, capsize=2)
     top = max([r["actual"]["total_ms"] / 1000 for r in both] + [1.0]) * 1.1
     ax.plot([0, top], [0, top], "k:", lw=1)

@@ -168,6 +168,13 @@ def test_a_move_whose_link_is_busy_is_staged_then_released(
     released = next(e for e in mig["events"] if e["kind"] == "released")
     assert "full speed" in released["message"], released
     assert mig["state"] == "completed" and "set_bandwidth_failed" not in kinds
+    # the idle one handed the link on when its source had sent everything (libvirt's
+    # suspended-for-migration event), before libvirt's finish and settling
+    first = ferry_json("migration", "show", str(done[idle]["migration"]))
+    first_kinds = [e["kind"] for e in first["events"]]
+    assert "sent" in first_kinds, first["events"]
+    assert first_kinds.index("started") < first_kinds.index("sent") \
+        < first_kinds.index("resolved")
     for vm in (idle, hot):
         assert lab.where(vm) == {"node2": "running"}
         _clean(lab, vm)

@@ -129,17 +129,22 @@ def predict_all(inp: Inputs, scheds: dict[Policy, Schedule] | None = None
 def report(inp: Inputs, spread: tuple[Inputs, Inputs] | None = None) -> dict[str, Any]:
     """Every policy's prediction and the recommendation, as `ferry predict` shows them;
     with `spread` (the inputs with every reading low, and high) each gets the range
-    the model gives between them, on the same schedule."""
+    the model gives between them, on the same schedule, widened to hold the
+    prediction itself (the model is not monotonic in its inputs: a bursty guest's
+    low and high ends both came out above its prediction on the lab)."""
     scheds = schedules(inp)  # `auto`'s is chosen by simulating: once, not per guest
     preds = predict_all(inp, scheds)
     out = {p.value: r.as_dict() for p, r in preds.items()}
     if spread is not None:
         for p, sched in scheds.items():
-            ends = [simulate(i.guest, i.link, sched) for i in spread]
+            ends = [*(simulate(i.guest, i.link, sched) for i in spread), preds[p]]
+
+            def span(values: list[int]) -> list[int]:
+                return [min(values), max(values)]
             out[p.value]["range"] = {
-                "total_ms": sorted(round(e.total_s * 1000) for e in ends),
-                "downtime_ms": sorted(round(e.downtime_s * 1000) for e in ends),
-                "transferred_bytes": sorted(round(e.transferred_bytes) for e in ends),
+                "total_ms": span([round(e.total_s * 1000) for e in ends]),
+                "downtime_ms": span([round(e.downtime_s * 1000) for e in ends]),
+                "transferred_bytes": span([round(e.transferred_bytes) for e in ends]),
                 "converges": sorted({e.converges for e in ends}),
             }
     return {"strategies": out, "recommended": recommend(preds, inp.limit_s).value}
