@@ -7,13 +7,10 @@ Callers get the plain records of `types.py` and the errors of `errors.py`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from typing import Any
 
 import libvirt
@@ -27,6 +24,7 @@ from ferry.hypervisor.errors import (
     HypervisorError,
     MigrationJobError,
 )
+from ferry.hypervisor.libvirt_jobs import COMPLETED, CompletedEvent, Once, ThreadJob
 from ferry.hypervisor.libvirt_network import LibvirtNetworks
 from ferry.hypervisor.libvirt_storage import LibvirtStorage
 from ferry.hypervisor.types import (
@@ -237,10 +235,10 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
         """Start a peer-to-peer live migration in its own thread (libvirt's call
         blocks until the job ends); the handle waits for it."""
         self._dom(name)  # a missing domain fails here, not in the thread
-        stopped = _Once()
-        return _ThreadJob(lambda: self.migrate(name, opts, stopped), name, stopped)
+        stopped = Once()
+        return ThreadJob(lambda: self.migrate(name, opts, stopped), name, stopped)
 
-    def migrate(self, name: str, opts: MigrationOptions, stopped: _Once | None = None) -> None:
+    def migrate(self, name: str, opts: MigrationOptions, stopped: Once | None = None) -> None:
         """Peer-to-peer live migration; blocks until the job ends.
 
         Raises MigrationJobError (cancelled=True after abort_job) on failure."""
@@ -270,8 +268,8 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
         if opts.max_downtime_ms is not None and not opts.postcopy_resume:
             # Must be set before the job starts; libvirt has no migrate param for it.
             self._call(dom.migrateSetMaxDowntime, int(opts.max_downtime_ms), 0)
-        _COMPLETED.pop((self.uri, name), None)  # never an earlier job's figures
-        completed = _CompletedEvent(self.conn(), dom, stopped)
+        COMPLETED.pop((self.uri, name), None)  # never an earlier job's figures
+        completed = CompletedEvent(self.conn(), dom, stopped)
         try:
             dom.migrateToURI3(opts.dest_uri, params, flags)
         except libvirt.libvirtError as exc:
@@ -282,7 +280,7 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
             raise MigrationJobError(msg, cancelled=cancelled) from exc
         figures = completed.close(wait=True)
         if figures:
-            _COMPLETED[(self.uri, name)] = figures
+            COMPLETED[(self.uri, name)] = figures
 
     def job_stats(self, name: str) -> JobStats:
         return _job_stats(self._ask(f"job {name}",
@@ -296,7 +294,7 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
             raw = {}
         if raw and raw.get("type") == libvirt.VIR_DOMAIN_JOB_COMPLETED:
             return _job_stats(raw)
-        event = _COMPLETED.pop((self.uri, name), None)  # e.g. after post-copy
+        event = COMPLETED.pop((self.uri, name), None)  # e.g. after post-copy
         return _job_stats({**event, "type": libvirt.VIR_DOMAIN_JOB_COMPLETED}) if event else None
 
     def abort_job(self, name: str) -> None:
@@ -379,105 +377,6 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
                 raise LookupError(address) from exc  # not RAM in this machine type
 
         return page_sample.sample(peek, memory, pages, budget_s)
-
-
-# the figures libvirt's job-completed event carried, by (source URI, domain): after
-# post-copy the domain is gone from the source and the destination keeps none
-_COMPLETED: dict[tuple[str, str], dict[str, Any]] = {}
-EVENT_WAIT_S = 2.0
-
-
-class _Once:
-    """Something that happens once, heard from the event loop's thread; the callback
-    may be given before or after it does."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._happened = False
-        self._fn: Callable[[], None] | None = None
-
-    def happened(self) -> None:
-        with self._lock:
-            if self._happened:
-                return
-            self._happened, fn = True, self._fn
-        if fn is not None:
-            fn()
-
-    def then(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            self._fn, now = fn, self._happened
-        if now:
-            fn()
-
-
-class _CompletedEvent:
-    """libvirt's job-completed event for one domain while its migrate call runs (the
-    event loop thread delivers it, possibly just after the call returns), and its
-    suspended-for-migration event (`stopped`: pre-copy's switchover begins)."""
-
-    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
-                 stopped: _Once | None = None) -> None:
-        self.conn, self.params = conn, dict[str, Any]()
-        self.arrived = threading.Event()
-        self.stopped = stopped
-        self.cbs: list[int] = []
-        with contextlib.suppress(libvirt.libvirtError):
-            self.cbs.append(conn.domainEventRegisterAny(
-                dom, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on, None))
-        if stopped is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                self.cbs.append(conn.domainEventRegisterAny(
-                    dom, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None))
-
-    def _on(self, _conn: Any, _dom: Any, params: dict[str, Any], _opaque: Any) -> None:
-        self.params = dict(params)
-        self.arrived.set()
-
-    def _lifecycle(self, _conn: Any, _dom: Any, event: int, detail: int, _opaque: Any) -> None:
-        if self.stopped is not None and event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED \
-                and detail == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED:
-            self.stopped.happened()
-
-    def close(self, *, wait: bool) -> dict[str, Any]:
-        """Stop listening (after waiting a little for the event, if the job completed)."""
-        if not self.cbs:
-            return {}
-        if wait:
-            self.arrived.wait(EVENT_WAIT_S)
-        for cb in self.cbs:
-            with contextlib.suppress(libvirt.libvirtError):
-                self.conn.domainEventDeregisterAny(cb)
-        return self.params
-
-
-class _ThreadJob:
-    """A blocking libvirt migrate call running in a thread of its own."""
-
-    def __init__(self, call: Callable[[], None], name: str, stopped: _Once) -> None:
-        self._error: MigrationJobError | None = None
-        self._call, self._stopped = call, stopped
-        self._thread = threading.Thread(target=self._run, name=f"migrate-{name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._call()
-        except MigrationJobError as exc:
-            self._error = exc
-        except HypervisorError as exc:
-            self._error = MigrationJobError(str(exc))
-
-    def wait(self, timeout_s: float) -> bool:
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    @property
-    def error(self) -> MigrationJobError | None:
-        return self._error
-
-    def when_stopped(self, fn: Callable[[], None]) -> None:
-        self._stopped.then(fn)
 
 
 def _job_stats(raw: dict[str, Any]) -> JobStats:

@@ -254,9 +254,9 @@ class _Watch:
         while the job runs.  libvirt's migration call runs in its own thread, so a
         cancel just after it was made can come before libvirt has begun the job
         ("no job is active on the domain"); the job then ran on, and a staged one
-        trickled at 1 MiB/s with neither release nor timeout (seen in CI: a drain
-        cancelled as its second move started never ended).  After a post-copy
-        switch every try is refused, as it should be."""
+        trickled at 1 MiB/s with neither release nor timeout (the likely cause of a
+        CI run whose drain, cancelled as its second move started, never ended).
+        After a post-copy switch every try is refused, as it should be."""
         try:
             self.source.abort_job(self.vm)
         except HypervisorError as exc:
