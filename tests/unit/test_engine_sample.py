@@ -1,5 +1,5 @@
 from ferry.hypervisor.types import JobStats
-from ferry.migration.engine import to_sample
+from ferry.migration.watch import to_sample
 
 
 def test_dirty_rate_converted_from_pages_to_bytes() -> None:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import EventKind
-from ferry.migration.engine import SAMPLE_INTERVAL_S
 from ferry.migration.outcome import Verdict
 from ferry.migration.settling import JobResult
+from ferry.migration.watch import SAMPLE_INTERVAL_S
 
 NO_STATS = ("libvirt kept no completed-job statistics (as after post-copy): total is "
             "libvirt's elapsed time at the last reading plus one sampling interval (on "
