@@ -25,6 +25,7 @@ POSTCOPY_SHARE = 0.25  # of the rate pre-copy reached, for post-copy's backgroun
 DRAIN_MIB_S = 1  # pre-copy's rate while the queues drain before the switch...
 DRAIN_S = 0.5  # ...for this long (a 4 MiB socket buffer at 16 MiB/s: 0.25 s)
 FULL_MIB_S = 8_796_093_022_207  # libvirt's largest rate for QEMU: no limit
+ABORT_EVENT = {AbortReason.CANCEL: EventKind.CANCEL, AbortReason.TIMEOUT: EventKind.TIMEOUT}
 
 
 def to_sample(stats: JobStats) -> Sample:
@@ -57,7 +58,6 @@ class Watch:
         self.opts_bandwidth_mib_s = bandwidth_mib_s  # the job's own cap, once released
         self.aborted_for: AbortReason | None = None
         self.abort_sent = False  # libvirt took the abort (refused before its job began)
-        self.abort_kind = EventKind.ABORT_FAILED
         self.last_sample: Sample | None = None
         self.disk_bytes = 0
         self.staged_s = 0.0  # how long the job ran staged, waiting for its link
@@ -81,10 +81,9 @@ class Watch:
         staged = self.hold is not None
         if self.aborted_for is None:
             if self.cancel.is_set():
-                self._abort(AbortReason.CANCEL, EventKind.CANCEL,
-                            "cancel requested: aborting the job")
+                self._abort(AbortReason.CANCEL, "cancel requested: aborting the job")
             elif not staged and self.elapsed_s() > self.timeout_s:
-                self._abort(AbortReason.TIMEOUT, EventKind.TIMEOUT,
+                self._abort(AbortReason.TIMEOUT,
                             f"no completion after {self.timeout_s:.0f}s: aborting the job")
         if self.stopped_at is not None and self._after_switchover():
             return
@@ -176,7 +175,7 @@ class Watch:
 
     def _apply(self, action: Action) -> None:
         if action.kind == ActionKind.ABORT:
-            self._abort(AbortReason.TIMEOUT, EventKind.TIMEOUT, action.reason)
+            self._abort(AbortReason.TIMEOUT, action.reason)
             return
         if action.kind == ActionKind.START_POSTCOPY and not self._destination_ready():
             return
@@ -236,9 +235,9 @@ class Watch:
             self.said_not_switching = True
         return False
 
-    def _abort(self, reason: AbortReason, kind: EventKind, message: str) -> None:
-        self.aborted_for, self.abort_kind = reason, kind
-        self.recorder.event(kind, message)
+    def _abort(self, reason: AbortReason, message: str) -> None:
+        self.aborted_for = reason
+        self.recorder.event(ABORT_EVENT[reason], message)
         self._send_abort(again=False)
 
     def _send_abort(self, again: bool) -> None:
@@ -258,4 +257,5 @@ class Watch:
             return
         self.abort_sent = True
         if again:
-            self.recorder.event(self.abort_kind, "the job runs now: aborted")
+            assert self.aborted_for is not None
+            self.recorder.event(ABORT_EVENT[self.aborted_for], "the job runs now: aborted")

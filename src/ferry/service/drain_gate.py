@@ -49,8 +49,9 @@ class LinkGate:
                 if vm in on:
                     return True
                 waiting = self._waiting.setdefault(source, {})
-                takes, sharing = self._takes(did, vm, on - {vm})
-                if takes and self._behind(did, vm, on, waiting):
+                d = self.drains.get(did)  # read once per question
+                takes, sharing = self._takes(d, vm, on - {vm})
+                if takes and self._behind(d, vm, on, waiting):
                     takes = False
                 if takes:
                     on.add(vm)
@@ -63,19 +64,19 @@ class LinkGate:
                 return takes
         return ask
 
-    def _behind(self, did: int, vm: str, on: set[str], waiting: dict[str, int]) -> bool:
+    def _behind(self, d: dict[str, Any], vm: str, on: set[str], waiting: dict[str, int]
+                ) -> bool:
         """Does an earlier move of the same drain wait for this link, and may it go?"""
-        d = self.drains.get(did)
         by_vm = {m["vm"]: m for m in d["moves"]}
         order = by_vm.get(vm, {}).get("order")
         if order is None:
             return False
         for w, wdid in waiting.items():
             m = by_vm.get(w)
-            if w == vm or wdid != did or m is None or m.get("order") is None \
+            if w == vm or wdid != d["id"] or m is None or m.get("order") is None \
                     or m["state"] not in ("running", "pending") or m["order"] >= order:
                 continue
-            if self._takes(did, w, on - {w})[0]:
+            if self._takes(d, w, on - {w})[0]:
                 return True
         return False
 
@@ -92,11 +93,11 @@ class LinkGate:
             self._shared.discard(vm)
             return alone
 
-    def _takes(self, did: int, vm: str, others: set[str]) -> tuple[bool, set[str]]:
-        """May `vm`'s job transfer now, and beside which transfers (not leaving)."""
+    def _takes(self, d: dict[str, Any], vm: str, others: set[str]) -> tuple[bool, set[str]]:
+        """May `vm`'s job (a move of drain `d`) transfer now, and beside which
+        transfers (not leaving)."""
         if not others:
             return True, set()
-        d = self.drains.get(did)
         by_vm = {m["vm"]: m for m in d["moves"]}
         others = {o for o in others if not self._leaving(by_vm.get(o))}
         if not others:

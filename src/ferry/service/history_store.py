@@ -324,7 +324,6 @@ def _with(kind: EventKind) -> Select[int]:
     return select(EventRow.migration_id).where(EventRow.kind == kind.value)
 
 
-
 def _reached(s: Session, mid: int, sent: int | None, total_ms: int | None) -> float | None:
     """Bytes sent over the job's time after its set-up (the destination QEMU starting
     sends nothing); None without figures or with under 0.1 s of moving."""
