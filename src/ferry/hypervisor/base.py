@@ -142,7 +142,7 @@ class MeasureOps(Protocol):
         ...
 
     def sample_pages(self, name: str, pages: int, budget_s: float) -> PageSample:
-        """Read random guest pages (at most `pages`, for at most `budget_s`) and count
+        """Read guest pages spread over its RAM (at most `pages`, for at most `budget_s`) and count
         those that are not zero."""
         ...
 

@@ -1,18 +1,28 @@
-"""Counting a guest's non-zero memory by reading random guest-physical pages.
+"""Counting a guest's non-zero memory by reading guest-physical pages spread over it.
 
 What the first round of a migration sends is the guest's non-zero pages:
 QEMU sends a zero page as a flag of a few bytes.  The QEMU process's resident
 memory is only an upper bound (pages the guest touched once and zeroed, or
-QEMU's own), off by 2.4x on a fresh lab guest.  So a few hundred pages are
-read through libvirt (`virDomainMemoryPeek`, guest-physical addresses) and
-counted zero or not: the share of non-zero pages, times the guest's memory,
-with its standard error.
+QEMU's own), off by 2.4x on a fresh lab guest.  So a few hundred reads of
+CHUNK pages go through libvirt (`virDomainMemoryPeek`, guest-physical
+addresses) and each page is counted zero or not: the share of non-zero
+pages, times the guest's memory, with its standard error.
+
+Where the reads fall matters more than how many there are: a guest's memory
+is zero or not in long runs (the kernel low, the page cache, a workload's
+buffers), so reads at random places repeat some runs and miss others.  Reads
+spread evenly over the RAM (the k-th at the golden-ratio point k x 0.618...
+from a random start: any first n of them are spread about evenly, so a read
+cut short by the time budget is still spread) see every run in proportion.
+Measured on full dumps of four fresh lab guests (bench/page_sampling.py):
+the share's error fell 3.6-4.9x against random reads of the same number.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
-import statistics
 import time
 from collections.abc import Callable
 
@@ -24,6 +34,7 @@ GIB = 2**30
 LOW_RAM_MAX = 2 * GIB  # x86 guests keep RAM below this address...
 HIGH_RAM_START = 4 * GIB  # ...and the rest above 4 GiB (PCI hole between)
 ZERO = bytes(PAGE)
+GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 def ram_ranges(memory_bytes: int) -> list[tuple[int, int]]:
@@ -41,30 +52,62 @@ def ram_ranges(memory_bytes: int) -> list[tuple[int, int]]:
     return out
 
 
+def place(ranges: list[tuple[int, int]], x: float) -> int:
+    """The address of a CHUNK-page read at fraction x in [0, 1) of the ranges' places
+    to read (taken as one run, in address order).
+
+    >>> place([(0, 64 * PAGE)], 0.0), place([(0, 64 * PAGE)], 0.999) // PAGE
+    (0, 48)
+    >>> place([(0, 32 * PAGE), (2**32, 2**32 + 32 * PAGE)], 0.5) - 2**32
+    0
+    """
+    starts = [(b - a) // PAGE - CHUNK + 1 for a, b in ranges]
+    k = min(int(x * sum(starts)), sum(starts) - 1)
+    for (a, _), n in zip(ranges, starts, strict=True):
+        if k < n:
+            return a + k * PAGE
+        k -= n
+    raise AssertionError("unreachable: k < the places to read")
+
+
 def sample(peek: Callable[[int, int], bytes], memory_bytes: int, pages: int,
            budget_s: float, rng: random.Random | None = None) -> PageSample:
-    """Read up to `pages` pages (`peek(address, size)`), CHUNK pages at a random place
-    per read (each read costs a monitor round trip: ~9 ms on the lab), for at most
-    `budget_s`.  Neighbouring pages are alike, so the error is the spread of the
-    chunks' shares (cluster sampling), not that of independent pages.  An address the
-    guest does not map (machine types place the PCI hole differently) is skipped."""
+    """Read up to `pages` pages (`peek(address, size)`), CHUNK pages per read (each read
+    costs a monitor round trip: ~9 ms on the lab), spread over the RAM as the module
+    says, for at most `budget_s`.  The standard error comes from the differences
+    between reads next to each other in address order (an evenly spread sample's
+    error is that of its neighbours, not of the whole memory's spread; this
+    overstates it by about half, measured).  An address the guest does not map
+    (machine types place the PCI hole differently) is skipped."""
     rng = rng or random.Random()
     ranges = [(a, b) for a, b in ram_ranges(memory_bytes) if b - a >= CHUNK * PAGE]
-    weights = [b - a for a, b in ranges]
-    shares: list[float] = []
-    read = nonzero = skipped = 0
+    start = rng.random()
+    seen: list[tuple[float, float]] = []  # (where, share of non-zero pages)
+    read = nonzero = skipped = k = 0
     deadline = time.monotonic() + budget_s
     while ranges and read < pages and time.monotonic() < deadline and skipped < pages:
-        a, b = rng.choices(ranges, weights)[0]
-        address = a + rng.randrange((b - a) // PAGE - CHUNK + 1) * PAGE
+        x = (start + k * GOLDEN) % 1.0
+        k += 1
         try:
-            data = peek(address, CHUNK * PAGE)
+            data = peek(place(ranges, x), CHUNK * PAGE)
         except LookupError:
             skipped += 1
             continue
         full = sum(data[i:i + PAGE] != ZERO for i in range(0, len(data), PAGE))
         read, nonzero = read + CHUNK, nonzero + full
-        shares.append(full / CHUNK)
+        seen.append((x, full / CHUNK))
+    return PageSample(read, nonzero, _stderr([s for _, s in sorted(seen)]))
+
+
+def _stderr(shares: list[float]) -> float:
+    """The standard error of the mean share of reads spread evenly, in address order
+    (successive differences); 1.0 with under two reads.
+
+    >>> _stderr([0.0, 0.0, 1.0, 1.0])  # two runs, one edge between them
+    0.2041...
+    """
     n = len(shares)
-    stderr = statistics.stdev(shares) / n ** 0.5 if n > 1 else 1.0
-    return PageSample(read, nonzero, stderr)
+    if n < 2:
+        return 1.0
+    sq = sum((b - a) ** 2 for a, b in itertools.pairwise(shares))
+    return math.sqrt(sq / (2 * (n - 1)) / n)

@@ -83,7 +83,7 @@ class DomainInfo:
 
 @dataclass(frozen=True)
 class PageSample:
-    """Guest pages read at random places: how many, how many held anything but
+    """Guest pages read, spread over its RAM: how many, how many held anything but
     zeros, and the standard error of that share."""
 
     pages: int

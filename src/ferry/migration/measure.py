@@ -1,7 +1,7 @@
 """Measuring a guest just before it moves: its non-zero memory, its dirty-page curve
 and its CPU use.
 
-Random guest pages read (while the first dirty windows run) say how much of
+Guest pages read (while the first dirty windows run) say how much of
 its memory is not zero (what round 1 will really send), and so how long round
 1 will take at the link's speed: the dirty curve matters up to there.
 Dirtying saturates at the guest's writable working set, so one rate would
@@ -34,8 +34,8 @@ from ferry.predict.windows import next_window_s
 PREDICT_BUDGET_S = 16.0  # `ferry predict`: the operator asked and waits
 MIGRATE_BUDGET_S = 4.0  # before a migration: every second delays the move
 # guest pages read for the non-zero share (reads of 16 contiguous pages, ~9 ms each
-# on the lab), or as many as the time allows: non-zero pages cluster, so the error
-# goes with the number of reads (bench/nonzero.py: 5-20 % off with ~110 reads)
+# on the lab, spread over the RAM), or as many as the time allows: 1-3 % off at 384
+# reads, 2-5 % at 128 (bench/page_sampling.py, share of the true share)
 SAMPLE_PAGES = {"predict": 6144, "migrate": 2048}
 SAMPLE_BUDGET_S = {"predict": 3.0, "migrate": 1.0}
 # QEMU's maximum; its default (512 per GiB) sees only ~128 pages of a small guest

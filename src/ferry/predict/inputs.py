@@ -41,7 +41,7 @@ class Measurement:
     curve: DirtyCurve
     resident_mib: int  # the guest's QEMU process: an upper bound of its non-zero pages
     cpu_busy: float  # vCPU busy share over the measurement, 0..1
-    pages_read: int = 0  # random guest pages read (hypervisor/page_sample.py)...
+    pages_read: int = 0  # guest pages read (hypervisor/page_sample.py)...
     pages_nonzero: int = 0  # ...and how many of them were not zero
     nonzero_stderr: float = 1.0  # standard error of that share
     horizon_s: float = 0.0  # round 1's expected length: the curve was wanted up to here

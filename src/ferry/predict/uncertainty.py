@@ -2,8 +2,8 @@
 measured (pure).
 
 Two measured inputs carry a known error:
-- the non-zero share of the guest's memory (random pages read: its standard
-  error comes with the sample), and
+- the non-zero share of the guest's memory (pages read spread over the RAM:
+  its standard error comes with the sample), and
 - each point of the dirty curve: QEMU hashes `n` random pages per window and
   counts those that changed (binomial error), then reports the rate in whole
   MiB/s rounded down (the driver adds half back; +-0.5 MiB/s is left, a
