@@ -88,7 +88,7 @@ def describe(probe: list[Window], windows: list[Window], memory_bytes: float,
     """The bursts seen in `probe` (back-to-back short windows) as a curve: the rate in
     a burst, the working set, the bursts' and pauses' lengths, and where in its
     cycle a move starting at `move_at_s` finds the guest (None, a move at some
-    later time: taken to start as a burst does).  `windows`: the doubling ones
+    later time: the phase is not known).  `windows`: the doubling ones
     before the probe; all times on the same clock.  None: no burst and no pause
     both seen.
 
@@ -120,8 +120,9 @@ def describe(probe: list[Window], windows: list[Window], memory_bytes: float,
     for _ in range(3):  # a short window already saturates over a small working set
         wss = _working_set(rate, pts, memory_bytes)
         rate = _rate_over(PROBE_S, seen, wss)
-    phase = 0.0 if move_at_s is None else cycle.phase_s + move_at_s
-    return DirtyCurve(rate, wss, Bursts(on_s, off_s, phase % cycle.period_s))
+    phase = None if move_at_s is None else (cycle.phase_s or 0.0) + move_at_s
+    return DirtyCurve(rate, wss, Bursts(on_s, off_s, None) if phase is None
+                      else cycle.at(phase))
 
 
 def _burst_start(probe: list[Window], on: list[bool], on_s: float) -> float:

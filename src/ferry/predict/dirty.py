@@ -29,8 +29,10 @@ MIB = 1024 * 1024
 @dataclass(frozen=True)
 class Bursts:
     """A guest that dirties in bursts: `on_s` seconds at the curve's rate, then
-    `off_s` seconds of nothing, over and over; `phase_s` into its cycle at time 0.
-    Pre-copy can finish in a quiet phase what it never could at the burst's rate.
+    `off_s` seconds of nothing, over and over; `phase_s` into its cycle at time 0
+    (None: not known, a move at some later time; predict/precopy.py then
+    predicts from places spread over the cycle).  Pre-copy can finish in a quiet
+    phase what it never could at the burst's rate.
 
     >>> Bursts(2.0, 2.0).on_time(1.0, 5.0), Bursts(2.0, 2.0, phase_s=1.0).on_time(0.0, 4.0)
     (2.0, 2.0)
@@ -38,18 +40,22 @@ class Bursts:
 
     on_s: float
     off_s: float
-    phase_s: float = 0.0
+    phase_s: float | None = 0.0
 
     @property
     def period_s(self) -> float:
         return self.on_s + self.off_s
+
+    def at(self, phase_s: float) -> Bursts:
+        """The same bursts, `phase_s` into their cycle at time 0."""
+        return Bursts(self.on_s, self.off_s, phase_s % self.period_s)
 
     def on_time(self, a: float, b: float) -> float:
         """Seconds of bursts between times a and b."""
         return max(0.0, self._on_before(b) - self._on_before(a))
 
     def _on_before(self, t: float) -> float:
-        x = t + self.phase_s
+        x = t + (self.phase_s or 0.0)  # (unknown: taken as a burst beginning)
         cycles = math.floor(x / self.period_s)
         return cycles * self.on_s + min(x - cycles * self.period_s, self.on_s)
 

@@ -184,7 +184,8 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
         "dirty_rate_mib_s": round(m.curve.rate_bytes_s / MIB, 1),
         "bursts": None if m.curve.bursts is None else {
             "on_s": round(m.curve.bursts.on_s, 2), "off_s": round(m.curve.bursts.off_s, 2),
-            "probe_windows": len(m.probe)},
+            "phase_s": None if m.curve.bursts.phase_s is None
+            else round(m.curve.bursts.phase_s, 2), "probe_windows": len(m.probe)},
         "working_set_mib": round(m.curve.wss_bytes / MIB, 1),
         "zero_share": round(1 - nonzero / (memory_mib * MIB), 3),
         "nonzero_source": source,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ferry.domain.vocab import Policy
-from ferry.predict.precopy import Guest, Link, Prediction, Schedule, simulate
+from ferry.predict.precopy import Guest, Link, Prediction, Schedule, at_phases, simulate
 
 QEMU_DEFAULT_DOWNTIME_S = 0.3
 AUTO_START_DOWNTIME_S = 0.05
@@ -131,13 +131,17 @@ def report(inp: Inputs, spread: tuple[Inputs, Inputs] | None = None) -> dict[str
     with `spread` (the inputs with every reading low, and high) each gets the range
     the model gives between them, on the same schedule, widened to hold the
     prediction itself (the model is not monotonic in its inputs: a bursty guest's
-    low and high ends both came out above its prediction on the lab)."""
+    low and high ends both came out above its prediction on the lab) and, for a
+    bursty guest whose phase is not known, what every place in its cycle gives."""
     scheds = schedules(inp)  # `auto`'s is chosen by simulating: once, not per guest
     preds = predict_all(inp, scheds)
     out = {p.value: r.as_dict() for p, r in preds.items()}
     if spread is not None:
         for p, sched in scheds.items():
             ends = [*(simulate(i.guest, i.link, sched) for i in spread), preds[p]]
+            places = at_phases(inp.guest)
+            if len(places) > 1:
+                ends += [simulate(g, inp.link, sched) for g in places]
 
             def span(values: list[int]) -> list[int]:
                 return [min(values), max(values)]
