@@ -60,6 +60,23 @@ def test_auto_raises_just_enough_for_what_one_round_leaves() -> None:
     assert [x.downtime_ms for x in acts] == [100, 300]
 
 
+def test_auto_switches_to_postcopy_at_a_stall_no_limit_can_end() -> None:
+    """A guest dirtying faster than the link that the measurement read as mild: 128 MiB
+    pending per round at 48 MiB/s is 2.7 s; raising the limit to 300 ms cannot end it."""
+    a = auto(SMALL_FIRST)
+    acts: list = []  # type: ignore[type-arg]
+    for it, rem in [(1, 250), (2, 130), (3, 128), (4, 127)]:
+        acts += a.decide(sample(it, rem, bandwidth_mib_s=48), 1)
+    assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
+    assert "no limit up to 300 ms" in acts[0].reason
+    # what twice the limit may still end (a round dipping below it) is raised first
+    b = auto(SMALL_FIRST)
+    acts = []
+    for it, rem in [(1, 250), (2, 20), (3, 20), (4, 20)]:
+        acts += b.decide(sample(it, rem, bandwidth_mib_s=48), 1)
+    assert [x.kind for x in acts] == [ActionKind.SET_DOWNTIME]
+
+
 def test_auto_planned_postcopy_switches_after_round_one() -> None:
     a = auto(AutoSettings(0.05, 0.3, 1, "pre-copy cannot finish"))
     assert feed(a, [(1, 250), (1, 100)]) == []
