@@ -65,6 +65,7 @@ class History:
     tracking_how: str = ""
     encrypted: bool = False  # the move's stream is TLS: its switchover costs more
     switchover: Switchover | None = None  # learnt from the pair's latest pauses
+    setup_range_s: tuple[float, float] | None = None  # the latest jobs' shortest, longest
 
 
 def switchover_s(h: History) -> float:
@@ -150,13 +151,18 @@ BOUND_NONZERO_SD = 0.25  # the resident memory: an upper bound, not a reading
 
 def input_spread(m: Measurement, h: History, memory_mib: int, inp: Inputs
                  ) -> tuple[Inputs, Inputs]:
-    """`inp` with every measured reading low, and high (predict/uncertainty.py)."""
+    """`inp` with every measured reading low, and high (predict/uncertainty.py), and the
+    set-up as short and as long as the pair's latest jobs' (it varies by up to 1 s
+    from one job to the next: with the page count read closely, it was what put
+    6 of 14 held-out moves outside their range)."""
     nonzero, _ = nonzero_bytes(m, h, memory_mib)
     sd = {"history": HISTORY_NONZERO_SD * nonzero,
           "measured": m.nonzero_stderr * memory_mib * MIB,
           "bound": BOUND_NONZERO_SD * nonzero}[nonzero_source(m, h)]
     s = spread(inp.guest, m.points, m.dirty_sample_pages or 1 << 30, sd, h.tracking)
-    return replace(inp, guest=s.low), replace(inp, guest=s.high)
+    lo, hi = h.setup_range_s or (inp.setup_s, inp.setup_s)
+    return replace(inp, guest=s.low, setup_s=min(lo, inp.setup_s)), \
+        replace(inp, guest=s.high, setup_s=max(hi, inp.setup_s))
 
 
 def sources(m: Measurement, h: History, bandwidth_mib_s: int | None) -> dict[str, str]:

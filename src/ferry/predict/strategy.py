@@ -138,7 +138,8 @@ def report(inp: Inputs, spread: tuple[Inputs, Inputs] | None = None) -> dict[str
     out = {p.value: r.as_dict() for p, r in preds.items()}
     if spread is not None:
         for p, sched in scheds.items():
-            ends = [*(simulate(i.guest, i.link, sched) for i in spread), preds[p]]
+            ends = [*(simulate(i.guest, i.link, replace(sched, setup_s=i.setup_s))
+                      for i in spread), preds[p]]
             places = at_phases(inp.guest)
             if len(places) > 1:
                 ends += [simulate(g, inp.link, sched) for g in places]

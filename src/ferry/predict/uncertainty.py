@@ -11,9 +11,10 @@ Two measured inputs carry a known error:
 
 The interval is the model's answer at Z standard errors below and above every
 reading (a low and a high guest: all readings low together, all high
-together, so the interval is wide rather than optimistic).  Inputs that were
-assumed, not measured (a link without history), are not in it:
-`inputs.sources` lists them.
+together, so the interval is wide rather than optimistic), and with the
+job's set-up as short and as long as the pair's latest (predict/inputs.py).
+Inputs that were assumed, not measured (a link without history), are not in
+it: `inputs.sources` lists them.
 """
 
 from __future__ import annotations

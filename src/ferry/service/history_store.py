@@ -28,6 +28,8 @@ from ferry.predict.inputs import ASSUMED_LINK_MIB_S, History
 from ferry.service.database import Database
 
 SETUP_HISTORY = 5
+SETUP_RANGE_HISTORY = 9  # a prediction's range spans their set-ups
+MIN_SETUPS_FOR_RANGE = 3
 STREAM_HISTORY = 5  # latest migrations from a host read for what one stream reaches
 PAUSE_HISTORY = 8  # latest pauses between two hosts read for what a switchover costs
 CAP_REACHED = 0.9  # a capped migration whose median rate is this close to its cap reached it
@@ -62,11 +64,13 @@ class HistoryReads:
         mode reached it (TLS costs CPU: an encrypted stream may be slower)."""
         if pair is None:
             link, link_how = self._link_bytes_s(source, destination, encrypted)
-            setup, setup_how = self._setup_s(source, destination)
+            setup, setup_how, setups = self._setup_s(source, destination)
             switch = self._switchover(source, destination, encrypted,
                                       link if link is not None else ASSUMED_LINK_MIB_S * MIB)
             pair = History(link, link_how, setup, setup_how, encrypted=bool(encrypted),
-                           switchover=switch)
+                           switchover=switch,
+                           setup_range_s=(min(setups), max(setups))
+                           if len(setups) >= MIN_SETUPS_FOR_RANGE else None)
         nonzero, nonzero_how = self._nonzero(vm)
         tracking, tracking_how = self._tracking(vm)
         return replace(pair, nonzero_bytes=nonzero, nonzero_how=nonzero_how,
@@ -253,9 +257,12 @@ class HistoryReads:
                 _between(source, destination),
                 MigrationRow.bandwidth_mib_s.is_(None), _in_mode(encrypted)).limit(1)) is not None
 
-    def _setup_s(self, source: str, destination: str) -> tuple[float | None, str]:
+    def _setup_s(self, source: str, destination: str
+                 ) -> tuple[float | None, str, list[float]]:
         """How long a job between these hosts runs before its first byte moves (libvirt's
-        begin/prepare phases: the destination QEMU starts), which the model cannot know.
+        begin/prepare phases: the destination QEMU starts), which the model cannot know,
+        and the latest SETUP_RANGE_HISTORY such times (their spread: 0.2-1.2 s on the
+        lab, one job to the next, whatever its size).
 
         From the first transferring sample of each of the latest memory-only
         migrations: elapsed minus what was sent at the rate seen; the median of up
@@ -267,12 +274,13 @@ class HistoryReads:
                 MigrationRow.state == MigrationState.COMPLETED,
                 func.coalesce(MigrationRow.disk_bytes, 0) == 0,
                 MigrationRow.id.not_in(_with(EventKind.STAGED)))
-                .order_by(MigrationRow.id.desc()).limit(SETUP_HISTORY)))
-            est = [x for mid in mids if (x := _job_setup_s(s, mid)) is not None]
+                .order_by(MigrationRow.id.desc()).limit(SETUP_RANGE_HISTORY)))
+            seen = [x for mid in mids if (x := _job_setup_s(s, mid)) is not None]
+        est = seen[:SETUP_HISTORY]
         if not est:
-            return None, ""
+            return None, "", []
         setup = statistics.median(est)
-        return setup, f"set-up {setup:.2f} s (last {len(est)} migrations)"
+        return setup, f"set-up {setup:.2f} s (last {len(est)} migrations)", seen
 
     @durable
     def finish_s(self, source: str, destination: str) -> float | None:
