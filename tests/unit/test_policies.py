@@ -69,6 +69,11 @@ def test_auto_switches_to_postcopy_at_a_stall_no_limit_can_end() -> None:
         acts += a.decide(sample(it, rem, bandwidth_mib_s=48), 1)
     assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
     assert "no limit up to 300 ms" in acts[0].reason
+    # the rounds go on stalling until post-copy takes over: nothing more (the lab
+    # once saw the limit raised after the switch)
+    for it, rem in [(5, 58), (6, 57), (7, 57)]:
+        acts += a.decide(sample(it, rem, bandwidth_mib_s=48), 2)
+    assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
     # what twice the limit may still end (a round dipping below it) is raised first
     b = auto(SMALL_FIRST)
     acts = []

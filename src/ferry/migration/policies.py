@@ -137,8 +137,8 @@ class Adapter:
             self.postcopy = True
             return [Action(ActionKind.START_POSTCOPY, f"{auto.reason}: round "
                            f"{auto.postcopy_after_round} done, switching to post-copy")]
-        if not stalled(self.round_starts, since_round=self.raised_at_round):
-            return []
+        if self.postcopy or not stalled(self.round_starts, since_round=self.raised_at_round):
+            return []  # (after the switch a limit means nothing: lab, one was raised)
         pending = self.round_starts[max(self.round_starts)]
         limit_ms = self.cfg.max_downtime_ms
         if self.current_ms is None:
@@ -147,7 +147,7 @@ class Adapter:
         # switches when pending / bandwidth fits the limit)
         need = (pending / s.bandwidth_bytes_s * 1000 * RAISE_MARGIN
                 if s.bandwidth_bytes_s > 0 else limit_ms)
-        if need > HOPELESS * limit_ms and not self.postcopy:
+        if need > HOPELESS * limit_ms:
             self.postcopy = True
             return [Action(ActionKind.START_POSTCOPY, f"progress stalled at "
                            f"{pending / 2**20:.0f} MiB pending per round, {need:.0f} ms at "
@@ -159,11 +159,9 @@ class Adapter:
             self.raised_at_round = max(self.round_starts)
             return [Action(ActionKind.SET_DOWNTIME, f"progress stalled at {pending / 2**20:.0f}"
                            f" MiB pending per round: downtime limit {old} -> {ms} ms", ms)]
-        if not self.postcopy:
-            self.postcopy = True
-            return [Action(ActionKind.START_POSTCOPY, f"still stalled at {pending / 2**20:.0f} "
-                           "MiB per round with the full downtime limit: switching to post-copy")]
-        return []
+        self.postcopy = True
+        return [Action(ActionKind.START_POSTCOPY, f"still stalled at {pending / 2**20:.0f} "
+                       "MiB per round with the full downtime limit: switching to post-copy")]
 
 
 def stalled(round_starts: dict[int, int], since_round: int = 0) -> bool:

@@ -169,12 +169,15 @@ class DrainPlanner:
             return MoveSpec(c.vm, *key, c.memory_mib, inp.guest, inp.limit_s, inp.cpu_bound,
                             PRECHECK_AND_START_S, inp.setup_s, finish[key]), link
 
+        taken: dict[str, float] = {}  # when each guest's measurement ended
+
         def measurer(c: Candidate) -> Callable[[], Measurement]:
             measure_it = _measurer(self.conns, uris[str(c.host)], c, self.clock,
                                    link_bytes_s(hist[c.vm], None)[0])
 
             def run() -> Measurement:
                 m = measure_it()
+                taken[c.vm] = self.clock.monotonic()
                 if on_measured is not None:
                     on_measured(*spec(c, m), m)
                 return m
@@ -194,7 +197,7 @@ class DrainPlanner:
             for h in (ms.source, ms.destination):
                 links[h] = max(links.get(h, 0.0), link)
             specs.append(ms)
-            self.measured[c.vm] = (m, self.clock.monotonic())
+            self.measured[c.vm] = (m, taken.get(c.vm, self.clock.monotonic()))
         for h in uris:
             links.setdefault(h, (link_mib_s or ASSUMED_LINK_MIB_S) * MIB)
         return specs, Model(links, streams), failed
