@@ -23,6 +23,10 @@ def feed(a: Adapter, rounds: list[tuple[int, float]], t0: float = 1.0) -> list: 
     return out
 
 
+def feed_at(a: Adapter, rounds: list[tuple[int, float]], mib_s: float) -> list:  # type: ignore[type-arg]
+    return [x for it, rem in rounds for x in a.decide(sample(it, rem, mib_s), 1)]
+
+
 def auto(plan: AutoSettings) -> Adapter:
     return Adapter(PolicyConfig(Policy.AUTO, 300, timeout_s=100, auto=plan))
 
@@ -69,6 +73,8 @@ def test_auto_switches_to_postcopy_at_a_stall_no_limit_can_end() -> None:
         acts += a.decide(sample(it, rem, bandwidth_mib_s=48), 1)
     assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
     assert "no limit up to 300 ms" in acts[0].reason
+    assert ActionKind.START_POSTCOPY in [x.kind for x in feed_at(auto(SMALL_FIRST), [
+        (1, 250), (2, 44), (3, 58), (4, 39)], 48)]  # uneven rounds: not "stalled"
     # the rounds go on stalling until post-copy takes over: nothing more (the lab
     # once saw the limit raised after the switch)
     for it, rem in [(5, 58), (6, 57), (7, 57)]:

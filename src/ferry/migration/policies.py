@@ -22,10 +22,12 @@ from ferry.predict.strategy import AutoSettings
 STALL_ROUNDS = 3
 STALL_SHRINK = 0.9
 RAISE_MARGIN = 1.25  # over pending / bandwidth: rounds vary
-# a stall needing over this many times the operator's limit is not helped by raising
-# it: post-copy at once (lab drain: a guest dirtying 64 MiB/s on a 48 MiB/s link
-# stalled at ~128 MiB per round, 2.7 s at the link; the raise cost three more rounds)
+# rounds that shrink slowly (under 30 % over three) and leave over this many times
+# the operator's limit are not helped by raising it: post-copy at once (lab drain: a
+# guest dirtying faster than its 48 MiB/s link, measured mild, left 39-58 MiB per
+# round, ~1 s at the link, too unevenly to count as stalled: 15 s of rounds)
 HOPELESS = 2.0
+SLOW_SHRINK = 0.7
 
 
 class ActionKind(StrEnum):
@@ -137,22 +139,25 @@ class Adapter:
             self.postcopy = True
             return [Action(ActionKind.START_POSTCOPY, f"{auto.reason}: round "
                            f"{auto.postcopy_after_round} done, switching to post-copy")]
-        if self.postcopy or not stalled(self.round_starts, since_round=self.raised_at_round):
+        if self.postcopy:
             return []  # (after the switch a limit means nothing: lab, one was raised)
-        pending = self.round_starts[max(self.round_starts)]
         limit_ms = self.cfg.max_downtime_ms
+        if hopeless(self.round_starts, s.bandwidth_bytes_s, limit_ms):
+            self.postcopy = True
+            pending = self.round_starts[max(self.round_starts)]
+            return [Action(ActionKind.START_POSTCOPY, f"rounds shrink slowly and leave "
+                           f"{pending / 2**20:.0f} MiB pending, "
+                           f"{_need_ms(pending, s.bandwidth_bytes_s):.0f} ms at the rate seen: "
+                           f"no limit up to {limit_ms} ms lets pre-copy finish, switching "
+                           "to post-copy")]
+        if not stalled(self.round_starts, since_round=self.raised_at_round):
+            return []
+        pending = self.round_starts[max(self.round_starts)]
         if self.current_ms is None:
             self.current_ms = round(auto.start_downtime_s * 1000)
         # just enough for QEMU to stop with what one round leaves pending (it
         # switches when pending / bandwidth fits the limit)
-        need = (pending / s.bandwidth_bytes_s * 1000 * RAISE_MARGIN
-                if s.bandwidth_bytes_s > 0 else limit_ms)
-        if need > HOPELESS * limit_ms:
-            self.postcopy = True
-            return [Action(ActionKind.START_POSTCOPY, f"progress stalled at "
-                           f"{pending / 2**20:.0f} MiB pending per round, {need:.0f} ms at "
-                           f"the rate seen: no limit up to {limit_ms} ms lets pre-copy "
-                           "finish, switching to post-copy")]
+        need = _need_ms(pending, s.bandwidth_bytes_s) if s.bandwidth_bytes_s > 0 else limit_ms
         if self.current_ms < limit_ms:
             ms = min(limit_ms, max(round(need), 2 * self.current_ms))  # at least double
             old, self.current_ms = self.current_ms, ms
@@ -162,6 +167,28 @@ class Adapter:
         self.postcopy = True
         return [Action(ActionKind.START_POSTCOPY, f"still stalled at {pending / 2**20:.0f} "
                        "MiB per round with the full downtime limit: switching to post-copy")]
+
+
+def _need_ms(pending: float, bandwidth_bytes_s: float) -> float:
+    """The downtime limit under which QEMU would stop with `pending` left, with margin."""
+    return pending / bandwidth_bytes_s * 1000 * RAISE_MARGIN
+
+
+def hopeless(round_starts: dict[int, int], bandwidth_bytes_s: float, limit_ms: int) -> bool:
+    """The last STALL_ROUNDS rounds after the first shrank under 30 % overall and the
+    last leaves more than HOPELESS times what `limit_ms` lets QEMU send paused.
+
+    >>> hopeless({1: 250 << 20, 2: 44 << 20, 3: 58 << 20, 4: 39 << 20}, 48 << 20, 300)
+    True
+    >>> hopeless({1: 250 << 20, 2: 120 << 20, 3: 80 << 20, 4: 50 << 20}, 48 << 20, 300)
+    False
+    """
+    rounds = sorted(r for r in round_starts if r >= 2)
+    if len(rounds) < STALL_ROUNDS or bandwidth_bytes_s <= 0:
+        return False
+    last = [round_starts[r] for r in rounds[-STALL_ROUNDS:]]
+    return last[-1] >= SLOW_SHRINK * last[0] and \
+        _need_ms(last[-1], bandwidth_bytes_s) > HOPELESS * limit_ms
 
 
 def stalled(round_starts: dict[int, int], since_round: int = 0) -> bool:

@@ -96,9 +96,9 @@ class Watch:
             return
         if not stats.active:
             return
-        if stats.iteration >= 1 and stats.memory_processed_bytes > 0 \
-                and stats.memory_remaining_bytes == 0 and self.hold is None:
-            self._sent_all(certain=True)
+        # (a sample with nothing remaining is no end: each round ends so, before the
+        # bitmap sync adds what was dirtied meanwhile; seen on the lab, such a `sent`
+        # let a drain's next move onto a link whose job then ran three more rounds)
         if self.aborted_for is not None and not self.abort_sent:
             self._send_abort(again=True)
         if self.hold is not None:
