@@ -99,6 +99,21 @@ def test_replanning_mid_drain_keeps_active_moves_and_starts_the_next_ahead() -> 
     assert s.eta_s > 3.0
 
 
+def test_moves_that_have_sent_everything_never_hide_the_ones_still_to_start() -> None:
+    """Lab: two quiet guests moved while the others were measured and had sent all
+    (nothing left) when the plan was made; the schedule stopped there and the drain
+    planned 2 moves of 6 (the other four were never moved)."""
+    done = [Active(mv("q1", 320, 100), 0.0, 3.0, 0.0), Active(mv("q2", 128, 100, to="c"),
+                                                                 0.5, 3.5, 0.0)]
+    rest = [mv(f"m{i}", 256, 150, to="bc"[i % 2]) for i in range(4)]
+    for k in (None, 1):
+        s = plan(rest, LINKS, Limits(), 2, done, now=12.0, transfers=k)
+        assert {x.vm for x in s.slots} == {"q1", "q2", "m0", "m1", "m2", "m3"}
+        assert s.eta_s > 4 * 150 / 48  # the four transfers, one link
+    _, best = best_plan(rest, Model(LINKS), Limits(), 2, done, now=12.0)
+    assert len(best.slots) == 6
+
+
 def test_a_move_frees_its_slot_at_its_last_byte_and_the_eta_counts_its_finish() -> None:
     """libvirt's finish and settling (`finish_s`) leave the link free and no longer
     count against the limits (the migration's `sent` event): with one slot the next

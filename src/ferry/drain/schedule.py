@@ -345,6 +345,9 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
         if guard > 100_000:
             raise RuntimeError("drain schedule did not advance")
         _join(runs, model, t)
+        for r in runs:  # an active move that has sent everything is off the link now
+            if r.end is None and r.bytes_left is not None and r.bytes_left <= 1.0:
+                r.end = t
         for m in list(pending):
             if _may_start(m, runs, model, limits, max_parallel, t, transfers):
                 runs.append(_Run(m, t, t + m.overhead_s + m.setup_s))
@@ -365,8 +368,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
         nxt += [r.end + r.spec.finish_s for r in runs if r.end is not None]
         nxt = [x for x in nxt if x > t + EPS]
         if not nxt:
-            if pending and not live:
-                # nothing runs and nothing can start: each remaining one goes alone
+            if pending:  # nothing will change and nothing can start: the next goes alone
                 m = pending.pop(0)
                 runs.append(_Run(m, t, t + m.overhead_s + m.setup_s))
                 continue
