@@ -26,6 +26,7 @@ from typing import Any
 from ferry.clock import Clock
 from ferry.domain.models import Migration
 from ferry.domain.names import check_name
+from ferry.domain.vocab import EventKind
 from ferry.drain.placement import Candidate, Placement
 from ferry.drain.schedule import Active, Limits, Model, MoveSpec, quiet
 from ferry.errors import Conflict, FerryError, InvalidRequest
@@ -176,24 +177,45 @@ class DrainService:
         running = [spec_of(m, d["host"]) for m in d["moves"]
                    if m["state"] in ("pending", "running") and "model" in m]
 
+        quiet_waiting: list[tuple[MoveSpec, float, Measurement]] = []
+
+        def moving(sp: MoveSpec) -> bool:
+            """Does this early move still hold its slot (not ended, not all sent)?"""
+            mid = by_vm[sp.vm].get("migration")
+            if mid is None:
+                return True
+            mig = self.store.get(int(mid))
+            return not (mig.state.finished or any(e.kind == EventKind.SENT
+                                                  for e in mig.events))
+
         def start_if_quiet(spec: MoveSpec, link: float, m: Measurement) -> None:
+            """Start `spec` if it is quiet and a slot is free, and any quiet guest
+            measured earlier that found none (an early move may have ended since: lab,
+            a quiet guest waited 5 s for the plan with the link idle)."""
             with lock:
                 slots = min(self.planner.limits.per_source, req["max_parallel"])
-                if not gate["open"] or not quiet(spec.guest, link / slots) \
-                        or not early_slots(spec, [*running, *started], self.planner.limits,
-                                           req["max_parallel"]) \
-                        or self.drains.cancel_requested(did):
-                    return
-                started.append(spec)
-                mv = by_vm[spec.vm]
-                mv.update(state="pending",
-                          model=spec_dict(spec, Model({spec.source: link,
-                                                       spec.destination: link})))
-                self.planner.measured[spec.vm] = (m, self.clock.monotonic())
-                self.drains.event(did, "early", f"{spec.vm} is quiet: it moves while the "
-                                  "others are measured")
-                self.moves.start(mv, d)
-                self.drains.save(did, d["moves"], None)
+                if quiet(spec.guest, link / slots):
+                    quiet_waiting.append((spec, link, m))
+                for item in list(quiet_waiting):
+                    if start_early(*item):
+                        quiet_waiting.remove(item)
+
+        def start_early(spec: MoveSpec, link: float, m: Measurement) -> bool:
+            if not gate["open"] or self.drains.cancel_requested(did) or not early_slots(
+                    spec, [*running, *(s for s in started if moving(s))],
+                    self.planner.limits, req["max_parallel"]):
+                return False
+            started.append(spec)
+            mv = by_vm[spec.vm]
+            mv.update(state="pending",
+                      model=spec_dict(spec, Model({spec.source: link,
+                                                   spec.destination: link})))
+            self.planner.measured[spec.vm] = (m, self.clock.monotonic())
+            self.drains.event(did, "early", f"{spec.vm} is quiet: it moves while the "
+                              "others are measured")
+            self.moves.start(mv, d)
+            self.drains.save(did, d["moves"], None)
+            return True
 
         specs, model, unmeasured = self.planner.specs(
             cands, Placement({m["vm"]: m["to"] for m in waiting}, {}), uris,
