@@ -52,10 +52,12 @@ MEASURE_WITHIN_S = 30.0
 # a guest's move in the model's terms, its link's rate, and its measurement
 OnMeasured = Callable[[MoveSpec, float, Measurement], None]
 PRECHECK_AND_START_S = 1.5  # prechecks, libvirt's p2p start (lab: ~1-1.5 s)
-# guests measured at once: six at once on the lab's two CPUs starved the dirtiers'
-# vCPUs (TCG), which then read at a third to a half of their rate (mixed mix: the
-# plan's ETA 31-38 % short)
-MEASURE_AT_ONCE = 2
+# guests measured at once (a host of many VMs is not measured all at once).  On the
+# lab's two CPUs six at once read TCG dirtiers at a third to a half of their rate
+# (mixed mix: the plan's ETA 31-40 % short); two at a time read one of them right
+# but the plan then came 8 s later with the link idle for 5 s, and the ETA was
+# still 19-28 % short (two runs): all six at once is kept there
+MEASURE_AT_ONCE = 8
 MEASURE_EACH_S = 6.0  # one guest's measurement before a move: at most ~5 s
 REUSE_FOR_S = 300.0  # a plan's measurement stands for the guest this long
 
