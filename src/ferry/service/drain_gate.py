@@ -122,8 +122,7 @@ class LinkGate:
         return 1 if model.stream(source) >= model.link(source) else math.inf
 
     def _leaving(self, m: dict[str, Any] | None) -> bool:
-        """Is this move's job about to leave the link: ended, switched to post-copy
-        (whose background copy Ferry slows to a quarter of the rate), everything sent
+        """Is this move's job about to leave the link: ended, everything sent
         (its `sent` event, or its last sample says nothing remains: libvirt
         finishing, ~1.7 s on the lab with no statistics to read), or a guest that
         hardly dirties in its first round with less than HANDOVER_S of it left (it then
@@ -133,9 +132,10 @@ class LinkGate:
             return False
         mid = int(m["migration"])
         mig = self.store.get(mid)
-        if mig.state.finished or any(e.kind in (EventKind.START_POSTCOPY, EventKind.SENT)
-                                     for e in mig.events):
-            return True  # in post-copy the background copy runs at a quarter of the rate
+        if mig.state.finished or any(e.kind == EventKind.SENT for e in mig.events):
+            return True
+        # (not a job in post-copy: its guest waits for each page it touches, and those
+        # queued behind the next move's stream on the link: lab, a 2.7 s pause)
         last = self.store.last_sample(mid)
         if last is None:
             return False
