@@ -9,7 +9,7 @@ from typing import Any
 from ferry.clock import Clock
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import EventKind
-from ferry.drain.schedule import Active, quiet
+from ferry.drain.schedule import Active
 from ferry.errors import FerryError
 from ferry.migration.pipeline import Hooks
 from ferry.service.drain_gate import LinkGate
@@ -20,8 +20,6 @@ from ferry.service.migration_service import MigrationService
 from ferry.service.migration_store import MigrationStore
 
 ATTEMPTS = 2  # a move that fails is tried once more, elsewhere
-STILL_FRESH_S = 3.0  # a dirtier's plan measurement younger than this is used as it is
-MIB = 2**20
 
 
 class DrainMoves:
@@ -53,8 +51,6 @@ class DrainMoves:
         m["started_at"] = self.clock.now().timestamp()
         m["tried"] = [*m["tried"], m["to"]]
         fresh = self.planner.fresh(m["vm"]) if len(m["tried"]) == 1 else None
-        if fresh is not None and fresh[1] > STILL_FRESH_S and not self._quiet(m, d):
-            fresh = None
         hooks = Hooks(self.gate.ready(d["id"], m["vm"], m.get("source", d["host"])),
                       fresh[0] if fresh else None, fresh[1] if fresh else 0.0,
                       ended=lambda: self.ended(d["id"]), sent=lambda: self.ended(d["id"]))
@@ -71,22 +67,6 @@ class DrainMoves:
         self.drains.event(d["id"], "started", f"{m['vm']} -> {m['to']}: migration {mig.id}")
         if mig.state.finished:  # refused in its prechecks, or ran inline (simulation)
             self.follow(m, d, False)
-
-    @staticmethod
-    def _quiet(m: dict[str, Any], d: dict[str, Any]) -> bool:
-        """Does the plan's measurement say this guest hardly dirties at its share of
-        the link?  A guest that dirties is measured again when its move starts: the
-        plan measured every guest at once as the drain began (the command starting,
-        six measurements and the first move on the lab's two CPUs), and dirtiers read
-        slow then (mixed mix: 25 MiB/s over 256 MiB for a guest dirtying 64 over
-        128; its move, predicted 9.7 s, took 20.9 s and its switch to post-copy
-        came late).  A later move mostly starts while the one before it transfers
-        (one transfer per link while the next prepares): measuring it overlaps that."""
-        if "model" not in m:
-            return False
-        share = float(m.get("share_mib_s") or 0.0) * MIB or \
-            float(m["model"].get("link_bytes_s") or 0.0)
-        return share > 0 and quiet(spec_of(m, d["host"]).guest, share)
 
     def follow(self, m: dict[str, Any], d: dict[str, Any], cancelling: bool) -> None:
         mig = self.store.get(int(m["migration"]))
