@@ -211,7 +211,17 @@ def simulate(guest: Guest, link: Link, sched: Schedule) -> Prediction:
     cycle, and a burst's start, taken before, was among the most optimistic
     places (held-out lab guests, 7.5-11.8 s over the cycle for one that took
     10.4 s; 7.3-8.3 s for one that took 9.8 s)."""
-    runs = [_simulate(g, link, sched) for g in at_phases(guest)]
+    return median_run(simulate_places(guest, link, sched))
+
+
+def simulate_places(guest: Guest, link: Link, sched: Schedule) -> list[Prediction]:
+    """A run from each place `at_phases` gives (one for a guest whose phase is known)."""
+    return [_simulate(g, link, sched) for g in at_phases(guest)]
+
+
+def median_run(runs: list[Prediction]) -> Prediction:
+    """The one run, or the median of runs from places over a burst cycle (those that
+    do not converge last), saying how many converge."""
     if len(runs) == 1:
         return runs[0]
     mid = sorted(runs, key=lambda p: (not p.converges, p.total_s))[len(runs) // 2]

@@ -17,7 +17,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ferry.domain.vocab import Policy
-from ferry.predict.precopy import Guest, Link, Prediction, Schedule, at_phases, simulate
+from ferry.predict.precopy import (
+    Guest,
+    Link,
+    Prediction,
+    Schedule,
+    median_run,
+    simulate,
+    simulate_places,
+)
 
 QEMU_DEFAULT_DOWNTIME_S = 0.3
 AUTO_START_DOWNTIME_S = 0.05
@@ -134,15 +142,13 @@ def report(inp: Inputs, spread: tuple[Inputs, Inputs] | None = None) -> dict[str
     low and high ends both came out above its prediction on the lab) and, for a
     bursty guest whose phase is not known, what every place in its cycle gives."""
     scheds = schedules(inp)  # `auto`'s is chosen by simulating: once, not per guest
-    preds = predict_all(inp, scheds)
+    runs = {p: simulate_places(inp.guest, inp.link, s) for p, s in scheds.items()}
+    preds = {p: median_run(r) for p, r in runs.items()}
     out = {p.value: r.as_dict() for p, r in preds.items()}
     if spread is not None:
         for p, sched in scheds.items():
             ends = [*(simulate(i.guest, i.link, replace(sched, setup_s=i.setup_s))
-                      for i in spread), preds[p]]
-            places = at_phases(inp.guest)
-            if len(places) > 1:
-                ends += [simulate(g, inp.link, sched) for g in places]
+                      for i in spread), *runs[p]]
 
             def span(values: list[int]) -> list[int]:
                 return [min(values), max(values)]
