@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from datetime import UTC, datetime
+
 from ferry.clock import SystemClock
+from ferry.domain.models import Event, Migration, MigrationState, Sample
+from ferry.domain.vocab import EventKind
 from ferry.service.drain_gate import LinkGate
 from ferry.service.drain_store import DrainStore
 from ferry.service.migration_store import MigrationStore
@@ -26,9 +30,24 @@ class _Drains:
         return {"id": did, "host": "a", "request": self.request, "moves": self.moves}
 
 
-def _gate(moves: list[dict[str, Any]], **request: Any) -> LinkGate:
+class _Jobs:
+    """One running migration's record and newest sample, as MigrationStore gives them."""
+
+    def __init__(self, sample: Sample) -> None:
+        self.mig = Migration(7, "h", "a", "b", MigrationState.RUNNING)
+        self.sample = sample
+
+    def get(self, mid: int) -> Migration:
+        return self.mig
+
+    def last_sample(self, mid: int, pending: bool = False) -> Sample:
+        return self.sample
+
+
+def _gate(moves: list[dict[str, Any]], jobs: _Jobs | None = None, **request: Any
+          ) -> LinkGate:
     req = {"link_mib_s": 48, "transfers": None, **request}
-    return LinkGate(cast(DrainStore, _Drains(moves, req)), cast(MigrationStore, None),
+    return LinkGate(cast(DrainStore, _Drains(moves, req)), cast(MigrationStore, jobs),
                     SystemClock())
 
 
@@ -57,6 +76,25 @@ def test_a_heavy_dirtier_holds_the_link_until_it_leaves() -> None:
     gate.release("h", "a")
     assert ask() and ask()  # on the link now; asking again changes nothing
     assert gate.release("i", "a") is True
+
+
+def test_a_dirtier_between_rounds_keeps_the_link_until_it_has_sent_all() -> None:
+    """Each pre-copy round ends with nothing remaining until the bitmap sync: such a
+    sample is not the job leaving; its `sent` event is."""
+    heavy = {**IDLE, "dirty_bytes_s": 40 * MIB, "wss_bytes": 128 * MIB,
+             "nonzero_bytes": 200 * MIB}
+    round_end = Sample(t_ms=9000, iteration=2, memory_total_bytes=256 * MIB,
+                       memory_processed_bytes=300 * MIB, memory_remaining_bytes=0,
+                       dirty_rate_bytes_s=40 * MIB, bandwidth_bytes_s=48 * MIB)
+    jobs = _Jobs(round_end)
+    moves = [{"vm": "h", "to": "b", "state": "running", "migration": 7, "model": heavy},
+             {"vm": "i", "to": "c", "state": "running", "migration": None, "model": IDLE}]
+    gate = _gate(moves, jobs)
+    assert gate.ready(1, "h", "a")()
+    ask = gate.ready(1, "i", "a")
+    assert not ask()
+    jobs.mig.events.append(Event(datetime.now(UTC), EventKind.SENT, "memory sent"))
+    assert ask()
 
 
 def test_the_plans_transfers_per_link_hold_and_one_while_planning_where_a_stream_fills_it(

@@ -198,3 +198,10 @@ class Migration:
     predicted_total_ms: int | None = None
     predicted_downtime_ms: int | None = None
     events: list[Event] = field(default_factory=list)
+
+    @property
+    def off_link(self) -> bool:
+        """Its job no longer uses the link: ended, or the source has sent all memory
+        (`sent`: libvirt is finishing).  A sample saying nothing remains is not this:
+        every pre-copy round ends so, before the bitmap sync adds what was dirtied."""
+        return self.state.finished or any(e.kind == EventKind.SENT for e in self.events)

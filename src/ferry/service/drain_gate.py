@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ferry.clock import Clock
-from ferry.domain.vocab import EventKind
 from ferry.drain.schedule import Model, may_share
 from ferry.drain.schedule import quiet as drain_quiet
 from ferry.service.drain_plan import model_of, spec_of, streams_seen
@@ -122,25 +121,22 @@ class LinkGate:
         return 1 if model.stream(source) >= model.link(source) else math.inf
 
     def _leaving(self, m: dict[str, Any] | None) -> bool:
-        """Is this move's job about to leave the link: ended, everything sent
-        (its `sent` event, or its last sample says nothing remains: libvirt
-        finishing, ~1.7 s on the lab with no statistics to read), or a guest that
-        hardly dirties in its first round with less than HANDOVER_S of it left (it then
-        ends; the next job's start, ~1 s before its first byte, overlaps it).  Any other
-        is left alone: sharing could keep it from converging."""
+        """Is this move's job about to leave the link: off it (ended, or its `sent`
+        event: libvirt finishing, ~1.7 s on the lab), or a guest that hardly dirties in
+        its first round with less than HANDOVER_S of it left (it then ends; the next
+        job's start, ~1 s before its first byte, overlaps it).  Any other is left alone:
+        sharing could keep it from converging.  A sample saying nothing remains is not
+        leaving: every round ends so before the bitmap sync (a dirtier taken for
+        leaving would share the link with the next move)."""
         if m is None or m.get("migration") is None:
             return False
         mid = int(m["migration"])
-        mig = self.store.get(mid)
-        if mig.state.finished or any(e.kind == EventKind.SENT for e in mig.events):
+        if self.store.get(mid).off_link:
             return True
         # (not a job in post-copy: its guest waits for each page it touches, and those
         # queued behind the next move's stream on the link: lab, a 2.7 s pause)
         last = self.store.last_sample(mid)
-        if last is None:
+        if last is None or last.iteration != 1 or last.bandwidth_bytes_s <= 0:
             return False
-        quiet = last.bandwidth_bytes_s > 0 and \
-            drain_quiet(spec_of(m, "").guest, last.bandwidth_bytes_s)
-        return last.memory_remaining_bytes == 0 or (
-            quiet and last.iteration == 1 and
-            last.memory_remaining_bytes <= last.bandwidth_bytes_s * HANDOVER_S)
+        return drain_quiet(spec_of(m, "").guest, last.bandwidth_bytes_s) and \
+            last.memory_remaining_bytes <= last.bandwidth_bytes_s * HANDOVER_S

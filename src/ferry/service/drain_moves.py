@@ -8,7 +8,6 @@ from typing import Any
 
 from ferry.clock import Clock
 from ferry.domain.models import MigrationState
-from ferry.domain.vocab import EventKind
 from ferry.drain.schedule import Active
 from ferry.errors import FerryError
 from ferry.migration.pipeline import Hooks
@@ -42,9 +41,12 @@ class DrainMoves:
         last = self.store.last_sample(mid)
         if last is None:
             return Active(spec, started, max(now, started + spec.overhead_s))
-        sent = any(e.kind == EventKind.SENT for e in self.store.get(mid).events)
-        return Active(spec, started, min(now, started + spec.overhead_s),
-                      0.0 if sent else float(last.memory_remaining_bytes))
+        if self.store.get(mid).off_link:
+            left = 0.0
+        else:  # not a round's end (nothing remains until the bitmap sync): the last known
+            pending = self.store.last_sample(mid, pending=True)
+            left = float(pending.memory_remaining_bytes if pending else last.memory_total_bytes)
+        return Active(spec, started, min(now, started + spec.overhead_s), left)
 
     def start(self, m: dict[str, Any], d: dict[str, Any]) -> None:
         req = d["request"]

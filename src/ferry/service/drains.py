@@ -26,7 +26,6 @@ from typing import Any
 from ferry.clock import Clock
 from ferry.domain.models import Migration
 from ferry.domain.names import check_name
-from ferry.domain.vocab import EventKind
 from ferry.drain.placement import Candidate, Placement
 from ferry.drain.schedule import Active, Limits, Model, MoveSpec, quiet
 from ferry.errors import Conflict, FerryError, InvalidRequest
@@ -184,9 +183,7 @@ class DrainService:
             mid = by_vm[sp.vm].get("migration")
             if mid is None:
                 return True
-            mig = self.store.get(int(mid))
-            return not (mig.state.finished or any(e.kind == EventKind.SENT
-                                                  for e in mig.events))
+            return not self.store.get(int(mid)).off_link
 
         def start_if_quiet(spec: MoveSpec, link: float, m: Measurement) -> None:
             """Start `spec` if it is quiet and a slot is free, and any quiet guest

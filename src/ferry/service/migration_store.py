@@ -144,11 +144,13 @@ class MigrationStore(HistoryReads):
                                          SampleRow.t_ms > after_ms).order_by(SampleRow.id))
             return [convert.sample(r) for r in s.scalars(q)]
 
-    def last_sample(self, mid: int) -> Sample | None:
-        """The newest sample with memory figures (the job's set-up samples have none)."""
+    def last_sample(self, mid: int, pending: bool = False) -> Sample | None:
+        """The newest sample with memory figures (the job's set-up samples have none);
+        with `pending`, the newest that had memory left to send."""
+        least = SampleRow.memory_remaining_bytes > 0 if pending else \
+            SampleRow.memory_total_bytes > 0
         with self.db.session() as s:
-            row = s.scalar(select(SampleRow).where(SampleRow.migration_id == mid,
-                                                   SampleRow.memory_total_bytes > 0)
+            row = s.scalar(select(SampleRow).where(SampleRow.migration_id == mid, least)
                            .order_by(SampleRow.id.desc()).limit(1))
             return convert.sample(row) if row is not None else None
 
