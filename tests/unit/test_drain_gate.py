@@ -3,9 +3,8 @@ link alone (only those say what one stream reaches)."""
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from ferry.clock import SystemClock
 from ferry.domain.models import Event, Migration, MigrationState, Sample
