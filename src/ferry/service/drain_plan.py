@@ -56,7 +56,9 @@ PRECHECK_AND_START_S = 1.5  # prechecks, libvirt's p2p start (lab: ~1-1.5 s)
 # lab's two CPUs six at once read TCG dirtiers at a third to a half of their rate
 # (mixed mix: the plan's ETA 31-40 % short); two at a time read one of them right
 # but the plan then came 8 s later with the link idle for 5 s, and the ETA was
-# still 19-28 % short (two runs): all six at once is kept there
+# still 19-28 % short (two runs): all six at once is kept there.  (Measured with the
+# lab's 10 ms guest tick, which alone filled its CPUs; with the 20 ms tick six at
+# once read a 64 MiB/s guest at 18 MiB/s, a 40 MiB/s one right: docs/lab.md)
 MEASURE_AT_ONCE = 8
 MEASURE_EACH_S = 6.0  # one guest's measurement before a move: at most ~5 s
 REUSE_FOR_S = 300.0  # a plan's measurement stands for the guest this long
