@@ -14,6 +14,7 @@ converge); faults are injected by hand or at a virtual time.
 
 from ferry.simulated.clock import InlineExecutor, SimClock
 from ferry.simulated.cluster import SimCluster
-from ferry.simulated.host import SimHost, Workload
+from ferry.simulated.domain import Workload
+from ferry.simulated.host import SimHost
 
 __all__ = ["InlineExecutor", "SimClock", "SimCluster", "SimHost", "Workload"]

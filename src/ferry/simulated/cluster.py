@@ -18,7 +18,8 @@ from ferry.hypervisor.types import DomainState, MigrationOptions, PostcopyState
 from ferry.predict.dirty import MIB
 from ferry.predict.precopy import Guest
 from ferry.simulated.clock import SimClock
-from ferry.simulated.host import JobHandle, SimDomain, SimHost, Workload
+from ferry.simulated.domain import SimDomain, Workload
+from ferry.simulated.host import JobHandle, SimHost
 from ferry.simulated.jobs import Outcome, SimJob
 from ferry.simulated.storage import Ceph, Files, HostStorage
 
