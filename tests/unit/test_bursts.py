@@ -107,3 +107,25 @@ def test_a_bursty_guest_of_unknown_phase_is_predicted_from_all_of_its_cycle() ->
                     (Inputs(g, link, 0.3, setup_s=0.57),) * 2)["strategies"]["precopy"]
     lo, hi = spread["range"]["total_ms"]
     assert lo <= round(runs[0] * 1000) and round(runs[-1] * 1000) <= hi
+
+
+def test_a_bursty_guests_unseen_working_set_widens_the_range_to_the_memory() -> None:
+    """Held-out seed 1160 (lab, 2026-12-06): a 384 MiB guest writing 22 MiB/s in 2 s
+    bursts over 152 MiB, read as 26 MiB/s over 36 MiB, predicted 18.5 s (range
+    17.8-19.5) and took 29.4 s.  Its windows, each within one burst, wrote at most
+    ~42 MiB: the set was not seen, so the range's high end takes the memory; a
+    small set that a window did write twice over stays as read."""
+    from ferry.predict.dirty import MIB, Bursts, DirtyCurve
+    from ferry.predict.precopy import Guest, Link, Schedule, simulate
+    from ferry.predict.uncertainty import spread
+
+    pts = [(0.25, 3 * MIB), (0.5, 6 * MIB), (1.0, 20 * MIB), (2.0, 30 * MIB)]
+    g = Guest(384 * MIB, 224 * MIB, DirtyCurve(26.2 * MIB, 36.2 * MIB,
+                                                bursts=Bursts(1.59, 2.13, None)))
+    s = spread(g, pts, 6144, 3 * MIB)
+    assert s.high.curve.wss_bytes == 384 * MIB
+    link, sched = Link(16 * MIB, 220 * MIB, 0.025), Schedule(0.3, setup_s=0.7)
+    assert simulate(s.high, link, sched).total_s > 29.4 > simulate(g, link, sched).total_s
+    small = Guest(256 * MIB, 100 * MIB, DirtyCurve(22 * MIB, 11.6 * MIB,
+                                                   bursts=Bursts(1.6, 2.1, None)))
+    assert spread(small, pts, 4096, 2 * MIB).high.curve.wss_bytes == 11.6 * MIB

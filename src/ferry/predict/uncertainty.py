@@ -13,8 +13,10 @@ The interval is the model's answer at Z standard errors below and above every
 reading (a low and a high guest: all readings low together, all high
 together, so the interval is wide rather than optimistic), and with the
 job's set-up as short and as long as the pair's latest (predict/inputs.py).
-Inputs that were assumed, not measured (a link without history), are not in
-it: `inputs.sources` lists them.
+A bursty guest's high end also takes the whole memory as its working set when
+no window could have seen the set (each saw at most one burst, writing less
+than UNSEEN times the set fitted).  Inputs that were assumed, not measured (a
+link without history), are not in it: `inputs.sources` lists them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from ferry.predict.precopy import Guest
 
 Z = 2.0  # about 95 % for each reading
 TRUNCATION_SD_MIB_S = 0.5 / math.sqrt(3)  # uniform over +-0.5 MiB/s
+# a bursty guest's working set counts as seen only if a window could have written this
+# many times it in one burst; else the range's high end takes the whole memory (lab:
+# a guest writing 22 MiB/s in 2 s bursts over 152 MiB read as 39-222 MiB in repeated
+# measurements, and one read as 36 MiB took 29.4 s for 18.5 s predicted)
+UNSEEN = 2.0
 
 
 def point_sd(t: float, dirtied: float, memory_bytes: float, sampled_pages: int) -> float:
@@ -73,6 +80,9 @@ def spread(guest: Guest, points: list[tuple[float, float]], sampled_pages: int,
     if b is not None:  # what matters most is where in its cycle the move begins
         lo_curve = replace(guest.curve, bursts=replace(b, phase_s=b.on_s))  # a pause
         hi_curve = guest.curve  # as the prediction assumes
+        longest = min(max((t for t, _ in points), default=0.0), b.on_s)
+        if guest.curve.rate_bytes_s * longest < UNSEEN * guest.curve.wss_bytes:
+            hi_curve = replace(hi_curve, wss_bytes=mem)  # its working set was not seen
     else:
         lo_curve, hi_curve = curve(low_pts), curve(high_pts)
     low = replace(guest, nonzero_bytes=max(nz - Z * nonzero_sd_bytes, MIB), curve=lo_curve)
