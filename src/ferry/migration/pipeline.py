@@ -158,6 +158,7 @@ class MigrationPipeline:
     def __init__(self, hosts: Connector, records: MigrationRecords, clock: Clock,
                  timeouts: Timeouts) -> None:
         self.hosts, self.records, self.clock, self.timeouts = hosts, records, clock, timeouts
+        self.postcopy = PostcopyResumer(hosts, records, clock, timeouts.postcopy_auto_resume)
 
     # -- in the request: prechecks ---------------------------------------------
     def precheck(self, claim: Claim) -> PrecheckResult:
@@ -388,9 +389,8 @@ class MigrationPipeline:
         """Tidy and record; a post-copy that broke is resumed first (never the source
         rolled back: the guest's newest memory is on the destination)."""
         if result.resolution.verdict == Verdict.POSTCOPY_PAUSED:
-            resumed = PostcopyResumer(self.hosts, self.records, self.clock,
-                                      self.timeouts.postcopy_auto_resume).resume(
-                mid, vm, source.uri, destination.uri, options, cancel)
+            resumed = self.postcopy.resume(mid, vm, source.uri, destination.uri, options,
+                                           cancel)
             if resumed is None:
                 return  # still paused: the VM stays locked; `ferry migration recover`
             result = resumed

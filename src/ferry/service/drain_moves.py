@@ -43,8 +43,9 @@ class DrainMoves:
             return Active(spec, started, max(now, started + spec.overhead_s))
         if self.store.get(mid).off_link:
             left = 0.0
-        else:  # not a round's end (nothing remains until the bitmap sync): the last known
-            pending = self.store.last_sample(mid, pending=True)
+        else:  # at a round's end nothing remains until the bitmap sync: the last known
+            pending = last if last.memory_remaining_bytes > 0 else \
+                self.store.last_sample(mid, pending=True)
             left = float(pending.memory_remaining_bytes if pending else last.memory_total_bytes)
         return Active(spec, started, min(now, started + spec.overhead_s), left)
 
