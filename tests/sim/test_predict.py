@@ -7,6 +7,7 @@ import pytest
 
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import Policy, WorkloadPattern
+from ferry.predict.bursts import MIN_PROBE_S
 from tests.sim.conftest import SimEnv
 
 
@@ -65,7 +66,29 @@ def test_a_guest_dirtying_in_bursts_is_seen_and_moves_in_a_pause(env: SimEnv) ->
 
 
 def test_a_steady_guest_is_not_taken_for_a_bursty_one(env: SimEnv) -> None:
+    """Faster than the cap, it is probed for pauses before being said never to
+    converge (a burst that saturates its set within each window looks steady)."""
     vm = env.vm(memory=256, dirty=45, wss=40)
     out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=32)
     assert out["inputs"]["bursts"] is None
     assert not out["strategies"]["precopy"]["converges"]
+    doubling_s = sum(_windows(out)) / 1000
+    assert out["inputs"]["dirty_measured_s"] >= doubling_s + MIN_PROBE_S, out["inputs"]
+
+
+def test_a_guest_slower_than_the_link_is_not_probed(env: SimEnv) -> None:
+    vm = env.vm(memory=256, dirty=8, wss=64)
+    out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=32)
+    doubling_s = sum(_windows(out)) / 1000
+    assert out["inputs"]["dirty_measured_s"] < doubling_s + MIN_PROBE_S, out["inputs"]
+
+
+def test_a_hot_cold_guest_is_measured_as_two_sets(env: SimEnv) -> None:
+    """9 in 10 writes to a hot eighth of 192 MiB (the lab's `hotcold`)."""
+    vm = env.vm(memory=512, dirty=115, wss=192, pattern=WorkloadPattern.HOTCOLD)
+    out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=64)
+    cold = out["inputs"]["cold_set"]
+    assert cold is not None and 16 <= out["inputs"]["working_set_mib"] <= 32, out["inputs"]
+    pre = out["strategies"]["precopy"]
+    m = env.migrate(vm, "node2", bandwidth_mib_s=64, policy=Policy.PRECOPY)
+    assert pre["converges"] == (m.state == MigrationState.COMPLETED), (pre, m.error)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ferry.predict.dirty import MIB, Bursts, DirtyCurve, fit
+from ferry.predict.dirty import MIB, Bursts, DirtyCurve, fit, one_set
 from ferry.predict.precopy import Guest, Link, Schedule, simulate
 
 
@@ -137,3 +137,37 @@ def test_a_bursty_guest_converges_in_a_pause_its_burst_rate_never_allows() -> No
     # round 1 takes 3.1 s; a round that starts late in a pause runs into the next
     # burst, so it may take a cycle or two more: within two cycles of round 1
     assert 100 / 32 < p.total_s < 100 / 32 + 2 * 4.0
+
+
+HOT_COLD = [(0.25, 20.4 * MIB), (0.5, 27.2 * MIB), (1.0, 33.5 * MIB), (2.0, 43.0 * MIB),
+            (4.0, 62.0 * MIB)]  # lab: 512 MiB, 115 MiB/s, 9 in 10 writes to 24 of 192 MiB
+
+
+def test_a_hot_and_a_cold_set_are_fitted_as_two() -> None:
+    """One working set through these windows read 62 MiB and put 49 MiB in the 1 s
+    window that saw 33.5; two sets pass through every window."""
+    c = fit(HOT_COLD, 512 * MIB)
+    assert c.cold_rate_bytes_s > 0
+    assert 16 * MIB < c.wss_bytes < 32 * MIB  # the hot eighth of 192 MiB: 24
+    for t, d in HOT_COLD:
+        assert c.bytes_in(t) == pytest.approx(d, rel=0.05)
+    assert one_set(HOT_COLD, 512 * MIB).bytes_in(1.0) > 1.4 * 33.5 * MIB
+
+
+def test_a_steady_curve_with_sampling_noise_stays_one_set() -> None:
+    noisy = [(0.25, 6.1 * MIB), (0.5, 11.8 * MIB), (1.0, 19.5 * MIB), (2.0, 37.0 * MIB),
+             (3.1, 51.4 * MIB)]  # lab: uniform, 22 MiB/s over 120 MiB
+    assert fit(noisy, 384 * MIB).cold_rate_bytes_s == 0
+
+
+def test_a_hot_set_rewritten_while_pending_lets_pre_copy_finish() -> None:
+    """The lab guest above at a 64 MiB/s cap finished in 7.3 s and 10 rounds (twice):
+    each short last round re-dirtied mostly hot pages still pending.  As one working
+    set of 62 MiB, rounds were predicted to stall at ~27 MiB, over the 19.5 MiB
+    threshold."""
+    link, sched = Link(65 * MIB, 229 * MIB, 0.024), Schedule(0.3, setup_s=0.7)
+    one = Guest(512 * MIB, 261 * MIB, one_set(HOT_COLD, 512 * MIB))
+    two = Guest(512 * MIB, 261 * MIB, fit(HOT_COLD, 512 * MIB))
+    assert not simulate(one, link, sched).converges
+    p = simulate(two, link, sched)
+    assert p.converges and 6.5 < p.total_s < 8.5

@@ -342,8 +342,10 @@ def predict(vm: str, to: Annotated[str, typer.Option("--to", help="Destination h
     inp = res["inputs"]
     b = inp.get("bursts")
     bursts = f" in bursts of {b['on_s']} s every {b['on_s'] + b['off_s']:.1f} s" if b else ""
+    cold = inp.get("cold_set")
+    also = f" and {cold['rate_mib_s']} MiB/s over ~{cold['working_set_mib']} MiB" if cold else ""
     console.print(f"{vm}: {inp['memory_mib']} MiB, dirtying {inp['dirty_rate_mib_s']} MiB/s"
-                  f"{bursts} over ~{inp['working_set_mib']} MiB, "
+                  f"{bursts} over ~{inp['working_set_mib']} MiB{also}, "
                   f"{inp['zero_share'] * 100:.0f}% zero pages; "
                   f"link {inp['link_mib_s']} MiB/s ({inp['link']})", soft_wrap=True)
     table(f"predicted {res['source']} → {res['destination']}",

@@ -12,7 +12,9 @@ the measurement budget is spent (`predict.windows` decides, pure).
 `predict.dirty.fit` turns the points into a rate and a working set.  Windows
 that do not grow like one curve are a guest dirtying in bursts: the
 doubling stops, and short windows back to back, in what is left of the
-budget, show its bursts and pauses (`predict.bursts`).  The vCPU time over
+budget, show its bursts and pauses (`predict.bursts`); so do they for a
+guest whose windows look steady but dirty faster than the link (a steady
+one would never converge: it may pause).  The vCPU time over
 the same span says whether the dirtying is CPU-bound (only then can
 auto-converge's throttling slow it).
 """
@@ -27,7 +29,7 @@ from ferry.errors import Unavailable
 from ferry.hypervisor.base import MeasureOps
 from ferry.hypervisor.errors import HypervisorError
 from ferry.predict import bursts
-from ferry.predict.dirty import MIB, DirtyCurve, fit
+from ferry.predict.dirty import MIB, fit
 from ferry.predict.inputs import Measurement
 from ferry.predict.windows import next_window_s
 
@@ -106,7 +108,8 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
                     and (len(points) > BURSTS_AFTER or clock.monotonic() - t0 + window +
                          bursts.PROBE_SPAN_S > budget_s):
                 break  # the rest of the budget goes to seeing its bursts
-        probe = _probe(host, vm, clock, t0, budget_s) if bursts.bursty(points) else []
+        probe = _probe(host, vm, clock, t0, budget_s) if bursts.bursty(points) or \
+            bursts.outruns(points, bandwidth_bytes_s) else []
         horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)
         read, nonzero, err = sampling.result()
         spent = max(clock.monotonic() - t0, 1e-3)
@@ -116,8 +119,10 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
         raise Unavailable(f"cannot measure {vm}: {exc}") from exc
     hashed = max(128, round(SAMPLE_PAGES_PER_GIB * memory_mib / 1024))
     move_at = clock.monotonic() - t0 if move_now else None
-    curve: DirtyCurve = bursts.describe(probe, done, memory_mib * MIB, move_at) or \
-        fit(points, memory_mib * MIB)
+    curve = bursts.describe(probe, done, memory_mib * MIB, move_at)
+    if curve is None:  # steady: a probe's windows are more samples of the first one
+        points = bursts.steady_points(points, probe)
+        curve = fit(points, memory_mib * MIB)
     return Measurement(points, curve, rss, min(busy, 1.0), read, nonzero, err,
                        horizon_s=horizon_s, spent_s=spent, dirty_sample_pages=hashed,
                        probe=[(w.length_s, w.dirtied_bytes) for w in probe])

@@ -246,8 +246,7 @@ class MigrationPipeline:
             nonzero, source = nonzero_bytes(m, h, claim.memory_mib)
             self.records.recorder(claim.id).event(
                 EventKind.MEASURED,
-                f"dirty {m.curve.rate_bytes_s / MIB:.1f} MiB/s over "
-                f"{m.curve.wss_bytes / MIB:.0f} MiB; {nonzero / MIB:.0f} MiB non-zero "
+                f"{m.curve.said()}; {nonzero / MIB:.0f} MiB non-zero "
                 f"({source}); link {link_how}")
         plan = make_plan(req.policy, claim.destination.uri, claim.memory_mib,
                          bandwidth_mib_s=req.bandwidth_mib_s,

@@ -117,6 +117,7 @@ class PrecopyRun:
         self._since_sync = 0.0
         self._sent_in_round = 0.0
         self._syncs: list[float] = []
+        self._pending = [0.0 for _ in guest.curve.parts()]  # per set, after round 1
         # a capped job sends in rate-limit windows and looks again only in the next
         # one (seen on the lab: ~10 rounds a second at an equilibrium, never finishing)
         self._min_gap = RATE_WINDOW_S if link.bandwidth_bytes_s < link.final_bytes_s else 0.0
@@ -139,7 +140,10 @@ class PrecopyRun:
         """Advance one step; the final prediction once the run has ended."""
         g, sched, b = self.guest, self.sched, self.link.bandwidth_bytes_s
         step = min(self._step, self.unsent / b) if self.unsent > 0 else self._step
-        self.unsent = max(self.unsent - b * step, 0.0)
+        left = max(self.unsent - b * step, 0.0)
+        if not self.first and self.unsent > 0:  # sent in page order: each set alike
+            self._pending = [p * left / self.unsent for p in self._pending]
+        self.unsent = left
         self.sent += b * step
         self._sent_in_round += b * step
         self._since_sync += step
@@ -153,10 +157,8 @@ class PrecopyRun:
         due = estimate <= threshold - b * self._min_gap / 2 or self.unsent <= 0 \
             or self.postcopy_requested
         if due and self._since_sync >= self._min_gap:
-            # a page dirtied while still pending is one bitmap bit, not two
-            pool = g.nonzero_bytes if self.first else min(g.curve.wss_bytes, g.memory_bytes)
-            dirtied = self._curve.bytes_between(self.t - self._since_sync, self.t) * \
-                max(0.0, 1.0 - self.unsent / pool)
+            per_set = self._dirtied()
+            dirtied = sum(per_set)
             exact = estimate + dirtied
             if exact <= threshold and not self.postcopy_requested:
                 rest = self.unsent + dirtied
@@ -169,6 +171,8 @@ class PrecopyRun:
                 self._curve = g.curve.scaled(1.0 - self._throttle * sched.throttle_effect)
             if self._since_sync > 0:
                 self.dirty_rate_bytes_s = dirtied / self._since_sync
+            self._pending = [p + d for p, d in zip(self._pending, per_set, strict=True)] \
+                if not self.first else [self.unsent + per_set[0], *per_set[1:]]
             self.unsent, self.first = self.unsent + dirtied, False
             self._syncs.append(self.unsent - threshold)  # progress: the excess over it
             self._since_sync = self._sent_in_round = 0.0
@@ -189,6 +193,19 @@ class PrecopyRun:
                               f"still copying after {sched.max_time_s:.0f} s")
         return None
 
+
+    def _dirtied(self) -> list[float]:
+        """Per set, the bytes dirtied since the last sync that were not pending already
+        (a page dirtied while still pending is one bitmap bit, not two): in round 1
+        any page is pending as long as it is unsent; later a set's pages are pending
+        as far as they were dirtied and not sent since (pages no set dirties count
+        with the first, as its pool)."""
+        g = self.guest
+        got = self._curve.parts_between(self.t - self._since_sync, self.t)
+        if self.first:
+            return [d * max(0.0, 1.0 - self.unsent / g.nonzero_bytes) for d in got]
+        return [d * max(0.0, 1.0 - p / min(w, g.memory_bytes))
+                for d, p, (_, w) in zip(got, self._pending, self._curve.parts(), strict=True)]
 
     def _may_calm(self) -> bool:
         """A bursty guest's rounds stop shrinking in its bursts and may finish in a
