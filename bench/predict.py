@@ -82,8 +82,9 @@ def run(c: dict[str, Any]) -> dict[str, Any]:
         "range": pre.get("range"), "sources": p.get("sources"),
         "measured_s": p["inputs"]["dirty_measured_s"], "predict_wall_s": predict_ms / 1000,
         "windows_ms": [w["window_ms"] for w in p["inputs"]["dirty_windows"]],
+        "dirtied_mib": [w["dirtied_mib"] for w in p["inputs"]["dirty_windows"]],
         "fit": {"rate_mib_s": p["inputs"]["dirty_rate_mib_s"],
-                "wss_mib": p["inputs"]["working_set_mib"],
+                "wss_mib": p["inputs"]["working_set_mib"], "cold": p["inputs"].get("cold_set"),
                 "zero_share": p["inputs"]["zero_share"]},
         # what the prediction was made from (link, set-up, ...), to read a miss's cause
         "inputs": {k: v for k, v in p["inputs"].items() if k != "dirty_windows"},
