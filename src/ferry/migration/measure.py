@@ -12,7 +12,8 @@ the measurement budget is spent (`predict.windows` decides, pure).
 `predict.dirty.fit` turns the points into a rate and a working set.  Windows
 that do not grow like one curve are a guest dirtying in bursts: the
 doubling stops, and short windows back to back, in what is left of the
-budget, show its bursts and pauses (`predict.bursts`); so do they for a
+budget, show its bursts and pauses (`predict.bursts`), and a last window spanning
+several bursts the working set they write on round 1's scale; so do they for a
 guest whose windows look steady but dirty faster than the link (a steady
 one would never converge: it may pause).  The vCPU time over
 the same span says whether the dirtying is CPU-bound (only then can
@@ -111,6 +112,14 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
         probe = _probe(host, vm, clock, t0, budget_s) if bursts.bursty(points) or \
             bursts.outruns(points, bandwidth_bytes_s) else []
         horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)
+        span = bursts.span_window_s(budget_s - (clock.monotonic() - t0), horizon_s)
+        if span is not None and bursts.describe(probe, done, memory_mib * MIB) is not None:
+            # bursts seen: one window over several of them, on the scale of round 1
+            ms = round(span * 1000)
+            start = clock.monotonic() - t0
+            rate = host.dirty_rate_mib_s(vm, ms, SAMPLE_PAGES_PER_GIB)
+            points.append((ms / 1000, rate * MIB * ms / 1000))
+            done.append(bursts.Window(start, ms / 1000, points[-1][1]))
         read, nonzero, err = sampling.result()
         spent = max(clock.monotonic() - t0, 1e-3)
         busy = (host.vcpu_time_ns(vm) - cpu0) / 1e9 / spent
