@@ -134,13 +134,13 @@ def make_vm(lab: Lab) -> Iterator[Callable[..., str]]:
 
     def create(host: str = "node1", memory: int = 256, dirty: int = 0, wss: int = 32,
                disks: tuple[str, ...] = (), boot_pool: str | None = None,
-               network: str | None = "none") -> str:
+               network: str | None = "none", pattern: str = "uniform") -> str:
         """`network`: none (no NIC: what most tests need), a libvirt network or
         bridge:BR, None for the lab's default (its guest network, with an address
         the lab's probe talks to)."""
         name = f"t{uuid.uuid4().hex[:8]}"
         made.append(name)
-        extra = [a for d in disks for a in ("--disk", d)]
+        extra = [a for d in disks for a in ("--disk", d)] + ["--workload-pattern", pattern]
         if network is not None:
             extra += ["--network", network]
         if boot_pool:

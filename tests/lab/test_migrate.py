@@ -99,6 +99,17 @@ def test_fresh_vm_prediction_reads_its_nonzero_memory(lab: Lab, make_vm) -> None
     assert inputs["zero_share"] > 0.3, inputs  # 32 MiB of workload + the kernel in 256
 
 
+def test_a_hot_cold_guest_is_read_as_a_hot_and_a_cold_set(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
+    """Nine in ten writes to a hot eighth of 128 MiB: no one working set passes
+    through its windows (on the lab, one set put 49 MiB in a 1 s window that saw
+    33.5), so the curve is a small hot set and a slower, larger cold one."""
+    vm = make_vm("node1", memory=256, dirty=80, wss=128, pattern="hotcold")
+    inputs = ferry_json("predict", vm, "--to", "node2", "--bandwidth", "16")["inputs"]
+    assert inputs["cold_set"] is not None, inputs
+    assert inputs["working_set_mib"] < 48, inputs  # the hot eighth: 16 MiB
+    assert inputs["cold_set"]["rate_mib_s"] < inputs["dirty_rate_mib_s"], inputs
+
+
 def test_a_pairs_pauses_teach_what_a_switchover_costs(lab: Lab, make_vm) -> None:  # type: ignore[no-untyped-def]
     """After a few moves between two hosts, a prediction's switchover (the pause's own
     cost, the stop-and-copy rate) comes from those moves' pauses, read from real

@@ -137,6 +137,11 @@ class MeasureOps(Protocol):
         """CPU time the guest's vCPUs have used, per vCPU."""
         ...
 
+    def vcpu_wait_ns(self, name: str) -> int:
+        """Time the guest's vCPUs were ready to run but waited for a host CPU, per
+        vCPU (0 where the host does not say)."""
+        ...
+
     def resident_mib(self, name: str) -> int:
         """Resident memory of the guest's QEMU process."""
         ...

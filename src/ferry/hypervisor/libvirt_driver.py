@@ -356,6 +356,16 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
         info = self._call(self._dom(name).vcpus)[0]
         return sum(int(v[2]) for v in info) // max(len(info), 1)
 
+    def vcpu_wait_ns(self, name: str) -> int:
+        """The host scheduler's run-queue delay of the vCPU threads (libvirt's
+        `vcpu.N.delay`), averaged per vCPU: CPU the guest asked for and did not get."""
+        dom = self._dom(name)
+        got = self._call(self.conn().domainListGetStats, [dom], libvirt.VIR_DOMAIN_STATS_VCPU)
+        stats = got[0][1] if got else {}
+        delays = [int(v) for k, v in stats.items() if k.startswith("vcpu.")
+                  and k.endswith(".delay")]
+        return sum(delays) // max(len(delays), 1)
+
     def resident_mib(self, name: str) -> int:
         """Resident memory of the guest's QEMU process (an upper bound of the
         guest pages that are not zero, plus QEMU's own ~60 MB)."""

@@ -49,6 +49,7 @@ class Measurement:
     spent_s: float = 0.0  # time the dirty-page windows took
     # short back-to-back windows (s, dirtied bytes) of a guest seen dirtying in bursts
     probe: list[tuple[float, float]] = field(default_factory=list)
+    cpu_wait: float = 0.0  # share of the time its vCPU was ready but waited for a host CPU
 
 
 @dataclass(frozen=True)
@@ -203,5 +204,6 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
         "dirty_wanted_up_to_s": round(m.horizon_s, 2),
         "dirty_measured_s": round(m.spent_s, 2),
         "cpu_busy": round(m.cpu_busy, 2),
+        "cpu_wait": round(m.cpu_wait, 2),
         "dirty_during_migration": round(h.tracking, 2),
     }

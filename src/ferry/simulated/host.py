@@ -392,6 +392,11 @@ class SimHost:
         return int((self.cluster.clock.monotonic() - d.started_at) * d.busy * 1e9)
 
     @_reachable
+    def vcpu_wait_ns(self, name: str) -> int:
+        self._get(name)
+        return 0  # the simulated host has CPU for every guest
+
+    @_reachable
     def resident_mib(self, name: str) -> int:
         return round(self._get(name).nonzero_mib) + QEMU_OVERHEAD_MIB
 
