@@ -171,3 +171,21 @@ def test_a_hot_set_rewritten_while_pending_lets_pre_copy_finish() -> None:
     assert not simulate(one, link, sched).converges
     p = simulate(two, link, sched)
     assert p.converges and 6.5 < p.total_s < 8.5
+
+
+def test_a_dense_tail_of_ram_is_what_a_round_one_switchover_sends_paused() -> None:
+    """Round 1 walks the RAM in address order and QEMU's remaining counts the zero
+    pages still ahead: when it ends the migration, the pages left are the RAM's
+    tail.  A guest whose non-zero memory sits at the top of its RAM sends more
+    paused than one with it spread evenly (lab, 512 MiB, 71 % zero: 113 ms
+    paused, predicted 46 ms as if even)."""
+    link, sched = Link(65 * MIB, 226 * MIB, 0.034), Schedule(0.3, setup_s=0.8)
+    curve = DirtyCurve(5 * MIB, 7 * MIB)
+    even = simulate(Guest(512 * MIB, 146 * MIB, curve), link, sched)
+    top = (0.9, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.9)
+    dense = simulate(Guest(512 * MIB, 146 * MIB, curve, top), link, sched)
+    assert even.converges and dense.converges
+    assert dense.downtime_s > even.downtime_s + 0.02
+    # the tail's last tenth (51 MiB) is 90 % non-zero: at most the threshold's
+    # 19.5 MiB of it, all but its zero pages, goes paused
+    assert dense.downtime_s < 0.034 + 19.5 / 226 + 0.01

@@ -96,7 +96,26 @@ def sample(peek: Callable[[int, int], bytes], memory_bytes: int, pages: int,
         full = sum(data[i:i + PAGE] != ZERO for i in range(0, len(data), PAGE))
         read, nonzero = read + CHUNK, nonzero + full
         seen.append((x, full / CHUNK))
-    return PageSample(read, nonzero, _stderr([s for _, s in sorted(seen)]))
+    return PageSample(read, nonzero, _stderr([s for _, s in sorted(seen)]), profile(seen))
+
+
+PROFILE_BINS = 10
+
+
+def profile(seen: list[tuple[float, float]]) -> tuple[float, ...]:
+    """The mean non-zero share of the reads in each tenth of the RAM (where, share); a
+    tenth no read fell in takes the overall mean.
+
+    >>> profile([(0.05, 1.0), (0.15, 0.5), (0.95, 0.0), (0.96, 1.0)])
+    (1.0, 0.5, 0.625, 0.625, 0.625, 0.625, 0.625, 0.625, 0.625, 0.5)
+    """
+    if not seen:
+        return ()
+    mean = sum(s for _, s in seen) / len(seen)
+    bins: list[list[float]] = [[] for _ in range(PROFILE_BINS)]
+    for x, share in seen:
+        bins[min(int(x * PROFILE_BINS), PROFILE_BINS - 1)].append(share)
+    return tuple(sum(b) / len(b) if b else mean for b in bins)
 
 
 def _stderr(shares: list[float]) -> float:

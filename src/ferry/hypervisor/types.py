@@ -89,6 +89,9 @@ class PageSample:
     pages: int
     nonzero: int
     stderr: float
+    # the non-zero share in each tenth of the RAM, in address order (empty: not known):
+    # pre-copy's round 1 walks the RAM in that order, so its tail is what is left last
+    profile: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ class _Sampling:
 
     def __init__(self, host: MeasureOps, vm: str, kind: str) -> None:
         self._out: tuple[int, int, float] = (0, 0, 1.0)
+        self.profile: tuple[float, ...] = ()
         self._thread = threading.Thread(target=self._run, args=(host, vm, kind), daemon=True)
         self._thread.start()
 
@@ -66,6 +67,7 @@ class _Sampling:
         try:
             pages = host.sample_pages(vm, SAMPLE_PAGES[kind], SAMPLE_BUDGET_S[kind])
             self._out = (pages.pages, pages.nonzero, pages.stderr)
+            self.profile = pages.profile
         except HypervisorError:  # no page reading here: the resident memory bounds it
             pass
 
@@ -135,7 +137,7 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
         points = bursts.steady_points(points, probe)
         curve = fit(points, memory_mib * MIB)
     return Measurement(points, curve, rss, min(busy, 1.0), read, nonzero, err,
-                       cpu_wait=max(0.0, min(waited, 1.0)),
+                       cpu_wait=max(0.0, min(waited, 1.0)), nonzero_profile=sampling.profile,
                        horizon_s=horizon_s, spent_s=spent, dirty_sample_pages=hashed,
                        probe=[(w.length_s, w.dirtied_bytes) for w in probe])
 

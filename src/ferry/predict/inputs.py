@@ -50,6 +50,7 @@ class Measurement:
     # short back-to-back windows (s, dirtied bytes) of a guest seen dirtying in bursts
     probe: list[tuple[float, float]] = field(default_factory=list)
     cpu_wait: float = 0.0  # share of the time its vCPU was ready but waited for a host CPU
+    nonzero_profile: tuple[float, ...] = ()  # non-zero share per tenth of the RAM, in order
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: i
     if h.tracking < 1.0:
         how += f"; {h.tracking_how}"
     nonzero, _ = nonzero_bytes(m, h, memory_mib)
-    inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking)),
+    inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking),
+                       m.nonzero_profile),
                  Link(pre, final_bytes_s(h, link), switchover_s(h)),
                  max_downtime_ms / 1000 if max_downtime_ms else None,
                  cpu_bound=1.0 if m.cpu_busy >= CPU_BOUND_BUSY else 0.0, timeout_s=timeout_s,
@@ -201,6 +203,7 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
         "nonzero_source": source,
         "pages_read": m.pages_read, "pages_nonzero": m.pages_nonzero,
         "nonzero_stderr": round(m.nonzero_stderr, 3),
+        "nonzero_profile": [round(x, 2) for x in m.nonzero_profile],
         "dirty_wanted_up_to_s": round(m.horizon_s, 2),
         "dirty_measured_s": round(m.spent_s, 2),
         "cpu_busy": round(m.cpu_busy, 2),

@@ -33,6 +33,32 @@ class Guest:
     memory_bytes: float
     nonzero_bytes: float  # what round 1 really has to send
     curve: DirtyCurve
+    # the non-zero share per equal part of the RAM in address order (empty: even);
+    # round 1 walks the RAM in that order, so it says what its tail holds
+    profile: tuple[float, ...] = ()
+
+    def tail_bytes(self, unsent: float) -> float:
+        """The RAM still ahead of round 1 (zero pages too) when `unsent` non-zero bytes
+        are left: the tail of the RAM that holds them.  Linux guests keep much of
+        their non-zero memory at the top of the RAM (lab: the last 14 MiB of a
+        512 MiB guest's round 1 were non-zero; predicted as 71 % zero, its pause
+        was taken for 46 ms and was 113).
+
+        >>> g = Guest(100.0, 50.0, DirtyCurve(0.0), (0.0, 1.0))
+        >>> g.tail_bytes(25.0), Guest(100.0, 50.0, DirtyCurve(0.0)).tail_bytes(25.0)
+        (25.0, 50.0)
+        """
+        if not self.profile or sum(self.profile) <= 0:
+            return unsent * self.memory_bytes / self.nonzero_bytes if self.nonzero_bytes \
+                else unsent
+        part = self.memory_bytes / len(self.profile)
+        per = [d * self.nonzero_bytes / sum(self.profile) for d in self.profile]  # in each
+        tail, left = 0.0, unsent
+        for nz in reversed(per):
+            if left <= nz:
+                return tail + (part * left / nz if nz > 0 else 0.0)
+            tail, left = tail + part, left - nz
+        return self.memory_bytes
 
 
 @dataclass(frozen=True)
@@ -111,7 +137,6 @@ class PrecopyRun:
         self.dirty_rate_bytes_s = 0.0  # over the last finished round, as QEMU reports it
         self.limit_s: float | None = None  # a limit set midway overrides the schedule
         self.postcopy_requested = False
-        self._scale = guest.memory_bytes / guest.nonzero_bytes if guest.nonzero_bytes else 1.0
         self._throttle = 0.0
         self._curve = guest.curve
         self._since_sync = 0.0
@@ -127,7 +152,7 @@ class PrecopyRun:
     @property
     def remaining_bytes(self) -> float:
         """QEMU's "remaining": in round 1 it still counts the zero pages."""
-        return self.unsent * (self._scale if self.first else 1.0)
+        return self.guest.tail_bytes(self.unsent) if self.first else self.unsent
 
     @property
     def throttle(self) -> float:

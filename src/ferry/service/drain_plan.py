@@ -81,6 +81,7 @@ def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
             "stream_bytes_s": None if stream is None else round(stream),
             "memory_mib": m.memory_mib,
             "nonzero_bytes": round(g.nonzero_bytes),
+            "nonzero_profile": [round(x, 3) for x in g.profile],
             "dirty_bytes_s": round(g.curve.rate_bytes_s),
             "wss_bytes": None if g.curve.wss_bytes == float("inf") else round(g.curve.wss_bytes),
             "cold_bytes_s": round(g.curve.cold_rate_bytes_s),
@@ -95,7 +96,8 @@ def spec_of(move: dict[str, Any], source: str) -> MoveSpec:
     wss = float(s["wss_bytes"]) if s["wss_bytes"] is not None else float("inf")
     guest = Guest(s["memory_mib"] * MIB, float(s["nonzero_bytes"]),
                   DirtyCurve(float(s["dirty_bytes_s"]), wss, None,
-                             float(s.get("cold_bytes_s", 0)), float(s.get("cold_wss_bytes", 0))))
+                             float(s.get("cold_bytes_s", 0)), float(s.get("cold_wss_bytes", 0))),
+                  tuple(float(x) for x in s.get("nonzero_profile", ())))
     return MoveSpec(move["vm"], move.get("source", source), move["to"], s["memory_mib"], guest,
                     float(s["limit_s"]), float(s["cpu_bound"]), float(s["overhead_s"]),
                     float(s["setup_s"]), float(s.get("finish_s", DEFAULT_FINISH_S)))
