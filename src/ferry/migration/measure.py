@@ -17,8 +17,9 @@ several bursts the working set they write on round 1's scale; so do they for a
 guest whose windows look steady but dirty faster than the link (a steady
 one would never converge: it may pause).  The vCPU time over
 the same span says whether the dirtying is CPU-bound (only then can
-auto-converge's throttling slow it), and the time the vCPU waited for a host
-CPU how much more it would have used on a host with CPU to spare.
+auto-converge's throttling slow it); the time the vCPU waited for a host CPU is
+reported (a host short of CPU: it did not tell which guests' dirtying it held
+back, docs/drain.md).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
     points: list[tuple[float, float]] = []
     horizon_s = math.inf  # until the pages are counted: only the third window needs it
     try:
-        cpu0, wait0, t0 = host.vcpu_time_ns(vm), host.vcpu_wait_ns(vm), clock.monotonic()
+        cpu0, wait0, t0 = host.vcpu_time_ns(vm), _wait_ns(host, vm), clock.monotonic()
         window = next_window_s(points, horizon_s, budget_s)
         done: list[bursts.Window] = []  # the same windows, with when they began
         while window is not None:
@@ -126,7 +127,7 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
         read, nonzero, err = sampling.result()
         spent = max(clock.monotonic() - t0, 1e-3)
         busy = (host.vcpu_time_ns(vm) - cpu0) / 1e9 / spent
-        waited = (host.vcpu_wait_ns(vm) - wait0) / 1e9 / spent
+        waited = (_wait_ns(host, vm) - wait0) / 1e9 / spent
         rss = host.resident_mib(vm)
     except HypervisorError as exc:
         raise Unavailable(f"cannot measure {vm}: {exc}") from exc
@@ -140,6 +141,15 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
                        cpu_wait=max(0.0, min(waited, 1.0)), nonzero_profile=sampling.profile,
                        horizon_s=horizon_s, spent_s=spent, dirty_sample_pages=hashed,
                        probe=[(w.length_s, w.dirtied_bytes) for w in probe])
+
+
+def _wait_ns(host: MeasureOps, vm: str) -> int:
+    """The vCPU's wait for a host CPU, 0 where it cannot be read (only reported: a
+    measurement does not fail for it)."""
+    try:
+        return host.vcpu_wait_ns(vm)
+    except HypervisorError:
+        return 0
 
 
 def _probe(host: MeasureOps, vm: str, clock: Clock, t0: float,

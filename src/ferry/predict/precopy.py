@@ -22,6 +22,7 @@ Worked example (256 MiB guest, all of it non-zero, idle, 32 MiB/s, 300 ms):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -48,17 +49,25 @@ class Guest:
         >>> g.tail_bytes(25.0), Guest(100.0, 50.0, DirtyCurve(0.0)).tail_bytes(25.0)
         (25.0, 50.0)
         """
-        if not self.profile or sum(self.profile) <= 0:
+        per = self._from_the_top
+        if not per:
             return unsent * self.memory_bytes / self.nonzero_bytes if self.nonzero_bytes \
                 else unsent
-        part = self.memory_bytes / len(self.profile)
-        per = [d * self.nonzero_bytes / sum(self.profile) for d in self.profile]  # in each
+        part = self.memory_bytes / len(per)
         tail, left = 0.0, unsent
-        for nz in reversed(per):
+        for nz in per:
             if left <= nz:
                 return tail + (part * left / nz if nz > 0 else 0.0)
             tail, left = tail + part, left - nz
         return self.memory_bytes
+
+    @functools.cached_property
+    def _from_the_top(self) -> list[float]:
+        """The non-zero bytes of each part of the RAM, the top part first (none: even;
+        worked out once: every step of round 1 asks)."""
+        total = sum(self.profile)
+        return [d * self.nonzero_bytes / total for d in reversed(self.profile)] \
+            if total > 0 else []
 
 
 @dataclass(frozen=True)
