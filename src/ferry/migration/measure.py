@@ -117,7 +117,7 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
             bursts.outruns(points, bandwidth_bytes_s) else []
         horizon_s = sampling.horizon_s(memory_mib, bandwidth_bytes_s)
         span = bursts.span_window_s(budget_s - (clock.monotonic() - t0), horizon_s)
-        if span is not None and bursts.describe(probe, done, memory_mib * MIB) is not None:
+        if span is not None and bursts.seen(probe):
             # bursts seen: one window over several of them, on the scale of round 1
             ms = round(span * 1000)
             start = clock.monotonic() - t0

@@ -151,16 +151,10 @@ def describe(probe: list[Window], windows: list[Window], memory_bytes: float,
     >>> c.bursts.on_s, c.bursts.off_s, round(c.rate_bytes_s / MIB), round(c.wss_bytes / MIB)
     (2.0, 2.0, 79, 101)
     """
-    if not probe:
+    found = _cycle(probe)
+    if found is None:
         return None
-    top = max(w.dirtied_bytes for w in probe)
-    if top <= 0:
-        return None
-    on = [w.dirtied_bytes > ON * top for w in probe]
-    runs = _runs(on, probe)
-    on_s, off_s = _length(runs, True), _length(runs, False)
-    if on_s is None or off_s is None or off_s < MIN_PAUSE_S:
-        return None  # (one quiet window is a slow dirtier's noise: lab, 3 MiB/s hot/cold)
+    on, on_s, off_s = found
     # windows inside a burst (a burst's first and last overlap a pause)
     inside = [w for i, w in enumerate(probe) if 0 < i < len(probe) - 1 and on[i - 1] and on[i]
               and on[i + 1]] or [max(probe, key=lambda w: w.dirtied_bytes)]
@@ -176,6 +170,27 @@ def describe(probe: list[Window], windows: list[Window], memory_bytes: float,
     phase = None if move_at_s is None else (cycle.phase_s or 0.0) + move_at_s
     return DirtyCurve(rate, wss, Bursts(on_s, off_s, None) if phase is None
                       else cycle.at(phase))
+
+
+def seen(probe: list[Window]) -> bool:
+    """Did the probe see both a burst and a pause (what `describe` needs)?"""
+    return _cycle(probe) is not None
+
+
+def _cycle(probe: list[Window]) -> tuple[list[bool], float, float] | None:
+    """Which probe windows were in a burst, and the bursts' and pauses' lengths; None
+    without a burst and a pause both seen."""
+    if not probe:
+        return None
+    top = max(w.dirtied_bytes for w in probe)
+    if top <= 0:
+        return None
+    on = [w.dirtied_bytes > ON * top for w in probe]
+    runs = _runs(on, probe)
+    on_s, off_s = _length(runs, True), _length(runs, False)
+    if on_s is None or off_s is None or off_s < MIN_PAUSE_S:
+        return None  # (one quiet window is a slow dirtier's noise: lab, 3 MiB/s hot/cold)
+    return on, on_s, off_s
 
 
 def _burst_start(probe: list[Window], on: list[bool], on_s: float) -> float:

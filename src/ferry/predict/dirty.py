@@ -96,10 +96,6 @@ class DirtyCurve:
         return self.rate_bytes_s + self.cold_rate_bytes_s
 
     @property
-    def total_wss_bytes(self) -> float:
-        return self.wss_bytes + self.cold_wss_bytes
-
-    @property
     def mean_rate_bytes_s(self) -> float:
         """The rate over bursts and pauses alike (what QEMU's per-round figure sees)."""
         b = self.bursts

@@ -151,7 +151,9 @@ class PrecopyRun:
         self._since_sync = 0.0
         self._sent_in_round = 0.0
         self._syncs: list[float] = []
-        self._pending = [0.0 for _ in guest.curve.parts()]  # per set, after round 1
+        # after round 1, each set's share of the pending bytes: sending takes pages in
+        # bitmap order, every set's alike, so the shares change only at a sync
+        self._shares = [0.0 for _ in guest.curve.parts()]
         # a capped job sends in rate-limit windows and looks again only in the next
         # one (seen on the lab: ~10 rounds a second at an equilibrium, never finishing)
         self._min_gap = RATE_WINDOW_S if link.bandwidth_bytes_s < link.final_bytes_s else 0.0
@@ -174,10 +176,7 @@ class PrecopyRun:
         """Advance one step; the final prediction once the run has ended."""
         g, sched, b = self.guest, self.sched, self.link.bandwidth_bytes_s
         step = min(self._step, self.unsent / b) if self.unsent > 0 else self._step
-        left = max(self.unsent - b * step, 0.0)
-        if not self.first and self.unsent > 0:  # sent in page order: each set alike
-            self._pending = [p * left / self.unsent for p in self._pending]
-        self.unsent = left
+        self.unsent = max(self.unsent - b * step, 0.0)
         self.sent += b * step
         self._sent_in_round += b * step
         self._since_sync += step
@@ -205,9 +204,10 @@ class PrecopyRun:
                 self._curve = g.curve.scaled(1.0 - self._throttle * sched.throttle_effect)
             if self._since_sync > 0:
                 self.dirty_rate_bytes_s = dirtied / self._since_sync
-            self._pending = [p + d for p, d in zip(self._pending, per_set, strict=True)] \
+            pending = [p + d for p, d in zip(self._pending(), per_set, strict=True)] \
                 if not self.first else [self.unsent + per_set[0], *per_set[1:]]
             self.unsent, self.first = self.unsent + dirtied, False
+            self._shares = [p / self.unsent if self.unsent > 0 else 0.0 for p in pending]
             self._syncs.append(self.unsent - threshold)  # progress: the excess over it
             self._since_sync = self._sent_in_round = 0.0
             self.rounds.append(Round(self.t, self.unsent))
@@ -239,7 +239,11 @@ class PrecopyRun:
         if self.first:
             return [d * max(0.0, 1.0 - self.unsent / g.nonzero_bytes) for d in got]
         return [d * max(0.0, 1.0 - p / min(w, g.memory_bytes))
-                for d, p, (_, w) in zip(got, self._pending, self._curve.parts(), strict=True)]
+                for d, p, (_, w) in zip(got, self._pending(), self._curve.parts(), strict=True)]
+
+    def _pending(self) -> list[float]:
+        """Each set's bytes pending now (after round 1)."""
+        return [share * self.unsent for share in self._shares]
 
     def _may_calm(self) -> bool:
         """A bursty guest's rounds stop shrinking in its bursts and may finish in a

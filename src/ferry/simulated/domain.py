@@ -43,8 +43,7 @@ class Workload:
             return DirtyCurve(0.9 * rate, wss / 8, None, 0.1 * rate, wss)
         if not self.bursts:
             return DirtyCurve(rate, wss)
-        return DirtyCurve(2 * self.dirty_mib_s * MIB, self.wss_mib * MIB,
-                          Bursts(BURST_S, BURST_S, since_boot_s))
+        return DirtyCurve(2 * rate, wss, Bursts(BURST_S, BURST_S, since_boot_s))
 
 
 @dataclass
