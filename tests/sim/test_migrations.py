@@ -195,7 +195,50 @@ def test_a_switchover_is_learnt_from_the_pairs_pauses(env: SimEnv) -> None:
     assert h.switchover.speedup == pytest.approx(1.0, abs=0.1)  # the sim copies at the link
     out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=32)
     assert out["sources"]["switchover"].startswith("history (")
-    assert out["sources"]["switchover"].endswith("(last 4 pauses))")
+    assert out["sources"]["switchover"].endswith("(last 4 pauses at a like load))")
+
+
+def _load(env: SimEnv, busy_cpus: float) -> None:
+    """Make node1 and node2 this many CPUs busy (of 16) beside their guests: a guest
+    `load-H` on each stands for the others a drained host runs; two reconciles a
+    second apart read the hosts' load."""
+    for host in ("node1", "node2"):
+        name = f"load-{host}"
+        if name not in env.cluster.host(host).domains:
+            env.vm(name, host=host)
+        env.cluster.host(host).domains[name].busy = busy_cpus
+    for _ in range(2):
+        env.clock.sleep(1.0)
+        env.svc.inventory.reconcile()
+
+
+def test_history_is_read_from_moves_at_a_like_load(env: SimEnv) -> None:
+    """After a drain of a loaded host, the pair's latest pauses (130 ms) and set-ups
+    (1.1-1.4 s) were what the next lone move was predicted from (tls13): pauses and
+    set-ups are read only from moves whose source was about as busy as it is now."""
+    vm = env.vm(memory=256, dirty=4, wss=32)
+    _load(env, 12.0)
+    busy = env.svc.store.history(vm, "node1", "node2").source_busy
+    assert busy is not None and busy > 0.7
+    for to, cap in (("node2", 16), ("node1", 64), ("node2", 32), ("node1", 128)):
+        m = env.migrate(vm, to, bandwidth_mib_s=cap, policy=Policy.PRECOPY)
+        assert m.state == MigrationState.COMPLETED, m.error
+        with env.svc.store.db.session() as s:
+            row = s.get(MigrationRow, m.id)
+            assert row is not None and row.source_busy is not None
+            assert row.source_busy > 0.7
+    loaded = env.svc.store.history(vm, "node1", "node2")
+    assert loaded.switchover is not None and loaded.setup_s is not None
+    assert loaded.switchover.how.endswith("(last 4 pauses at a like load)")
+    _load(env, 0.0)  # the drain is over: its guests left
+    quiet = env.svc.store.history(vm, "node1", "node2")
+    assert quiet.source_busy is not None and quiet.source_busy < 0.1
+    assert quiet.switchover is None and quiet.setup_s is None
+    out = env.svc.migrations.predict(vm, "node2", bandwidth_mib_s=32)
+    assert out["sources"]["switchover"].startswith("assumed")
+    assert out["inputs"]["source_busy"] == pytest.approx(quiet.source_busy, abs=0.01)
+    _load(env, 12.0)  # loaded again: what the loaded moves taught holds again
+    assert env.svc.store.history(vm, "node1", "node2").switchover == loaded.switchover
 
 
 def test_a_postcopy_migration_is_not_read_as_a_pause(env: SimEnv) -> None:

@@ -55,6 +55,12 @@ class HostRow(Base):
     # registered with QEMU migration certificates: streams to and from it are encrypted
     migration_tls: Mapped[bool] = mapped_column(Boolean, default=False,
                                                 server_default=false())
+    # the host's CPU counters at the last reconcile that read them, and how busy it was
+    # (0-1, all its CPUs) since the reading before: what earlier migrations teach is
+    # read from those that ran at a like load
+    cpu_busy_ns: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cpu_total_ns: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cpu_busy: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class VmRow(Base):
@@ -168,6 +174,8 @@ class MigrationRow(Base):
     predicted_downtime_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     measured_rate_mib_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     measured_wss_mib: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # how busy the source host was (its CPUs, 0-1) when the job started
+    source_busy: Mapped[float | None] = mapped_column(Float, nullable=True)
     # as asked and as planned, so a queued migration starts, and a restarted controller
     # follows the job, with the same limits
     timeout_per_gib_s: Mapped[float | None] = mapped_column(Float, nullable=True)

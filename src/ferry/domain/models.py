@@ -91,6 +91,7 @@ class Host:
     # use, as last read; None: not read, or the host cannot tell
     networks: dict[str, bool] | None = None
     interfaces: dict[str, str] | None = None
+    cpu_busy: float | None = None  # its CPUs' busy share between the last two reads
 
 
 @dataclass

@@ -76,6 +76,7 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
         arch = cpu.findtext("arch", "x86_64") if cpu is not None else "x86_64"
         node = self._call(c.getInfo)
         virt = "kvm" if caps.find("./guest/arch/domain[@type='kvm']") is not None else "qemu"
+        busy, total = self._cpu_times_ns(c)
         return HostInfo(
             hostname=self._call(c.getHostname),
             arch=arch,
@@ -85,7 +86,20 @@ class LibvirtHost(LibvirtStorage, LibvirtNetworks):
             memory_total_mib=int(node[1]),
             memory_free_mib=int(self._call(c.getFreeMemory)) // (1024 * 1024),
             virt_type=virt,
+            cpu_busy_ns=busy,
+            cpu_total_ns=total,
         )
+
+    def _cpu_times_ns(self, c: libvirt.virConnect) -> tuple[int, int]:
+        """The host's CPU time so far over all its CPUs (libvirt's node CPU stats):
+        (user + kernel, user + kernel + idle + iowait); (0, 0) where it does not say
+        (the rest of the host's information does not depend on it)."""
+        try:
+            st = self._call(c.getCPUStats, libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+        except HypervisorError:
+            return 0, 0
+        busy = int(st.get("kernel", 0)) + int(st.get("user", 0))
+        return busy, busy + int(st.get("idle", 0)) + int(st.get("iowait", 0))
 
     def host_cpu_xml(self) -> str:
         """The host CPU as `virsh capabilities` shows it (a <cpu> element)."""

@@ -35,6 +35,10 @@ class HostInfo:
     memory_total_mib: int
     memory_free_mib: int
     virt_type: str  # "kvm" or "qemu" (TCG): what guests on this host run under
+    # the host's CPU time so far, summed over its CPUs (ns): busy (user + kernel) and
+    # all; two readings give how loaded it was between them (0, 0: not read)
+    cpu_busy_ns: int = 0
+    cpu_total_ns: int = 0
 
 
 @dataclass(frozen=True)

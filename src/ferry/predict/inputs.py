@@ -68,6 +68,7 @@ class History:
     encrypted: bool = False  # the move's stream is TLS: its switchover costs more
     switchover: Switchover | None = None  # learnt from the pair's latest pauses
     setup_range_s: tuple[float, float] | None = None  # the latest jobs' shortest, longest
+    source_busy: float | None = None  # the source's CPUs now: history read at a like load
 
 
 def switchover_s(h: History) -> float:
@@ -209,4 +210,5 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
         "cpu_busy": round(m.cpu_busy, 2),
         "cpu_wait": round(m.cpu_wait, 2),
         "dirty_during_migration": round(h.tracking, 2),
+        "source_busy": None if h.source_busy is None else round(h.source_busy, 2),
     }

@@ -38,7 +38,8 @@ def host(row: HostRow) -> Host:
                 error=row.error, updated_at=row.updated_at,
                 maintenance=bool(row.maintenance), migration_tls=bool(row.migration_tls),
                 networks=(row.networks or {}).get("networks"),
-                interfaces=(row.networks or {}).get("interfaces"))
+                interfaces=(row.networks or {}).get("interfaces"),
+                cpu_busy=None if row.cpu_busy is None else round(row.cpu_busy, 3))
 
 
 def vm(row: VmRow) -> Vm:

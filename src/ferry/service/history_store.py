@@ -19,12 +19,13 @@ from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, tr
 from sqlalchemy.orm import Session
 
 from ferry.clock import Clock
-from ferry.db.models import EventRow, MigrationRow, SampleRow, VmRow
+from ferry.db.models import EventRow, HostRow, MigrationRow, SampleRow, VmRow
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import EventKind
 from ferry.predict import pause
 from ferry.predict.dirty import MIB, DirtyCurve, tracking_factor
 from ferry.predict.inputs import ASSUMED_LINK_MIB_S, History
+from ferry.predict.load import LOAD_BAND
 from ferry.service.database import Database
 
 SETUP_HISTORY = 5
@@ -64,11 +65,13 @@ class HistoryReads:
         mode reached it (TLS costs CPU: an encrypted stream may be slower)."""
         if pair is None:
             link, link_how = self._link_bytes_s(source, destination, encrypted)
-            setup, setup_how, setups = self._setup_s(source, destination)
+            load = self._load(source)
+            setup, setup_how, setups = self._setup_s(source, destination, load)
             switch = self._switchover(source, destination, encrypted,
-                                      link if link is not None else ASSUMED_LINK_MIB_S * MIB)
+                                      link if link is not None else ASSUMED_LINK_MIB_S * MIB,
+                                      load)
             pair = History(link, link_how, setup, setup_how, encrypted=bool(encrypted),
-                           switchover=switch,
+                           switchover=switch, source_busy=load,
                            setup_range_s=(min(setups), max(setups))
                            if len(setups) >= MIN_SETUPS_FOR_RANGE else None)
         nonzero, nonzero_how = self._nonzero(vm)
@@ -76,13 +79,20 @@ class HistoryReads:
         return replace(pair, nonzero_bytes=nonzero, nonzero_how=nonzero_how,
                        tracking=tracking, tracking_how=tracking_how)
 
+    def _load(self, source: str) -> float | None:
+        """How busy the source's CPUs were at the last reconcile (None: not read)."""
+        with self.db.session() as s:
+            return s.scalar(select(HostRow.cpu_busy).where(HostRow.name == source))
+
     def _switchover(self, source: str, destination: str, encrypted: bool | None,
-                    link_bytes_s: float) -> pause.Switchover | None:
+                    link_bytes_s: float, load: float | None = None
+                    ) -> pause.Switchover | None:
         """What a pause costs between these hosts (either way) in this stream mode: from
-        the latest PAUSE_HISTORY completed memory-only pre-copy migrations, the bytes
-        each sent paused and its QEMU downtime (predict/pause.py).  One that switched to
-        post-copy is not one: its few-ms downtime (libvirt's job-completed event) sits
-        beside the pages the destination pulled after it."""
+        the latest PAUSE_HISTORY completed memory-only pre-copy migrations whose source
+        was about as busy as `load` (predict/load.py), the bytes each sent paused and
+        its QEMU downtime (predict/pause.py).  One that switched to post-copy is not
+        one: its few-ms downtime (libvirt's job-completed event) sits beside the pages
+        the destination pulled after it."""
         mode_ok = _in_mode(encrypted)
         points: list[tuple[float, float]] = []
         with self.db.session() as s:
@@ -92,7 +102,7 @@ class HistoryReads:
                                     mode_ok, MigrationRow.state == MigrationState.COMPLETED,
                                     func.coalesce(MigrationRow.disk_bytes, 0) == 0,
                                     MigrationRow.downtime_ms > 0, MigrationRow.total_ms > 0,
-                                    MigrationRow.transferred_bytes > 0,
+                                    MigrationRow.transferred_bytes > 0, _at_load(load),
                                     MigrationRow.id.not_in(_with(EventKind.START_POSTCOPY)))
                              .order_by(MigrationRow.id.desc()).limit(PAUSE_HISTORY)).all()
             for mid, total_ms, down_ms, sent in rows:
@@ -107,7 +117,10 @@ class HistoryReads:
                 rest = pause.paused_bytes(seen, total_ms / 1000, down_ms / 1000, sent)
                 if rest is not None:
                     points.append((rest, down_ms / 1000))
-        return pause.fit(points, link_bytes_s)
+        fitted = pause.fit(points, link_bytes_s)
+        if fitted is None or load is None:
+            return fitted
+        return replace(fitted, how=f"{fitted.how[:-1]} at a like load)")
 
     def _same_vm(self, s: Session, vm: str) -> ColumnElement[bool]:
         """Migrations of this very VM at its present size: its libvirt UUID, not its
@@ -257,7 +270,7 @@ class HistoryReads:
                 _between(source, destination),
                 MigrationRow.bandwidth_mib_s.is_(None), _in_mode(encrypted)).limit(1)) is not None
 
-    def _setup_s(self, source: str, destination: str
+    def _setup_s(self, source: str, destination: str, load: float | None = None
                  ) -> tuple[float | None, str, list[float]]:
         """How long a job between these hosts runs before its first byte moves (libvirt's
         begin/prepare phases: the destination QEMU starts), which the model cannot know,
@@ -266,13 +279,14 @@ class HistoryReads:
 
         From the first transferring sample of each of the latest memory-only
         migrations: elapsed minus what was sent at the rate seen; the median of up
-        to five.  A drain's staged jobs are left out: their set-up overlapped another's
-        transfer, and their samples start at their release."""
+        to five, of those whose source was about as busy as `load` (a loaded host
+        starts the destination QEMU slower).  A drain's staged jobs are left out: their
+        set-up overlapped another's transfer, and their samples start at their release."""
         with self.db.session() as s:
             mids = list(s.scalars(select(MigrationRow.id).where(
                 MigrationRow.source == source, MigrationRow.destination == destination,
                 MigrationRow.state == MigrationState.COMPLETED,
-                func.coalesce(MigrationRow.disk_bytes, 0) == 0,
+                func.coalesce(MigrationRow.disk_bytes, 0) == 0, _at_load(load),
                 MigrationRow.id.not_in(_with(EventKind.STAGED)))
                 .order_by(MigrationRow.id.desc()).limit(SETUP_RANGE_HISTORY)))
             seen = [x for mid in mids if (x := _job_setup_s(s, mid)) is not None]
@@ -280,7 +294,8 @@ class HistoryReads:
         if not est:
             return None, "", []
         setup = statistics.median(est)
-        return setup, f"set-up {setup:.2f} s (last {len(est)} migrations)", seen
+        like = " at a like load" if load is not None else ""
+        return setup, f"set-up {setup:.2f} s (last {len(est)} migrations{like})", seen
 
     @durable
     def finish_s(self, source: str, destination: str) -> float | None:
@@ -312,6 +327,15 @@ def _between(source: str, destination: str) -> ColumnElement[bool]:
     """Migrations between these two hosts, either way (links are mostly symmetric)."""
     return or_(and_(MigrationRow.source == source, MigrationRow.destination == destination),
                and_(MigrationRow.source == destination, MigrationRow.destination == source))
+
+
+def _at_load(load: float | None) -> ColumnElement[bool]:
+    """Migrations whose source was about as busy as `load` (predict/load.py `alike`,
+    as a query): unknown on either side counts."""
+    if load is None:
+        return true()
+    return or_(MigrationRow.source_busy.is_(None),
+               func.abs(MigrationRow.source_busy - load) <= LOAD_BAND)
 
 
 def _in_mode(encrypted: bool | None) -> ColumnElement[bool]:

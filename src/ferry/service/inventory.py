@@ -18,6 +18,7 @@ from ferry.db.models import HostRow, MigrationRow, VmRow, VolumeRow
 from ferry.domain.models import UNFINISHED, HostState, VmState
 from ferry.hypervisor.errors import HypervisorError
 from ferry.hypervisor.types import CpuVerdict, DomainInfo, DomainState, HostInfo, HostNetworks
+from ferry.predict.load import MIN_SPAN_CPU_S, busy_share
 from ferry.service.connections import HostConnections
 from ferry.service.cpu_verdicts import CpuVerdicts
 from ferry.service.database import Database
@@ -80,6 +81,7 @@ class Inventory:
             domains = lists[f"{name}:domains"]
             updates[name] = {"state": HostState.UP, "memory_free_mib": info.memory_free_mib,
                              "memory_total_mib": info.memory_total_mib,
+                             "cpu_times": (info.cpu_busy_ns, info.cpu_total_ns),
                              "error": f"domains not read this round: {domains}"
                              if isinstance(domains, HypervisorError) else ""}
             if isinstance(domains, list):
@@ -91,7 +93,11 @@ class Inventory:
         now = datetime.now(UTC)
         with self.db.session() as s:
             for hrow in s.scalars(select(HostRow)):
-                for k, v in updates.get(hrow.name, {}).items():
+                changes = dict(updates.get(hrow.name, {}))
+                times = changes.pop("cpu_times", None)
+                if isinstance(times, tuple):
+                    _read_load(hrow, times)
+                for k, v in changes.items():
                     setattr(hrow, k, v)
                 hrow.updated_at = now
             busy = set(s.scalars(select(MigrationRow.vm).where(
@@ -135,6 +141,18 @@ class Inventory:
                 row.cpu_blocked = {h: v for h, v in by_cpu[row.cpu_xml].items()
                                    if h != row.host}
                 row.updated_at = now
+
+
+def _read_load(row: HostRow, times: tuple[int, int]) -> None:
+    """How busy the host was since its last kept reading; a reading too close to the
+    last to say is not kept (a `locate` may reconcile a second after the last round)."""
+    if times[1] <= 0:
+        return
+    span_ns = times[1] - row.cpu_total_ns
+    if row.cpu_total_ns > 0 and 0 <= span_ns < MIN_SPAN_CPU_S * 1e9:
+        return
+    row.cpu_busy = busy_share((row.cpu_busy_ns, row.cpu_total_ns), times)
+    row.cpu_busy_ns, row.cpu_total_ns = times
 
 
 def blocked(verdict: Callable[[str, str, str, str], CpuVerdict | None], cpu_xml: str,

@@ -322,6 +322,9 @@ class MigrationStore(HistoryReads):
             row.plan = {**policy.as_dict(), "options": dataclasses.asdict(options)}
             row.encrypted = options.tls
             row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
+            # the load its history is later read at (predict/load.py)
+            row.source_busy = s.scalar(select(HostRow.cpu_busy).where(
+                HostRow.name == row.source))
 
     @durable
     def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None:

@@ -115,6 +115,7 @@ class SimHost:
         # what guests' interfaces can plug into (`add_host(networks=, bridges=)`)
         self.networks: dict[str, bool] = {}
         self.interfaces: dict[str, str] = {}
+        self._cpu_busy_s, self._cpu_read_at = 0.0, cluster.clock.monotonic()
 
     # -- faults -------------------------------------------------------------------
     @property
@@ -156,7 +157,20 @@ class SimHost:
         return HostInfo(hostname=self.name, arch="x86_64", cpu_model=self.cpu_model,
                         cpu_vendor=self.vendor, cpus=self.cpus,
                         memory_total_mib=self.memory_mib,
-                        memory_free_mib=self.memory_free_mib(), virt_type=self.virt_type)
+                        memory_free_mib=self.memory_free_mib(), virt_type=self.virt_type,
+                        cpu_busy_ns=self._cpu_busy_ns(), cpu_total_ns=self._cpu_total_ns())
+
+    def _cpu_busy_ns(self) -> int:
+        """The guests' CPU so far, as if each read's load had held since the last read."""
+        now = self.cluster.clock.monotonic()
+        load = min(sum(d.busy * d.vcpus for d in self.domains.values()
+                       if d.state == DomainState.RUNNING), self.cpus)
+        self._cpu_busy_s += load * max(now - self._cpu_read_at, 0.0)
+        self._cpu_read_at = now
+        return int(self._cpu_busy_s * 1e9)
+
+    def _cpu_total_ns(self) -> int:
+        return int(self.cluster.clock.monotonic() * self.cpus * 1e9)
 
     @_reachable
     def host_cpu_xml(self) -> str:
