@@ -30,6 +30,22 @@ def test_alike_rests_give_the_cost_at_the_links_rate() -> None:
     assert s.cost_s == pytest.approx(0.0298, abs=0.001)  # median of pause - rest / link
 
 
+def test_a_slope_the_pauses_noise_hides_is_not_read_as_a_rate() -> None:
+    """The eight pauses before tls14's 1240 (rest MiB, pause ms, as the lab recorded
+    them): least squares said 459 MiB/s on a 214 MiB/s link, with a standard error
+    of 66 % of the slope; the 75 ms pause was then predicted at 51.  Such a slope
+    gives the link's rate, and the cost is read at it."""
+    link = 214 * MIB
+    seen = [(4.0, 36), (7.5, 36), (4.0, 39), (7.2, 50), (8.7, 57), (6.8, 42), (3.8, 44),
+            (5.8, 51)]
+    s = fit([(r * MIB, ms / 1000) for r, ms in seen], link)
+    assert s is not None and s.speedup == pytest.approx(1.0)
+    assert 0.010 < s.cost_s < 0.025
+    # the same rests with pauses on a line: the rate is read
+    exact = fit([(r * MIB, 0.02 + r / 300) for r, _ in seen], link)
+    assert exact is not None and exact.speedup == pytest.approx(300 / 214, rel=1e-3)
+
+
 def test_the_rate_is_kept_between_the_link_and_four_times_it() -> None:
     flat = fit([(r * MIB, 0.03) for r in (2, 8, 14, 20)], LINK)  # pauses ignore the pages
     assert flat is not None and flat.speedup == MAX_SPEEDUP

@@ -22,6 +22,10 @@ MIN_POINTS = 3  # fewer pauses than this: the assumed constants
 MIN_SPREAD_BYTES = 4 * MIB  # the rests must differ this much to read a rate from them
 MAX_SPEEDUP = 4.0  # the stop-and-copy rate is taken between 1x and 4x the link
 MAX_SWITCHOVER_S = 0.3
+# the rests' slope is the stop-and-copy rate only when its standard error is at most
+# this share of it: rests 3.8-8.7 MiB with pauses +-10 ms read ~460 MiB/s on a 214 MiB/s
+# link (error 66 %) and put a 75 ms pause at 51 (tls14)
+MAX_SLOPE_ERROR = 0.3
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ class Switchover:
 def fit(points: list[tuple[float, float]], link_bytes_s: float) -> Switchover | None:
     """From (bytes sent paused, pause s) of earlier migrations: the pause's own cost
     and the stop-and-copy rate.  Rests that differ enough give the rate (least
-    squares, kept between the link and MAX_SPEEDUP times it); else the link's.
+    squares, kept between the link and MAX_SPEEDUP times it) when the pauses' noise
+    lets the slope be read (_slope); else the link's.
     The cost is the median of what each pause left beyond its pages.  None with
     fewer than MIN_POINTS.
 
@@ -71,12 +76,36 @@ def fit(points: list[tuple[float, float]], link_bytes_s: float) -> Switchover | 
     rests = [r for r, _ in points]
     per_byte = 1 / link_bytes_s
     if len(points) > MIN_POINTS and max(rests) - min(rests) >= MIN_SPREAD_BYTES:
-        mr, md = statistics.fmean(rests), statistics.fmean(d for _, d in points)
-        var = sum((r - mr) ** 2 for r in rests)
-        slope = sum((r - mr) * (d - md) for r, d in points) / var
-        per_byte = min(max(slope, 1 / (MAX_SPEEDUP * link_bytes_s)), 1 / link_bytes_s)
+        slope = _slope(points, 1 / (MAX_SPEEDUP * link_bytes_s))
+        if slope is not None:
+            per_byte = min(max(slope, 1 / (MAX_SPEEDUP * link_bytes_s)), 1 / link_bytes_s)
     cost = statistics.median(d - r * per_byte for r, d in points)
     cost = min(max(cost, 0.0), MAX_SWITCHOVER_S)
     rate = 1 / per_byte
     how = f"{cost * 1000:.0f} ms + pages at {rate / MIB:.0f} MiB/s (last {len(points)} pauses)"
     return Switchover(cost, rate / link_bytes_s, how)
+
+
+def _slope(points: list[tuple[float, float]], least: float) -> float | None:
+    """Seconds of pause per byte sent paused (least squares), or None when its
+    standard error is above MAX_SLOPE_ERROR of it (of `least`, the fastest rate's,
+    if that is more): pauses vary by +-10 ms from one switchover to the next,
+    which on rests a few MiB apart is as large as the slope itself.
+
+    >>> clean = [(r * MIB, 0.02 + r / 250) for r in (2, 6, 12, 18)]
+    >>> round(1 / _slope(clean, 0.0) / MIB)
+    250
+    >>> noisy = [(r * MIB, 0.02 + r / 250 + e) for r, e in
+    ...          ((4, 0.006), (7.5, -0.014), (4, 0.006), (7.2, 0.0), (8.7, 0.0))]
+    >>> _slope(noisy, 0.0) is None
+    True
+    """
+    rests = [r for r, _ in points]
+    mr, md = statistics.fmean(rests), statistics.fmean(d for _, d in points)
+    var = sum((r - mr) ** 2 for r in rests)
+    if var <= 0 or len(points) <= 2:
+        return None
+    slope = sum((r - mr) * (d - md) for r, d in points) / var
+    resid = sum((d - md - slope * (r - mr)) ** 2 for r, d in points)
+    error = (resid / (len(points) - 2) / var) ** 0.5
+    return slope if error <= MAX_SLOPE_ERROR * max(slope, least) else None
