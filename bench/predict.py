@@ -85,6 +85,7 @@ def run(c: dict[str, Any]) -> dict[str, Any]:
         "dirtied_mib": [w["dirtied_mib"] for w in p["inputs"]["dirty_windows"]],
         "fit": {"rate_mib_s": p["inputs"]["dirty_rate_mib_s"],
                 "wss_mib": p["inputs"]["working_set_mib"], "cold": p["inputs"].get("cold_set"),
+                "streaming": p["inputs"].get("streaming", False),
                 "zero_share": p["inputs"]["zero_share"]},
         # what the prediction was made from (link, set-up, ...), to read a miss's cause
         "inputs": {k: v for k, v in p["inputs"].items() if k != "dirty_windows"},

@@ -197,6 +197,7 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
             "phase_s": None if m.curve.bursts.phase_s is None
             else round(m.curve.bursts.phase_s, 2), "probe_windows": len(m.probe)},
         "working_set_mib": round(m.curve.wss_bytes / MIB, 1),
+        "streaming": m.curve.streaming,
         "cold_set": None if not m.curve.cold_rate_bytes_s else {
             "rate_mib_s": round(m.curve.cold_rate_bytes_s / MIB, 1),
             "working_set_mib": round(m.curve.cold_wss_bytes / MIB, 1)},

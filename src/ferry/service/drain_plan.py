@@ -85,7 +85,7 @@ def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
             "dirty_bytes_s": round(g.curve.rate_bytes_s),
             "wss_bytes": None if g.curve.wss_bytes == float("inf") else round(g.curve.wss_bytes),
             "cold_bytes_s": round(g.curve.cold_rate_bytes_s),
-            "cold_wss_bytes": round(g.curve.cold_wss_bytes),
+            "cold_wss_bytes": round(g.curve.cold_wss_bytes), "streaming": g.curve.streaming,
             "limit_s": m.limit_s, "cpu_bound": m.cpu_bound, "overhead_s": round(m.overhead_s, 2),
             "setup_s": round(m.setup_s, 3), "finish_s": round(m.finish_s, 3)}
 
@@ -96,7 +96,8 @@ def spec_of(move: dict[str, Any], source: str) -> MoveSpec:
     wss = float(s["wss_bytes"]) if s["wss_bytes"] is not None else float("inf")
     guest = Guest(s["memory_mib"] * MIB, float(s["nonzero_bytes"]),
                   DirtyCurve(float(s["dirty_bytes_s"]), wss, None,
-                             float(s.get("cold_bytes_s", 0)), float(s.get("cold_wss_bytes", 0))),
+                             float(s.get("cold_bytes_s", 0)), float(s.get("cold_wss_bytes", 0)),
+                             bool(s.get("streaming", False))),
                   tuple(float(x) for x in s.get("nonzero_profile", ())))
     return MoveSpec(move["vm"], move.get("source", source), move["to"], s["memory_mib"], guest,
                     float(s["limit_s"]), float(s["cpu_bound"]), float(s["overhead_s"]),

@@ -25,6 +25,7 @@ class Workload:
     cpu_bound: bool = False  # dirtying paced by the vCPU (auto-converge slows it)
     bursts: bool = False  # as the lab guest's `burst`: 2 s at twice the rate, 2 s idle
     hotcold: bool = False  # as the lab guest's `hotcold`: 9 in 10 writes to a hot eighth
+    sequential: bool = False  # as the lab guest's `sequential`: its set written in order
 
     @classmethod
     def from_cmdline(cls, cmdline: str) -> Workload:
@@ -34,13 +35,16 @@ class Workload:
         dirty = re.search(r"ferry\.dirty=(\d+)", cmdline)
         return cls(float(dirty.group(1)) if dirty else 0.0, float(wss.group(1)) if wss else 64.0,
                    bursts="ferry.pattern=burst" in cmdline,
-                   hotcold="ferry.pattern=hotcold" in cmdline)
+                   hotcold="ferry.pattern=hotcold" in cmdline,
+                   sequential="ferry.pattern=sequential" in cmdline)
 
     def curve(self, since_boot_s: float = 0.0) -> DirtyCurve:
         """Its dirtying from `since_boot_s` after the guest started (bursts keep time)."""
         rate, wss = self.dirty_mib_s * MIB, self.wss_mib * MIB
         if self.hotcold:  # the rest of the writes land anywhere in the set
             return DirtyCurve(0.9 * rate, wss / 8, None, 0.1 * rate, wss)
+        if self.sequential:
+            return DirtyCurve(rate, wss, streaming=True)
         if not self.bursts:
             return DirtyCurve(rate, wss)
         return DirtyCurve(2 * rate, wss, Bursts(BURST_S, BURST_S, since_boot_s))
