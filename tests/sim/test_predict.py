@@ -7,6 +7,7 @@ import pytest
 
 from ferry.domain.models import MigrationState
 from ferry.domain.vocab import Policy, WorkloadPattern
+from ferry.errors import InvalidRequest
 from ferry.predict.bursts import MIN_PROBE_S
 from tests.sim.conftest import SimEnv
 
@@ -110,3 +111,12 @@ def test_a_sequential_guest_is_measured_as_streaming(env: SimEnv) -> None:
     m = env.migrate(vm, "node2", bandwidth_mib_s=16, policy=Policy.PRECOPY)
     assert m.state == MigrationState.COMPLETED and pre["converges"], (pre, m.error)
     assert m.total_ms == pytest.approx(pre["total_ms"], rel=0.15), (pre, m.total_ms)
+
+
+def test_a_workload_that_cannot_fit_its_guest_is_refused_up_front(env: SimEnv) -> None:
+    """`--memory 160 --workload-wss 96` booted, sent nothing and failed after 90 s with
+    "sent no heartbeat": refused before anything is defined, saying the limit."""
+    with pytest.raises(InvalidRequest, match=r"working set must be 1\.\.83 MiB for a 160 MiB"):
+        env.vm("tight", memory=160, wss=96)
+    assert all("tight" not in env.cluster.host(h).domains for h in ("node1", "node2", "node3"))
+    assert env.vm("fits", memory=160, wss=83) == "fits"
