@@ -162,14 +162,10 @@ def fit(points: list[tuple[float, float]], memory_bytes: float) -> DirtyCurve:
     if len(pts) < TWO_SETS_AFTER or len(pts) < len(points):
         return one
     e1 = _rel_rms(one, pts)
-    found = [(e1, one)]
-    two = _two_sets(pts, memory_bytes) if e1 > NOISE else None
-    if two is not None:
-        found.append((_rel_rms(two, pts), two))
-    stream = _streaming(pts, memory_bytes)
-    if stream is not None:
-        found.append((_rel_rms(stream, pts), stream))
-    best_e, best = min(found[1:], key=lambda f: f[0], default=(e1, one))
+    others = [c for c in (_two_sets(pts, memory_bytes) if e1 > NOISE else None,
+                          _streaming(pts, memory_bytes)) if c is not None]
+    best_e, best = min(((_rel_rms(c, pts), c) for c in others), key=lambda f: f[0],
+                       default=(e1, one))
     return best if best_e <= e1 / 2 else one
 
 

@@ -33,12 +33,3 @@ def busy_share(before: tuple[int, int], now: tuple[int, int]) -> float | None:
         return None
     return min(d_busy / d_total, 1.0)
 
-
-def alike(then: float | None, now: float | None) -> bool:
-    """Did a migration whose source was `then` busy run at a load like `now`'s?  Where
-    either is unknown (an older Ferry's rows, a host not read yet), it counts.
-
-    >>> alike(0.95, 0.3), alike(0.6, 0.3), alike(None, 0.3)
-    (False, True, True)
-    """
-    return then is None or now is None or abs(then - now) <= LOAD_BAND

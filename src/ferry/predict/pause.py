@@ -58,13 +58,14 @@ class Switchover:
     how: str
 
 
-def fit(points: list[tuple[float, float]], link_bytes_s: float) -> Switchover | None:
+def fit(points: list[tuple[float, float]], link_bytes_s: float,
+        what: str = "pauses") -> Switchover | None:
     """From (bytes sent paused, pause s) of earlier migrations: the pause's own cost
     and the stop-and-copy rate.  Rests that differ enough give the rate (least
     squares, kept between the link and MAX_SPEEDUP times it) when the pauses' noise
     lets the slope be read (_slope); else the link's.
     The cost is the median of what each pause left beyond its pages.  None with
-    fewer than MIN_POINTS.
+    fewer than MIN_POINTS.  `what` names the points for people ("pauses at a like load").
 
     >>> pts = [(r * MIB, 0.02 + r / 300) for r in (2, 6, 12, 18)]
     >>> s = fit(pts, 200 * MIB)
@@ -82,7 +83,7 @@ def fit(points: list[tuple[float, float]], link_bytes_s: float) -> Switchover | 
     cost = statistics.median(d - r * per_byte for r, d in points)
     cost = min(max(cost, 0.0), MAX_SWITCHOVER_S)
     rate = 1 / per_byte
-    how = f"{cost * 1000:.0f} ms + pages at {rate / MIB:.0f} MiB/s (last {len(points)} pauses)"
+    how = f"{cost * 1000:.0f} ms + pages at {rate / MIB:.0f} MiB/s (last {len(points)} {what})"
     return Switchover(cost, rate / link_bytes_s, how)
 
 

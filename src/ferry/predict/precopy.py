@@ -238,12 +238,15 @@ class PrecopyRun:
         got = self._curve.parts_between(self.t - self._since_sync, self.t)
         if self.first:
             return [d * max(0.0, 1.0 - self.unsent / g.nonzero_bytes) for d in got]
-        out = [d * max(0.0, 1.0 - p / min(w, g.memory_bytes))
-               for d, p, (_, w) in zip(got, self._pending(), self._curve.parts(), strict=True)]
-        if self._curve.streaming:  # the stream meets its pending pages only once it wraps
-            w, p = min(self._curve.wss_bytes, g.memory_bytes), self._pending()[0]
-            out[0] = max(0.0, min(got[0], w - p))
-        return out
+        new = []
+        for i, (d, p, (_, w)) in enumerate(zip(got, self._pending(), self._curve.parts(),
+                                               strict=True)):
+            ws = min(w, g.memory_bytes)
+            if i == 0 and self._curve.streaming:  # a stream meets its pending pages
+                new.append(max(0.0, min(d, ws - p)))  # only once it wraps
+            else:  # random writes hit pending pages in proportion
+                new.append(d * max(0.0, 1.0 - p / ws))
+        return new
 
     def _pending(self) -> list[float]:
         """Each set's bytes pending now (after round 1)."""

@@ -80,9 +80,8 @@ class HistoryReads:
                        tracking=tracking, tracking_how=tracking_how)
 
     def _load(self, source: str) -> float | None:
-        """How busy the source's CPUs were at the last reconcile (None: not read)."""
         with self.db.session() as s:
-            return s.scalar(select(HostRow.cpu_busy).where(HostRow.name == source))
+            return host_load(s, source)
 
     def _switchover(self, source: str, destination: str, encrypted: bool | None,
                     link_bytes_s: float, load: float | None = None
@@ -117,10 +116,8 @@ class HistoryReads:
                 rest = pause.paused_bytes(seen, total_ms / 1000, down_ms / 1000, sent)
                 if rest is not None:
                     points.append((rest, down_ms / 1000))
-        fitted = pause.fit(points, link_bytes_s)
-        if fitted is None or load is None:
-            return fitted
-        return replace(fitted, how=f"{fitted.how[:-1]} at a like load)")
+        return pause.fit(points, link_bytes_s,
+                         "pauses" if load is None else "pauses at a like load")
 
     def _same_vm(self, s: Session, vm: str) -> ColumnElement[bool]:
         """Migrations of this very VM at its present size: its libvirt UUID, not its
@@ -329,9 +326,14 @@ def _between(source: str, destination: str) -> ColumnElement[bool]:
                and_(MigrationRow.source == destination, MigrationRow.destination == source))
 
 
+def host_load(s: Session, host: str) -> float | None:
+    """How busy the host's CPUs were at the last reconcile (None: not read yet)."""
+    return s.scalar(select(HostRow.cpu_busy).where(HostRow.name == host))
+
+
 def _at_load(load: float | None) -> ColumnElement[bool]:
-    """Migrations whose source was about as busy as `load` (predict/load.py `alike`,
-    as a query): unknown on either side counts."""
+    """Migrations whose source was within LOAD_BAND as busy as `load`; where either
+    is unknown (an older Ferry's rows, a host not read yet), they count."""
     if load is None:
         return true()
     return or_(MigrationRow.source_busy.is_(None),

@@ -72,16 +72,17 @@ class Inventory:
         lists = self.queries.ask(asks)
         seen: dict[str, list[DomainInfo]] = {}
         updates: dict[str, dict[str, object]] = {}
+        times: dict[str, tuple[int, int]] = {}  # CPU counters, for the load
         for name, _uri in hosts:
             info = infos[f"{name}:info"]
             if isinstance(info, HypervisorError):
                 updates[name] = {"state": HostState.UNREACHABLE, "error": str(info)}
                 continue
             assert isinstance(info, HostInfo)
+            times[name] = (info.cpu_busy_ns, info.cpu_total_ns)
             domains = lists[f"{name}:domains"]
             updates[name] = {"state": HostState.UP, "memory_free_mib": info.memory_free_mib,
                              "memory_total_mib": info.memory_total_mib,
-                             "cpu_times": (info.cpu_busy_ns, info.cpu_total_ns),
                              "error": f"domains not read this round: {domains}"
                              if isinstance(domains, HypervisorError) else ""}
             if isinstance(domains, list):
@@ -93,12 +94,10 @@ class Inventory:
         now = datetime.now(UTC)
         with self.db.session() as s:
             for hrow in s.scalars(select(HostRow)):
-                changes = dict(updates.get(hrow.name, {}))
-                times = changes.pop("cpu_times", None)
-                if isinstance(times, tuple):
-                    _read_load(hrow, times)
-                for k, v in changes.items():
+                for k, v in updates.get(hrow.name, {}).items():
                     setattr(hrow, k, v)
+                if hrow.name in times:
+                    _read_load(hrow, times[hrow.name])
                 hrow.updated_at = now
             busy = set(s.scalars(select(MigrationRow.vm).where(
                 MigrationRow.state.in_([m.value for m in UNFINISHED]))))

@@ -45,7 +45,7 @@ from ferry.predict.inputs import Measurement
 from ferry.predict.precopy import Prediction
 from ferry.service import convert
 from ferry.service.database import Database
-from ferry.service.history_store import HistoryReads, _aware, _with, durable
+from ferry.service.history_store import HistoryReads, _aware, _with, durable, host_load
 from ferry.service.secrets import SecretBox
 from ferry.storage.sharing import StorageCatalog
 
@@ -323,8 +323,7 @@ class MigrationStore(HistoryReads):
             row.encrypted = options.tls
             row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
             # the load its history is later read at (predict/load.py)
-            row.source_busy = s.scalar(select(HostRow.cpu_busy).where(
-                HostRow.name == row.source))
+            row.source_busy = host_load(s, row.source)
 
     @durable
     def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None:
