@@ -7,7 +7,7 @@ import math
 import pytest
 
 from ferry.predict.dirty import MIB, Bursts, DirtyCurve, fit, one_set
-from ferry.predict.precopy import Guest, Link, Schedule, simulate
+from ferry.predict.precopy import Guest, Link, PrecopyRun, Schedule, simulate
 
 
 def guest(mem: float = 256, nonzero: float | None = None, rate: float = 0.0,
@@ -189,3 +189,21 @@ def test_a_dense_tail_of_ram_is_what_a_round_one_switchover_sends_paused() -> No
     # the tail's last tenth (51 MiB) is 90 % non-zero: at most the threshold's
     # 19.5 MiB of it, all but its zero pages, goes paused
     assert dense.downtime_s < 0.034 + 19.5 / 226 + 0.01
+
+
+def test_a_run_whose_unsent_bytes_dwindle_to_nothing_still_ends() -> None:
+    """A 50 ms limit under a capped job puts the "due" line at exactly zero bytes
+    (the threshold less half a rate window); the unsent bytes then shrank by steps of
+    unsent / rate to 8e-317, where a step underflows to 0 s: the run stood still (a
+    lab migration hung in its planning, CI).  Under a byte counts as sent."""
+    g = Guest(256 * MIB, 151840268.05648005,  # exact: where the float path leads matters
+              DirtyCurve(49673395.55575661, 256 * MIB, None, 9624198.065551165,
+                         1976276.6259272688))
+    link = Link(46006157.99471371, 75700086.64894009, 0.04544508406401785)
+    run = PrecopyRun(g, link, Schedule(0.05, setup_s=0.5, max_time_s=32.09939745636535))
+    for _ in range(1_000_000):
+        if (done := run.step()) is not None:
+            break
+    else:
+        raise AssertionError(f"still running at t={run.t}, {run.unsent} bytes unsent")
+    assert not done.converges  # it dirties faster than its cap: no progress

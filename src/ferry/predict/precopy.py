@@ -176,7 +176,9 @@ class PrecopyRun:
         """Advance one step; the final prediction once the run has ended."""
         g, sched, b = self.guest, self.sched, self.link.bandwidth_bytes_s
         step = min(self._step, self.unsent / b) if self.unsent > 0 else self._step
-        self.unsent = max(self.unsent - b * step, 0.0)
+        self.unsent = self.unsent - b * step
+        if self.unsent < 1.0:  # under a byte is nothing: a step of unsent / b would
+            self.unsent = 0.0  # underflow to 0 s and the run stand still (seen: 8e-317)
         self.sent += b * step
         self._sent_in_round += b * step
         self._since_sync += step
