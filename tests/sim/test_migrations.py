@@ -75,7 +75,7 @@ def test_a_limit_that_can_never_be_met_ends_in_postcopy_under_auto(env: SimEnv) 
     # the first move between these hosts assumes a 100 MiB/s link, so auto finds out by
     # watching the rounds stall, not from the prediction
     why = [e.message for e in env.svc.store.get(m.id).events if e.kind == K.START_POSTCOPY]
-    assert len(why) == 1 and "no limit up to 1 ms" in why[0]
+    assert len(why) == 1 and "rounds shrink slowly" in why[0] and "1 ms limit" in why[0]
     assert env.cluster.where(vm) == {"node2": "running"}
 
 

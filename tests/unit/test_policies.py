@@ -72,7 +72,7 @@ def test_auto_switches_to_postcopy_at_a_stall_no_limit_can_end() -> None:
     for it, rem in [(1, 250), (2, 130), (3, 128), (4, 127)]:
         acts += a.decide(sample(it, rem, bandwidth_mib_s=48), 1)
     assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
-    assert "no limit up to 300 ms" in acts[0].reason
+    assert "pre-copy would send it 59.2 times over before a 300 ms limit" in acts[0].reason
     assert ActionKind.START_POSTCOPY in [x.kind for x in feed_at(auto(SMALL_FIRST), [
         (1, 250), (2, 44), (3, 58), (4, 39)], 48)]  # uneven rounds: not "stalled"
     # the rounds go on stalling until post-copy takes over: nothing more (the lab
@@ -129,3 +129,18 @@ def test_timeout_force_switches_to_postcopy_where_allowed() -> None:
     # precopy was started without post-copy: force cannot apply, so it aborts
     b = Adapter(PolicyConfig(Policy.PRECOPY, 300, timeout_s=30, on_timeout=OnTimeout.FORCE))
     assert [x.kind for x in b.decide(sample(3, 60), 31)] == [ActionKind.ABORT]
+
+
+def test_auto_switches_once_two_rounds_say_pre_copy_would_resend_too_much() -> None:
+    """Lab drain (mixed mix): a guest dirtying 64 MiB/s over 128 MiB, read as 21 MiB/s
+    while five others were measured, ran four rounds of ~110-80 MiB (15.4 s) before
+    three rounds looked hopeless.  Rounds 2 and 3 already say it: shrinking by 0.79 a
+    round, pre-copy would send the 89 MiB 4.1 times over before a 300 ms limit lets it
+    stop.  Rounds halving are left alone."""
+    a = auto(SMALL_FIRST)
+    acts = feed_at(a, [(1, 250), (2, 113)], 48)
+    assert acts == []
+    acts = feed_at(a, [(3, 89)], 48)
+    assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
+    assert "4.1 times over" in acts[0].reason and "89 MiB pending" in acts[0].reason
+    assert feed_at(auto(SMALL_FIRST), [(1, 250), (2, 120), (3, 60), (4, 30)], 48) == []

@@ -47,7 +47,7 @@ from ferry.domain.vocab import Policy
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import SWITCHOVER_S
 from ferry.predict.precopy import Guest, Link, Prediction, simulate
-from ferry.predict.strategy import Inputs, choose_auto, schedule_for
+from ferry.predict.strategy import Inputs, schedule_for
 
 DEFAULT_OVERHEAD_S = 3.0  # measured on the lab: a move spends ~2-3.5 s off the link
 DEFAULT_FINISH_S = 1.2  # lab: the job's end to the VM settled on the destination
@@ -151,17 +151,17 @@ class Model:
             rate = k * SHARE_STEP * top
             inp = Inputs(m.guest, Link(rate, rate, SWITCHOVER_S), m.limit_s,
                          cpu_bound=m.cpu_bound, timeout_s=math.inf, setup_s=m.setup_s)
-            auto = choose_auto(inp)
-            sched = replace(schedule_for(Policy.AUTO, inp, auto), max_time_s=3600.0)
-            self._cache[key] = (simulate(m.guest, inp.link, sched),
-                                auto.postcopy_after_round is None)
+            sched = replace(schedule_for(Policy.AUTO, inp), max_time_s=3600.0)
+            pred = simulate(m.guest, inp.link, sched)
+            self._cache[key] = (pred, not pred.postcopy)
         return self._cache[key]
 
     def predict(self, m: MoveSpec, share: float) -> Prediction:
         return self._at(m, share)[0]
 
     def fits(self, m: MoveSpec, share: float) -> bool:
-        """Converges in pre-copy within its pause limit at this share."""
+        """Converges in pre-copy within its pause limit at this share (post-copy, planned
+        or because the rounds would shrink too slowly, is not converging here)."""
         return self._at(m, share)[1]
 
     def costs_little(self, m: MoveSpec, share: float) -> bool:

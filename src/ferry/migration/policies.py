@@ -11,23 +11,18 @@ was pending when each round began (libvirt's iteration counter):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from ferry.domain.models import Sample
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
+from ferry.predict.rounds import SLOW_RESEND, need_s, resend_factor
 from ferry.predict.strategy import AutoSettings
 
 STALL_ROUNDS = 3
 STALL_SHRINK = 0.9
-RAISE_MARGIN = 1.25  # over pending / bandwidth: rounds vary
-# rounds that shrink slowly (under 30 % over three) and leave over this many times
-# the operator's limit are not helped by raising it: post-copy at once (lab drain: a
-# guest dirtying faster than its 48 MiB/s link, measured mild, left 39-58 MiB per
-# round, ~1 s at the link, too unevenly to count as stalled: 15 s of rounds)
-HOPELESS = 2.0
-SLOW_SHRINK = 0.7
 
 
 class ActionKind(StrEnum):
@@ -142,14 +137,14 @@ class Adapter:
         if self.postcopy:
             return []  # (after the switch a limit means nothing: lab, one was raised)
         limit_ms = self.cfg.max_downtime_ms
-        if hopeless(self.round_starts, s.bandwidth_bytes_s, limit_ms):
+        resent = resend_factor(self.round_starts, s.bandwidth_bytes_s, limit_ms / 1000)
+        if resent > SLOW_RESEND:
             self.postcopy = True
             pending = self.round_starts[max(self.round_starts)]
             return [Action(ActionKind.START_POSTCOPY, f"rounds shrink slowly and leave "
                            f"{pending / 2**20:.0f} MiB pending, "
                            f"{_need_ms(pending, s.bandwidth_bytes_s):.0f} ms at the rate seen: "
-                           f"no limit up to {limit_ms} ms lets pre-copy finish, switching "
-                           "to post-copy")]
+                           f"{_resent(resent, limit_ms)}, switching to post-copy")]
         if not stalled(self.round_starts, since_round=self.raised_at_round):
             return []
         pending = self.round_starts[max(self.round_starts)]
@@ -169,26 +164,15 @@ class Adapter:
                        "MiB per round with the full downtime limit: switching to post-copy")]
 
 
+def _resent(times: float, limit_ms: int) -> str:
+    if math.isinf(times):
+        return f"no limit up to {limit_ms} ms lets pre-copy finish"
+    return f"pre-copy would send it {times:.1f} times over before a {limit_ms} ms limit " \
+        "lets it stop"
+
+
 def _need_ms(pending: float, bandwidth_bytes_s: float) -> float:
-    """The downtime limit under which QEMU would stop with `pending` left, with margin."""
-    return pending / bandwidth_bytes_s * 1000 * RAISE_MARGIN
-
-
-def hopeless(round_starts: dict[int, int], bandwidth_bytes_s: float, limit_ms: int) -> bool:
-    """The last STALL_ROUNDS rounds after the first shrank under 30 % overall and the
-    last leaves more than HOPELESS times what `limit_ms` lets QEMU send paused.
-
-    >>> hopeless({1: 250 << 20, 2: 44 << 20, 3: 58 << 20, 4: 39 << 20}, 48 << 20, 300)
-    True
-    >>> hopeless({1: 250 << 20, 2: 120 << 20, 3: 80 << 20, 4: 50 << 20}, 48 << 20, 300)
-    False
-    """
-    rounds = sorted(r for r in round_starts if r >= 2)
-    if len(rounds) < STALL_ROUNDS or bandwidth_bytes_s <= 0:
-        return False
-    last = [round_starts[r] for r in rounds[-STALL_ROUNDS:]]
-    return last[-1] >= SLOW_SHRINK * last[0] and \
-        _need_ms(last[-1], bandwidth_bytes_s) > HOPELESS * limit_ms
+    return need_s(pending, bandwidth_bytes_s) * 1000
 
 
 def stalled(round_starts: dict[int, int], since_round: int = 0) -> bool:

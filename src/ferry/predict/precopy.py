@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ferry.predict.dirty import DirtyCurve
+from ferry.predict.rounds import hopeless
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Prediction:
     rounds: int
     detail: list[Round] = field(default_factory=list)
     note: str = ""
+    postcopy: bool = False  # ended by post-copy (the pages follow the guest)
 
     def as_dict(self) -> dict[str, object]:
         return {"converges": self.converges, "total_ms": round(self.total_s * 1000),
@@ -111,6 +113,9 @@ class Schedule:
     throttle: bool = False
     throttle_effect: float = 1.0  # 1: dirtying is CPU-bound; 0: paced by the guest clock
     postcopy_after_round: int | None = None
+    # auto: post-copy once the rounds after round 1 shrink too slowly for this limit
+    # (`rounds.hopeless`, the rule the running migration follows)
+    postcopy_when_hopeless_s: float | None = None
     setup_s: float = 0.1
     max_time_s: float = 120.0
     detect_stuck: bool = True  # give up once rounds stop shrinking (QEMU itself never does)
@@ -214,12 +219,15 @@ class PrecopyRun:
             self._since_sync = self._sent_in_round = 0.0
             self.rounds.append(Round(self.t, self.unsent))
             if self.postcopy_requested or (sched.postcopy_after_round is not None
-                                           and len(self.rounds) > sched.postcopy_after_round):
+                                           and len(self.rounds) > sched.postcopy_after_round) \
+                    or self._hopeless():
                 pause = POSTCOPY_PAUSE_S  # device state only; the pages follow
+                why = "rounds shrink slowly: " if self._hopeless() else ""
                 return Prediction(True, self.t + pause + self.unsent / b, pause,
                                   self.sent + self.unsent, len(self.rounds), self.rounds,
-                                  f"post-copy: the guest runs on the destination while the "
-                                  f"last {self.unsent / 2**20:.0f} MiB follow")
+                                  f"{why}post-copy: the guest runs on the destination while "
+                                  f"the last {self.unsent / 2**20:.0f} MiB follow",
+                                  postcopy=True)
             if sched.detect_stuck and _stuck(self._syncs, sched) and not self._may_calm():
                 return Prediction(False, self.t, 0.0, self.sent, len(self.rounds), self.rounds,
                                   f"no progress: {self.unsent / 2**20:.1f} MiB dirtied per "
@@ -249,6 +257,12 @@ class PrecopyRun:
             else:  # random writes hit pending pages in proportion
                 new.append(d * max(0.0, 1.0 - p / ws))
         return new
+
+    def _hopeless(self) -> bool:
+        limit = self.sched.postcopy_when_hopeless_s
+        return limit is not None and hopeless(
+            {i + 1: r.pending_bytes for i, r in enumerate(self.rounds)},
+            self.link.bandwidth_bytes_s, limit)
 
     def _pending(self) -> list[float]:
         """Each set's bytes pending now (after round 1)."""

@@ -117,11 +117,13 @@ def schedule_for(policy: Policy, inp: Inputs, auto: AutoSettings | None = None) 
     if chosen.postcopy_after_round is not None:
         return replace(base, downtime_s=chosen.start_downtime_s,
                        postcopy_after_round=chosen.postcopy_after_round)
-    stall_at = simulate(inp.guest, inp.link, replace(base, downtime_s=chosen.start_downtime_s))
+    # the running policy also switches once rounds shrink too slowly (`rounds.hopeless`)
+    base = replace(base, downtime_s=chosen.start_downtime_s,
+                   postcopy_when_hopeless_s=chosen.raise_to_s)
+    stall_at = simulate(inp.guest, inp.link, base)
     if stall_at.converges:
-        return replace(base, downtime_s=chosen.start_downtime_s)
-    return replace(base, downtime_s=chosen.start_downtime_s,
-                   downtime_steps=((stall_at.total_s, chosen.raise_to_s),))
+        return base
+    return replace(base, downtime_steps=((stall_at.total_s, chosen.raise_to_s),))
 
 
 def schedules(inp: Inputs) -> dict[Policy, Schedule]:
