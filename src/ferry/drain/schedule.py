@@ -55,6 +55,11 @@ STREAM_FILLS = 0.75
 SHARE_STEP = 0.02  # shares are rounded to 2 % of a link for the predictions' cache
 EPS = 1e-6
 QUIET_SHARE = 0.05  # round 2 at most this share of round 1: the guest is quiet
+# a move held at its gate starts transferring this long after the transfer before it
+# left the link: the runner sees `sent` at a sample (every 0.25 s), the gate releases
+# the staged job at its next one, and libvirt raises its rate (lab, converging mix:
+# 0.4-0.7 s from one move's `sent` to the next one's release, four times a drain)
+HANDOFF_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,17 @@ def _projected_end(r: _Run, rates: dict[int, float], t: float, model: Model) -> 
     return t + r.bytes_left / max(rates[id(r)], EPS)
 
 
+def _transfer_from(m: MoveSpec, runs: list[_Run], model: Model, t: float) -> float:
+    """When a move starting at `t` begins to transfer: after its preparation and
+    set-up, and, if it waits at its gate for a transfer on its link that ends first,
+    HANDOFF_S after that one leaves."""
+    at = t + m.overhead_s + m.setup_s
+    rates = _rates(runs, model, t)
+    before = [e for r in runs if r.spec.source == m.source and r.bytes_left is not None
+              and (e := _projected_end(r, rates, t, model)) <= at + EPS]
+    return max(at, max(before, default=-math.inf) + HANDOFF_S)
+
+
 def _join(runs: list[_Run], model: Model, t: float) -> None:
     """Preparations that end by `t` become transfers, with their bytes from the model at
     the share they get."""
@@ -350,7 +366,7 @@ def plan(moves: list[MoveSpec], links: dict[str, float], limits: Limits,
                 r.end = t
         for m in list(pending):
             if _may_start(m, runs, model, limits, max_parallel, t, transfers):
-                runs.append(_Run(m, t, t + m.overhead_s + m.setup_s))
+                runs.append(_Run(m, t, _transfer_from(m, runs, model, t)))
                 pending.remove(m)
         _join(runs, model, t)
         rates = _rates(runs, model, t)

@@ -47,6 +47,8 @@ class DrainMoves:
             pending = last if last.memory_remaining_bytes > 0 else \
                 self.store.last_sample(mid, pending=True)
             left = float(pending.memory_remaining_bytes if pending else last.memory_total_bytes)
+            if pending is None or pending.iteration <= 1:  # round 1 counts zero pages too
+                left = spec.guest.unsent_bytes(left)
         return Active(spec, started, min(now, started + spec.overhead_s), left)
 
     def start(self, m: dict[str, Any], d: dict[str, Any]) -> None:
