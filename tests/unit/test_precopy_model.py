@@ -207,3 +207,30 @@ def test_a_run_whose_unsent_bytes_dwindle_to_nothing_still_ends() -> None:
     else:
         raise AssertionError(f"still running at t={run.t}, {run.unsent} bytes unsent")
     assert not done.converges  # it dirties faster than its cap: no progress
+
+
+def test_a_run_of_thousands_of_rounds_reads_only_its_last_ones_for_the_rule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto's post-copy rule looks at the last rounds only: a drain's model simulates
+    up to an hour, and a guest hovering just over its threshold makes a round per
+    step (lab, 2026-12-07: 39,770 rounds; reading every round at every sync took
+    the drain's runner 163 s for one prediction and held the drain still).  Fails
+    when the rule is handed every round."""
+    import ferry.predict.precopy as precopy
+    seen: list[int] = []
+    real = precopy.hopeless
+
+    def counting(round_starts, bandwidth_bytes_s, limit_s):  # type: ignore[no-untyped-def]
+        seen.append(len(round_starts))
+        return real(round_starts, bandwidth_bytes_s, limit_s)
+
+    monkeypatch.setattr(precopy, "hopeless", counting)
+    rate = 0.34 * 48 * MIB  # the lab case: 111 MB/s over a 2.2 MB hot set, 10 MB/s
+    guest = Guest(192 * MIB, 150695351.0,  # over 192 MB cold, at 16 MiB/s
+                  DirtyCurve(111563529.0, 2231271.0, None, 10201906.0, 192484096.0),
+                  (0.922, 0.75, 0.75, 1.0, 1.0, 0.6, 1.0, 0.75, 0.0, 0.6))
+    sched = Schedule(0.05, downtime_steps=((25.07, 0.3),), postcopy_when_hopeless_s=0.3,
+                     setup_s=2.856, max_time_s=3600.0)
+    p = simulate(guest, Link(rate, rate, 0.02), sched)
+    assert p.rounds > 10_000 and len(seen) > 10_000
+    assert max(seen) <= 3

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ferry.predict.dirty import DirtyCurve
-from ferry.predict.rounds import hopeless
+from ferry.predict.rounds import ROUNDS_SEEN, hopeless
 
 
 @dataclass(frozen=True)
@@ -284,9 +284,12 @@ class PrecopyRun:
 
     def _hopeless(self) -> bool:
         limit = self.sched.postcopy_when_hopeless_s
-        return limit is not None and hopeless(
-            {i + 1: r.pending_bytes for i, r in enumerate(self.rounds)},
-            self.link.bandwidth_bytes_s, limit)
+        if limit is None or len(self.rounds) < 3:
+            return False
+        n = len(self.rounds)  # only the last rounds count: a long run has thousands
+        return hopeless({i + 1: self.rounds[i].pending_bytes
+                         for i in range(max(1, n - ROUNDS_SEEN), n)},
+                        self.link.bandwidth_bytes_s, limit)
 
     def _pending(self) -> list[float]:
         """Each set's bytes pending now (after round 1)."""
