@@ -66,7 +66,7 @@ class Guest:
         """The inverse of `tail_bytes`: the non-zero bytes round 1 still has to send when
         `tail` bytes of RAM (zero pages too: QEMU's "remaining" in round 1) lie ahead.
         A drain read a 320 MiB guest's remaining as its bytes to send, when only ~100
-        MiB of it were not zero, and kept the next move waiting for ~6 s.
+        MiB of it were not zero, and prepared the next move ~2 s late.
 
         >>> g = Guest(100.0, 50.0, DirtyCurve(0.0), (0.0, 1.0))
         >>> g.unsent_bytes(25.0), Guest(100.0, 50.0, DirtyCurve(0.0)).unsent_bytes(50.0)
@@ -242,11 +242,12 @@ class PrecopyRun:
             self._syncs.append(self.unsent - threshold)  # progress: the excess over it
             self._since_sync = self._sent_in_round = 0.0
             self.rounds.append(Round(self.t, self.unsent))
+            slow = self._hopeless()
             if self.postcopy_requested or (sched.postcopy_after_round is not None
                                            and len(self.rounds) > sched.postcopy_after_round) \
-                    or self._hopeless():
+                    or slow:
                 pause = POSTCOPY_PAUSE_S  # device state only; the pages follow
-                why = "rounds shrink slowly: " if self._hopeless() else ""
+                why = "rounds shrink slowly: " if slow else ""
                 return Prediction(True, self.t + pause + self.unsent / b, pause,
                                   self.sent + self.unsent, len(self.rounds), self.rounds,
                                   f"{why}post-copy: the guest runs on the destination while "
