@@ -7,7 +7,7 @@ import pytest
 
 from ferry.domain.models import HostState, MigrationState
 from ferry.domain.vocab import EventKind
-from ferry.drain.schedule import DEFAULT_FINISH_S
+from ferry.drain.model import DEFAULT_FINISH_S
 from ferry.errors import Conflict, MigrationRefused
 from ferry.migration.pipeline import Hooks
 from ferry.service.drain_plan import DrainRequest

@@ -114,6 +114,19 @@ def test_the_plans_transfers_per_link_hold_and_one_while_planning_where_a_stream
     assert slow.ready(1, "x", "a")() and slow.ready(1, "y", "a")()
 
 
+def test_a_busy_source_whose_streams_do_not_add_up_moves_one_at_a_time_while_planning(
+        ) -> None:
+    """One stream reaches half the link, but the host's CPUs are busy: two streams
+    would reach together what one does (the plan stored it), so a second early move
+    waits for the first."""
+    moves = [{"vm": v, "to": "b", "state": "running", "migration": None,
+              "model": {**IDLE, "stream_bytes_s": 24 * MIB, "together_bytes_s": 25 * MIB}}
+             for v in ("x", "y")]
+    busy = _gate(moves)
+    del cast(_Drains, busy.drains).request["transfers"]
+    assert busy.ready(1, "x", "a")() and not busy.ready(1, "y", "a")()
+
+
 def test_a_move_ready_first_does_not_pass_an_earlier_one_waiting_for_the_link() -> None:
     """One transfer at a time: x transfers; y (earlier in the plan) and z both wait.
     When x leaves, z asks first but y may go: z waits, y takes the link, then z."""

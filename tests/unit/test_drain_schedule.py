@@ -7,19 +7,8 @@ from itertools import pairwise
 
 import pytest
 
-from ferry.drain.schedule import (
-    DEFAULT_FINISH_S,
-    HANDOFF_S,
-    Active,
-    Limits,
-    Model,
-    MoveSpec,
-    best_plan,
-    may_share,
-    order,
-    plan,
-    quiet,
-)
+from ferry.drain.model import DEFAULT_FINISH_S, Model, MoveSpec, quiet
+from ferry.drain.schedule import HANDOFF_S, Active, Limits, best_plan, may_share, order, plan
 from ferry.predict.dirty import MIB, DirtyCurve
 from ferry.predict.precopy import Guest
 from ferry.service.drain_plan import model_of, streams_seen
@@ -161,6 +150,27 @@ def test_alone_is_judged_at_what_one_stream_reaches_not_the_link() -> None:
     assert s.max_parallel["a"] == 2
     a, b = s.slots
     assert _overlap((a.transfer_s, a.end_s), (b.transfer_s, b.end_s)) > 1.0
+
+
+def test_streams_that_do_not_add_up_are_not_planned_as_filling_the_link() -> None:
+    """One stream reaches half the link.  On a host with CPUs to spare two streams
+    fill it, and two idle guests transfer side by side; on a busy host (what the
+    streams reach together is what one does) two at once each get a quarter: the
+    plan and its ETA count that, and moving one at a time ends no later."""
+    idle = [mv(f"i{i}", 256, 100, to="bc"[i % 2], overhead=0.5) for i in range(4)]
+    spare = Model(LINKS, {"a": LINK / 2})
+    busy = Model(LINKS, {"a": LINK / 2}, {"a": LINK / 2})
+    assert not spare.fills("a") and busy.fills("a")
+    assert spare.share("a", 2) == LINK / 2 and busy.share("a", 2) == LINK / 4
+    fast = best_plan(idle, spare, Limits(), 2)[1]
+    slow = best_plan(idle, busy, Limits(), 2)[1]
+    sent = sum(busy.predict(m, LINK / 2).transferred_bytes for m in idle)
+    assert slow.eta_s >= sent / (LINK / 2)  # no faster than one stream's rate
+    assert fast.eta_s < sent / (LINK / 2)  # two streams side by side beat it
+    shared = plan(order(idle, busy), LINKS, Limits(), 2, model=busy)
+    assert slow.eta_s <= shared.eta_s
+    assert all(s.share_bytes_s <= LINK / 2 + 1 for s in shared.slots)
+    assert any(s.share_bytes_s < LINK / 2 - 1 for s in shared.slots)  # two at once split
 
 
 def test_streams_seen_are_the_best_of_a_drains_completed_moves() -> None:

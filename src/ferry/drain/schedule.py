@@ -41,41 +41,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from ferry.domain.vocab import Policy
+from ferry.drain.model import EPS, Model, MoveSpec
 from ferry.predict.dirty import MIB
-from ferry.predict.inputs import SWITCHOVER_S
-from ferry.predict.precopy import Guest, Link, Prediction, simulate
-from ferry.predict.strategy import Inputs, schedule_for
+from ferry.predict.precopy import Prediction
 
-DEFAULT_OVERHEAD_S = 3.0  # measured on the lab: a move spends ~2-3.5 s off the link
-DEFAULT_FINISH_S = 1.2  # lab: the job's end to the VM settled on the destination
-STREAM_FILLS = 0.75
-SHARE_STEP = 0.02  # shares are rounded to 2 % of a link for the predictions' cache
-EPS = 1e-6
-QUIET_SHARE = 0.05  # round 2 at most this share of round 1: the guest is quiet
 # a move held at its gate starts transferring this long after the transfer before it
 # left the link: the runner sees `sent` at a sample (every 0.25 s), the gate releases
 # the staged job at its next one, and libvirt raises its rate (lab, converging mix:
 # 0.4-0.7 s from one move's `sent` to the next one's release, four times a drain)
 HANDOFF_S = 0.5
-
-
-@dataclass(frozen=True)
-class MoveSpec:
-    """One VM to move, with what the model needs."""
-
-    vm: str
-    source: str
-    destination: str
-    memory_mib: int
-    guest: Guest
-    limit_s: float  # the pause allowed
-    cpu_bound: float = 0.0
-    overhead_s: float = DEFAULT_OVERHEAD_S
-    setup_s: float = 0.1
-    finish_s: float = DEFAULT_FINISH_S  # after its last byte: libvirt's finish, settling
 
 
 @dataclass(frozen=True)
@@ -124,71 +100,6 @@ class Schedule:
     eta_s: float  # from `now` to the last move's end
     max_parallel: dict[str, int] = field(default_factory=dict)  # transfers per source
     transfers: int | None = None  # at most this many on a source's link (None: the slots)
-
-
-class Model:
-    """Predictions of a move at a share of its link, cached (shares rounded).
-
-    `streams`: what one migration from a host reaches alone (QEMU's migration
-    thread, TCP); a host absent there is one whose single migration fills its
-    link (then more at once only split it: each slower, none sooner)."""
-
-    def __init__(self, links: dict[str, float], streams: dict[str, float] | None = None
-                 ) -> None:
-        self.links = links
-        self.streams = streams or {}
-        self._cache: dict[tuple[str, int], tuple[Prediction, bool]] = {}
-
-    def link(self, host: str) -> float:
-        return self.links[host]
-
-    def stream(self, host: str) -> float:
-        """One migration's rate from `host`; within STREAM_FILLS of the link it is
-        taken to fill it (a rate measured on the link itself is a little below it)."""
-        s, link = self.streams.get(host, math.inf), self.links[host]
-        return link if s >= STREAM_FILLS * link else s
-
-    def _at(self, m: MoveSpec, share: float) -> tuple[Prediction, bool]:
-        top = min(self.link(m.source), self.link(m.destination))
-        k = max(1, round(min(share, top) / top / SHARE_STEP))
-        key = (m.vm, k)
-        if key not in self._cache:
-            rate = k * SHARE_STEP * top
-            inp = Inputs(m.guest, Link(rate, rate, SWITCHOVER_S), m.limit_s,
-                         cpu_bound=m.cpu_bound, timeout_s=math.inf, setup_s=m.setup_s)
-            sched = replace(schedule_for(Policy.AUTO, inp), max_time_s=3600.0)
-            pred = simulate(m.guest, inp.link, sched)
-            self._cache[key] = (pred, not pred.postcopy)
-        return self._cache[key]
-
-    def predict(self, m: MoveSpec, share: float) -> Prediction:
-        return self._at(m, share)[0]
-
-    def fits(self, m: MoveSpec, share: float) -> bool:
-        """Converges in pre-copy within its pause limit at this share (post-copy, planned
-        or because the rounds would shrink too slowly, is not converging here)."""
-        return self._at(m, share)[1]
-
-    def costs_little(self, m: MoveSpec, share: float) -> bool:
-        """What the move sends at this share beyond what it sends alone takes its link
-        less time than the fixed costs sharing overlaps (its set-up and finish)."""
-        alone = self.predict(m, self.stream(m.source)).transferred_bytes
-        extra = self.predict(m, share).transferred_bytes - alone
-        return extra / self.link(m.source) <= m.setup_s + m.finish_s
-
-    def alone(self, m: MoveSpec) -> bool:
-        """Converges only with all one stream reaches (nothing sharing its link)."""
-        return not self.fits(m, self.stream(m.source))
-
-
-def quiet(guest: Guest, rate_bytes_s: float) -> bool:
-    """What the guest dirties while round 1 runs at this rate is at most QUIET_SHARE of
-    round 1: it converges whatever shares its link.  Judged on the curve, not its
-    initial slope: an idle guest's kernel re-dirties a few hundred KiB quickly (lab:
-    10-18 MB/s measured over a 0.4-0.7 MB working set), which a rate alone would
-    call a dirtier."""
-    t1 = guest.nonzero_bytes / max(rate_bytes_s, EPS)
-    return guest.curve.bytes_in(t1) <= QUIET_SHARE * guest.nonzero_bytes
 
 
 def order(moves: list[MoveSpec], model: Model) -> list[MoveSpec]:
@@ -249,13 +160,12 @@ class _Run:
 
 
 def _rates(runs: list[_Run], model: Model, t: float) -> dict[int, float]:
-    """Each transfer's rate now: an equal share of its source's and its destination's
-    link, whichever is smaller."""
+    """Each transfer's rate now: an equal share of what its source's migrations reach
+    (`Model.share`) and of its destination's link, whichever is smaller."""
     live = [r for r in runs if r.bytes_left is not None and r.end is None]
     out_n = Counter(r.spec.source for r in live)
     in_n = Counter(r.spec.destination for r in live)
-    return {id(r): min(model.stream(r.spec.source),
-                       model.link(r.spec.source) / out_n[r.spec.source],
+    return {id(r): min(model.share(r.spec.source, out_n[r.spec.source]),
                        model.link(r.spec.destination) / in_n[r.spec.destination])
             for r in live}
 
@@ -334,7 +244,7 @@ def may_share(m: MoveSpec, sharing: list[MoveSpec], model: Model) -> bool:
         return True
     if model.alone(m) or any(model.alone(x) for x in sharing):
         return False
-    share = min(model.stream(m.source), model.link(m.source) / n)
+    share = model.share(m.source, n)
     return all(model.fits(x, share) and model.costs_little(x, share) for x in [m, *sharing])
 
 

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ferry.clock import Clock
-from ferry.drain.schedule import Model, may_share
-from ferry.drain.schedule import quiet as drain_quiet
+from ferry.drain.model import Model
+from ferry.drain.model import quiet as drain_quiet
+from ferry.drain.schedule import may_share
 from ferry.service.drain_plan import model_of, spec_of, streams_seen
 from ferry.service.drain_store import DrainStore
 from ferry.service.migration_store import MigrationStore
@@ -114,11 +115,12 @@ class LinkGate:
     def _transfers(d: dict[str, Any], model: Model, source: str) -> float:
         """How many of the drain's moves may transfer at once on `source`'s link: as
         its plan chose; while it is still being planned (quiet guests already move),
-        one where one stream fills the link (the next one prepares meanwhile)."""
+        one where one stream reaches what several would (it fills the link, or the
+        host's CPUs are busy; the next one prepares meanwhile)."""
         if "transfers" in d["request"]:
             k = d["request"]["transfers"]
             return math.inf if k is None else int(k)
-        return 1 if model.stream(source) >= model.link(source) else math.inf
+        return 1 if model.fills(source) else math.inf
 
     def _leaving(self, m: dict[str, Any] | None) -> bool:
         """Is this move's job about to leave the link: off it (ended, or its `sent`

@@ -19,17 +19,9 @@ from sqlalchemy import select
 from ferry.clock import Clock
 from ferry.db.models import HostRow, PoolRow, VmRow, VolumeRow
 from ferry.domain.models import HostState
+from ferry.drain.model import DEFAULT_FINISH_S, Model, MoveSpec
 from ferry.drain.placement import Candidate, Disk, Placement, Target, place
-from ferry.drain.schedule import (
-    DEFAULT_FINISH_S,
-    Active,
-    Limits,
-    Model,
-    MoveSpec,
-    Schedule,
-    best_plan,
-    plan,
-)
+from ferry.drain.schedule import Active, Limits, Schedule, best_plan, plan
 from ferry.hypervisor.errors import HypervisorError
 from ferry.migration.measure import measure
 from ferry.migration.planning import timeout_s
@@ -41,6 +33,7 @@ from ferry.predict.inputs import (
     build_inputs,
     link_bytes_s,
 )
+from ferry.predict.load import streams_together
 from ferry.predict.precopy import Guest
 from ferry.service import convert
 from ferry.service.connections import HostConnections
@@ -77,8 +70,10 @@ class DrainRequest:
 def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
     g = m.guest
     stream = model.streams.get(m.source)
+    together = model.together_bytes_s.get(m.source)
     return {"link_bytes_s": round(model.link(m.source)),
             "stream_bytes_s": None if stream is None else round(stream),
+            "together_bytes_s": None if together is None else round(together),
             "memory_mib": m.memory_mib,
             "nonzero_bytes": round(g.nonzero_bytes),
             "nonzero_profile": [round(x, 3) for x in g.profile],
@@ -159,7 +154,8 @@ class DrainPlanner:
         its own measurement is in (the drain starts a quiet one at once); `tls`
         False: the moves go in clear (their history is that of plain streams).  What
         one stream from a host reaches comes from its latest migrations: where it
-        is below the link, several moves at once fill it."""
+        is below the link, several moves at once fill it if the host has CPUs
+        free for them (`streams_together`, from its load at the last reconcile)."""
         by_name = {c.vm: c for c in cands}
         placed = [by_name[v] for v in placement.to]
         hist: dict[str, History] = {}
@@ -220,7 +216,12 @@ class DrainPlanner:
             self.measured[c.vm] = (m, taken.get(c.vm, self.clock.monotonic()))
         for h in uris:
             links.setdefault(h, (link_mib_s or ASSUMED_LINK_MIB_S) * MIB)
-        return specs, Model(links, streams), failed
+        with self.db.session() as s:
+            cpu = {n: (c, b) for n, c, b in s.execute(
+                select(HostRow.name, HostRow.cpus, HostRow.cpu_busy))}
+        together = {h: streams_together(st, links[h], *cpu.get(h, (0, None)))
+                    for h, st in streams.items()}
+        return specs, Model(links, streams, together), failed
 
     def fresh(self, vm: str) -> tuple[Measurement, float] | None:
         """The plan's measurement of `vm` and its age, if recent enough (taken once)."""
@@ -255,6 +256,7 @@ def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float |
     still being measured (no model yet; quiet ones already move) is not read."""
     links: dict[str, float] = {}
     streams: dict[str, float] = {}
+    together: dict[str, float] = {}
     for m in moves:
         if "model" not in m:
             continue
@@ -265,7 +267,9 @@ def model_of(moves: list[dict[str, Any]], default_host: str, link_mib_s: float |
             links[h] = max(links.get(h, 0.0), rate)
         if s.get("stream_bytes_s"):
             streams[src] = float(s["stream_bytes_s"])
-    return Model(links, {**streams, **(seen or {})})
+        if s.get("together_bytes_s"):
+            together[src] = float(s["together_bytes_s"])
+    return Model(links, {**streams, **(seen or {})}, together)
 
 
 def streams_seen(moves: list[dict[str, Any]], default_host: str) -> dict[str, float]:

@@ -26,8 +26,9 @@ from typing import Any
 from ferry.clock import Clock
 from ferry.domain.models import Migration
 from ferry.domain.names import check_name
+from ferry.drain.model import Model, MoveSpec, quiet
 from ferry.drain.placement import Candidate, Placement
-from ferry.drain.schedule import Active, Limits, Model, MoveSpec, quiet
+from ferry.drain.schedule import Active, Limits
 from ferry.errors import Conflict, FerryError, InvalidRequest
 from ferry.predict.inputs import Measurement
 from ferry.service.drain_gate import LinkGate
