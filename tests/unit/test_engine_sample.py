@@ -64,3 +64,72 @@ def test_a_round_that_ends_with_nothing_left_is_not_the_end() -> None:
     clock.advance(0.5)  # its last 10 MiB went (at 48 MiB/s)
     w.step()
     assert w.sent and told == [True]
+
+
+def test_postcopy_frees_the_link_once_its_pages_have_all_gone() -> None:
+    """In post-copy the background copy re-sends nothing: once a sample taken after
+    the switch says nothing remains, the link is free (lab: a drain's next move
+    waited 2.4 s more, for libvirt's finish).  Not before the switch's first sample,
+    nor on a pre-copy sample that ends a round."""
+    import threading
+    from typing import Any, cast
+
+    from ferry.domain.vocab import EventKind
+    from ferry.migration.watch import Watch
+    from ferry.simulated.clock import SimClock
+
+    mib = 2**20
+
+    def at(iteration: int, remaining_mib: float) -> JobStats:
+        return JobStats(active=True, elapsed_ms=1000 * iteration, memory_total_bytes=256 * mib,
+                        memory_processed_bytes=200 * mib, iteration=iteration,
+                        memory_remaining_bytes=round(remaining_mib * mib),
+                        bandwidth_bytes_s=10 * mib)
+
+    rec = _Recorder()
+    source = _Source([at(3, 0), at(4, 80), at(4, 30), at(4, 0)])
+    told: list[bool] = []
+    w = Watch("vm", cast(Any, source), cast(Any, None), cast(Any, rec), threading.Event(),
+              600.0, SimClock())
+    w.on_sent = lambda: told.append(True)
+    w.step()  # pre-copy: a round's end is not the end
+    w.postcopy = True  # switched
+    w.step()
+    w.step()
+    assert not w.sent and not told
+    w.step()
+    assert w.sent and told == [True]
+    assert [k for k, _ in rec.events].count(EventKind.SENT) == 1
+
+
+def test_postcopy_whose_job_ends_between_samples_frees_the_link() -> None:
+    """The job ends (libvirt's statistics then fail) after a post-copy sample with
+    under two samples' worth left: everything went."""
+    import threading
+    from typing import Any, cast
+
+    from ferry.hypervisor.errors import HypervisorError
+    from ferry.migration.watch import Watch
+    from ferry.simulated.clock import SimClock
+
+    mib = 2**20
+
+    class _Ending(_Source):
+        def job_stats(self, _vm: str) -> JobStats:
+            if not self.stats:
+                raise HypervisorError("domain is not running")
+            return self.stats.pop(0)
+
+    def left(remaining_mib: float) -> JobStats:
+        return JobStats(active=True, elapsed_ms=9000, memory_total_bytes=256 * mib,
+                        memory_processed_bytes=200 * mib, iteration=4,
+                        memory_remaining_bytes=round(remaining_mib * mib),
+                        bandwidth_bytes_s=10 * mib)
+
+    for last, sent in ((40.0, False), (0.5, True)):
+        w = Watch("vm", cast(Any, _Ending([left(last)])), cast(Any, None),
+                  cast(Any, _Recorder()), threading.Event(), 600.0, SimClock())
+        w.postcopy = True
+        w.step()
+        w.step()
+        assert w.sent == sent

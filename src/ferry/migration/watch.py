@@ -19,9 +19,9 @@ from ferry.hypervisor.types import JobStats
 from ferry.migration.policies import Action, ActionKind, Adapter
 from ferry.migration.settling import Recorder
 from ferry.predict.dirty import MIB
+from ferry.predict.precopy import POSTCOPY_SHARE
 
 SAMPLE_INTERVAL_S = 0.25
-POSTCOPY_SHARE = 0.25  # of the rate pre-copy reached, for post-copy's background copy
 DRAIN_MIB_S = 1  # pre-copy's rate while the queues drain before the switch...
 DRAIN_S = 0.5  # ...for this long (a 4 MiB socket buffer at 16 MiB/s: 0.25 s)
 FULL_MIB_S = 8_796_093_022_207  # libvirt's largest rate for QEMU: no limit
@@ -66,6 +66,7 @@ class Watch:
         self.sent = False  # the source has sent everything (SENT recorded)
         self.on_sent: Callable[[], None] | None = None  # told once it has
         self.postcopy = False  # switched to post-copy
+        self.postcopy_sampled = False  # a sample taken since: what post-copy has left
         self.stopped_at: float | None = None  # the source guest stopped for the switchover
 
     def elapsed_s(self) -> float:
@@ -95,6 +96,8 @@ class Watch:
             self._sent_all(certain=False)
             return
         if not stats.active:
+            if self.postcopy:  # post-copy's job ended: its pages have all gone
+                self._sent_all(certain=False)
             return
         # (a sample with nothing remaining is no end: each round ends so, before the
         # bitmap sync adds what was dirtied meanwhile; seen on the lab, such a `sent`
@@ -112,7 +115,10 @@ class Watch:
         if self.staged_s:  # on the clock of a job that started at its release
             sample = replace(sample, t_ms=max(0, sample.t_ms - round(self.staged_s * 1000)))
         self.last_sample = sample
+        self.postcopy_sampled = self.postcopy
         self.recorder.sample(sample)
+        if self.postcopy and sample.memory_remaining_bytes == 0:
+            self._sent_all(certain=True)  # post-copy re-sends nothing: all gone
         if self.adapter is not None and self.aborted_for is None:
             for action in self.adapter.decide(sample, self.elapsed_s()):
                 self._apply(action)
@@ -141,13 +147,16 @@ class Watch:
         switchover) right after one that had under two samples' worth left.  libvirt
         then starts the guest on the destination and ends the source's QEMU (~1.7 s on
         the loaded lab).  Said once: the link is free, so a drain's next move may use
-        it, and the admission limits no longer count this one.  Not after an abort or
-        a switch to post-copy (its background copy still uses the link)."""
+        it, and the admission limits no longer count this one.  Not after an abort.
+        In post-copy, once a sample taken since the switch says nothing remains (or
+        had under two samples' worth before the job ended): its background copy
+        re-sends nothing, so the link is free then, not once libvirt has finished
+        (lab: a drain's next move waited 2.4 s for that)."""
         last = self.last_sample
         near_end = certain or (last is not None and last.memory_remaining_bytes <=
                                last.bandwidth_bytes_s * 2 * SAMPLE_INTERVAL_S)
         if self.sent or last is None or last.iteration < 1 or self.aborted_for is not None \
-                or self.postcopy or not near_end:
+                or (self.postcopy and not self.postcopy_sampled) or not near_end:
             return
         self.sent = True
         self.recorder.event(EventKind.SENT, "memory sent: libvirt starts the guest on the "
