@@ -289,3 +289,17 @@ def test_a_move_held_at_its_gate_transfers_a_handoff_after_the_one_before() -> N
         assert nxt == pytest.approx(end + HANDOFF_S) and nxt > end + 0.1
     first = sched.slots[0]
     assert first.transfer_s == pytest.approx(first.start_s + 0.3 + 1.0)  # none before it
+
+
+def test_a_tiny_working_set_dirtied_fast_converges_at_its_share_once_auto_raises_its_limit(
+        ) -> None:
+    """24 MiB/s over 1 MiB at a quarter of the link: ~0.8 MiB stays pending, over
+    auto's 50 ms start but well under the 1 s allowed, so `auto` raises the limit and
+    it converges.  The model chose that schedule on finer steps than it simulated
+    (an hour's horizon), where the start limit seemed to do: it then called the move
+    stuck (converging neither in pre-copy nor by post-copy)."""
+    m = replace(mv("tiny", 512, 300, dirty=24, wss=1), limit_s=1.0)
+    model = Model(LINKS)
+    p = model.predict(m, LINK / 4)
+    assert p.converges and not p.postcopy, p.note
+    assert model.fits(m, LINK / 4)

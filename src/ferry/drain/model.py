@@ -11,7 +11,7 @@ are busy, a second stream adds nothing, `predict.load.streams_together`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ferry.domain.vocab import Policy
 from ferry.predict.inputs import SWITCHOVER_S
@@ -24,6 +24,7 @@ STREAM_FILLS = 0.75
 SHARE_STEP = 0.02  # shares are rounded to 2 % of a link for the predictions' cache
 EPS = 1e-6
 QUIET_SHARE = 0.05  # round 2 at most this share of round 1: the guest is quiet
+HORIZON_S = 3600.0  # a move simulated this long at most (no timeout in a drain's model)
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,14 @@ class Model:
         key = (m.vm, k)
         if key not in self._cache:
             rate = k * SHARE_STEP * top
+            # `auto` chooses its schedule on the same horizon it is simulated on: the
+            # step grows with the horizon, and a schedule chosen on finer steps (a
+            # tiny working set converging at the first limit) stalled on coarser
+            # ones without the raise `auto` would have planned
             inp = Inputs(m.guest, Link(rate, rate, SWITCHOVER_S), m.limit_s,
-                         cpu_bound=m.cpu_bound, timeout_s=math.inf, setup_s=m.setup_s)
-            sched = replace(schedule_for(Policy.AUTO, inp), max_time_s=3600.0)
-            pred = simulate(m.guest, inp.link, sched)
-            self._cache[key] = (pred, not pred.postcopy)
+                         cpu_bound=m.cpu_bound, timeout_s=HORIZON_S, setup_s=m.setup_s)
+            pred = simulate(m.guest, inp.link, schedule_for(Policy.AUTO, inp))
+            self._cache[key] = (pred, pred.converges and not pred.postcopy)
         return self._cache[key]
 
     def predict(self, m: MoveSpec, share: float) -> Prediction:
