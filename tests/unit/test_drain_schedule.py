@@ -171,6 +171,13 @@ def test_streams_that_do_not_add_up_are_not_planned_as_filling_the_link() -> Non
     assert slow.eta_s <= shared.eta_s
     assert all(s.share_bytes_s <= LINK / 2 + 1 for s in shared.slots)
     assert any(s.share_bytes_s < LINK / 2 - 1 for s in shared.slots)  # two at once split
+    # a stream near the link is taken to fill it, but not beyond what the host's
+    # streams reach together (lab, encrypted on busy CPUs: one at 40 of 48 MiB/s, two
+    # planned at 24 each reached ~31 together)
+    near = Model(LINKS, {"a": 0.83 * LINK}, {"a": 0.85 * LINK})
+    assert near.stream("a") == near.together("a") == 0.85 * LINK
+    assert near.share("a", 2) == 0.425 * LINK and near.fills("a")
+    assert Model(LINKS, {"a": 0.83 * LINK}).stream("a") == LINK  # CPUs to spare
 
 
 def test_streams_seen_are_the_best_of_a_drains_completed_moves() -> None:
