@@ -92,9 +92,12 @@ def test_postcopy_frees_the_link_once_its_pages_have_all_gone() -> None:
     w = Watch("vm", cast(Any, source), cast(Any, None), cast(Any, rec), threading.Event(),
               600.0, SimClock())
     w.on_sent = lambda: told.append(True)
+    clock = cast(SimClock, w.clock)
     w.step()  # pre-copy: a round's end is not the end
     w.postcopy = True  # switched
     w.step()
+    w.stopped()  # libvirt: the source guest stopped (for post-copy, not the end)
+    clock.advance(2.0)
     w.step()
     assert not w.sent and not told
     w.step()

@@ -93,11 +93,11 @@ class Watch:
         except HostUnreachable:
             return
         except HypervisorError:  # the source domain stops, then goes, at the end
-            self._sent_all(certain=False)
+            self._sent_all(certain=False, postcopy_end=True)
             return
         if not stats.active:
             if self.postcopy:  # post-copy's job ended: its pages have all gone
-                self._sent_all(certain=False)
+                self._sent_all(certain=False, postcopy_end=True)
             return
         # (a sample with nothing remaining is no end: each round ends so, before the
         # bitmap sync adds what was dirtied meanwhile; seen on the lab, such a `sent`
@@ -118,7 +118,7 @@ class Watch:
         self.postcopy_sampled = self.postcopy
         self.recorder.sample(sample)
         if self.postcopy and sample.memory_remaining_bytes == 0:
-            self._sent_all(certain=True)  # post-copy re-sends nothing: all gone
+            self._sent_all(certain=True, postcopy_end=True)  # post-copy re-sends nothing
         if self.adapter is not None and self.aborted_for is None:
             for action in self.adapter.decide(sample, self.elapsed_s()):
                 self._apply(action)
@@ -141,7 +141,7 @@ class Watch:
             self._sent_all(certain=True)
         return self.sent
 
-    def _sent_all(self, certain: bool) -> None:
+    def _sent_all(self, certain: bool, postcopy_end: bool = False) -> None:
         """QEMU has sent the guest's memory: a sample says nothing remains, or the
         source's statistics fail ("domain is not running": the guest stopped for the
         switchover) right after one that had under two samples' worth left.  libvirt
@@ -149,14 +149,18 @@ class Watch:
         the loaded lab).  Said once: the link is free, so a drain's next move may use
         it, and the admission limits no longer count this one.  Not after an abort.
         In post-copy, once a sample taken since the switch says nothing remains (or
-        had under two samples' worth before the job ended): its background copy
-        re-sends nothing, so the link is free then, not once libvirt has finished
-        (lab: a drain's next move waited 2.4 s for that)."""
+        had under two samples' worth before the job ended: `postcopy_end`, from the
+        sampling only): its background copy re-sends nothing, so the link is free
+        then, not once libvirt has finished (lab: a drain's next move waited 2.4 s
+        for that).  Not from the source guest stopping: it stops at the switch too
+        (lab: taken for the end, it let the next move onto the link 9 s early, and
+        the post-copy guest waited 2.6 s for pages queued behind it)."""
         last = self.last_sample
         near_end = certain or (last is not None and last.memory_remaining_bytes <=
                                last.bandwidth_bytes_s * 2 * SAMPLE_INTERVAL_S)
         if self.sent or last is None or last.iteration < 1 or self.aborted_for is not None \
-                or (self.postcopy and not self.postcopy_sampled) or not near_end:
+                or (self.postcopy and not (postcopy_end and self.postcopy_sampled)) \
+                or not near_end:
             return
         self.sent = True
         self.recorder.event(EventKind.SENT, "memory sent: libvirt starts the guest on the "
