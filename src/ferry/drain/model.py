@@ -49,8 +49,9 @@ class Model:
     `streams`: what one migration from a host reaches alone (QEMU's migration
     thread, TCP); a host absent there is one whose single migration fills its
     link (then more at once only split it: each slower, none sooner).
-    `together`: what all migrations from a host reach at once, where one does not
-    fill its link (absent: the link; busy CPUs: about what one reaches)."""
+    `together`: what all migrations from a host reach at once (absent: the link;
+    busy CPUs: about what one reaches); one stream, even one taken to fill the
+    link, counts for no more than that."""
 
     def __init__(self, links: dict[str, float], streams: dict[str, float] | None = None,
                  together: dict[str, float] | None = None) -> None:

@@ -34,7 +34,6 @@ def busy_share(before: tuple[int, int], now: tuple[int, int]) -> float | None:
     return min(d_busy / d_total, 1.0)
 
 
-
 def streams_together(stream: float, link: float, cpus: int, busy: float | None) -> float:
     """What all migrations leaving a host reach at once, when one reaches `stream`
     (bytes/s) on a `link` it does not fill.  Each stream is a QEMU thread (and its
