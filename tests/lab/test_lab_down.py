@@ -31,6 +31,12 @@ def test_lab_down_after_crash_leaves_nothing(lab: Lab, make_vm) -> None:  # type
     assert root_certs and all(p.exists() for p in root_certs)
     qemu = cluster.qemu_pid("node1", vm)
     assert qemu and all(pids)
+    # the guest's QEMU is a child of node1's reaper (reaped at once when it exits: this
+    # machine's PID 1 left libvirt's confirm phase waiting ~2 s for each one)
+    reaper = read_pid(lab_root / "hosts" / "node1" / "reaper.pid")
+    stat = Path(f"/proc/{qemu}/stat").read_text()
+    assert reaper and int(stat.rsplit(")", 1)[1].split()[1]) == reaper
+    pids.append(reaper)
     # Simulate a crash: the controller and node1's libvirtd die, their guest lives on.
     stop_pid(pids[2], "ferry.cli.main serve", sig=signal.SIGKILL)
     stop_pid(pids[0], "libvirtd", sig=signal.SIGKILL)

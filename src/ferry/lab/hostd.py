@@ -132,13 +132,15 @@ def host_cache(host: LabHost) -> Path:
     return cache_dir() / "libvirt" / host.name
 
 
-def start(host: LabHost, lab: Path) -> int:
-    """Start libvirtd in the host's namespaces; return its PID."""
+def start(host: LabHost, lab: Path, timeout: float = 10) -> int:
+    """Start libvirtd in the host's namespaces, under its reaper (`hostexec`); return
+    libvirtd's PID (the reaper writes it)."""
     root = host.root(lab)
     pidfile = root / "libvirtd.pid"
     pid = read_pid(pidfile)
     if pid and pid_alive(pid, "libvirtd"):
         return pid
+    pidfile.unlink(missing_ok=True)
     log = open(root / "libvirtd.log", "ab")  # noqa: SIM115 - handed to the child
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.Popen(
@@ -147,8 +149,14 @@ def start(host: LabHost, lab: Path) -> int:
          host.name, str(root), str(host_cache(host))],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
     log.close()
-    pidfile.write_text(f"{proc.pid}\n")
-    return proc.pid
+    (root / "reaper.pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout
+    while (pid := read_pid(pidfile)) is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = (root / "libvirtd.log").read_text(errors="replace")[-2000:]
+            raise LabError(f"libvirtd on {host.name} did not start:\n{tail}")
+        time.sleep(0.02)
+    return pid
 
 
 def wait_ready(host: LabHost, lab: Path, timeout: float = 60) -> None:
@@ -176,10 +184,11 @@ def wait_ready(host: LabHost, lab: Path, timeout: float = 60) -> None:
 
 
 def stop(host: LabHost, lab: Path) -> None:
-    """Stop the host's libvirtd (guests must be destroyed first)."""
-    pidfile = host.root(lab) / "libvirtd.pid"
-    pid = read_pid(pidfile)
-    if pid:
-        stop_pid(pid, "libvirtd", sig=signal.SIGTERM)
-    pidfile.unlink(missing_ok=True)
-
+    """Stop the host's libvirtd (guests must be destroyed first); its reaper exits
+    with it (stopped too if it lingers)."""
+    root = host.root(lab)
+    for name, marker in (("libvirtd.pid", "libvirtd"), ("reaper.pid", "ferry.lab.hostexec")):
+        pid = read_pid(root / name)
+        if pid:
+            stop_pid(pid, marker, sig=signal.SIGTERM)
+        (root / name).unlink(missing_ok=True)
