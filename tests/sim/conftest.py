@@ -69,15 +69,17 @@ class SimEnv:
         """Do `fn` when the virtual clock reaches `t` seconds."""
         self.clock.call_at(t, fn)
 
-    def in_job(self, t: float, fn: Callable[[], object]) -> None:
-        """Do `fn` `t` seconds after the next migration job starts (measuring the guest
-        before it takes a while, so absolute times would land before it)."""
+    def in_job(self, t: float, fn: Callable[[], object], staged: bool = False) -> None:
+        """Do `fn` `t` seconds after the next migration job starts transferring at its
+        own rate (measuring the guest takes a while, before the job or while it is
+        staged, so absolute times would land before it); `staged`: after it starts."""
         seen = len(self.cluster.jobs)
 
         def check() -> None:
-            if len(self.cluster.jobs) > seen:
-                self.at(max(self.cluster.jobs[seen].started_at + t,
-                            self.clock.monotonic()), fn)
+            job = self.cluster.jobs[seen] if len(self.cluster.jobs) > seen else None
+            if job is not None and (at := job.started_at if staged else job.released_at) \
+                    is not None:
+                self.at(max(at + t, self.clock.monotonic()), fn)
             else:
                 self.at(self.clock.monotonic() + 0.05, check)
 

@@ -9,6 +9,7 @@ from ferry.db.models import MigrationRow
 from ferry.domain.models import HostState, MigrationState, VmState
 from ferry.domain.vocab import EventKind as K
 from ferry.errors import Conflict, MigrationRefused, Unavailable
+from ferry.hypervisor.errors import HypervisorError
 from tests.sim.conftest import ControllerCrash, SimEnv, crash
 
 
@@ -152,20 +153,26 @@ def test_controller_crash_mid_job_is_followed_after_restart_and_the_copy_tidied(
     assert svc.vms.get(vm).state == VmState.RUNNING
 
 
-def test_controller_crash_before_the_job_started_fails_it_and_frees_the_vm(
+def test_controller_crash_while_the_guest_is_measured_follows_its_staged_job(
         env: SimEnv) -> None:
+    """The job starts staged before the guest is measured; a controller that dies
+    meanwhile leaves no plan: the restarted one follows the job at its own rate
+    (libvirt's defaults, no adapter) to its end, and frees the VM."""
     vm = env.vm(memory=256, dirty=4, wss=32)
-    env.at(0.5, crash)  # while the guest is measured, before any job
+    env.at(0.5, crash)  # while the guest is measured, its job staged
     with pytest.raises(ControllerCrash):
         env.migrate(vm, "node2")
-    assert not env.cluster.jobs
+    assert len(env.cluster.jobs) == 1 and env.cluster.jobs[0].staged
     svc = env.restart()
     svc.migrations.recover()
-    m = svc.store.list_migrations(vm)[0]
-    assert m.state == MigrationState.FAILED
-    assert env.cluster.where(vm) == {"node1": "running"}
+    m = svc.store.get(svc.store.list_migrations(vm)[0].id)
+    assert m.state == MigrationState.COMPLETED, m.error
+    released = [e for e in m.events if e.kind == K.RELEASED]
+    assert len(released) == 1 and "after a restart" in released[0].message
+    assert K.MEASURED not in [e.kind for e in m.events]
+    assert env.cluster.where(vm) == {"node2": "running"}
     assert svc.vms.get(vm).state == VmState.RUNNING
-    assert svc.migrations.start(vm, "node2").state == MigrationState.COMPLETED
+    assert svc.migrations.start(vm, "node1").state == MigrationState.COMPLETED
 
 
 def test_the_database_holds_one_unfinished_migration_per_vm(env: SimEnv) -> None:
@@ -243,3 +250,23 @@ def test_source_qemu_killed_mid_job_is_settled_at_once_not_at_the_hard_stop(
     kinds = env.kinds(m)
     assert K.TIMEOUT not in kinds and K.ABORT_FAILED not in kinds, kinds
     assert "running" not in env.cluster.where(vm).values()
+
+
+def test_a_guest_that_cannot_be_measured_has_its_staged_job_aborted(
+        env: SimEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job starts staged while the guest is measured; a measurement that fails
+    leaves no plan: the job is aborted, the guest stays, the migration fails with why
+    (fails when a job trickles on unplanned, or nothing records the reason)."""
+    vm = env.vm(memory=256, dirty=4, wss=32)
+
+    def refuse(*_a: object, **_k: object) -> float:
+        raise HypervisorError("calc-dirty-rate: not supported")
+
+    monkeypatch.setattr(env.cluster.host("node1"), "dirty_rate_mib_s", refuse)
+    m = env.migrate(vm, "node2")
+    assert m.state == MigrationState.FAILED and "cannot measure" in m.error, m.error
+    kinds = env.kinds(m)
+    assert kinds.index(K.STAGED) < kinds.index(K.ABANDONED) and K.RELEASED not in kinds
+    assert len(env.cluster.jobs) == 1 and not env.cluster.jobs[0].active
+    assert env.cluster.where(vm) == {"node1": "running"}
+    assert env.svc.vms.get(vm).state == VmState.RUNNING

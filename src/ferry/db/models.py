@@ -163,6 +163,8 @@ class MigrationRow(Base):
     transferred_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     disk_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # block copy
     rounds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # libvirt's set-up of a staged job (before its release), as its trickle showed it
+    setup_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     wall_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     policy: Mapped[str] = mapped_column(String(16), default="precopy")

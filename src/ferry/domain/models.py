@@ -191,6 +191,7 @@ class Migration:
     transferred_bytes: int | None = None  # memory + copied disks
     disk_bytes: int | None = None  # of which copied disks (block migration)
     rounds: int | None = None
+    setup_ms: int | None = None  # a staged job's set-up, overlapped (not in total_ms)
     wall_ms: int | None = None  # request to final verdict, as Ferry saw it
     error: str = ""
     policy: Policy = Policy.PRECOPY

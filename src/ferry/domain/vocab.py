@@ -32,6 +32,7 @@ class AbortReason(StrEnum):
 
     CANCEL = "cancel"
     TIMEOUT = "timeout"
+    UNPLANNED = "unplanned"  # a job started before its plan, which could not be made
 
 
 class VirtType(StrEnum):
@@ -84,8 +85,8 @@ class EventKind(StrEnum):
     PLAN = "plan"
     # the job and what the policy did to it
     STARTED = "started"
-    STAGED = "staged"  # a drain's job started slowly while its link is busy...
-    RELEASED = "released"  # ...and at full speed once the link is free
+    STAGED = "staged"  # a job started slowly while its link is busy or it is planned...
+    RELEASED = "released"  # ...and at its own rate once the link is free and it is planned
     SENT = "sent"  # the source has sent the guest's memory: libvirt finishes, link free
     SET_DOWNTIME = "set_downtime"
     SET_DOWNTIME_FAILED = "set_downtime_failed"
@@ -96,6 +97,7 @@ class EventKind(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"
     CANCEL = "cancel"
     TIMEOUT = "timeout"
+    ABANDONED = "abandoned"  # a job started before its plan: no plan could be made
     ABORT_FAILED = "abort_failed"
     JOB_FAILED = "job_failed"
     POSTCOPY_PAUSED = "postcopy_paused"  # post-copy broke; resumed when the link is back

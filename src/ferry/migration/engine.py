@@ -13,36 +13,51 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ferry.clock import Clock
 from ferry.domain.vocab import EventKind
 from ferry.hypervisor.base import Hypervisor
 from ferry.hypervisor.errors import DomainNotFound, HostUnreachable, HypervisorError
 from ferry.hypervisor.types import MigrationOptions, PostcopyState
+from ferry.migration.outcome import Verdict
 from ferry.migration.policies import Adapter
 from ferry.migration.settling import JobResult, Recorder, settle
-from ferry.migration.watch import SAMPLE_INTERVAL_S, Watch
+from ferry.migration.watch import SAMPLE_INTERVAL_S, STAGE_MIB_S, Watch
 
 FOLLOW_GRACE_S = 60.0  # a job that outlives its hard stop this long is left to settling
-STAGE_MIB_S = 1  # a staged job's rate while its link is busy (libvirt's smallest)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a job started before its plan learns once planned (`run_job(prepare=)`)."""
+
+    adapter: Adapter | None
+    downtime_ms: int | None  # the plan's first downtime limit, set at the release
 
 
 def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: MigrationOptions,
             recorder: Recorder, cancel: threading.Event, timeout_s: float, clock: Clock,
             adapter: Adapter | None = None, hold: Callable[[], bool] | None = None,
-            sent: Callable[[], None] | None = None) -> JobResult:
+            sent: Callable[[], None] | None = None,
+            prepare: Callable[[], Prepared] | None = None) -> JobResult:
     """Run the migration job to its end and settle where the guest is.
 
     `hold`: may the job transfer now?  If not, it is staged: started at
     STAGE_MIB_S, so that libvirt's set-up (the destination QEMU starting, ~1 s on
     the lab) overlaps what holds the link, and set to its own rate once `hold`
-    says yes; its time, timeout and policy count from then.  `sent` hears once
-    that the source has sent everything (libvirt finishing: the link is free)."""
+    says yes; its time, timeout and policy count from then.  `prepare`: the job
+    is staged while this measures the guest and plans (the set-up overlaps the
+    measurement: the job's options follow from the policy alone); its adapter and
+    first downtime limit apply from the release; if it fails, the job is aborted
+    and, unless the guest moved all the same, the error raised once settled.
+    `sent` hears once that the source has sent everything (libvirt finishing:
+    the link is free)."""
     # never a job that copies disks (the pipeline waits for its link instead): libvirt's
     # rate change reaches the memory migration, not the disk mirror
-    staged = hold is not None and not opts.postcopy_resume and not opts.copy_disks \
-        and not hold()
+    stageable = not opts.postcopy_resume and not opts.copy_disks
+    assert prepare is None or stageable
+    staged = prepare is not None or (hold is not None and stageable and not hold())
     recorder.event(EventKind.STARTED, (
         f"resuming the broken post-copy to {opts.dest_uri}" if opts.postcopy_resume
         else f"libvirt p2p live migration to {opts.dest_uri}"))
@@ -50,10 +65,18 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
                    bandwidth_mib_s=opts.bandwidth_mib_s)
     watch.on_sent = sent
     if staged:
-        recorder.event(EventKind.STAGED, f"its link is busy: the job starts at {STAGE_MIB_S} "
-                       "MiB/s (libvirt starts the destination QEMU meanwhile) and goes at "
-                       "full speed once the link is free")
-        watch.hold = hold
+        recorder.event(EventKind.STAGED, (
+            f"started at {STAGE_MIB_S} MiB/s while the guest is measured (libvirt starts "
+            "the destination QEMU meanwhile); its own rate once planned"
+            if prepare is not None and hold is None else
+            f"its link is busy or it is not planned yet: the job starts at {STAGE_MIB_S} "
+            "MiB/s (libvirt starts the destination QEMU meanwhile) and goes at full speed "
+            "once it may" if prepare is not None else
+            f"its link is busy: the job starts at {STAGE_MIB_S} MiB/s (libvirt starts the "
+            "destination QEMU meanwhile) and goes at full speed once the link is free"))
+        watch.hold = hold or (lambda: True)
+        if prepare is not None:
+            watch.release_why = "planned" if hold is None else "planned and its link free"
         opts = replace(opts, bandwidth_mib_s=STAGE_MIB_S)
     try:
         job = source.start_migration(vm, opts)
@@ -63,6 +86,7 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
                      job_returned=True)
         return replace(res, job_ms=0)
     job.when_stopped(watch.stopped)
+    failure = _prepared(watch, prepare)
     while True:
         watch.step()
         if job.wait(SAMPLE_INTERVAL_S):  # returns early when the job ends
@@ -78,8 +102,25 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
     job_ms = round(watch.elapsed_s() * 1000)
     res = settle(vm, source, destination, recorder, clock, error=error,
                  aborted_for=watch.aborted_for, job_returned=True)
+    if failure is not None and res.resolution.verdict != Verdict.COMPLETED:
+        raise failure
     return replace(res, job_ms=job_ms, last_sample=watch.last_sample,
-                   disk_bytes=watch.disk_bytes, staged_ms=round(watch.staged_s * 1000))
+                   disk_bytes=watch.disk_bytes, staged_ms=round(watch.staged_s * 1000),
+                   setup_ms=None if watch.setup_s is None else round(watch.setup_s * 1000))
+
+
+def _prepared(watch: Watch, prepare: Callable[[], Prepared] | None) -> Exception | None:
+    """Plan the staged job (`run_job`'s `prepare`): its adapter and first limit go to the
+    watch; a failure aborts the job and is returned, to be raised once it is settled."""
+    if prepare is None:
+        return None
+    try:
+        ready = prepare()
+    except Exception as exc:  # never leave the job trickling: settle first, then raise
+        watch.abandon(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        return exc
+    watch.adapter, watch.release_downtime_ms = ready.adapter, ready.downtime_ms
+    return None
 
 
 def _job_running(source: Hypervisor, vm: str) -> bool | None:

@@ -33,6 +33,7 @@ class Final:
     transferred_bytes: int | None = None  # memory + copied disks
     disk_bytes: int | None = None
     rounds: int | None = None
+    setup_ms: int | None = None  # a staged job's set-up (history of set-ups)
     note: tuple[EventKind, str] | None = None  # an event to record with it
 
 
@@ -45,7 +46,7 @@ def final_of(result: JobResult) -> Final:
             memory = st.data_processed_bytes - st.disk_processed_bytes
             return Final(MigrationState.COMPLETED, total_ms=st.elapsed_ms - result.staged_ms,
                          downtime_ms=st.downtime_ms, transferred_bytes=memory + disk,
-                         disk_bytes=disk, rounds=st.iteration)
+                         disk_bytes=disk, rounds=st.iteration, setup_ms=result.setup_ms)
         last = result.last_sample
         total = (last.t_ms + round(SAMPLE_INTERVAL_S * 1000) if last and last.t_ms
                  else result.job_ms)
@@ -53,6 +54,7 @@ def final_of(result: JobResult) -> Final:
                      transferred_bytes=(last.memory_processed_bytes + result.disk_bytes
                                         if last else None),
                      disk_bytes=result.disk_bytes, rounds=last.iteration if last else None,
+                     setup_ms=result.setup_ms,
                      note=(EventKind.FIGURES, NO_STATS))
     if result.cancelled and verdict == Verdict.FAILED:
         return Final(MigrationState.CANCELLED, error="cancelled; the VM runs on the source")

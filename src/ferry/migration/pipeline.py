@@ -1,11 +1,13 @@
-"""One migration, start to end: request → prechecks → plan → run → settle → record.
+"""One migration, start to end: request → prechecks → job → plan → settle → record.
 
 Read top to bottom, this is everything Ferry does to move a VM.  The service
 claims the migration first (a stored row, the VM locked: `Claim`) and
 releases the VM afterwards; in between it hands over to `precheck` (in the
 request, so a refusal answers at once), queues it until the concurrency
 limits admit it, then calls `run` (in a worker: prechecks again if it
-waited, plan, job, settle, record).  After a controller restart, `resume`
+waited; the job started staged, at a trickle, while the guest is measured and the
+plan made, so that libvirt's set-up overlaps the measurement; released at its own
+rate with the plan's settings; settle, record).  After a controller restart, `resume`
 follows what an earlier process left running.
 
 The pipeline reaches hosts only through `Hypervisor`s, time only through its
@@ -29,11 +31,11 @@ from ferry.hypervisor.base import Connector
 from ferry.hypervisor.errors import HostUnreachable, HypervisorError
 from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.copies import CopiedVolume, tidy_copies
-from ferry.migration.engine import follow_job, run_job
+from ferry.migration.engine import Prepared, follow_job, run_job
 from ferry.migration.figures import Final, final_of
 from ferry.migration.measure import measure
 from ferry.migration.outcome import Verdict, resolve
-from ferry.migration.planning import Plan, hard_stop_s, make_plan, timeout_s
+from ferry.migration.planning import Plan, first_options, hard_stop_s, make_plan, timeout_s
 from ferry.migration.policies import Adapter, PolicyConfig
 from ferry.migration.postcopy_resume import PostcopyResumer
 from ferry.migration.prechecks import PrecheckResult, run_prechecks, stream_tls
@@ -221,8 +223,10 @@ class MigrationPipeline:
                           claim.request.tls)
 
     def _plan(self, claim: Claim, timeout: float, copy_targets: tuple[str, ...],
-              copy_mib: int, hooks: Hooks) -> Plan:
-        """Measure the guest and predict (except for precopy), then choose parameters."""
+              copy_mib: int, hooks: Hooks, staged: bool = False) -> Plan:
+        """Measure the guest and predict (except for precopy), then choose parameters.
+        `staged`: its job already runs staged, set up by the time it is released, so
+        the prediction counts no set-up (its time counts from the release)."""
         req = claim.request
         inputs, m = None, None
         if req.policy != Policy.PRECOPY:
@@ -243,6 +247,8 @@ class MigrationPipeline:
                             before_move=True, move_now=True)
             inputs, link_how = build_inputs(m, h, claim.memory_mib, req.bandwidth_mib_s,
                                             req.max_downtime_ms, timeout)
+            if staged:
+                inputs = replace(inputs, setup_s=0.0)
             nonzero, source = nonzero_bytes(m, h, claim.memory_mib)
             self.records.recorder(claim.id).event(
                 EventKind.MEASURED,
@@ -287,6 +293,9 @@ class MigrationPipeline:
                     return  # refused: recorded by _checked
             if self._cancelled(claim.id, cancel, "before its job started"):
                 return
+            if self._stages_first(claim, checked, hooks):
+                self._run_staged_first(claim, cancel, checked, hooks)
+                return
             plan, copies = self._plan_for(claim, checked, hooks)
             hold = hooks.may_transfer
             if hold is not None and plan.options.copy_disks:
@@ -309,6 +318,39 @@ class MigrationPipeline:
         except Exception as exc:  # never leave a migration "running" because of a bug
             self._failed(claim.id, exc)
 
+    @staticmethod
+    def _stages_first(claim: Claim, checked: PrecheckResult, hooks: Hooks) -> bool:
+        """Is the guest measured here, for a job whose options do not depend on it?
+        (Not `precopy`: neither measured nor planned; not a job that copies disks:
+        it cannot be staged, `engine.run_job`.)"""
+        return claim.request.policy != Policy.PRECOPY and hooks.measured is None \
+            and not checked.storage.copy_targets
+
+    def _run_staged_first(self, claim: Claim, cancel: threading.Event,
+                          checked: PrecheckResult, hooks: Hooks) -> None:
+        """Start the job staged, then measure and plan while libvirt sets it up (the
+        destination QEMU starting: ~1 s of a lone move on the lab, ~2 s under load);
+        it goes at its own rate once planned (and its link free, in a drain)."""
+        req = claim.request
+        rec = self.records.recorder(claim.id)
+        first = replace(first_options(req.policy, claim.destination.uri,
+                                      bandwidth_mib_s=req.bandwidth_mib_s,
+                                      max_downtime_ms=req.max_downtime_ms),
+                        tls=self._tls(claim))
+        planned: list[Plan] = []
+
+        def prepare() -> Prepared:
+            plan, _copies = self._plan_for(claim, checked, hooks, staged=True)
+            planned.append(plan)
+            return Prepared(Adapter(plan.policy), plan.options.max_downtime_ms)
+
+        source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
+        result = run_job(req.vm, source, destination, first, rec, cancel,
+                         hard_stop_s(self._timeout(claim, checked)), self.clock,
+                         hold=hooks.may_transfer, sent=hooks.sent, prepare=prepare)
+        self._conclude(claim.id, req.vm, result, [], claim.source, claim.destination,
+                       planned[0].options if planned else first, cancel)
+
     def _cancelled(self, mid: int, cancel: threading.Event, when: str) -> bool:
         if not cancel.is_set():
             return False
@@ -316,14 +358,16 @@ class MigrationPipeline:
                                        error=f"cancelled {when}; the VM runs on the source"))
         return True
 
-    def _plan_for(self, claim: Claim, checked: PrecheckResult, hooks: Hooks
-                  ) -> tuple[Plan, list[CopiedVolume]]:
-        req = claim.request
-        copy_mib = checked.storage.copy_bytes // MIB
-        timeout = timeout_s(claim.memory_mib, copy_mib,
-                            req.timeout_per_gib_s or self.timeouts.per_gib_s,
-                            self.timeouts.min_s)
-        plan = self._plan(claim, timeout, checked.storage.copy_targets, copy_mib, hooks)
+    def _timeout(self, claim: Claim, checked: PrecheckResult) -> float:
+        return timeout_s(claim.memory_mib, checked.storage.copy_bytes // MIB,
+                         claim.request.timeout_per_gib_s or self.timeouts.per_gib_s,
+                         self.timeouts.min_s)
+
+    def _plan_for(self, claim: Claim, checked: PrecheckResult, hooks: Hooks,
+                  staged: bool = False) -> tuple[Plan, list[CopiedVolume]]:
+        timeout = self._timeout(claim, checked)
+        plan = self._plan(claim, timeout, checked.storage.copy_targets,
+                          checked.storage.copy_bytes // MIB, hooks, staged)
         rec = self.records.recorder(claim.id)
         for kind, message in plan.events:
             rec.event(kind, message)

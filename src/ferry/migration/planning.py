@@ -18,7 +18,7 @@ BACKSTOP_FACTOR x timeout + BACKSTOP_MARGIN_S:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
 from ferry.hypervisor.types import MigrationOptions
@@ -64,6 +64,24 @@ class Plan:
     events: list[tuple[EventKind, str]] = field(default_factory=list)  # why, for people
 
 
+def first_options(policy: Policy, dest_uri: str, *, bandwidth_mib_s: int | None,
+                  max_downtime_ms: int | None, copy_disks: tuple[str, ...] = ()
+                  ) -> MigrationOptions:
+    """The job's options before it is planned: its flags follow from the policy alone,
+    so the job can start (staged) while the guest is measured; the plan then sets
+    only the first downtime limit and the adapter's settings.
+
+    >>> o = first_options(Policy.AUTO, "qemu+tls://h2/system", bandwidth_mib_s=None,
+    ...                   max_downtime_ms=None)
+    >>> o.postcopy, o.auto_converge, o.max_downtime_ms
+    (True, False, None)
+    """
+    return MigrationOptions(dest_uri=dest_uri, bandwidth_mib_s=bandwidth_mib_s,
+                            max_downtime_ms=max_downtime_ms,
+                            auto_converge=policy == Policy.AUTOCONVERGE,
+                            postcopy=policy in POSTCOPY_CAPABLE, copy_disks=copy_disks)
+
+
 def make_plan(policy: Policy, dest_uri: str, memory_mib: int, *, bandwidth_mib_s: int | None,
               max_downtime_ms: int | None, timeout: float, on_timeout: OnTimeout,
               inputs: Inputs | None, copy_disks: tuple[str, ...] = (),
@@ -96,11 +114,9 @@ def make_plan(policy: Policy, dest_uri: str, memory_mib: int, *, bandwidth_mib_s
     elif policy == Policy.STEPPED:
         steps = tuple(stepped_downtimes(memory_mib / 1024, limit_ms / 1000))
         start_ms = round(steps[0][1] * 1000)
-    opts = MigrationOptions(dest_uri=dest_uri, bandwidth_mib_s=bandwidth_mib_s,
-                            max_downtime_ms=start_ms,
-                            auto_converge=policy == Policy.AUTOCONVERGE,
-                            postcopy=policy in POSTCOPY_CAPABLE,
-                            copy_disks=copy_disks)
+    opts = replace(first_options(policy, dest_uri, bandwidth_mib_s=bandwidth_mib_s,
+                                 max_downtime_ms=max_downtime_ms, copy_disks=copy_disks),
+                   max_downtime_ms=start_ms)
     cfg = PolicyConfig(policy=policy, max_downtime_ms=limit_ms, timeout_s=timeout,
                        on_timeout=on_timeout, auto=auto, steps=steps)
     return Plan(opts, cfg, hard_stop_s(timeout), pred, events)

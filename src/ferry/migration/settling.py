@@ -36,6 +36,7 @@ class JobResult:
     last_sample: Sample | None = None
     disk_bytes: int = 0  # copied by block migration (libvirt's completed stats omit it)
     staged_ms: int = 0  # started slowly this long, waiting for its link (not job time)
+    setup_ms: int | None = None  # a staged job's set-up, seen in its trickle
 
     @property
     def cancelled(self) -> bool:

@@ -22,10 +22,12 @@ from ferry.predict.dirty import MIB
 from ferry.predict.precopy import POSTCOPY_SHARE
 
 SAMPLE_INTERVAL_S = 0.25
+STAGE_MIB_S = 1  # a staged job's rate while it may not go (libvirt's smallest)
 DRAIN_MIB_S = 1  # pre-copy's rate while the queues drain before the switch...
 DRAIN_S = 0.5  # ...for this long (a 4 MiB socket buffer at 16 MiB/s: 0.25 s)
 FULL_MIB_S = 8_796_093_022_207  # libvirt's largest rate for QEMU: no limit
-ABORT_EVENT = {AbortReason.CANCEL: EventKind.CANCEL, AbortReason.TIMEOUT: EventKind.TIMEOUT}
+ABORT_EVENT = {AbortReason.CANCEL: EventKind.CANCEL, AbortReason.TIMEOUT: EventKind.TIMEOUT,
+               AbortReason.UNPLANNED: EventKind.ABANDONED}
 
 
 def to_sample(stats: JobStats) -> Sample:
@@ -40,6 +42,15 @@ def to_sample(stats: JobStats) -> Sample:
         expected_downtime_ms=stats.downtime_ms,
         throttle_pct=stats.throttle_pct,
     )
+
+
+def _setup_s(stats: JobStats) -> float:
+    """libvirt's set-up of a staged job (the destination QEMU starting), from its first
+    statistics in QEMU's round 1: its time less what it has sent at the trickle's rate
+    as QEMU reports it (lab: 1.25 MiB/s at a 1 MiB/s cap) (its samples begin at its
+    release, so history cannot read it from them)."""
+    rate = stats.bandwidth_bytes_s or STAGE_MIB_S * MIB
+    return max(0.0, stats.elapsed_ms / 1000 - stats.memory_processed_bytes / rate)
 
 
 class Watch:
@@ -63,6 +74,9 @@ class Watch:
         self.staged_s = 0.0  # how long the job ran staged, waiting for its link
         self.hold: Callable[[], bool] | None = None  # set while staged: may it go now?
         self.count_staged = True  # the job's time counts from its release
+        self.release_why = "its link is free"  # said at the release
+        self.release_downtime_ms: int | None = None  # the plan's first limit, set then
+        self.setup_s: float | None = None  # a staged job's set-up, seen in its trickle
         self.sent = False  # the source has sent everything (SENT recorded)
         self.on_sent: Callable[[], None] | None = None  # told once it has
         self.postcopy = False  # switched to post-copy
@@ -105,6 +119,8 @@ class Watch:
         if self.aborted_for is not None and not self.abort_sent:
             self._send_abort(again=True)
         if self.hold is not None:
+            if stats.iteration >= 1 and self.setup_s is None and self.count_staged:
+                self.setup_s = _setup_s(stats)
             if self.aborted_for is not None or stats.iteration < 1 or not (
                     self.hold() or self.elapsed_s() > self.timeout_s):  # never trickle on
                 return
@@ -169,11 +185,20 @@ class Watch:
             self.on_sent()
 
     def _release(self) -> None:
-        """The link is free: full speed, and the job's time starts now."""
+        """The link is free (and the job planned): its first downtime limit, full speed,
+        and the job's time starts now.  The limit too is set only now, when QEMU's
+        migration runs with the job's own parameters (a rate set earlier was lost:
+        `step`)."""
         self.hold = None
         if self.count_staged:
             self.staged_s = self.elapsed_s()
             self.started += self.staged_s
+        if self.release_downtime_ms is not None:
+            try:
+                self.source.set_max_downtime(self.vm, self.release_downtime_ms)
+            except HypervisorError as exc:
+                self.recorder.event(EventKind.SET_DOWNTIME_FAILED, f"the plan's first "
+                                    f"limit: {exc}")
         rate = self.opts_bandwidth_mib_s or FULL_MIB_S
         try:
             self.source.set_bandwidth(self.vm, rate)
@@ -182,7 +207,7 @@ class Watch:
             return
         speed = "full speed" if rate == FULL_MIB_S else f"{rate} MiB/s (its cap)"
         self.recorder.event(EventKind.RELEASED, (
-            f"its link is free after {self.staged_s:.1f} s staged: {speed}"
+            f"{self.release_why} after {self.staged_s:.1f} s staged: {speed}"
             if self.count_staged else f"followed after a restart (its drain's gate went with "
             f"the earlier process): {speed}"))
 
@@ -247,6 +272,12 @@ class Watch:
                                 f"{why}; pre-copy goes on")
             self.said_not_switching = True
         return False
+
+    def abandon(self, why: str) -> None:
+        """A job started before its plan, which could not be made: aborted."""
+        if self.aborted_for is None:
+            self._abort(AbortReason.UNPLANNED, f"{why}: aborting its staged job; the VM "
+                        "stays on the source")
 
     def _abort(self, reason: AbortReason, message: str) -> None:
         self.aborted_for = reason

@@ -75,7 +75,7 @@ def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migrat
         max_downtime_ms=row.max_downtime_ms, created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at, total_ms=row.total_ms,
         downtime_ms=row.downtime_ms, transferred_bytes=row.transferred_bytes,
-        disk_bytes=row.disk_bytes, rounds=row.rounds,
+        disk_bytes=row.disk_bytes, rounds=row.rounds, setup_ms=row.setup_ms,
         wall_ms=row.wall_ms, error=row.error, policy=Policy(row.policy),
         encrypted=row.encrypted,
         predicted_converges=row.predicted_converges, predicted_total_ms=row.predicted_total_ms,

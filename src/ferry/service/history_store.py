@@ -277,16 +277,19 @@ class HistoryReads:
         From the first transferring sample of each of the latest memory-only
         migrations: elapsed minus what was sent at the rate seen; the median of up
         to five, of those whose source was about as busy as `load` (a loaded host
-        starts the destination QEMU slower).  A drain's staged jobs are left out: their
-        set-up overlapped another's transfer, and their samples start at their release."""
+        starts the destination QEMU slower).  A staged job's samples start at its
+        release: its set-up is the one its trickle showed (`setup_ms`), and one without
+        it is left out."""
         with self.db.session() as s:
-            mids = list(s.scalars(select(MigrationRow.id).where(
+            rows = s.execute(select(MigrationRow.id, MigrationRow.setup_ms).where(
                 MigrationRow.source == source, MigrationRow.destination == destination,
                 MigrationRow.state == MigrationState.COMPLETED,
                 func.coalesce(MigrationRow.disk_bytes, 0) == 0, _at_load(load),
-                MigrationRow.id.not_in(_with(EventKind.STAGED)))
-                .order_by(MigrationRow.id.desc()).limit(SETUP_RANGE_HISTORY)))
-            seen = [x for mid in mids if (x := _job_setup_s(s, mid)) is not None]
+                or_(MigrationRow.setup_ms.is_not(None),
+                    MigrationRow.id.not_in(_with(EventKind.STAGED))))
+                .order_by(MigrationRow.id.desc()).limit(SETUP_RANGE_HISTORY)).all()
+            seen = [x for mid, ms in rows
+                    if (x := ms / 1000 if ms is not None else _job_setup_s(s, mid)) is not None]
         est = seen[:SETUP_HISTORY]
         if not est:
             return None, "", []

@@ -355,7 +355,8 @@ class MigrationStore(HistoryReads):
             mid, final.state, error=final.error, finished_at=now,
             wall_ms=int((now - created).total_seconds() * 1000), total_ms=final.total_ms,
             downtime_ms=final.downtime_ms, rounds=final.rounds,
-            transferred_bytes=final.transferred_bytes, disk_bytes=final.disk_bytes)
+            transferred_bytes=final.transferred_bytes, disk_bytes=final.disk_bytes,
+            setup_ms=final.setup_ms)
         if ended and final.state == MigrationState.COMPLETED:
             with self.db.session() as s:
                 s.execute(update(VmRow).where(VmRow.name == vm).values(host=destination))

@@ -72,6 +72,8 @@ class SimJob:
         pre = min(opts.bandwidth_mib_s * 2**20, link_bytes_s) if opts.bandwidth_mib_s \
             else link_bytes_s
         self.staged = opts.bandwidth_mib_s == STAGED_MIB_S
+        # when it began to transfer at its own rate (a staged one: once released)
+        self.released_at: float | None = None if self.staged else started_at
         self.link_bytes_s, self.cpu_bound = link_bytes_s, cpu_bound
         self.disk_bytes = disk_bytes
         self._model_from(guest, pre, setup_s, downtime_ms / 1000)
@@ -108,6 +110,7 @@ class SimJob:
         if not self.staged or self.outcome is not None or now < self.setup_s:
             return  # in its set-up libvirt starts QEMU's migration at the job's first rate
         self.staged = False
+        self.released_at = self.started_at + self.elapsed
         limit = self.model.limit_s
         self._model_from(self.model.guest, min(mib_s * 2**20, self.link_bytes_s),
                          max(self.setup_s, now), self.model.limit_at(0))
@@ -221,9 +224,11 @@ class SimJob:
     def stats(self) -> JobStats:
         in_memory = self.phase not in (Phase.SETUP, Phase.DISK)
         if self.staged and self.elapsed - self.frozen_total >= self.setup_s:
-            # past its set-up, a staged job is in QEMU's round 1 with (as modelled)
-            # nothing sent: its trickle is not modelled
-            return replace(self._stats(True), iteration=1)
+            # past its set-up, a staged job is in QEMU's round 1; its trickle is shown
+            # (what it sent since, at its rate) but not modelled (nothing left is sent)
+            trickle = (self.elapsed - self.frozen_total - self.setup_s) * STAGED_MIB_S * 2**20
+            return replace(self._stats(True), iteration=1, memory_processed_bytes=int(trickle),
+                           bandwidth_bytes_s=STAGED_MIB_S * 2**20)
         return self._stats(in_memory)
 
     def _stats(self, in_memory: bool) -> JobStats:
