@@ -65,18 +65,15 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
                    bandwidth_mib_s=opts.bandwidth_mib_s)
     watch.on_sent = sent
     if staged:
-        recorder.event(EventKind.STAGED, (
-            f"started at {STAGE_MIB_S} MiB/s while the guest is measured (libvirt starts "
-            "the destination QEMU meanwhile); its own rate once planned"
-            if prepare is not None and hold is None else
-            f"its link is busy or it is not planned yet: the job starts at {STAGE_MIB_S} "
-            "MiB/s (libvirt starts the destination QEMU meanwhile) and goes at full speed "
-            "once it may" if prepare is not None else
-            f"its link is busy: the job starts at {STAGE_MIB_S} MiB/s (libvirt starts the "
-            "destination QEMU meanwhile) and goes at full speed once the link is free"))
+        why = ("its link is busy", "the link is free") if prepare is None else \
+            ("the guest is measured", "planned") if hold is None else \
+            ("the guest is measured and its link may be busy", "planned and its link free")
+        recorder.event(EventKind.STAGED, f"{why[0]}: the job starts at {STAGE_MIB_S} MiB/s "
+                       "(libvirt starts the destination QEMU meanwhile) and goes at its "
+                       f"own rate once {why[1]}")
         watch.hold = hold or (lambda: True)
         if prepare is not None:
-            watch.release_why = "planned" if hold is None else "planned and its link free"
+            watch.release_why = why[1]
         opts = replace(opts, bandwidth_mib_s=STAGE_MIB_S)
     try:
         job = source.start_migration(vm, opts)
@@ -92,9 +89,10 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
         if job.wait(SAMPLE_INTERVAL_S):  # returns early when the job ends
             break
     error = str(job.error) if job.error is not None else ""
+    if not error:
+        watch.ended()
     if error:
         recorder.event(EventKind.JOB_FAILED, error)
-    if error:
         # the call may have ended with its connection (libvirt says "internal error:
         # connection closed due to keepalive timeout"), not the job: follow it on the
         # source (policy, cancel and timeout still apply) until the source says it ended
