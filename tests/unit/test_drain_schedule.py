@@ -321,3 +321,20 @@ def test_a_tiny_working_set_dirtied_fast_converges_at_its_share_once_auto_raises
     p = model.predict(m, LINK / 4)
     assert p.converges and not p.postcopy, p.note
     assert model.fits(m, LINK / 4)
+
+
+def test_a_staged_move_under_way_waits_for_the_transfer_the_gate_lets_through_first() -> None:
+    """Replanning with one transfer per link: a move already started (staged, libvirt
+    setting it up) joins the link only once the transfer on it has left, as the
+    drain's gate lets it (lab: an early move was planned beside the first at half
+    the link, waited for it instead, and the ETA came out ~3 s short).  Without the
+    limit it may share."""
+    a, b = mv("a1", 256, 200), mv("b1", 256, 100)
+    active = [Active(a, 0.0, 3.0, 96 * MIB), Active(b, 9.0, 10.0)]  # a1: 2 s left alone
+    s = plan([], LINKS, Limits(), 2, active, now=10.0, transfers=1)
+    slot = {x.vm: x for x in s.slots}
+    assert slot["b1"].transfer_s >= slot["a1"].end_s + HANDOFF_S - 1e-6
+    assert slot["b1"].share_bytes_s == pytest.approx(LINK)
+    assert s.eta_s >= 2.0 + HANDOFF_S + 100 / 48 - 0.05
+    shared = plan([], LINKS, Limits(), 2, active, now=10.0)
+    assert {x.vm: x for x in shared.slots}["b1"].transfer_s == pytest.approx(10.0)
