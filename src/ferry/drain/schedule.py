@@ -214,7 +214,8 @@ def _join(runs: list[_Run], model: Model, t: float, transfers: int | None = None
         for r in sorted(joining, key=lambda x: x.start):
             if on[r.spec.source] >= transfers:
                 held.append(r)
-            on[r.spec.source] += 1
+            else:
+                on[r.spec.source] += 1
         joining = [r for r in joining if r not in held]
     for r in joining:
         r.bytes_left = 0.0  # on the link now, so the shares count it

@@ -53,6 +53,7 @@ def main(argv: list[str]) -> None:
         os.execv(libvirtd, [libvirtd, "--listen", "--config", str(root / "libvirtd.conf"),
                             "--pid-file", str(root / "libvirtd.lock")])
     (root / "libvirtd.pid").write_text(f"{pid}\n")
+
     def forward(sig: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
