@@ -81,3 +81,23 @@ def test_addresses_the_guest_does_not_map_are_skipped_not_counted() -> None:
 def test_the_time_budget_bounds_the_reads() -> None:
     s = sample(lambda _a, size: bytes(size), 256 * MIB, 10**9, budget_s=0.05)
     assert 0 < s.pages < 10**9
+
+
+def test_the_pages_read_say_how_much_a_compressed_stream_sends() -> None:
+    """Zero pages are not counted (QEMU sends them as a flag); half the non-zero pages
+    hold random bytes (as the lab workload's, which zstd cannot shrink) and half a
+    repeated pattern: the stream sends about half of them.  Pages that do not
+    compress at all read 1.0, never more (zstd's frame headers)."""
+    rng = random.Random(3)
+    noise = [rng.randbytes(PAGE) for _ in range(64)]
+
+    def half(address: int, size: int) -> bytes:
+        return b"".join(noise[(a // PAGE) % 64] if (a // PAGE) % 2 else
+                        (b"\x05" * PAGE if (a // PAGE) % 4 == 0 else bytes(PAGE))
+                        for a in range(address, address + size, PAGE))
+
+    s = sample(half, 256 * MIB, 1024, budget_s=30, rng=random.Random(1))
+    assert 0.6 < s.wire_share < 0.7  # 2 of 3 non-zero pages random, 1 a pattern
+    rand = sample(lambda _a, size: rng.randbytes(size), 256 * MIB, 256, budget_s=30)
+    assert rand.wire_share == 1.0
+    assert sample(lambda _a, size: bytes(size), 256 * MIB, 256, budget_s=30).wire_share == 1.0

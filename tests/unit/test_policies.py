@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ferry.domain.models import Sample
-from ferry.domain.vocab import OnTimeout, Policy
+from ferry.domain.vocab import AbortReason, OnTimeout, Policy
 from ferry.migration.policies import ActionKind, Adapter, PolicyConfig
 from ferry.predict.strategy import AutoSettings, stepped_downtimes
 
@@ -144,3 +146,21 @@ def test_auto_switches_once_two_rounds_say_pre_copy_would_resend_too_much() -> N
     assert [x.kind for x in acts] == [ActionKind.START_POSTCOPY]
     assert "4.1 times over" in acts[0].reason and "89 MiB pending" in acts[0].reason
     assert feed_at(auto(SMALL_FIRST), [(1, 250), (2, 120), (3, 60), (4, 30)], 48) == []
+
+
+def test_a_compressed_auto_job_aborts_where_it_would_switch_to_postcopy() -> None:
+    """A compressed stream cannot switch to post-copy (QEMU 10.0 refuses multifd with
+    it): where `auto` would switch, the job is aborted once, for being hopeless (not a
+    timeout), and the guest stays; forcing at the timeout cannot apply either."""
+    cfg = PolicyConfig(Policy.AUTO, 300, timeout_s=100, auto=SMALL_FIRST, compressed=True)
+    a = Adapter(cfg)
+    acts: list = []  # type: ignore[type-arg]
+    for it, rem in [(1, 250), (2, 130), (3, 128), (4, 127), (5, 127), (6, 127)]:
+        acts += a.decide(sample(it, rem, bandwidth_mib_s=48), 1)
+    assert [(x.kind, x.abort_for) for x in acts] == [(ActionKind.ABORT, AbortReason.HOPELESS)]
+    assert "compressed stream cannot switch" in acts[0].reason
+    assert a.decide(sample(7, 127, 48), 200) == []  # given up: not again at the timeout
+    forced = Adapter(dataclasses.replace(cfg, on_timeout=OnTimeout.FORCE))
+    assert [(x.kind, x.abort_for) for x in forced.decide(sample(3, 60), 101)] == \
+        [(ActionKind.ABORT, AbortReason.TIMEOUT)]
+    assert PolicyConfig.from_dict(cfg.as_dict()) == cfg  # a restarted controller keeps it

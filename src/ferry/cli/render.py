@@ -83,4 +83,4 @@ def migration_summary(m: dict[str, Any]) -> None:
         "transferred": mib(m.get("transferred_bytes")),
         "disks copied": mib(m.get("disk_bytes")) if m.get("disk_bytes") else "-",
     }, ["state", "total_ms", "downtime_ms", "transferred", "disks copied", "rounds", "wall_ms",
-        "encrypted", "error"])
+        "encrypted", "compressed", "error"])

@@ -196,6 +196,7 @@ class Migration:
     error: str = ""
     policy: Policy = Policy.PRECOPY
     encrypted: bool | None = None  # the stream went over TLS (None: no job started)
+    compressed: bool | None = None  # the stream went through zstd (None: no job started)
     predicted_converges: bool | None = None
     predicted_total_ms: int | None = None
     predicted_downtime_ms: int | None = None

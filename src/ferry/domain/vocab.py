@@ -33,6 +33,7 @@ class AbortReason(StrEnum):
     CANCEL = "cancel"
     TIMEOUT = "timeout"
     UNPLANNED = "unplanned"  # a job started before its plan, which could not be made
+    HOPELESS = "hopeless"  # pre-copy cannot finish and the job cannot switch to post-copy
 
 
 class VirtType(StrEnum):
@@ -98,6 +99,7 @@ class EventKind(StrEnum):
     CANCEL = "cancel"
     TIMEOUT = "timeout"
     ABANDONED = "abandoned"  # a job started before its plan: no plan could be made
+    GAVE_UP = "gave_up"  # a compressed stream that would have switched to post-copy
     ABORT_FAILED = "abort_failed"
     JOB_FAILED = "job_failed"
     POSTCOPY_PAUSED = "postcopy_paused"  # post-copy broke; resumed when the link is back

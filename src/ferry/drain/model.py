@@ -41,6 +41,7 @@ class MoveSpec:
     overhead_s: float = DEFAULT_OVERHEAD_S
     setup_s: float = 0.1
     finish_s: float = DEFAULT_FINISH_S  # after its last byte: libvirt's finish, settling
+    compressed: bool = False  # its stream is compressed (`guest` sends round 1 so)
 
 
 class Model:

@@ -16,6 +16,12 @@ from a random start: any first n of them are spread about evenly, so a read
 cut short by the time budget is still spread) see every run in proportion.
 Measured on full dumps of four fresh lab guests (bench/page_sampling.py):
 the share's error fell 3.6-4.9x against random reads of the same number.
+
+The non-zero pages read are also compressed as a compressed migration stream
+sends them (zstd level 1, QEMU's multifd default), each read's pages together:
+bytes out per byte in says what compressing the stream would save.  QEMU
+compresses a channel's packets in one stream, so this reads a little high
+(lab: a fresh 256 MiB guest sent 57 MiB of its 100 MiB non-zero pages).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import math
 import random
 import time
 from collections.abc import Callable
+
+import zstandard
 
 from ferry.hypervisor.types import PageSample
 
@@ -84,6 +92,7 @@ def sample(peek: Callable[[int, int], bytes], memory_bytes: int, pages: int,
     start = rng.random()
     seen: list[tuple[float, float]] = []  # (where, share of non-zero pages)
     read = nonzero = skipped = k = 0
+    squeeze = Squeeze()
     deadline = time.monotonic() + budget_s
     while ranges and read < pages and time.monotonic() < deadline and skipped < pages:
         x = (start + k * GOLDEN) % 1.0
@@ -93,10 +102,42 @@ def sample(peek: Callable[[int, int], bytes], memory_bytes: int, pages: int,
         except LookupError:
             skipped += 1
             continue
-        full = sum(data[i:i + PAGE] != ZERO for i in range(0, len(data), PAGE))
-        read, nonzero = read + CHUNK, nonzero + full
-        seen.append((x, full / CHUNK))
-    return PageSample(read, nonzero, _stderr([s for _, s in sorted(seen)]), profile(seen))
+        pages_in = [data[i:i + PAGE] for i in range(0, len(data), PAGE)]
+        full = [p for p in pages_in if p != ZERO]
+        squeeze.add(full)
+        read, nonzero = read + CHUNK, nonzero + len(full)
+        seen.append((x, len(full) / CHUNK))
+    return PageSample(read, nonzero, _stderr([s for _, s in sorted(seen)]), profile(seen),
+                      squeeze.share())
+
+
+ZSTD_LEVEL = 1  # QEMU's multifd-zstd-level default
+
+
+class Squeeze:
+    """Bytes in and out of zstd over pages as a compressed stream sends them.
+
+    >>> z = Squeeze()
+    >>> z.add([bytes([7]) * PAGE] * 4)
+    >>> z.share() < 0.01
+    True
+    >>> Squeeze().share()
+    1.0
+    """
+
+    def __init__(self) -> None:
+        self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self.bytes_in = self.bytes_out = 0
+
+    def add(self, pages: list[bytes]) -> None:
+        if pages:
+            raw = b"".join(pages)
+            self.bytes_in += len(raw)
+            self.bytes_out += len(self._zstd.compress(raw))
+
+    def share(self) -> float:
+        """Bytes out per byte in, at most 1 (a stream sends what does not compress as is)."""
+        return min(1.0, self.bytes_out / self.bytes_in) if self.bytes_in else 1.0
 
 
 PROFILE_BINS = 10

@@ -96,6 +96,9 @@ class PageSample:
     # the non-zero share in each tenth of the RAM, in address order (empty: not known):
     # pre-copy's round 1 walks the RAM in that order, so its tail is what is left last
     profile: tuple[float, ...] = ()
+    # the non-zero pages read, compressed as a compressed stream sends them: bytes out
+    # per byte in (1.0: not known, or they do not compress)
+    wire_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,9 @@ class MigrationOptions:
     copy_disks: tuple[str, ...] = ()  # targets (vdb, ...) to copy to the destination
     postcopy_resume: bool = False  # take up a post-copy migration that broke
     tls: bool = False  # encrypt the stream (memory, post-copy pages, disks) with TLS
+    # zstd over parallel streams (QEMU multifd): fewer bytes on the link for pages that
+    # compress; QEMU 10.0 refuses it with post-copy ("not yet compatible with multifd")
+    compress: bool = False
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class _Sampling:
     def __init__(self, host: MeasureOps, vm: str, kind: str) -> None:
         self._out: tuple[int, int, float] = (0, 0, 1.0)
         self.profile: tuple[float, ...] = ()
+        self.wire_share = 1.0
         self._thread = threading.Thread(target=self._run, args=(host, vm, kind), daemon=True)
         self._thread.start()
 
@@ -68,7 +69,7 @@ class _Sampling:
         try:
             pages = host.sample_pages(vm, SAMPLE_PAGES[kind], SAMPLE_BUDGET_S[kind])
             self._out = (pages.pages, pages.nonzero, pages.stderr)
-            self.profile = pages.profile
+            self.profile, self.wire_share = pages.profile, pages.wire_share
         except HypervisorError:  # no page reading here: the resident memory bounds it
             pass
 
@@ -140,7 +141,8 @@ def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
     return Measurement(points, curve, rss, min(busy, 1.0), read, nonzero, err,
                        cpu_wait=max(0.0, min(waited, 1.0)), nonzero_profile=sampling.profile,
                        horizon_s=horizon_s, spent_s=spent, dirty_sample_pages=hashed,
-                       probe=[(w.length_s, w.dirtied_bytes) for w in probe])
+                       probe=[(w.length_s, w.dirtied_bytes) for w in probe],
+                       wire_share=sampling.wire_share)
 
 
 def _wait_ns(host: MeasureOps, vm: str) -> int:

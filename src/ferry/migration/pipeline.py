@@ -35,7 +35,14 @@ from ferry.migration.engine import Prepared, follow_job, run_job
 from ferry.migration.figures import Final, final_of
 from ferry.migration.measure import measure
 from ferry.migration.outcome import Verdict, resolve
-from ferry.migration.planning import Plan, first_options, hard_stop_s, make_plan, timeout_s
+from ferry.migration.planning import (
+    Plan,
+    compressed_inputs,
+    first_options,
+    hard_stop_s,
+    make_plan,
+    timeout_s,
+)
 from ferry.migration.policies import Adapter, PolicyConfig
 from ferry.migration.postcopy_resume import PostcopyResumer
 from ferry.migration.prechecks import PrecheckResult, run_prechecks, stream_tls
@@ -125,11 +132,13 @@ class Unfinished:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """How long things may take, and whether a broken post-copy is resumed unasked."""
+    """How long things may take, whether a broken post-copy is resumed unasked, and
+    whether a stream may be compressed (`planning.compressed_inputs`)."""
 
     per_gib_s: float = 300.0
     min_s: float = 30.0
     postcopy_auto_resume: bool = False
+    compress: bool = True
 
 
 class MigrationRecords(Protocol):
@@ -228,7 +237,7 @@ class MigrationPipeline:
         `staged`: its job already runs staged, set up by the time it is released, so
         the prediction counts no set-up (its time counts from the release)."""
         req = claim.request
-        inputs, m = None, None
+        inputs, m, squeezed = None, None, None
         if req.policy != Policy.PRECOPY:
             h = self.records.history(req.vm, claim.source.name, claim.destination.name,
                                      encrypted=self._tls(claim))
@@ -247,18 +256,25 @@ class MigrationPipeline:
                             before_move=True, move_now=True)
             inputs, link_how = build_inputs(m, h, claim.memory_mib, req.bandwidth_mib_s,
                                             req.max_downtime_ms, timeout)
+            # (a staged job's flags were set before its guest was measured: in clear)
+            squeezed = None if staged else compressed_inputs(
+                req.policy, m, h, claim.memory_mib, bandwidth_mib_s=req.bandwidth_mib_s,
+                max_downtime_ms=req.max_downtime_ms, timeout=timeout,
+                copies=bool(copy_targets), allowed=self.timeouts.compress)
+            inputs = squeezed or inputs
             if staged:
                 inputs = replace(inputs, setup_s=0.0)
             nonzero, source = nonzero_bytes(m, h, claim.memory_mib)
             self.records.recorder(claim.id).event(
                 EventKind.MEASURED,
                 f"{m.curve.said()}; {nonzero / MIB:.0f} MiB non-zero "
-                f"({source}); link {link_how}")
+                f"({source}, compressing to {m.wire_share:.0%}); link {link_how}")
         plan = make_plan(req.policy, claim.destination.uri, claim.memory_mib,
                          bandwidth_mib_s=req.bandwidth_mib_s,
                          max_downtime_ms=req.max_downtime_ms, timeout=timeout,
                          on_timeout=req.on_timeout, inputs=inputs,
-                         copy_disks=copy_targets, copy_mib=copy_mib)
+                         copy_disks=copy_targets, copy_mib=copy_mib,
+                         compress=squeezed is not None)
         if plan.prediction is not None and m is not None:
             self.records.store_prediction(claim.id, plan.prediction, m)
         if self._tls(claim):

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field, replace
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
 from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.policies import PolicyConfig
+from ferry.predict.inputs import History, Measurement, build_inputs
 from ferry.predict.precopy import Prediction, simulate
 from ferry.predict.strategy import (
     QEMU_DEFAULT_DOWNTIME_S,
     Inputs,
     choose_auto,
+    compressible,
     schedule_for,
     stepped_downtimes,
 )
@@ -82,11 +84,38 @@ def first_options(policy: Policy, dest_uri: str, *, bandwidth_mib_s: int | None,
                             postcopy=policy in POSTCOPY_CAPABLE, copy_disks=copy_disks)
 
 
+def compressed_inputs(policy: Policy, m: Measurement, h: History, memory_mib: int, *,
+                      bandwidth_mib_s: int | None, max_downtime_ms: int | None,
+                      timeout: float, copies: bool, allowed: bool = True) -> Inputs | None:
+    """The model's inputs with the stream compressed, where it should be (`auto`, no
+    disks copied, `compressible`); None: it goes as it is.
+
+    >>> from ferry.predict.dirty import MIB, DirtyCurve
+    >>> m = Measurement([], DirtyCurve(0.0, 16 * MIB), 160, 0.1, pages_read=400,
+    ...                 pages_nonzero=160, nonzero_stderr=0.02, wire_share=0.5)
+    >>> h = History(link_bytes_s=48 * MIB)
+    >>> inp = compressed_inputs(Policy.AUTO, m, h, 256, bandwidth_mib_s=None,
+    ...                         max_downtime_ms=None, timeout=75.0, copies=False)
+    >>> round(inp.guest.nonzero_bytes / MIB)
+    51
+    >>> compressed_inputs(Policy.STEPPED, m, h, 256, bandwidth_mib_s=None,
+    ...                   max_downtime_ms=None, timeout=75.0, copies=False) is None
+    True
+    """
+    if not allowed or policy != Policy.AUTO or copies:
+        return None
+    inp, _ = build_inputs(m, h, memory_mib, bandwidth_mib_s, max_downtime_ms, timeout,
+                          compress=True)
+    return inp if compressible(inp, m.wire_share) else None
+
+
 def make_plan(policy: Policy, dest_uri: str, memory_mib: int, *, bandwidth_mib_s: int | None,
               max_downtime_ms: int | None, timeout: float, on_timeout: OnTimeout,
               inputs: Inputs | None, copy_disks: tuple[str, ...] = (),
-              copy_mib: int = 0) -> Plan:
-    """`inputs` is None exactly for `precopy`."""
+              copy_mib: int = 0, compress: bool = False) -> Plan:
+    """`inputs` is None exactly for `precopy`; `compress` (`auto` only, `inputs` as
+    compressed: `compressible`): the stream goes through zstd and cannot switch to
+    post-copy, so the adapter aborts where it would have switched."""
     limit_ms = max_downtime_ms or round(QEMU_DEFAULT_DOWNTIME_S * 1000)
     events: list[tuple[EventKind, str]] = []
     if copy_disks:
@@ -117,6 +146,12 @@ def make_plan(policy: Policy, dest_uri: str, memory_mib: int, *, bandwidth_mib_s
     opts = replace(first_options(policy, dest_uri, bandwidth_mib_s=bandwidth_mib_s,
                                  max_downtime_ms=max_downtime_ms, copy_disks=copy_disks),
                    max_downtime_ms=start_ms)
+    if compress:
+        assert policy == Policy.AUTO and not copy_disks
+        opts = replace(opts, compress=True, postcopy=False)
+        events.append((EventKind.PLAN, "the stream is compressed (zstd over "
+                       "parallel channels): pre-copy finishes at the first limit, so "
+                       "post-copy is not armed (QEMU cannot have both)"))
     cfg = PolicyConfig(policy=policy, max_downtime_ms=limit_ms, timeout_s=timeout,
-                       on_timeout=on_timeout, auto=auto, steps=steps)
+                       on_timeout=on_timeout, auto=auto, steps=steps, compressed=compress)
     return Plan(opts, cfg, hard_stop_s(timeout), pred, events)

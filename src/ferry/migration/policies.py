@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from ferry.domain.models import Sample
-from ferry.domain.vocab import EventKind, OnTimeout, Policy
+from ferry.domain.vocab import AbortReason, EventKind, OnTimeout, Policy
 from ferry.predict.rounds import SLOW_RESEND, need_s, resend_factor
 from ferry.predict.strategy import AutoSettings
 
@@ -49,6 +49,7 @@ class Action:
     kind: ActionKind
     reason: str
     downtime_ms: int | None = None
+    abort_for: AbortReason = AbortReason.TIMEOUT  # ABORT: why
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,14 @@ class PolicyConfig:
     on_timeout: OnTimeout = OnTimeout.ABORT
     auto: AutoSettings | None = None  # auto only
     steps: tuple[tuple[float, float], ...] = ()  # stepped only: (from s, limit s)
+    compressed: bool = False  # the stream is compressed: it cannot switch to post-copy
 
     def as_dict(self) -> dict[str, Any]:
         """Stored with the migration, so a restarted controller resumes the policy."""
         return {"policy": self.policy.value, "max_downtime_ms": self.max_downtime_ms,
                 "timeout_s": self.timeout_s, "on_timeout": self.on_timeout.value,
                 "auto": dataclasses.asdict(self.auto) if self.auto else None,
-                "steps": [list(s) for s in self.steps]}
+                "steps": [list(s) for s in self.steps], "compressed": self.compressed}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
@@ -80,7 +82,8 @@ class PolicyConfig:
         auto = d.get("auto")
         return cls(Policy(d["policy"]), int(d["max_downtime_ms"]), float(d["timeout_s"]),
                    OnTimeout(d["on_timeout"]), AutoSettings(**auto) if auto else None,
-                   tuple((float(a), float(b)) for a, b in d.get("steps") or ()))
+                   tuple((float(a), float(b)) for a, b in d.get("steps") or ()),
+                   bool(d.get("compressed", False)))
 
 
 @dataclass
@@ -93,12 +96,15 @@ class Adapter:
     current_ms: int | None = None  # auto: the downtime limit set now
     postcopy: bool = False
     timed_out: bool = False
+    given_up: bool = False  # aborted for good: nothing more to decide
     step: int = 0
 
     def decide(self, s: Sample, elapsed_s: float) -> list[Action]:
         if s.iteration >= 1 and s.iteration not in self.round_starts:
             self.round_starts[s.iteration] = s.memory_remaining_bytes
         acts: list[Action] = []
+        if self.given_up:
+            return acts
         if elapsed_s > self.cfg.timeout_s and not self.timed_out:
             self.timed_out = True
             force = self.cfg.on_timeout == OnTimeout.FORCE
@@ -124,7 +130,18 @@ class Adapter:
         return acts
 
     def _may_postcopy(self) -> bool:
-        return self.cfg.policy in (Policy.AUTO, Policy.POSTCOPY)
+        return self.cfg.policy in (Policy.AUTO, Policy.POSTCOPY) and not self.cfg.compressed
+
+    def _switch(self, why: str) -> list[Action]:
+        """Post-copy where the job may switch; a compressed one cannot, so it ends (the
+        guest stays on the source; a drain tries it once more, in clear)."""
+        if not self._may_postcopy():
+            self.given_up = True
+            return [Action(ActionKind.ABORT, f"{why}; a compressed stream cannot switch "
+                           "to post-copy: aborting, the VM stays on the source",
+                           abort_for=AbortReason.HOPELESS)]
+        self.postcopy = True
+        return [Action(ActionKind.START_POSTCOPY, f"{why}, switching to post-copy")]
 
     def _auto(self, s: Sample) -> list[Action]:
         auto = self.cfg.auto
@@ -139,12 +156,10 @@ class Adapter:
         limit_ms = self.cfg.max_downtime_ms
         resent = resend_factor(self.round_starts, s.bandwidth_bytes_s, limit_ms / 1000)
         if resent > SLOW_RESEND:
-            self.postcopy = True
             pending = self.round_starts[max(self.round_starts)]
-            return [Action(ActionKind.START_POSTCOPY, f"rounds shrink slowly and leave "
-                           f"{pending / 2**20:.0f} MiB pending, "
-                           f"{_need_ms(pending, s.bandwidth_bytes_s):.0f} ms at the rate seen: "
-                           f"{_resent(resent, limit_ms)}, switching to post-copy")]
+            return self._switch(f"rounds shrink slowly and leave {pending / 2**20:.0f} MiB "
+                                f"pending, {_need_ms(pending, s.bandwidth_bytes_s):.0f} ms "
+                                f"at the rate seen: {_resent(resent, limit_ms)}")
         if not stalled(self.round_starts, since_round=self.raised_at_round):
             return []
         pending = self.round_starts[max(self.round_starts)]
@@ -159,9 +174,8 @@ class Adapter:
             self.raised_at_round = max(self.round_starts)
             return [Action(ActionKind.SET_DOWNTIME, f"progress stalled at {pending / 2**20:.0f}"
                            f" MiB pending per round: downtime limit {old} -> {ms} ms", ms)]
-        self.postcopy = True
-        return [Action(ActionKind.START_POSTCOPY, f"still stalled at {pending / 2**20:.0f} "
-                       "MiB per round with the full downtime limit: switching to post-copy")]
+        return self._switch(f"still stalled at {pending / 2**20:.0f} MiB per round with "
+                            "the full downtime limit")
 
 
 def _resent(times: float, limit_ms: int) -> str:

@@ -27,7 +27,8 @@ DRAIN_MIB_S = 1  # pre-copy's rate while the queues drain before the switch...
 DRAIN_S = 0.5  # ...for this long (a 4 MiB socket buffer at 16 MiB/s: 0.25 s)
 FULL_MIB_S = 8_796_093_022_207  # libvirt's largest rate for QEMU: no limit
 ABORT_EVENT = {AbortReason.CANCEL: EventKind.CANCEL, AbortReason.TIMEOUT: EventKind.TIMEOUT,
-               AbortReason.UNPLANNED: EventKind.ABANDONED}
+               AbortReason.UNPLANNED: EventKind.ABANDONED,
+               AbortReason.HOPELESS: EventKind.GAVE_UP}
 
 
 def to_sample(stats: JobStats) -> Sample:
@@ -221,7 +222,7 @@ class Watch:
 
     def _apply(self, action: Action) -> None:
         if action.kind == ActionKind.ABORT:
-            self._abort(AbortReason.TIMEOUT, action.reason)
+            self._abort(action.abort_for, action.reason)
             return
         if action.kind == ActionKind.START_POSTCOPY and not self._destination_ready():
             return

@@ -51,6 +51,7 @@ class Measurement:
     probe: list[tuple[float, float]] = field(default_factory=list)
     cpu_wait: float = 0.0  # share of the time its vCPU was ready but waited for a host CPU
     nonzero_profile: tuple[float, ...] = ()  # non-zero share per tenth of the RAM, in order
+    wire_share: float = 1.0  # its non-zero pages through zstd: bytes out per byte in
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,12 @@ def link_bytes_s(h: History, bandwidth_mib_s: int | None) -> tuple[float, float]
 
 
 def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: int | None,
-                 max_downtime_ms: int | None, timeout_s: float) -> tuple[Inputs, str]:
-    """The model's inputs and, for people, where the link figures came from."""
+                 max_downtime_ms: int | None, timeout_s: float, *, compress: bool = False
+                 ) -> tuple[Inputs, str]:
+    """The model's inputs and, for people, where the link figures came from.
+    `compress`: the stream goes through zstd, so round 1 sends its non-zero pages at
+    the share the sampled ones compressed to (history's round 1 is that of a stream
+    in clear, `HistoryStore`); what the guest dirties meanwhile counts whole."""
     pre, link = link_bytes_s(h, bandwidth_mib_s)
     how = h.link_how if h.link_bytes_s is not None else \
         f"assumed {ASSUMED_LINK_MIB_S:.0f} MiB/s (no history)"
@@ -140,6 +145,8 @@ def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: i
     if h.tracking < 1.0:
         how += f"; {h.tracking_how}"
     nonzero, _ = nonzero_bytes(m, h, memory_mib)
+    if compress:
+        nonzero *= m.wire_share
     inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking),
                        m.nonzero_profile),
                  Link(pre, final_bytes_s(h, link), switchover_s(h)),
@@ -163,6 +170,7 @@ def input_spread(m: Measurement, h: History, memory_mib: int, inp: Inputs
     sd = {"history": HISTORY_NONZERO_SD * nonzero,
           "measured": m.nonzero_stderr * memory_mib * MIB,
           "bound": BOUND_NONZERO_SD * nonzero}[nonzero_source(m, h)]
+    sd *= inp.guest.nonzero_bytes / nonzero  # (a compressed stream's, as its bytes)
     s = spread(inp.guest, m.points, m.dirty_sample_pages or 1 << 30, sd, h.tracking)
     lo, hi = h.setup_range_s or (inp.setup_s, inp.setup_s)
     return replace(inp, guest=s.low, setup_s=min(lo, inp.setup_s)), \
@@ -206,6 +214,7 @@ def describe(m: Measurement, h: History, memory_mib: int) -> dict[str, Any]:
         "pages_read": m.pages_read, "pages_nonzero": m.pages_nonzero,
         "nonzero_stderr": round(m.nonzero_stderr, 3),
         "nonzero_profile": [round(x, 2) for x in m.nonzero_profile],
+        "compressed_share": round(m.wire_share, 3),
         "dirty_wanted_up_to_s": round(m.horizon_s, 2),
         "dirty_measured_s": round(m.spent_s, 2),
         "cpu_busy": round(m.cpu_busy, 2),

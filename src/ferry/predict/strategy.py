@@ -101,6 +101,35 @@ def choose_auto(inp: Inputs) -> AutoSettings:
                                      "after the first round")
 
 
+# compress a stream only where it sends a fifth less of round 1: below that its CPU
+# (zstd on each channel, TCG guests beside it) buys little
+COMPRESS_MAX_SHARE = 0.8
+
+
+def compressible(inp: Inputs, wire_share: float) -> bool:
+    """Is a compressed stream worth it, and safe?  `inp` as compressed (round 1's
+    bytes at `wire_share`).  Safe: pre-copy finishes at `auto`'s first limit, because
+    a compressed stream cannot switch to post-copy (QEMU 10.0: "Postcopy is not yet
+    compatible with multifd"); the pages a guest dirties count uncompressed (a
+    workload's fresh data may not compress: the lab guest's does not).
+
+    >>> from ferry.predict.dirty import DirtyCurve
+    >>> quiet = Inputs(Guest(256 * 2**20, 100 * 2**20, DirtyCurve(0.0)),
+    ...                Link(48 * 2**20, 48 * 2**20, 0.02), None)
+    >>> compressible(quiet, 0.57), compressible(quiet, 0.9)
+    (True, False)
+    >>> busy = replace(quiet, guest=Guest(256 * 2**20, 100 * 2**20,
+    ...                                   DirtyCurve(60 * 2**20, 64 * 2**20)))
+    >>> compressible(busy, 0.57)
+    False
+    """
+    if wire_share > COMPRESS_MAX_SHARE:
+        return False
+    start = Schedule(min(AUTO_START_DOWNTIME_S, inp.limit_s), setup_s=inp.setup_s,
+                     max_time_s=inp.timeout_s)
+    return simulate(inp.guest, inp.link, start).converges
+
+
 def schedule_for(policy: Policy, inp: Inputs, auto: AutoSettings | None = None) -> Schedule:
     """The schedule a policy follows; `auto` uses `auto` if given (else chooses now)."""
     base = Schedule(inp.limit_s, setup_s=inp.setup_s, max_time_s=inp.timeout_s)

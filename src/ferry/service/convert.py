@@ -77,7 +77,7 @@ def migration(row: MigrationRow, events: list[EventRow] | None = None) -> Migrat
         downtime_ms=row.downtime_ms, transferred_bytes=row.transferred_bytes,
         disk_bytes=row.disk_bytes, rounds=row.rounds, setup_ms=row.setup_ms,
         wall_ms=row.wall_ms, error=row.error, policy=Policy(row.policy),
-        encrypted=row.encrypted,
+        encrypted=row.encrypted, compressed=row.compressed,
         predicted_converges=row.predicted_converges, predicted_total_ms=row.predicted_total_ms,
         predicted_downtime_ms=row.predicted_downtime_ms,
         events=[Event(at=e.at, kind=EventKind(e.kind), message=e.message) for e in events or []])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -19,12 +19,14 @@ from sqlalchemy import select
 from ferry.clock import Clock
 from ferry.db.models import HostRow, PoolRow, VmRow, VolumeRow
 from ferry.domain.models import HostState
+from ferry.domain.vocab import Policy
 from ferry.drain.model import DEFAULT_FINISH_S, Model, MoveSpec
 from ferry.drain.placement import Candidate, Disk, Placement, Target, place
 from ferry.drain.schedule import Active, Limits, Schedule, best_plan, plan
 from ferry.hypervisor.errors import HypervisorError
 from ferry.migration.measure import measure
-from ferry.migration.planning import timeout_s
+from ferry.migration.pipeline import Timeouts
+from ferry.migration.planning import compressed_inputs, timeout_s
 from ferry.predict.dirty import MIB, DirtyCurve
 from ferry.predict.inputs import (
     ASSUMED_LINK_MIB_S,
@@ -82,7 +84,8 @@ def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
             "cold_bytes_s": round(g.curve.cold_rate_bytes_s),
             "cold_wss_bytes": round(g.curve.cold_wss_bytes), "streaming": g.curve.streaming,
             "limit_s": m.limit_s, "cpu_bound": m.cpu_bound, "overhead_s": round(m.overhead_s, 2),
-            "setup_s": round(m.setup_s, 3), "finish_s": round(m.finish_s, 3)}
+            "setup_s": round(m.setup_s, 3), "finish_s": round(m.finish_s, 3),
+            "compressed": m.compressed}
 
 
 def spec_of(move: dict[str, Any], source: str) -> MoveSpec:
@@ -96,16 +99,18 @@ def spec_of(move: dict[str, Any], source: str) -> MoveSpec:
                   tuple(float(x) for x in s.get("nonzero_profile", ())))
     return MoveSpec(move["vm"], move.get("source", source), move["to"], s["memory_mib"], guest,
                     float(s["limit_s"]), float(s["cpu_bound"]), float(s["overhead_s"]),
-                    float(s["setup_s"]), float(s.get("finish_s", DEFAULT_FINISH_S)))
+                    float(s["setup_s"]), float(s.get("finish_s", DEFAULT_FINISH_S)),
+                    bool(s.get("compressed", False)))
 
 
 class DrainPlanner:
     def __init__(self, db: Database, conns: HostConnections, store: MigrationStore,
-                 queries: HostQueries, clock: Clock, limits: Limits,
-                 timeout_per_gib_s: float, timeout_min_s: float) -> None:
+                 queries: HostQueries, clock: Clock, limits: Limits, timeouts: Timeouts
+                 ) -> None:
         self.db, self.conns, self.store, self.queries = db, conns, store, queries
         self.clock, self.limits = clock, limits
-        self.timeout_per_gib_s, self.timeout_min_s = timeout_per_gib_s, timeout_min_s
+        self.timeout_per_gib_s, self.timeout_min_s = timeouts.per_gib_s, timeouts.min_s
+        self.compress = timeouts.compress
         # each guest's measurement for the last plan, and when: a move started soon
         # after plans with it instead of measuring again (its preparation shrinks to
         # the prechecks and libvirt's start)
@@ -178,10 +183,21 @@ class DrainPlanner:
             timeout = timeout_s(c.memory_mib, 0, self.timeout_per_gib_s, self.timeout_min_s)
             inp, _ = build_inputs(m, hist[c.vm], c.memory_mib, None, max_downtime_ms,
                                   timeout)
+            # the move's pipeline decides the same (planning.compressed_inputs) from
+            # the same measurement, on the link history gives (a move's share in the
+            # drain may be less: the schedule keeps each one converging at its share)
+            h = hist[c.vm] if not link_mib_s else replace(hist[c.vm],
+                                                          link_bytes_s=link_mib_s * MIB)
+            squeezed = compressed_inputs(Policy.AUTO, m, h, c.memory_mib,
+                                         bandwidth_mib_s=None, max_downtime_ms=max_downtime_ms,
+                                         timeout=timeout, copies=False,
+                                         allowed=self.compress)
+            inp = squeezed or inp
             link = link_mib_s * MIB if link_mib_s else inp.link.final_bytes_s
             key = (str(c.host), placement.to[c.vm])
             return MoveSpec(c.vm, *key, c.memory_mib, inp.guest, inp.limit_s, inp.cpu_bound,
-                            PRECHECK_AND_START_S, inp.setup_s, finish[key]), link
+                            PRECHECK_AND_START_S, inp.setup_s, finish[key],
+                            compressed=squeezed is not None), link
 
         taken: dict[str, float] = {}  # when each guest's measurement ended
 

@@ -129,10 +129,12 @@ class HistoryReads:
         return and_(MigrationRow.vm_uuid == row.uuid, MigrationRow.memory_mib == row.memory_mib)
 
     def _nonzero(self, vm: str) -> tuple[float | None, str]:
-        """Round 1 of the VM's last completed migration sent its non-zero pages."""
+        """Round 1 of the VM's last completed migration in clear sent its non-zero pages
+        (a compressed one sent them squeezed)."""
         with self.db.session() as s:
             last = s.scalar(select(MigrationRow.id).where(
-                self._same_vm(s, vm), MigrationRow.state == MigrationState.COMPLETED)
+                self._same_vm(s, vm), MigrationRow.state == MigrationState.COMPLETED,
+                MigrationRow.compressed.is_not(True))
                 .order_by(MigrationRow.id.desc()).limit(1))
             if last is None:
                 return None, ""

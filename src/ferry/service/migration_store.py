@@ -320,7 +320,7 @@ class MigrationStore(HistoryReads):
             assert row is not None
             row.timeout_s, row.on_timeout = timeout_s, policy.on_timeout.value
             row.plan = {**policy.as_dict(), "options": dataclasses.asdict(options)}
-            row.encrypted = options.tls
+            row.encrypted, row.compressed = options.tls, options.compress
             row.copies = [{"pool": c.pool, "volume": c.volume} for c in copies]
             # the load its history is later read at (predict/load.py)
             row.source_busy = host_load(s, row.source)

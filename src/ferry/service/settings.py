@@ -53,6 +53,9 @@ class Settings(BaseModel):
     # resume a post-copy that broke without being asked (off: libvirt 11.3 crashed the
     # destination's daemon on POSTCOPY_RESUME in our lab; `ferry migration recover` asks)
     postcopy_auto_resume: bool = False
+    # compress a migration's stream (zstd over two channels) where its guest's pages
+    # compress and pre-copy alone finishes (docs/drain.md); off: every stream in clear
+    compress_streams: bool = True
     # memory of a lab guest its workload may not take (kernel, initramfs), plus 1/32
     # of its memory (the kernel's page tables grow with it): bench/results/guest_memory.md
     guest_reserved_mib: int = Field(72, ge=0, le=4096)

@@ -136,14 +136,13 @@ def build(settings: Settings, connector: Connector, clock: Clock | None = None,
     vms = VmService(db, conns, settings, inventory, pools, volumes, cpu)
     store = MigrationStore(db, clock, box)
     timeouts = Timeouts(settings.migration_timeout_per_gib_s, settings.migration_timeout_min_s,
-                        settings.postcopy_auto_resume)
+                        settings.postcopy_auto_resume, settings.compress_streams)
     pipeline = MigrationPipeline(conns.get, store, clock, timeouts)
     limits = Limits(settings.migrations_per_source, settings.migrations_per_destination,
                     settings.migrations_per_cluster)
     migrations = MigrationService(store, pipeline, inventory, conns, hosts, vms, clock,
                                   executor, timeouts, limits)
-    planner = DrainPlanner(db, conns, store, queries, clock, limits, timeouts.per_gib_s,
-                           timeouts.min_s)
+    planner = DrainPlanner(db, conns, store, queries, clock, limits, timeouts)
     drains = DrainService(DrainStore(db, clock), planner, migrations, store, hosts, inventory,
                           clock, executor)
     return Services(settings, db, conns, inventory, hosts, pools, volumes, vms, cpu,

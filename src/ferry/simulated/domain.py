@@ -26,6 +26,7 @@ class Workload:
     bursts: bool = False  # as the lab guest's `burst`: 2 s at twice the rate, 2 s idle
     hotcold: bool = False  # as the lab guest's `hotcold`: 9 in 10 writes to a hot eighth
     sequential: bool = False  # as the lab guest's `sequential`: its set written in order
+    wire_share: float = 1.0  # its non-zero pages through zstd: bytes out per byte in
 
     @classmethod
     def from_cmdline(cls, cmdline: str) -> Workload:

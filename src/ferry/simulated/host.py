@@ -418,7 +418,8 @@ class SimHost:
     def sample_pages(self, name: str, pages: int, budget_s: float) -> PageSample:
         """The exact share (a sample without sampling error)."""
         d = self._get(name)
-        return PageSample(pages, round(pages * min(1.0, d.nonzero_mib / d.memory_mib)), 0.0)
+        return PageSample(pages, round(pages * min(1.0, d.nonzero_mib / d.memory_mib)), 0.0,
+                          wire_share=d.workload.wire_share)
 
     # -- storage --------------------------------------------------------------------------
     @_reachable
