@@ -140,7 +140,8 @@ def ferry_drain(tls: bool, max_parallel: int | None
             mig = ferry_json("migration", "show", str(m["migration"]))
             r.update(total_ms=mig["total_ms"], downtime_ms=mig["downtime_ms"],
                      transferred_bytes=mig["transferred_bytes"],
-                     predicted_total_ms=m["predicted_total_ms"])
+                     predicted_total_ms=m["predicted_total_ms"],
+                     compressed=bool(mig.get("compressed")))
         moves.append(r)
     ferry("host", "activate", "node1")
     return moves, d, wall_ms / 1000
@@ -329,7 +330,11 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
           "UDP echo from it (guests with a NIC), with the TCP resets its connection saw. "
           "`ferry` streams are TLS-encrypted (its default between hosts with migration "
           "certificates), `ferry-plain` ones are not (`--no-tls`), nor are the baselines' "
-          "(libvirt's default): ferry-plain is the like-for-like comparison. Ferry's makespan "
+          "(libvirt's default): ferry-plain is the like-for-like comparison as to TLS. "
+          "Compressed: moves whose stream Ferry put through zstd (multifd, where the "
+          "guest's sampled pages compress and pre-copy finishes without post-copy; the "
+          "baselines run libvirt's default, uncompressed); MiB sent is what went on the "
+          "link. Ferry's makespan "
           "includes planning: its drain is recorded as soon as the VMs are placed, and a "
           "quiet guest moves while the others are measured. QEMU pause > "
           f"{LIMIT_MS} ms: moves whose downtime as QEMU reports it went over the limit every "
@@ -344,8 +349,9 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                ", ".join(f"{k} {m}/{d}/{w}" for k, (m, d, w) in guests.items()), "",
                "| strategy | makespan s | not moved | pause median ms | pause max ms | "
                f"QEMU pause > {LIMIT_MS} ms | "
-               "blackout median ms | blackout max ms | TCP resets | MiB sent | clean |",
-               "|---|---|---|---|---|---|---|---|---|---|---|"]
+               "blackout median ms | blackout max ms | TCP resets | MiB sent | compressed | "
+               "clean |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         by: dict[str, list[dict[str, Any]]] = {}
         for r in rs:
             by.setdefault(r["strategy"], []).append(r)
@@ -358,6 +364,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                       f"{_net(v, 'blackout_median_ms')} | {_net(v, 'blackout_max_ms')} | "
                       f"{_net(v, 'tcp_resets', sum)} | "
                       f"{median([r['sent_mib'] for r in v]):.0f} | "
+                      f"{median([sum(bool(m.get('compressed')) for m in r['moves'])
+                                 for r in v]):.0f} | "
                       f"{all(r['guests_clean'] for r in v)} |")
         base = [s for s in mk if not s.startswith("ferry")]
         complete = {s for s, v in by.items() if not any(r["not_moved"] for r in v)}
