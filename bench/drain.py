@@ -169,6 +169,11 @@ def warm_up(vm: str) -> None:
         ferry("host", "refresh", "node1")
 
 
+def _squeezed(r: dict[str, Any]) -> int:
+    """How many of a run's moves went over a compressed stream."""
+    return sum(bool(m.get("compressed")) for m in r["moves"])
+
+
 def run(strategy: str, guests: dict[str, tuple[int, int, int]],
         max_parallel: int | None = None) -> dict[str, Any]:
     since = time.time_ns()
@@ -364,8 +369,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                       f"{_net(v, 'blackout_median_ms')} | {_net(v, 'blackout_max_ms')} | "
                       f"{_net(v, 'tcp_resets', sum)} | "
                       f"{median([r['sent_mib'] for r in v]):.0f} | "
-                      f"{median([sum(bool(m.get('compressed')) for m in r['moves'])
-                                 for r in v]):.0f} | "
+                      f"{median([_squeezed(r) for r in v]):.0f} | "
                       f"{all(r['guests_clean'] for r in v)} |")
         base = [s for s in mk if not s.startswith("ferry")]
         complete = {s for s, v in by.items() if not any(r["not_moved"] for r in v)}
