@@ -95,10 +95,11 @@ def test_drain_plans_moves_reports_and_returns(lab: Lab, make_vm: Callable[..., 
         _clean(lab, vm)
         seen = ferry_json("lab", "check", vm, "--migration", str(done[vm]["migration"]))
         assert seen["net_replies"] > 0 and seen["net_max_gap_ms"] > 0, seen
-    # the quiet guest's pages compress (a fresh lab guest's to ~57 %): its stream was
-    # zstd over multifd, as planned, and it arrived whole (checked just above)
+    # the quiet guest's pages compress (a fresh lab guest's to ~57 %); whether its
+    # stream went compressed is what the plan said (on this lab's busy CPUs: no,
+    # planning.compressed_inputs), and either way it arrived whole (checked above)
     quiet = ferry_json("migration", "show", str(done[vms[0]]["migration"]))
-    assert moves[vms[0]]["model"]["compressed"] and quiet["compressed"] is True, quiet
+    assert quiet["compressed"] is moves[vms[0]]["model"]["compressed"], quiet
     assert stopped in {b["vm"] for b in d["blocked"]}
     assert d["elapsed_ms"] > 0 and d["eta_ms"] == 0
     assert ferry_json("host", "show", "node1")["state"] == "maintenance"

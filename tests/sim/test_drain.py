@@ -437,6 +437,9 @@ def test_quiet_guests_whose_pages_compress_move_compressed(env: SimEnv) -> None:
         env.cluster.host("node1").domains[name].workload.wire_share = share
     for h in ("node2", "node3"):  # (round 1 long enough to be sampled)
         env.cluster.set_link("node1", h, 16)
+    for _ in range(2):  # the source's load: known (two readings) and light
+        env.svc.hosts.refresh("node1")
+        env.clock.sleep(1.0)
     plan = env.svc.drains.plan(DrainRequest("node1", link_mib_s=16))
     squeezed = {m["vm"]: m["model"]["compressed"] for m in plan["moves"]}
     assert squeezed == {"q1": True, "q2": False, "hot": False}

@@ -26,6 +26,7 @@ from ferry.migration.policies import PolicyConfig
 from ferry.predict.inputs import History, Measurement, build_inputs
 from ferry.predict.precopy import Prediction, simulate
 from ferry.predict.strategy import (
+    COMPRESS_MAX_BUSY,
     QEMU_DEFAULT_DOWNTIME_S,
     Inputs,
     choose_auto,
@@ -88,21 +89,23 @@ def compressed_inputs(policy: Policy, m: Measurement, h: History, memory_mib: in
                       bandwidth_mib_s: int | None, max_downtime_ms: int | None,
                       timeout: float, copies: bool, allowed: bool = True) -> Inputs | None:
     """The model's inputs with the stream compressed, where it should be (`auto`, no
-    disks copied, `compressible`); None: it goes as it is.
+    disks copied, a source with CPU to spare, `compressible`); None: it goes as it is.
 
     >>> from ferry.predict.dirty import MIB, DirtyCurve
     >>> m = Measurement([], DirtyCurve(0.0, 16 * MIB), 160, 0.1, pages_read=400,
     ...                 pages_nonzero=160, nonzero_stderr=0.02, wire_share=0.5)
-    >>> h = History(link_bytes_s=48 * MIB)
+    >>> h = History(link_bytes_s=48 * MIB, source_busy=0.2)
     >>> inp = compressed_inputs(Policy.AUTO, m, h, 256, bandwidth_mib_s=None,
     ...                         max_downtime_ms=None, timeout=75.0, copies=False)
     >>> round(inp.guest.nonzero_bytes / MIB)
     51
-    >>> compressed_inputs(Policy.STEPPED, m, h, 256, bandwidth_mib_s=None,
-    ...                   max_downtime_ms=None, timeout=75.0, copies=False) is None
-    True
+    >>> [compressed_inputs(p, m, replace(h, source_busy=b), 256, bandwidth_mib_s=None,
+    ...                    max_downtime_ms=None, timeout=75.0, copies=False) is None
+    ...  for p, b in ((Policy.STEPPED, 0.2), (Policy.AUTO, 0.9), (Policy.AUTO, None))]
+    [True, True, True]
     """
-    if not allowed or policy != Policy.AUTO or copies:
+    if not allowed or policy != Policy.AUTO or copies or h.source_busy is None or \
+            h.source_busy > COMPRESS_MAX_BUSY:
         return None
     inp, _ = build_inputs(m, h, memory_mib, bandwidth_mib_s, max_downtime_ms, timeout,
                           compress=True)

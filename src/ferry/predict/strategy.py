@@ -104,6 +104,13 @@ def choose_auto(inp: Inputs) -> AutoSettings:
 # compress a stream only where it sends a fifth less of round 1: below that its CPU
 # (zstd on each channel, TCG guests beside it) buys little
 COMPRESS_MAX_SHARE = 0.8
+# ...and only from a source with CPU to spare for its channels.  Lab, idle 256 MiB
+# guest at a 25 ms limit over 48 MiB/s, 6 moves each: two guests on the machine,
+# compressed pauses 67-96 ms vs 72-89 in clear; with four more dirtying (load 7-8 on
+# two CPUs) 146-440 ms vs 95-115 (multifd alone 102-203), the channels' threads
+# waiting for a CPU at the switchover; in a drain of six from a 98 % busy host,
+# compressed moves paused up to 1.0 s (bench/results/drain-run8.md)
+COMPRESS_MAX_BUSY = 0.5
 
 
 def compressible(inp: Inputs, wire_share: float) -> bool:
