@@ -11,7 +11,7 @@ from ferry.domain.models import HostState, MigrationState
 from ferry.domain.vocab import EventKind
 from ferry.drain.model import DEFAULT_FINISH_S
 from ferry.errors import Conflict, MigrationRefused
-from ferry.migration.pipeline import Hooks
+from ferry.migration.requests import Hooks
 from ferry.service.drain_plan import DrainRequest
 from ferry.service.drains import TICK_S
 from tests.sim.conftest import ControllerCrash, SimEnv, crash

@@ -18,14 +18,11 @@ service implements; it calls nothing above itself.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Protocol
+from dataclasses import replace
 
 from ferry.clock import Clock
 from ferry.domain.models import MigrationState
-from ferry.domain.vocab import EventKind, OnTimeout, Policy
+from ferry.domain.vocab import EventKind, Policy
 from ferry.errors import DatabaseUnavailable, FerryError, MigrationRefused, Unavailable
 from ferry.hypervisor.base import Connector
 from ferry.hypervisor.errors import HostUnreachable, HypervisorError
@@ -43,126 +40,22 @@ from ferry.migration.planning import (
     make_plan,
     timeout_s,
 )
-from ferry.migration.policies import Adapter, PolicyConfig
+from ferry.migration.policies import Adapter
 from ferry.migration.postcopy_resume import PostcopyResumer
 from ferry.migration.prechecks import PrecheckResult, run_prechecks, stream_tls
-from ferry.migration.settling import JobResult, Recorder, settle
-from ferry.predict.dirty import MIB
-from ferry.predict.inputs import (
-    History,
-    Measurement,
-    build_inputs,
-    link_bytes_s,
-    nonzero_bytes,
+from ferry.migration.requests import (
+    Claim,
+    Hooks,
+    HostRef,
+    MigrationRecords,
+    Timeouts,
+    Unfinished,
 )
-from ferry.predict.precopy import Prediction
-from ferry.storage.sharing import StorageCatalog
+from ferry.migration.settling import JobResult, settle
+from ferry.predict.dirty import MIB
+from ferry.predict.inputs import build_inputs, link_bytes_s, nonzero_bytes
 
 HOLD_POLL_S = 0.2  # a move that cannot be staged waits for its link, asking this often
-
-
-@dataclass(frozen=True)
-class HostRef:
-    name: str
-    uri: str
-    virt_type: str
-    up: bool = True
-    maintenance: bool = False
-    migration_tls: bool = False  # registered with QEMU migration certificates
-
-
-@dataclass(frozen=True)
-class Request:
-    vm: str
-    destination: str
-    policy: Policy = Policy.AUTO
-    bandwidth_mib_s: int | None = None
-    max_downtime_ms: int | None = None
-    timeout_per_gib_s: float | None = None
-    on_timeout: OnTimeout = OnTimeout.ABORT
-    link_mib_s: float | None = None  # the link as the operator gave it (a drain's --link)
-    tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """What a caller running many moves (a drain) adds to one, in this process only:
-    `may_transfer` says whether the job may transfer now (its link is free): if not,
-    the job is staged (started slowly, at full speed once it may); `measured` is a
-    recent measurement of the guest to plan with instead of measuring again;
-    `ended` hears that the migration has its final state (the drain starts the
-    next move at once, not at its next look); `sent`, that the source has sent
-    everything (libvirt finishes: the link and the admission slot are free)."""
-
-    may_transfer: Callable[[], bool] | None = None
-    measured: Measurement | None = None
-    measured_age_s: float = 0.0
-    ended: Callable[[], None] | None = None
-    sent: Callable[[], None] | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A migration the service has recorded (queued), with the VM locked for it."""
-
-    id: int
-    request: Request
-    memory_mib: int
-    source: HostRef
-    destination: HostRef
-
-
-@dataclass(frozen=True)
-class Unfinished:
-    """A migration an earlier controller process left queued, prechecking or running."""
-
-    id: int
-    vm: str
-    memory_mib: int
-    state: MigrationState  # prechecking or running
-    source: HostRef | None  # None: no longer registered
-    destination: HostRef | None
-    started_at: datetime | None
-    timeout_s: float | None  # as planned (older rows: unknown)
-    copies: list[CopiedVolume] = field(default_factory=list)
-    policy: PolicyConfig | None = None  # as planned, resumed (older rows: the timeout only)
-    options: MigrationOptions | None = None  # the job's, to resume a broken post-copy
-    staged: bool = False  # a drain's job still at its trickle: released once followed
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """How long things may take, whether a broken post-copy is resumed unasked, and
-    whether a stream may be compressed (`planning.compressed_inputs`)."""
-
-    per_gib_s: float = 300.0
-    min_s: float = 30.0
-    postcopy_auto_resume: bool = False
-    compress: bool = True
-
-
-class MigrationRecords(Protocol):
-    """What the pipeline stores and reads; the service implements it on its database."""
-
-    def recorder(self, mid: int) -> Recorder: ...
-
-    def record_plan(self, mid: int, timeout_s: float, policy: PolicyConfig,
-                    options: MigrationOptions, copies: list[CopiedVolume]) -> None: ...
-
-    def transition(self, mid: int, to: MigrationState, **fields: object) -> bool: ...
-
-    def incoming_mib(self, destination: str, excluding: int) -> int: ...
-
-    def store_prediction(self, mid: int, prediction: Prediction, m: Measurement) -> None: ...
-
-    def finish(self, mid: int, final: Final) -> bool: ...
-
-    def storage_catalog(self) -> StorageCatalog: ...
-
-    def history(self, vm: str, source: str, destination: str, *,
-                encrypted: bool | None = None) -> History: ...
-
-    def volumes_moved(self, moved: list[CopiedVolume], host: str) -> None: ...
 
 
 class MigrationPipeline:

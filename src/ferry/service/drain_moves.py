@@ -10,7 +10,7 @@ from ferry.clock import Clock
 from ferry.domain.models import MigrationState
 from ferry.drain.schedule import Active
 from ferry.errors import FerryError
-from ferry.migration.pipeline import Hooks
+from ferry.migration.requests import Hooks
 from ferry.service.drain_gate import LinkGate
 from ferry.service.drain_plan import DrainPlanner, spec_of
 from ferry.service.drain_store import DrainStore

@@ -25,8 +25,8 @@ from ferry.drain.placement import Candidate, Disk, Placement, Target, place
 from ferry.drain.schedule import Active, Limits, Schedule, best_plan, plan
 from ferry.hypervisor.errors import HypervisorError
 from ferry.migration.measure import measure
-from ferry.migration.pipeline import Timeouts
 from ferry.migration.planning import compressed_inputs, timeout_s
+from ferry.migration.requests import Timeouts
 from ferry.predict.dirty import MIB, DirtyCurve
 from ferry.predict.inputs import (
     ASSUMED_LINK_MIB_S,

@@ -28,9 +28,10 @@ from ferry.errors import Conflict, DatabaseUnavailable, FerryError, InvalidReque
 from ferry.migration.admission import Limits, admit
 from ferry.migration.figures import Final
 from ferry.migration.measure import measure
-from ferry.migration.pipeline import Hooks, MigrationPipeline, Request, Timeouts, Unfinished
+from ferry.migration.pipeline import MigrationPipeline
 from ferry.migration.planning import POSTCOPY_CAPABLE, timeout_s
 from ferry.migration.prechecks import PrecheckResult
+from ferry.migration.requests import Hooks, Request, Timeouts, Unfinished
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import (
     build_inputs,

@@ -37,8 +37,8 @@ from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.admission import Move
 from ferry.migration.copies import CopiedVolume
 from ferry.migration.figures import Final
-from ferry.migration.pipeline import Claim, HostRef, Request, Unfinished
 from ferry.migration.policies import PolicyConfig
+from ferry.migration.requests import Claim, HostRef, Request, Unfinished
 from ferry.migration.settling import Recorder
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import Measurement

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from ferry.clock import Clock, SystemClock
 from ferry.hypervisor.base import Connector, Hypervisor
 from ferry.migration.admission import Limits
-from ferry.migration.pipeline import MigrationPipeline, Timeouts
+from ferry.migration.pipeline import MigrationPipeline
+from ferry.migration.requests import Timeouts
 from ferry.service.connections import HostConnections
 from ferry.service.cpu import CpuService
 from ferry.service.cpu_verdicts import CpuVerdicts
