@@ -105,9 +105,9 @@ def choose_auto(inp: Inputs) -> AutoSettings:
 # (zstd on each channel, TCG guests beside it) buys little
 COMPRESS_MAX_SHARE = 0.8
 # ...and only from a source with CPU to spare for its channels.  Lab, idle 256 MiB
-# guest at a 25 ms limit over 48 MiB/s, 6 moves each: two guests on the machine,
+# guest at a 25 ms limit over 48 MiB/s: two guests on the machine (4 moves each),
 # compressed pauses 67-96 ms vs 72-89 in clear; with four more dirtying (load 7-8 on
-# two CPUs) 146-440 ms vs 95-115 (multifd alone 102-203), the channels' threads
+# two CPUs, 6 each) 146-440 ms vs 95-115 (multifd alone 102-203), the channels' threads
 # waiting for a CPU at the switchover; in a drain of six from a 98 % busy host,
 # compressed moves paused up to 1.0 s (bench/results/drain-run8.md)
 COMPRESS_MAX_BUSY = 0.5
