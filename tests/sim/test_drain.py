@@ -10,7 +10,7 @@ import pytest
 from ferry.domain.models import HostState, MigrationState
 from ferry.domain.vocab import EventKind
 from ferry.drain.model import DEFAULT_FINISH_S
-from ferry.errors import Conflict, MigrationRefused
+from ferry.errors import Conflict, InvalidRequest, MigrationRefused
 from ferry.migration.requests import Hooks
 from ferry.service.drain_plan import DrainRequest
 from ferry.service.drains import TICK_S
@@ -461,3 +461,33 @@ def test_quiet_guests_whose_pages_compress_move_compressed(env: SimEnv) -> None:
     back = env.svc.drains.plan(DrainRequest(q1.destination, to=("node3", "node2"),
                                             link_mib_s=16))
     assert all(not m["model"]["compressed"] for m in back["moves"])
+
+
+def test_the_operator_asks_for_compression_or_forbids_it(env: SimEnv) -> None:
+    """--compress: compressed whatever the source's load (unknown here: never read),
+    measured before its job starts (a lone migration is otherwise staged first, its
+    flags set before Ferry knows whether its pages compress); where it cannot (pages
+    that do not compress) it goes in clear and says why.  --no-compress: never, even
+    where it would pay.  Only `auto` chooses it."""
+    for name, share in (("q1", 0.5), ("q2", 1.0), ("q3", 0.5)):
+        env.vm(name, memory=256, dirty=2, wss=16)
+        env.cluster.host("node1").domains[name].workload.wire_share = share
+    m = env.migrate("q1", "node2", compress=True)
+    assert m.state == MigrationState.COMPLETED and m.compressed is True, m.error
+    assert EventKind.STAGED not in env.kinds(m)
+    m = env.migrate("q2", "node2", compress=True)
+    assert m.state == MigrationState.COMPLETED and m.compressed is False
+    said = [e.message for e in env.svc.store.get(m.id).events if e.kind == EventKind.PLAN]
+    assert any("asked to compress, in clear: its pages compress to 100%" in s for s in said)
+    with pytest.raises(InvalidRequest, match="policy auto"):
+        env.migrate("q3", "node2", compress=True, policy="stepped")
+    for _ in range(2):  # a light source: compressed unless forbidden
+        env.svc.hosts.refresh("node1")
+        env.clock.sleep(1.0)
+    plan = env.svc.drains.plan(DrainRequest("node1", to=("node3",), link_mib_s=16))
+    assert [m["model"]["compressed"] for m in plan["moves"]] == [True]
+    d = env.svc.drains.start(DrainRequest("node1", to=("node3",), link_mib_s=16,
+                                          compress=False))
+    d = env.svc.drains.drains.get(d["id"])
+    assert d["state"] == "completed" and d["request"]["compress"] is False
+    assert env.svc.store.get(d["moves"][0]["migration"]).compressed is False

@@ -135,7 +135,7 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
     @app.post("/hosts/{name}/drain", dependencies=dep)
     def drain_host(name: str, body: DrainCreate) -> dict[str, Any]:
         req = DrainRequest(name, tuple(body.to), body.max_parallel, body.link_mib_s,
-                           body.max_downtime_ms, body.tls)
+                           body.max_downtime_ms, body.tls, body.compress)
         return svc.drains.plan(req) if body.dry_run else svc.drains.start(req)
 
     @app.post("/hosts/{name}/activate", dependencies=dep)
@@ -216,7 +216,8 @@ def create_app(svc: Services, *, start_background: bool = True) -> FastAPI:
         return svc.drains.migrate(body.vm, body.to, bandwidth_mib_s=body.bandwidth_mib_s,
                                   max_downtime_ms=body.max_downtime_ms, policy=body.policy,
                                   timeout_per_gib_s=body.timeout_per_gib_s,
-                                  on_timeout=body.on_timeout, tls=body.tls)
+                                  on_timeout=body.on_timeout, tls=body.tls,
+                                  compress=body.compress)
 
     @app.get("/migrations/{mid}", dependencies=dep)
     def get_migration(mid: Id) -> Migration:

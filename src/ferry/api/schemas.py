@@ -73,6 +73,7 @@ class MigrationCreate(Body):
     timeout_per_gib_s: float | None = None
     on_timeout: OnTimeout = OnTimeout.ABORT
     tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
+    compress: bool | None = None  # None: where it pays; True: wherever it can; False: never
 
 
 class CpuModeSet(Body):
@@ -92,6 +93,7 @@ class DrainCreate(Body):
     max_downtime_ms: int | None = None
     dry_run: bool = False
     tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
+    compress: bool | None = None  # None: where it pays; True: wherever it can; False: never
 
 
 class HostActivate(Body):

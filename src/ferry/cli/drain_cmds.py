@@ -112,6 +112,10 @@ def host_drain(host: str,
                    "--tls/--no-tls", help="Encrypt the streams (default: between hosts with "
                    "migration certificates); --no-tls moves the guests' memory in clear.")]
                = None,
+               compress: Annotated[bool | None, typer.Option(
+                   "--compress/--no-compress", help="zstd over parallel streams (default: "
+                   "where a guest's pages compress, pre-copy alone finishes and the source "
+                   "has CPU to spare; --compress: whatever the source's load).")] = None,
                dry_run: Annotated[bool, typer.Option(
                    help="Show the plan; move nothing.")] = False,
                wait: Annotated[bool, typer.Option(help="Follow until it ends.")] = False,
@@ -120,7 +124,7 @@ def host_drain(host: str,
     client = Client()
     body = {"to": [h for h in (to or "").split(",") if h], "max_parallel": max_parallel,
             "link_mib_s": link, "max_downtime_ms": max_downtime, "dry_run": dry_run,
-            "tls": tls}
+            "tls": tls, "compress": compress}
     d = client.post(f"/hosts/{host}/drain", json=body)
     if dry_run:
         print_json(d) if as_json else show_plan(d)

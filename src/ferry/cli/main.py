@@ -254,13 +254,17 @@ def migrate(vm: str, to: Annotated[str | None, typer.Option(
                 "--tls/--no-tls", help="Encrypt the stream (default: when both hosts have "
                 "migration certificates); --no-tls moves the guest's memory in clear.")]
             = None,
+            compress: Annotated[bool | None, typer.Option(
+                "--compress/--no-compress", help="zstd over parallel streams (default: where "
+                "the guest's pages compress, pre-copy alone finishes and the source has CPU to "
+                "spare; --compress: whatever the source's load).")] = None,
             as_json: JsonOpt = False) -> None:
     """Live-migrate VM to another host (prechecks first; nothing moves if they fail)."""
     client = Client()
     m = client.post("/migrations", json={
         "vm": vm, "to": to, "bandwidth_mib_s": bandwidth, "max_downtime_ms": max_downtime,
         "policy": policy.value, "timeout_per_gib_s": timeout_per_gib,
-        "on_timeout": on_timeout.value, "tls": tls})
+        "on_timeout": on_timeout.value, "tls": tls, "compress": compress})
     if not wait:
         print_json(m) if as_json else console.print(
             f"migration {m['id']} {m['state']}: {vm} {m['source']} → {m['destination']}")

@@ -171,7 +171,9 @@ class MigrationRow(Base):
     # asked: True --tls, False --no-tls, None the default; done: the stream was encrypted
     tls_requested: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     encrypted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
-    # the stream went through zstd (its round 1 then says nothing of the guest's pages)
+    # asked: True --compress, False --no-compress, None where it pays; done: the stream
+    # went through zstd (its round 1 then says nothing of the guest's pages)
+    compress_requested: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     compressed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     predicted_converges: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     predicted_total_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)

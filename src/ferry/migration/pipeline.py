@@ -153,7 +153,14 @@ class MigrationPipeline:
             squeezed = None if staged else compressed_inputs(
                 req.policy, m, h, claim.memory_mib, bandwidth_mib_s=req.bandwidth_mib_s,
                 max_downtime_ms=req.max_downtime_ms, timeout=timeout,
-                copies=bool(copy_targets), allowed=self.timeouts.compress)
+                copies=bool(copy_targets), allowed=self.timeouts.compress,
+                asked=req.compress)
+            if req.compress and squeezed is None:
+                self.records.recorder(claim.id).event(EventKind.PLAN, (
+                    f"asked to compress, in clear: its pages compress to {m.wire_share:.0%}"
+                    " (no gain over 80 %), or disks are copied, or pre-copy alone would "
+                    "not finish at the first limit (a compressed stream cannot switch to "
+                    "post-copy)"))
             inputs = squeezed or inputs
             if staged:
                 inputs = replace(inputs, setup_s=0.0)
@@ -231,9 +238,10 @@ class MigrationPipeline:
     def _stages_first(claim: Claim, checked: PrecheckResult, hooks: Hooks) -> bool:
         """Is the guest measured here, for a job whose options do not depend on it?
         (Not `precopy`: neither measured nor planned; not a job that copies disks:
-        it cannot be staged, `engine.run_job`.)"""
+        it cannot be staged, `engine.run_job`; not one asked to compress: whether it
+        can depends on the measurement.)"""
         return claim.request.policy != Policy.PRECOPY and hooks.measured is None \
-            and not checked.storage.copy_targets
+            and not checked.storage.copy_targets and claim.request.compress is not True
 
     def _run_staged_first(self, claim: Claim, cancel: threading.Event,
                           checked: PrecheckResult, hooks: Hooks) -> None:

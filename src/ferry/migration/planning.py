@@ -87,9 +87,12 @@ def first_options(policy: Policy, dest_uri: str, *, bandwidth_mib_s: int | None,
 
 def compressed_inputs(policy: Policy, m: Measurement, h: History, memory_mib: int, *,
                       bandwidth_mib_s: int | None, max_downtime_ms: int | None,
-                      timeout: float, copies: bool, allowed: bool = True) -> Inputs | None:
+                      timeout: float, copies: bool, allowed: bool = True,
+                      asked: bool | None = None) -> Inputs | None:
     """The model's inputs with the stream compressed, where it should be (`auto`, no
     disks copied, a source with CPU to spare, `compressible`); None: it goes as it is.
+    `asked` (the operator's --compress / --no-compress): True compresses whatever the
+    setting (`allowed`) and the source's load say, False never; None: they decide.
 
     >>> from ferry.predict.dirty import MIB, DirtyCurve
     >>> m = Measurement([], DirtyCurve(0.0, 16 * MIB), 160, 0.1, pages_read=400,
@@ -103,9 +106,15 @@ def compressed_inputs(policy: Policy, m: Measurement, h: History, memory_mib: in
     ...                    max_downtime_ms=None, timeout=75.0, copies=False) is None
     ...  for p, b in ((Policy.STEPPED, 0.2), (Policy.AUTO, 0.9), (Policy.AUTO, None))]
     [True, True, True]
+    >>> compressed_inputs(Policy.AUTO, m, replace(h, source_busy=0.9), 256, asked=True,
+    ...                   bandwidth_mib_s=None, max_downtime_ms=None, timeout=75.0,
+    ...                   copies=False) is None
+    False
     """
-    if not allowed or policy != Policy.AUTO or copies or h.source_busy is None or \
-            h.source_busy > COMPRESS_MAX_BUSY:
+    if asked is False or policy != Policy.AUTO or copies:
+        return None
+    if asked is None and (not allowed or h.source_busy is None or
+                          h.source_busy > COMPRESS_MAX_BUSY):
         return None
     inp, _ = build_inputs(m, h, memory_mib, bandwidth_mib_s, max_downtime_ms, timeout,
                           compress=True)

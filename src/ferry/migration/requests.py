@@ -43,6 +43,7 @@ class Request:
     on_timeout: OnTimeout = OnTimeout.ABORT
     link_mib_s: float | None = None  # the link as the operator gave it (a drain's --link)
     tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
+    compress: bool | None = None  # None: where it pays (planning.compressed_inputs)
 
 
 @dataclass(frozen=True)

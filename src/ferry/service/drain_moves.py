@@ -63,7 +63,10 @@ class DrainMoves:
             mig = self.migrations.start(m["vm"], m["to"],
                                         max_downtime_ms=req.get("max_downtime_ms"),
                                         link_mib_s=req.get("link_mib_s"), hooks=hooks,
-                                        tls=req.get("tls"))
+                                        tls=req.get("tls"),
+                                        # (tried again: in clear, which may switch to
+                                        # post-copy where a compressed stream gave up)
+                                        compress=req.get("compress") if fresh else False)
         except FerryError as exc:
             self._failed(m, d, exc.message)
             return

@@ -67,6 +67,7 @@ class DrainRequest:
     link_mib_s: float | None = None  # the source's link, when history does not know it
     max_downtime_ms: int | None = None
     tls: bool | None = None  # None: encrypted where both hosts can; False: in clear
+    compress: bool | None = None  # None: where it pays (planning.compressed_inputs)
 
 
 def spec_dict(m: MoveSpec, model: Model) -> dict[str, Any]:
@@ -150,8 +151,8 @@ class DrainPlanner:
 
     def specs(self, cands: list[Candidate], placement: Placement, uris: dict[str, str],
               link_mib_s: float | None, max_downtime_ms: int | None,
-              on_measured: OnMeasured | None = None, tls: bool | None = None
-              ) -> tuple[list[MoveSpec], Model, dict[str, str]]:
+              on_measured: OnMeasured | None = None, tls: bool | None = None,
+              compress: bool | None = None) -> tuple[list[MoveSpec], Model, dict[str, str]]:
         """Measure every placed guest at once and turn it into the model's terms; a
         guest that cannot be measured is blocked with the reason.  A host's link is
         `link_mib_s` if given, else what its last migration reached.
@@ -191,7 +192,7 @@ class DrainPlanner:
             squeezed = compressed_inputs(Policy.AUTO, m, h, c.memory_mib,
                                          bandwidth_mib_s=None, max_downtime_ms=max_downtime_ms,
                                          timeout=timeout, copies=False,
-                                         allowed=self.compress)
+                                         allowed=self.compress, asked=compress)
             inp = squeezed or inp
             link = link_mib_s * MIB if link_mib_s else inp.link.final_bytes_s
             key = (str(c.host), placement.to[c.vm])

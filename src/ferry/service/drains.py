@@ -108,7 +108,8 @@ class DrainService:
         moves.  `vms`: move these to `req.host` instead (a return)."""
         cands, placement, uris = self._place(req, vms)
         specs, model, unmeasured = self.planner.specs(cands, placement, uris, req.link_mib_s,
-                                                      req.max_downtime_ms, tls=req.tls)
+                                                      req.max_downtime_ms, tls=req.tls,
+                                                      compress=req.compress)
         sched = self.planner.schedule(specs, model, req.max_parallel)
         return plan_dict(req.host, sched, specs, model, {**placement.blocked, **unmeasured},
                          req.max_parallel)
@@ -143,7 +144,7 @@ class DrainService:
         cands, placement, _uris = self._place(req, vms)
         request = {"to": list(req.to), "max_parallel": req.max_parallel,
                    "link_mib_s": req.link_mib_s, "max_downtime_ms": req.max_downtime_ms,
-                   "return": vms is not None, "tls": req.tls}
+                   "return": vms is not None, "tls": req.tls, "compress": req.compress}
         source = {c.vm: str(c.host) for c in cands}
         moves: list[dict[str, Any]] = [
             {"vm": vm, "to": to, "source": source[vm], "order": i, "state": MEASURING,
@@ -217,7 +218,8 @@ class DrainService:
 
         specs, model, unmeasured = self.planner.specs(
             cands, Placement({m["vm"]: m["to"] for m in waiting}, {}), uris,
-            req.get("link_mib_s"), req.get("max_downtime_ms"), start_if_quiet, req.get("tls"))
+            req.get("link_mib_s"), req.get("max_downtime_ms"), start_if_quiet, req.get("tls"),
+            req.get("compress"))
         with lock:
             gate["open"] = False
         early_vms = {sp.vm for sp in started}
@@ -389,6 +391,7 @@ class DrainService:
             if vms:
                 asked = (last or {}).get("request", {})
                 req = DrainRequest(host, max_parallel=max_parallel,
-                                   link_mib_s=asked.get("link_mib_s"), tls=asked.get("tls"))
+                                   link_mib_s=asked.get("link_mib_s"), tls=asked.get("tls"),
+                                   compress=asked.get("compress"))
                 out["return"] = self.start(req, vms)
         return out

@@ -91,7 +91,8 @@ class HistoryReads:
         was about as busy as `load` (predict/load.py), the bytes each sent paused and
         its QEMU downtime (predict/pause.py).  One that switched to post-copy is not
         one: its few-ms downtime (libvirt's job-completed event) sits beside the pages
-        the destination pulled after it."""
+        the destination pulled after it; nor is a compressed one (multifd's channels
+        at the switchover cost more on a busy host: docs/drain.md)."""
         mode_ok = _in_mode(encrypted)
         points: list[tuple[float, float]] = []
         with self.db.session() as s:
@@ -102,6 +103,7 @@ class HistoryReads:
                                     func.coalesce(MigrationRow.disk_bytes, 0) == 0,
                                     MigrationRow.downtime_ms > 0, MigrationRow.total_ms > 0,
                                     MigrationRow.transferred_bytes > 0, _at_load(load),
+                                    MigrationRow.compressed.is_not(True),
                                     MigrationRow.id.not_in(_with(EventKind.START_POSTCOPY)))
                              .order_by(MigrationRow.id.desc()).limit(PAUSE_HISTORY)).all()
             for mid, total_ms, down_ms, sent in rows:

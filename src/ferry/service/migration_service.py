@@ -88,19 +88,24 @@ class MigrationService:
               max_downtime_ms: int | None = None, policy: Policy | str = Policy.AUTO,
               timeout_per_gib_s: float | None = None,
               on_timeout: OnTimeout | str = OnTimeout.ABORT, link_mib_s: float | None = None,
-              hooks: Hooks | None = None, tls: bool | None = None) -> Migration:
+              hooks: Hooks | None = None, tls: bool | None = None,
+              compress: bool | None = None) -> Migration:
         """Validate, claim and precheck a migration (a refusal answers at once and
         releases the VM), then queue it: it starts as soon as the limits admit it.
         `link_mib_s`: the link's speed for the prediction (not a cap); `hooks`:
         see `MigrationPipeline.run` (kept in this process only); `tls`: None encrypts the
         stream where both hosts can, False moves it in clear, True refuses unless both
-        can."""
+        can; `compress`: see `planning.compressed_inputs` (`auto` only)."""
         check_name("vm", vm)
         check_name("host", to)
         req = Request(vm, to, _enum(Policy, policy, "policy"), bandwidth_mib_s,
                       max_downtime_ms, timeout_per_gib_s, _enum(OnTimeout, on_timeout,
                                                                  "on_timeout"), link_mib_s,
-                      tls)
+                      tls, compress)
+        if compress and req.policy != Policy.AUTO:
+            raise InvalidRequest(f"--compress is for policy auto (which chooses it where "
+                                 f"pre-copy alone finishes), not {req.policy}",
+                                 {"field": "compress"})
         if req.on_timeout == OnTimeout.FORCE and req.policy not in POSTCOPY_CAPABLE:
             raise InvalidRequest(f"--on-timeout force finishes with post-copy, which policy "
                                  f"{req.policy} does not enable: use auto or postcopy",

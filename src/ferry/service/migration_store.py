@@ -185,7 +185,8 @@ class MigrationStore(HistoryReads):
                                max_downtime_ms=req.max_downtime_ms, policy=req.policy.value,
                                on_timeout=req.on_timeout.value,
                                timeout_per_gib_s=req.timeout_per_gib_s,
-                               tls_requested=req.tls, created_at=self.clock.now())
+                               tls_requested=req.tls, compress_requested=req.compress,
+                               created_at=self.clock.now())
             s.add(row)
             try:
                 s.flush()
@@ -245,7 +246,7 @@ class MigrationStore(HistoryReads):
             memory = s.scalar(select(VmRow.memory_mib).where(VmRow.name == r.vm))
             req = Request(r.vm, r.destination, Policy(r.policy), r.bandwidth_mib_s,
                           r.max_downtime_ms, r.timeout_per_gib_s, OnTimeout(r.on_timeout),
-                          r.link_mib_s, r.tls_requested)
+                          r.link_mib_s, r.tls_requested, r.compress_requested)
             missing = HostRef("?", "", "", up=False)
             return Claim(r.id, req, int(memory or 1024), hosts.get(r.source, missing),
                          hosts.get(r.destination, missing))
