@@ -54,6 +54,7 @@ from ferry.migration.requests import (
 from ferry.migration.settling import JobResult, settle
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import build_inputs, link_bytes_s, nonzero_bytes
+from ferry.predict.strategy import COMPRESS_MAX_SHARE
 
 HOLD_POLL_S = 0.2  # a move that cannot be staged waits for its link, asking this often
 
@@ -156,11 +157,13 @@ class MigrationPipeline:
                 copies=bool(copy_targets), allowed=self.timeouts.compress,
                 asked=req.compress)
             if req.compress and squeezed is None:
-                self.records.recorder(claim.id).event(EventKind.PLAN, (
-                    f"asked to compress, in clear: its pages compress to {m.wire_share:.0%}"
-                    " (no gain over 80 %), or disks are copied, or pre-copy alone would "
-                    "not finish at the first limit (a compressed stream cannot switch to "
-                    "post-copy)"))
+                why = "its disks are copied" if copy_targets else \
+                    f"its pages compress to {m.wire_share:.0%} (no gain over " \
+                    f"{COMPRESS_MAX_SHARE:.0%})" if m.wire_share > COMPRESS_MAX_SHARE else \
+                    "pre-copy alone would not finish at the first limit (a compressed " \
+                    "stream cannot switch to post-copy)"
+                self.records.recorder(claim.id).event(EventKind.PLAN,
+                                                      f"asked to compress, in clear: {why}")
             inputs = squeezed or inputs
             if staged:
                 inputs = replace(inputs, setup_s=0.0)
