@@ -114,9 +114,16 @@ def test_controller_killed_during_prechecks(lab: Lab, make_vm) -> None:  # type:
     with stopped_libvirtd("node1"), lab.api() as api:
         t = threading.Thread(target=request)
         t.start()
-        mid = wait_for(lambda: next((m["id"] for m in api.get("/migrations").json()
-                                     if m["vm"] == vm and m["state"] == "prechecking"), None),
-                       60, "the migration in its prechecks")
+        try:
+            mid = wait_for(lambda: next((m["id"] for m in api.get("/migrations").json()
+                                         if m["vm"] == vm and m["state"] == "prechecking"),
+                                        None), 60, "the migration in its prechecks")
+        except AssertionError:  # (seen once in CI, 2026-12-07: say what the request got)
+            t.join(30)
+            seen = [(m["id"], m["state"], m["error"]) for m in api.get("/migrations").json()
+                    if m["vm"] == vm]
+            raise AssertionError(f"no migration of {vm} in its prechecks after 60 s; the "
+                                 f"request answered {answer}; its migrations {seen}") from None
         ferry("lab", "controller", "stop", "--kill")
         t.join(30)
     ferry("lab", "controller", "start")
