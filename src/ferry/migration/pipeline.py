@@ -152,10 +152,8 @@ class MigrationPipeline:
                                             req.max_downtime_ms, timeout)
             # (a staged job's flags were set before its guest was measured: in clear)
             squeezed = None if staged else compressed_inputs(
-                req.policy, m, h, claim.memory_mib, bandwidth_mib_s=req.bandwidth_mib_s,
-                max_downtime_ms=req.max_downtime_ms, timeout=timeout,
-                copies=bool(copy_targets), allowed=self.timeouts.compress,
-                asked=req.compress)
+                req.policy, inputs, m, h, copies=bool(copy_targets),
+                allowed=self.timeouts.compress, asked=req.compress)
             if req.compress and squeezed is None:
                 why = "its disks are copied" if copy_targets else \
                     f"its pages compress to {m.wire_share:.0%} (no gain over " \

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from ferry.domain.vocab import EventKind, OnTimeout, Policy
 from ferry.hypervisor.types import MigrationOptions
 from ferry.migration.policies import PolicyConfig
-from ferry.predict.inputs import History, Measurement, build_inputs
+from ferry.predict.inputs import History, Measurement, squeezed_inputs
 from ferry.predict.precopy import Prediction, simulate
 from ferry.predict.strategy import (
     COMPRESS_MAX_BUSY,
@@ -85,29 +85,28 @@ def first_options(policy: Policy, dest_uri: str, *, bandwidth_mib_s: int | None,
                             postcopy=policy in POSTCOPY_CAPABLE, copy_disks=copy_disks)
 
 
-def compressed_inputs(policy: Policy, m: Measurement, h: History, memory_mib: int, *,
-                      bandwidth_mib_s: int | None, max_downtime_ms: int | None,
-                      timeout: float, copies: bool, allowed: bool = True,
-                      asked: bool | None = None) -> Inputs | None:
-    """The model's inputs with the stream compressed, where it should be (`auto`, no
-    disks copied, a source with CPU to spare, `compressible`); None: it goes as it is.
-    `asked` (the operator's --compress / --no-compress): True compresses whatever the
-    setting (`allowed`) and the source's load say, False never; None: they decide.
+def compressed_inputs(policy: Policy, inp: Inputs, m: Measurement, h: History, *,
+                      copies: bool, allowed: bool = True, asked: bool | None = None
+                      ) -> Inputs | None:
+    """`inp` (the move's inputs, built from `m` and `h`) with the stream compressed,
+    where it should be (`auto`, no disks copied, a source with CPU to spare,
+    `compressible`); None: it goes as it is.  `asked` (the operator's --compress /
+    --no-compress): True compresses whatever the setting (`allowed`) and the source's
+    load say, False never; None: they decide.
 
     >>> from ferry.predict.dirty import MIB, DirtyCurve
+    >>> from ferry.predict.inputs import build_inputs
     >>> m = Measurement([], DirtyCurve(0.0, 16 * MIB), 160, 0.1, pages_read=400,
     ...                 pages_nonzero=160, nonzero_stderr=0.02, wire_share=0.5)
     >>> h = History(link_bytes_s=48 * MIB, source_busy=0.2)
-    >>> inp = compressed_inputs(Policy.AUTO, m, h, 256, bandwidth_mib_s=None,
-    ...                         max_downtime_ms=None, timeout=75.0, copies=False)
+    >>> plain, _ = build_inputs(m, h, 256, None, None, 75.0)
+    >>> inp = compressed_inputs(Policy.AUTO, plain, m, h, copies=False)
     >>> round(inp.guest.nonzero_bytes / MIB)
     51
-    >>> [compressed_inputs(p, m, replace(h, source_busy=b), 256, bandwidth_mib_s=None,
-    ...                    max_downtime_ms=None, timeout=75.0, copies=False) is None
+    >>> [compressed_inputs(p, plain, m, replace(h, source_busy=b), copies=False) is None
     ...  for p, b in ((Policy.STEPPED, 0.2), (Policy.AUTO, 0.9), (Policy.AUTO, None))]
     [True, True, True]
-    >>> compressed_inputs(Policy.AUTO, m, replace(h, source_busy=0.9), 256, asked=True,
-    ...                   bandwidth_mib_s=None, max_downtime_ms=None, timeout=75.0,
+    >>> compressed_inputs(Policy.AUTO, plain, m, replace(h, source_busy=0.9), asked=True,
     ...                   copies=False) is None
     False
     """
@@ -116,9 +115,8 @@ def compressed_inputs(policy: Policy, m: Measurement, h: History, memory_mib: in
     if asked is None and (not allowed or h.source_busy is None or
                           h.source_busy > COMPRESS_MAX_BUSY):
         return None
-    inp, _ = build_inputs(m, h, memory_mib, bandwidth_mib_s, max_downtime_ms, timeout,
-                          compress=True)
-    return inp if compressible(inp, m.wire_share) else None
+    squeezed = squeezed_inputs(inp, m.wire_share)
+    return squeezed if compressible(squeezed, m.wire_share) else None
 
 
 def make_plan(policy: Policy, dest_uri: str, memory_mib: int, *, bandwidth_mib_s: int | None,
@@ -126,7 +124,7 @@ def make_plan(policy: Policy, dest_uri: str, memory_mib: int, *, bandwidth_mib_s
               inputs: Inputs | None, copy_disks: tuple[str, ...] = (),
               copy_mib: int = 0, compress: bool = False) -> Plan:
     """`inputs` is None exactly for `precopy`; `compress` (`auto` only, `inputs` as
-    compressed: `compressible`): the stream goes through zstd and cannot switch to
+    compressed: `compressed_inputs`): the stream goes through zstd and cannot switch to
     post-copy, so the adapter aborts where it would have switched."""
     limit_ms = max_downtime_ms or round(QEMU_DEFAULT_DOWNTIME_S * 1000)
     events: list[tuple[EventKind, str]] = []

@@ -131,12 +131,8 @@ def link_bytes_s(h: History, bandwidth_mib_s: int | None) -> tuple[float, float]
 
 
 def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: int | None,
-                 max_downtime_ms: int | None, timeout_s: float, *, compress: bool = False
-                 ) -> tuple[Inputs, str]:
-    """The model's inputs and, for people, where the link figures came from.
-    `compress`: the stream goes through zstd, so round 1 sends its non-zero pages at
-    the share the sampled ones compressed to (history's round 1 is that of a stream
-    in clear, `HistoryStore`); what the guest dirties meanwhile counts whole."""
+                 max_downtime_ms: int | None, timeout_s: float) -> tuple[Inputs, str]:
+    """The model's inputs and, for people, where the link figures came from."""
     pre, link = link_bytes_s(h, bandwidth_mib_s)
     how = h.link_how if h.link_bytes_s is not None else \
         f"assumed {ASSUMED_LINK_MIB_S:.0f} MiB/s (no history)"
@@ -145,8 +141,6 @@ def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: i
     if h.tracking < 1.0:
         how += f"; {h.tracking_how}"
     nonzero, _ = nonzero_bytes(m, h, memory_mib)
-    if compress:
-        nonzero *= m.wire_share
     inp = Inputs(Guest(memory_mib * MIB, nonzero, m.curve.scaled(h.tracking),
                        m.nonzero_profile),
                  Link(pre, final_bytes_s(h, link), switchover_s(h)),
@@ -154,6 +148,14 @@ def build_inputs(m: Measurement, h: History, memory_mib: int, bandwidth_mib_s: i
                  cpu_bound=1.0 if m.cpu_busy >= CPU_BOUND_BUSY else 0.0, timeout_s=timeout_s,
                  setup_s=h.setup_s if h.setup_s is not None else DEFAULT_SETUP_S)
     return inp, how
+
+
+def squeezed_inputs(inp: Inputs, wire_share: float) -> Inputs:
+    """`inp` with the stream through zstd: round 1 sends its non-zero pages at the
+    share the sampled ones compressed to (history's round 1 is that of a stream in
+    clear, `HistoryStore`); what the guest dirties meanwhile counts whole."""
+    return replace(inp, guest=replace(inp.guest,
+                                      nonzero_bytes=inp.guest.nonzero_bytes * wire_share))
 
 
 HISTORY_NONZERO_SD = 0.05  # round 1 of the last move: QEMU's own figure, but it ages

@@ -182,16 +182,13 @@ class DrainPlanner:
                    if (r := [x for e in ms if (x := self.store.stream_bytes_s(h, e))])}
         def spec(c: Candidate, m: Measurement) -> tuple[MoveSpec, float]:
             timeout = timeout_s(c.memory_mib, 0, self.timeout_per_gib_s, self.timeout_min_s)
-            inp, _ = build_inputs(m, hist[c.vm], c.memory_mib, None, max_downtime_ms,
-                                  timeout)
-            # the move's pipeline decides the same (planning.compressed_inputs) from
-            # the same measurement, on the link history gives (a move's share in the
-            # drain may be less: the schedule keeps each one converging at its share)
+            # the link as the move's pipeline takes it (`--link` given: that), so that
+            # it decides compression alike (planning.compressed_inputs; a move's share
+            # in the drain may be less: the schedule keeps each converging at its share)
             h = hist[c.vm] if not link_mib_s else replace(hist[c.vm],
                                                           link_bytes_s=link_mib_s * MIB)
-            squeezed = compressed_inputs(Policy.AUTO, m, h, c.memory_mib,
-                                         bandwidth_mib_s=None, max_downtime_ms=max_downtime_ms,
-                                         timeout=timeout, copies=False,
+            inp, _ = build_inputs(m, h, c.memory_mib, None, max_downtime_ms, timeout)
+            squeezed = compressed_inputs(Policy.AUTO, inp, m, h, copies=False,
                                          allowed=self.compress, asked=compress)
             inp = squeezed or inp
             link = link_mib_s * MIB if link_mib_s else inp.link.final_bytes_s
