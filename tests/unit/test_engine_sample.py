@@ -176,3 +176,46 @@ def test_a_job_that_returns_before_the_pauses_estimate_has_sent_everything() -> 
         w.ended()  # the call returned at once
         assert w.sent is not postcopy
         assert (EventKind.SENT in [k for k, _ in rec.events]) is not postcopy
+
+
+def test_a_job_beside_a_post_copy_goes_at_its_cap_then_at_full_speed() -> None:
+    """The cap is asked at each sample once the job transfers: lowered while its gate
+    says another job on its link is in post-copy, raised once that one has left, each
+    change said once; never once the job itself is in post-copy (its own rates are
+    then set for the switch)."""
+    import threading
+    from typing import Any, cast
+
+    from ferry.domain.vocab import EventKind
+    from ferry.migration.watch import FULL_MIB_S, Watch
+    from ferry.simulated.clock import SimClock
+
+    mib = 2**20
+
+    class _Speeds(_Source):
+        def __init__(self, stats: list[JobStats]) -> None:
+            super().__init__(stats)
+            self.speeds: list[int] = []
+
+        def set_bandwidth(self, _vm: str, mib_s: int, *, postcopy: bool = False) -> None:
+            self.speeds.append(mib_s)
+
+    def at(iteration: int) -> JobStats:
+        return JobStats(active=True, elapsed_ms=1000 * iteration, memory_total_bytes=256 * mib,
+                        memory_processed_bytes=100 * mib, iteration=iteration,
+                        memory_remaining_bytes=100 * mib, bandwidth_bytes_s=24 * mib)
+
+    caps = [24, 24, None, None, 24]
+    source = _Speeds([at(1), at(1), at(2), at(2), at(3)])
+    rec = _Recorder()
+    w = Watch("vm", cast(Any, source), cast(Any, None), cast(Any, rec), threading.Event(),
+              600.0, SimClock())
+    w.cap = lambda: caps.pop(0)
+    for _ in range(4):
+        w.step()
+    assert source.speeds == [24, FULL_MIB_S]
+    said = [m for k, m in rec.events if k == EventKind.SET_BANDWIDTH]
+    assert len(said) == 2 and "24 MiB/s" in said[0] and "full speed" in said[1]
+    w.postcopy = True  # switched itself: its cap no longer applies
+    w.step()
+    assert source.speeds == [24, FULL_MIB_S] and caps == [24]
