@@ -31,6 +31,7 @@ from ferry.clock import Clock
 from ferry.errors import Unavailable
 from ferry.hypervisor.base import MeasureOps
 from ferry.hypervisor.errors import HypervisorError
+from ferry.hypervisor.types import PageSample
 from ferry.predict import bursts
 from ferry.predict.dirty import MIB, fit
 from ferry.predict.inputs import Measurement
@@ -58,24 +59,30 @@ class _Sampling:
     takes the longer of the two instead of their sum (lab, 256 MiB guest: 0.3 s of
     page reads and 0.8 s of windows took 0.8 s together)."""
 
-    def __init__(self, host: MeasureOps, vm: str, kind: str) -> None:
+    def __init__(self, host: MeasureOps, vm: str, kind: str,
+                 pages: PageSample | None = None) -> None:
         self._out: tuple[int, int, float] = (0, 0, 1.0)
         self.profile: tuple[float, ...] = ()
         self.wire_share = 1.0
         self._thread = threading.Thread(target=self._run, args=(host, vm, kind), daemon=True)
-        self._thread.start()
+        if pages is not None:  # read before (`read_pages`): only its figures
+            self._take(pages)
+        else:
+            self._thread.start()
 
     def _run(self, host: MeasureOps, vm: str, kind: str) -> None:
-        try:
-            pages = host.sample_pages(vm, SAMPLE_PAGES[kind], SAMPLE_BUDGET_S[kind])
-            self._out = (pages.pages, pages.nonzero, pages.stderr)
-            self.profile, self.wire_share = pages.profile, pages.wire_share
-        except HypervisorError:  # no page reading here: the resident memory bounds it
-            pass
+        got = read_pages(host, vm, kind)
+        if got is not None:
+            self._take(got)
+
+    def _take(self, pages: PageSample) -> None:
+        self._out = (pages.pages, pages.nonzero, pages.stderr)
+        self.profile, self.wire_share = pages.profile, pages.wire_share
 
     def result(self) -> tuple[int, int, float]:
         """Pages read, non-zero among them, the share's standard error."""
-        self._thread.join()
+        if self._thread.ident is not None:  # started: reading now
+            self._thread.join()
         return self._out
 
     def horizon_s(self, memory_mib: int, bandwidth_bytes_s: float) -> float:
@@ -86,15 +93,26 @@ class _Sampling:
         return share * memory_mib * MIB / max(bandwidth_bytes_s, 1.0)
 
 
+def read_pages(host: MeasureOps, vm: str, kind: str = "migrate") -> PageSample | None:
+    """The guest's pages read for its non-zero share (None: no page reading here, the
+    resident memory bounds it)."""
+    try:
+        return host.sample_pages(vm, SAMPLE_PAGES[kind], SAMPLE_BUDGET_S[kind])
+    except HypervisorError:
+        return None
+
+
 def measure(host: MeasureOps, vm: str, memory_mib: int, clock: Clock, *,
             bandwidth_bytes_s: float, before_move: bool = False,
-            move_now: bool = False) -> Measurement:
+            move_now: bool = False, pages: PageSample | None = None) -> Measurement:
     """Measure `vm` for a move at `bandwidth_bytes_s` (the pre-copy rate expected);
     `before_move`: a migration waits for it, so look for less long; `move_now`: it
-    starts as soon as this returns (a bursty guest's phase then is known)."""
+    starts as soon as this returns (a bursty guest's phase then is known); `pages`:
+    its pages already read (`read_pages`), else they are read while the first dirty
+    windows run."""
     kind = "migrate" if before_move else "predict"
     budget_s = MIGRATE_BUDGET_S if before_move else PREDICT_BUDGET_S
-    sampling = _Sampling(host, vm, kind)
+    sampling = _Sampling(host, vm, kind, pages)
     points: list[tuple[float, float]] = []
     horizon_s = math.inf  # until the pages are counted: only the third window needs it
     try:

@@ -24,7 +24,8 @@ from ferry.drain.model import DEFAULT_FINISH_S, Model, MoveSpec
 from ferry.drain.placement import Candidate, Disk, Placement, Target, place
 from ferry.drain.schedule import Active, Limits, Schedule, best_plan, plan
 from ferry.hypervisor.errors import HypervisorError
-from ferry.migration.measure import measure
+from ferry.hypervisor.types import PageSample
+from ferry.migration.measure import measure, read_pages
 from ferry.migration.planning import compressed_inputs, timeout_s
 from ferry.migration.requests import Timeouts
 from ferry.predict.dirty import MIB, DirtyCurve
@@ -53,7 +54,8 @@ PRECHECK_AND_START_S = 1.5  # prechecks, libvirt's p2p start (lab: ~1-1.5 s)
 # but the plan then came 8 s later with the link idle for 5 s, and the ETA was
 # still 19-28 % short (two runs): all six at once is kept there.  (Measured with the
 # lab's 10 ms guest tick, which alone filled its CPUs; with the 20 ms tick six at
-# once read a 64 MiB/s guest at 18 MiB/s, a 40 MiB/s one right: docs/lab.md)
+# once read a 64 MiB/s guest at 18 MiB/s, a 40 MiB/s one right: docs/lab.md.  Those
+# runs read each guest's pages while its windows ran: see `specs`)
 MEASURE_AT_ONCE = 8
 MEASURE_EACH_S = 6.0  # one guest's measurement before a move: at most ~5 s
 REUSE_FOR_S = 300.0  # a plan's measurement stands for the guest this long
@@ -199,9 +201,24 @@ class DrainPlanner:
 
         taken: dict[str, float] = {}  # when each guest's measurement ended
 
+        def reader(c: Candidate) -> Callable[[], PageSample | None]:
+            def run() -> PageSample | None:
+                with self._measuring:
+                    return read_pages(self.conns.get(uris[str(c.host)]), c.vm)
+            return run
+
+        # every guest's pages first, then every guest's dirty windows: reads while the
+        # windows run take the CPU the guests dirty with (lab, five TCG guests measured
+        # at once: one dirtying 24 MiB/s over 96 MiB read at 13 with its own and the
+        # others' pages read meanwhile, 20 with them read first, as alone; ~0.8 s more)
+        read = self.queries.ask({c.vm: reader(c) for c in placed},
+                                timeout_s=MEASURE_EACH_S * math.ceil(len(placed) /
+                                                                     MEASURE_AT_ONCE))
+        pages = {v: p for v, p in read.items() if isinstance(p, PageSample)}
+
         def measurer(c: Candidate) -> Callable[[], Measurement]:
             measure_it = _measurer(self.conns, uris[str(c.host)], c, self.clock,
-                                   link_bytes_s(hist[c.vm], None)[0])
+                                   link_bytes_s(hist[c.vm], None)[0], pages.get(c.vm))
 
             def run() -> Measurement:
                 with self._measuring:
@@ -297,12 +314,12 @@ def streams_seen(moves: list[dict[str, Any]], default_host: str) -> dict[str, fl
     return out
 
 
-def _measurer(conns: HostConnections, uri: str, c: Candidate, clock: Clock, rate: float
-              ) -> Callable[[], Measurement]:
+def _measurer(conns: HostConnections, uri: str, c: Candidate, clock: Clock, rate: float,
+              pages: PageSample | None) -> Callable[[], Measurement]:
     def run() -> Measurement:
         try:
             return measure(conns.get(uri), c.vm, c.memory_mib, clock, bandwidth_bytes_s=rate,
-                           before_move=True)
+                           before_move=True, pages=pages)
         except Exception as exc:  # e.g. Unavailable: reported as the VM's reason
             raise HypervisorError(str(getattr(exc, "message", exc))) from exc
     return run
