@@ -338,34 +338,6 @@ def test_a_move_whose_link_is_busy_is_staged_and_released(env: SimEnv) -> None:
     assert (env.svc.store.finish_s("node1", "node2") or 0) < staged_s
 
 
-def test_a_job_released_beside_a_post_copy_goes_at_its_cap_until_that_one_leaves(
-        env: SimEnv) -> None:
-    """The drain's gate lets a staged move onto a link whose other job is in post-copy,
-    at what that one's background copy leaves (`Hooks.rate_cap`), and at full speed
-    once it has left: the pipeline hands the cap to the job at its release and at each
-    sample after (fails when the cap does not reach the job)."""
-    env.vm("held", memory=256, dirty=2)
-    asked: list[int] = []
-    looks: list[int] = []
-
-    def may_transfer() -> bool:
-        asked.append(1)
-        return len(asked) > 1  # staged at the start, let through at the next look
-
-    def cap() -> int | None:
-        looks.append(1)
-        return 24 if len(looks) <= 3 else None  # the post-copy leaves after 3 looks
-
-    m = env.svc.migrations.start("held", "node2", hooks=Hooks(may_transfer=may_transfer,
-                                                               rate_cap=cap))
-    m = env.svc.store.get(m.id)
-    assert m.state == MigrationState.COMPLETED, m.error
-    released = next(e.message for e in m.events if e.kind == EventKind.RELEASED)
-    assert "24 MiB/s (what a post-copy on its link leaves)" in released
-    raised = [e.message for e in m.events if e.kind == EventKind.SET_BANDWIDTH]
-    assert raised == ["the post-copy beside it has left the link: full speed"]
-
-
 def test_a_staged_job_is_released_only_once_qemus_migration_runs(env: SimEnv) -> None:
     """The gate frees the link while libvirt still sets the job up: the rate is raised
     only once QEMU's migration runs, else libvirt's start would put the trickle back

@@ -141,36 +141,3 @@ def test_a_move_ready_first_does_not_pass_an_earlier_one_waiting_for_the_link() 
     assert y() and not z()
     gate.release("y", "a")
     assert z()
-
-
-def test_beside_a_post_copy_the_next_move_transfers_at_what_its_background_copy_leaves(
-        ) -> None:
-    """A dirtier switched to post-copy: its background copy takes a quarter of the link
-    until its last pages have gone (lab: 7 s at 11 of 48 MiB/s, every other move
-    waiting).  The next move may transfer beside it, at half the link, so the pages
-    its guest touches do not queue; at its own rate once the post-copy has left; and
-    it shared its link (what it reached says nothing of one stream alone).  In
-    pre-copy (the switch refused) the dirtier keeps its link."""
-    heavy = {**IDLE, "dirty_bytes_s": 40 * MIB, "wss_bytes": 128 * MIB,
-             "nonzero_bytes": 200 * MIB}
-    pending = Sample(t_ms=9000, iteration=4, memory_total_bytes=256 * MIB,
-                     memory_processed_bytes=300 * MIB, memory_remaining_bytes=60 * MIB,
-                     dirty_rate_bytes_s=40 * MIB, bandwidth_bytes_s=12 * MIB)
-    jobs = _Jobs(pending)
-    moves = [{"vm": "h", "to": "b", "state": "running", "migration": 7, "model": heavy},
-             {"vm": "i", "to": "c", "state": "running", "migration": None, "model": IDLE}]
-    gate = _gate(moves, jobs, transfers=1)
-    assert gate.ready(1, "h", "a")()
-    ask, cap = gate.ready(1, "i", "a"), gate.cap(1, "i", "a")
-    assert not ask() and cap() is None
-    now = datetime.now(UTC)
-    jobs.mig.events.append(Event(now, EventKind.START_POSTCOPY, "switching"))
-    jobs.mig.events.append(Event(now, EventKind.START_POSTCOPY_FAILED, "not now"))
-    assert not ask()  # refused: still pre-copy
-    jobs.mig.events.append(Event(now, EventKind.START_POSTCOPY, "switching"))
-    assert ask() and cap() == 24
-    assert cap() == 24  # asked again at each sample: the same
-    jobs.mig.events.append(Event(now, EventKind.SENT, "memory sent"))
-    assert cap() is None  # its pages have all gone: full speed
-    gate.release("h", "a")
-    assert gate.release("i", "a") is False  # it shared its link a while

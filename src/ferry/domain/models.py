@@ -203,15 +203,6 @@ class Migration:
     events: list[Event] = field(default_factory=list)
 
     @property
-    def switched_to_postcopy(self) -> bool:
-        """Its job was switched to post-copy (the guest runs on the destination while
-        its last pages follow): the last word on the switch says so (one refused may
-        be asked again at a later sample)."""
-        said = [e.kind for e in self.events
-                if e.kind in (EventKind.START_POSTCOPY, EventKind.START_POSTCOPY_FAILED)]
-        return bool(said) and said[-1] == EventKind.START_POSTCOPY
-
-    @property
     def off_link(self) -> bool:
         """Its job no longer uses the link: ended, or the source has sent all memory
         (`sent`: libvirt is finishing).  A sample saying nothing remains is not this:

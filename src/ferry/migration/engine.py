@@ -40,8 +40,7 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
             recorder: Recorder, cancel: threading.Event, timeout_s: float, clock: Clock,
             adapter: Adapter | None = None, hold: Callable[[], bool] | None = None,
             sent: Callable[[], None] | None = None,
-            prepare: Callable[[], Prepared] | None = None,
-            cap: Callable[[], int | None] | None = None) -> JobResult:
+            prepare: Callable[[], Prepared] | None = None) -> JobResult:
     """Run the migration job to its end and settle where the guest is.
 
     `hold`: may the job transfer now?  If not, it is staged: started at
@@ -53,8 +52,7 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
     first downtime limit apply from the release; if it fails, the job is aborted
     and, unless the guest moved all the same, the error raised once settled.
     `sent` hears once that the source has sent everything (libvirt finishing:
-    the link is free).  `cap`: the rate (MiB/s) the job may use now that it transfers
-    (None: its own), asked at each sample (`Watch._follow_cap`)."""
+    the link is free)."""
     # never a job that copies disks (the pipeline waits for its link instead): libvirt's
     # rate change reaches the memory migration, not the disk mirror
     stageable = not opts.postcopy_resume and not opts.copy_disks
@@ -65,7 +63,7 @@ def run_job(vm: str, source: Hypervisor, destination: Hypervisor, opts: Migratio
         else f"libvirt p2p live migration to {opts.dest_uri}"))
     watch = Watch(vm, source, destination, recorder, cancel, timeout_s, clock, adapter,
                    bandwidth_mib_s=opts.bandwidth_mib_s)
-    watch.on_sent, watch.cap = sent, cap
+    watch.on_sent = sent
     if staged:
         why = ("its link is busy", "the link is free") if prepare is None else \
             ("the guest is measured", "planned") if hold is None else \

@@ -225,7 +225,7 @@ class MigrationPipeline:
             source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
             result = run_job(claim.request.vm, source, destination, plan.options, rec, cancel,
                              plan.hard_stop_s, self.clock, Adapter(plan.policy), hold=hold,
-                             sent=hooks.sent, cap=hooks.rate_cap)
+                             sent=hooks.sent)
             self._conclude(claim.id, claim.request.vm, result, copies, claim.source,
                            claim.destination, plan.options, cancel)
         except DatabaseUnavailable:
@@ -265,8 +265,7 @@ class MigrationPipeline:
         source, destination = self.hosts(claim.source.uri), self.hosts(claim.destination.uri)
         result = run_job(req.vm, source, destination, first, rec, cancel,
                          hard_stop_s(self._timeout(claim, checked)), self.clock,
-                         hold=hooks.may_transfer, sent=hooks.sent, prepare=prepare,
-                         cap=hooks.rate_cap)
+                         hold=hooks.may_transfer, sent=hooks.sent, prepare=prepare)
         self._conclude(claim.id, req.vm, result, [], claim.source, claim.destination,
                        planned[0].options if planned else first, cancel)
 

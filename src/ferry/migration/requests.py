@@ -54,16 +54,13 @@ class Hooks:
     recent measurement of the guest to plan with instead of measuring again;
     `ended` hears that the migration has its final state (the drain starts the
     next move at once, not at its next look); `sent`, that the source has sent
-    everything (libvirt finishes: the link and the admission slot are free);
-    `rate_cap`, the rate (MiB/s) the job may use now that it transfers (None: its
-    own; a drain's gate lowers it beside a post-copy on the same link)."""
+    everything (libvirt finishes: the link and the admission slot are free)."""
 
     may_transfer: Callable[[], bool] | None = None
     measured: Measurement | None = None
     measured_age_s: float = 0.0
     ended: Callable[[], None] | None = None
     sent: Callable[[], None] | None = None
-    rate_cap: Callable[[], int | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -74,10 +74,6 @@ class Watch:
         self.disk_bytes = 0
         self.staged_s = 0.0  # how long the job ran staged, waiting for its link
         self.hold: Callable[[], bool] | None = None  # set while staged: may it go now?
-        # the rate (MiB/s) the job may use now, asked at each sample once it transfers
-        # (its drain's gate: another job on its link in post-copy); None: its own rate
-        self.cap: Callable[[], int | None] | None = None
-        self.capped: int | None = None  # the cap now applied
         self.count_staged = True  # the job's time counts from its release
         self.release_why = "its link is free"  # said at the release
         self.release_downtime_ms: int | None = None  # the plan's first limit, set then
@@ -138,7 +134,6 @@ class Watch:
         self.last_sample = sample
         self.postcopy_sampled = self.postcopy
         self.recorder.sample(sample)
-        self._follow_cap()
         if self.postcopy and sample.memory_remaining_bytes == 0:
             self._sent_all(certain=True, postcopy_end=True)  # post-copy re-sends nothing
         if self.adapter is not None and self.aborted_for is None:
@@ -213,49 +208,17 @@ class Watch:
             except HypervisorError as exc:
                 self.recorder.event(EventKind.SET_DOWNTIME_FAILED, f"the plan's first "
                                     f"limit: {exc}")
-        self.capped = self.cap() if self.cap is not None else None
-        rate = self._rate()
+        rate = self.opts_bandwidth_mib_s or FULL_MIB_S
         try:
             self.source.set_bandwidth(self.vm, rate)
         except HypervisorError as exc:  # e.g. the job has just ended
             self.recorder.event(EventKind.SET_BANDWIDTH_FAILED, f"full speed: {exc}")
             return
-        speed = "full speed" if rate == FULL_MIB_S else \
-            f"{rate} MiB/s (what a post-copy on its link leaves)" if rate == self.capped else \
-            f"{rate} MiB/s (its cap)"
+        speed = "full speed" if rate == FULL_MIB_S else f"{rate} MiB/s (its cap)"
         self.recorder.event(EventKind.RELEASED, (
             f"{self.release_why} after {self.staged_s:.1f} s staged: {speed}"
             if self.count_staged else f"followed after a restart (its drain's gate went with "
             f"the earlier process): {speed}"))
-
-    def _rate(self) -> int:
-        """The job's rate now: its own cap, lowered to what its gate leaves it."""
-        own = self.opts_bandwidth_mib_s or FULL_MIB_S
-        return own if self.capped is None else min(own, self.capped)
-
-    def _follow_cap(self) -> None:
-        """A job let onto its link beside another in post-copy goes at what that one's
-        background copy leaves (`cap`), and at its own rate once it has left: the
-        post-copy guest waits for each page it touches, and those must not queue
-        behind this job's stream, while three quarters of the link would otherwise
-        stay idle (lab, mixed mix: 7 s at 11 of 48 MiB/s, every other move waiting).
-        Not once this job itself is in post-copy or has sent everything."""
-        if self.cap is None or self.postcopy or self.sent or self.aborted_for is not None:
-            return
-        cap = self.cap()
-        if cap == self.capped:
-            return
-        self.capped = cap
-        rate = self._rate()
-        try:
-            self.source.set_bandwidth(self.vm, rate)
-        except HypervisorError as exc:
-            self.recorder.event(EventKind.SET_BANDWIDTH_FAILED, f"{rate} MiB/s: {exc}")
-            return
-        self.recorder.event(EventKind.SET_BANDWIDTH, (
-            f"a post-copy shares its link: {rate} MiB/s, what its background copy leaves"
-            if cap is not None else "the post-copy beside it has left the link: "
-            + ("full speed" if rate == FULL_MIB_S else f"{rate} MiB/s (its cap)")))
 
     def _apply(self, action: Action) -> None:
         if action.kind == ActionKind.ABORT:

@@ -3,9 +3,7 @@ transfer, and a job transfers only when the model says every transfer then on th
 link still converges (usually: when it is free, or when what runs there is about
 to leave it).  A job that may not transfer yet is staged (engine.run_job): it
 starts at a trickle, so that libvirt's set-up (the destination QEMU starting)
-overlaps the transfers on the link, and goes at full speed when the gate says so.
-Beside a job in post-copy (its background copy at a quarter of the link) the next
-one may transfer, at what that leaves (`cap`)."""
+overlaps the transfers on the link, and goes at full speed when the gate says so."""
 
 from __future__ import annotations
 
@@ -18,16 +16,11 @@ from ferry.clock import Clock
 from ferry.drain.model import Model
 from ferry.drain.model import quiet as drain_quiet
 from ferry.drain.schedule import may_share
-from ferry.predict.dirty import MIB
 from ferry.service.drain_plan import model_of, spec_of, streams_seen
 from ferry.service.drain_store import DrainStore
 from ferry.service.migration_store import MigrationStore
 
 HANDOVER_S = 1.0
-# a job beside one in post-copy goes at this share of the link: post-copy's background
-# copy takes a quarter (watch._quiet_link), and a quarter stays free so that the pages
-# its guest touches do not queue behind the two streams
-BESIDE_POSTCOPY = 0.5
 
 
 class LinkGate:
@@ -87,32 +80,6 @@ class LinkGate:
                 return True
         return False
 
-    def cap(self, did: int, vm: str, source: str) -> Callable[[], int | None]:
-        """A move's hook, asked at each sample once its job transfers: the rate (MiB/s)
-        it may use now, BESIDE_POSTCOPY of its link while another job on that link is in
-        post-copy (that job's guest waits for each page it touches: they must not queue
-        behind this stream; lab: a stream at full speed beside it made the guest wait
-        2.6 s), None (its own rate) otherwise.  A move so capped has shared its link."""
-        def ask() -> int | None:
-            with self._lock:
-                others = self._on_link.get(source, set()) - {vm}
-                d = self.drains.get(did)
-                by_vm = {m["vm"]: m for m in d["moves"]}
-                if not any(self._in_postcopy(by_vm.get(o)) for o in others):
-                    return None
-                self._shared.add(vm)
-                model = model_of(d["moves"], d["host"], d["request"].get("link_mib_s"),
-                                 streams_seen(d["moves"], d["host"]))
-                return max(1, int(model.link(source) * BESIDE_POSTCOPY / MIB))
-        return ask
-
-    def _in_postcopy(self, m: dict[str, Any] | None) -> bool:
-        """Is this move's job in post-copy, its pages still going (not yet off its link)?"""
-        if m is None or m.get("migration") is None:
-            return False
-        mig = self.store.get(int(m["migration"]))
-        return not mig.off_link and mig.switched_to_postcopy
-
     def release(self, vm: str, source: str) -> bool:
         """The move's job has ended: it no longer uses the link.  Returns whether it
         had the link to itself all along (not known after a controller restart:
@@ -159,18 +126,17 @@ class LinkGate:
         """Is this move's job about to leave the link: off it (ended, or its `sent`
         event: libvirt finishing, ~1.7 s on the lab), or a guest that hardly dirties in
         its first round with less than HANDOVER_S of it left (it then ends; the next
-        job's start, ~1 s before its first byte, overlaps it), or a job in post-copy
-        (converged by construction; the next one goes beside it at what its background
-        copy leaves: `cap`).  Any other is left alone: sharing could keep it from
-        converging.  A sample saying nothing remains is not
+        job's start, ~1 s before its first byte, overlaps it).  Any other is left alone:
+        sharing could keep it from converging.  A sample saying nothing remains is not
         leaving: every round ends so before the bitmap sync (a dirtier taken for
         leaving would share the link with the next move)."""
         if m is None or m.get("migration") is None:
             return False
         mid = int(m["migration"])
-        mig = self.store.get(mid)
-        if mig.off_link or mig.switched_to_postcopy:  # (the next one goes capped: `cap`)
+        if self.store.get(mid).off_link:
             return True
+        # (not a job in post-copy: its guest waits for each page it touches, and those
+        # queued behind the next move's stream on the link: lab, a 2.7 s pause)
         last = self.store.last_sample(mid)
         if last is None or last.iteration != 1 or last.bandwidth_bytes_s <= 0:
             return False

@@ -56,11 +56,9 @@ class DrainMoves:
         m["started_at"] = self.clock.now().timestamp()
         m["tried"] = [*m["tried"], m["to"]]
         fresh = self.planner.fresh(m["vm"]) if len(m["tried"]) == 1 else None
-        source = m.get("source", d["host"])
-        hooks = Hooks(self.gate.ready(d["id"], m["vm"], source),
+        hooks = Hooks(self.gate.ready(d["id"], m["vm"], m.get("source", d["host"])),
                       fresh[0] if fresh else None, fresh[1] if fresh else 0.0,
-                      ended=lambda: self.ended(d["id"]), sent=lambda: self.ended(d["id"]),
-                      rate_cap=self.gate.cap(d["id"], m["vm"], source))
+                      ended=lambda: self.ended(d["id"]), sent=lambda: self.ended(d["id"]))
         try:
             mig = self.migrations.start(m["vm"], m["to"],
                                         max_downtime_ms=req.get("max_downtime_ms"),
