@@ -64,10 +64,12 @@ class _Sampling:
         self._out: tuple[int, int, float] = (0, 0, 1.0)
         self.profile: tuple[float, ...] = ()
         self.wire_share = 1.0
-        self._thread = threading.Thread(target=self._run, args=(host, vm, kind), daemon=True)
+        self._thread: threading.Thread | None = None
         if pages is not None:  # read before (`read_pages`): only its figures
             self._take(pages)
         else:
+            self._thread = threading.Thread(target=self._run, args=(host, vm, kind),
+                                            daemon=True)
             self._thread.start()
 
     def _run(self, host: MeasureOps, vm: str, kind: str) -> None:
@@ -81,7 +83,7 @@ class _Sampling:
 
     def result(self) -> tuple[int, int, float]:
         """Pages read, non-zero among them, the share's standard error."""
-        if self._thread.ident is not None:  # started: reading now
+        if self._thread is not None:
             self._thread.join()
         return self._out
 

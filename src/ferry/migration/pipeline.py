@@ -39,6 +39,7 @@ from ferry.migration.planning import (
     hard_stop_s,
     make_plan,
     timeout_s,
+    why_in_clear,
 )
 from ferry.migration.policies import Adapter
 from ferry.migration.postcopy_resume import PostcopyResumer
@@ -54,7 +55,6 @@ from ferry.migration.requests import (
 from ferry.migration.settling import JobResult, settle
 from ferry.predict.dirty import MIB
 from ferry.predict.inputs import build_inputs, link_bytes_s, nonzero_bytes
-from ferry.predict.strategy import COMPRESS_MAX_SHARE
 
 HOLD_POLL_S = 0.2  # a move that cannot be staged waits for its link, asking this often
 
@@ -155,13 +155,9 @@ class MigrationPipeline:
                 req.policy, inputs, m, h, copies=bool(copy_targets),
                 allowed=self.timeouts.compress, asked=req.compress)
             if req.compress and squeezed is None:
-                why = "its disks are copied" if copy_targets else \
-                    f"its pages compress to {m.wire_share:.0%} (no gain over " \
-                    f"{COMPRESS_MAX_SHARE:.0%})" if m.wire_share > COMPRESS_MAX_SHARE else \
-                    "pre-copy alone would not finish at the first limit (a compressed " \
-                    "stream cannot switch to post-copy)"
-                self.records.recorder(claim.id).event(EventKind.PLAN,
-                                                      f"asked to compress, in clear: {why}")
+                self.records.recorder(claim.id).event(
+                    EventKind.PLAN, "asked to compress, in clear: "
+                    + why_in_clear(m, bool(copy_targets)))
             inputs = squeezed or inputs
             if staged:
                 inputs = replace(inputs, setup_s=0.0)

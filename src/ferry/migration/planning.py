@@ -27,6 +27,7 @@ from ferry.predict.inputs import History, Measurement, squeezed_inputs
 from ferry.predict.precopy import Prediction, simulate
 from ferry.predict.strategy import (
     COMPRESS_MAX_BUSY,
+    COMPRESS_MAX_SHARE,
     QEMU_DEFAULT_DOWNTIME_S,
     Inputs,
     choose_auto,
@@ -117,6 +118,18 @@ def compressed_inputs(policy: Policy, inp: Inputs, m: Measurement, h: History, *
         return None
     squeezed = squeezed_inputs(inp, m.wire_share)
     return squeezed if compressible(squeezed, m.wire_share) else None
+
+
+def why_in_clear(m: Measurement, copies: bool) -> str:
+    """Why a move asked to compress (policy `auto`) goes in clear: the rule of
+    `compressed_inputs` it failed, for people."""
+    if copies:
+        return "its disks are copied"
+    if m.wire_share > COMPRESS_MAX_SHARE:
+        return f"its pages compress to {m.wire_share:.0%} (no gain over " \
+            f"{COMPRESS_MAX_SHARE:.0%})"
+    return "pre-copy alone would not finish at the first limit (a compressed stream " \
+        "cannot switch to post-copy)"
 
 
 def make_plan(policy: Policy, dest_uri: str, memory_mib: int, *, bandwidth_mib_s: int | None,
